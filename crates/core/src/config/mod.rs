@@ -1,0 +1,392 @@
+//! The `repave.toml` struct tree. One serde tree, unknown fields rejected,
+//! validated once at start-up (see [`load`]).
+
+mod load;
+
+pub use load::{parse, ConfigError};
+
+use crate::duration::HumanDuration;
+use crate::patch::PatchSelection;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// State directory (SQLite store, local images, logs). `--state-dir`
+    /// overrides it; default `.repave` next to the config file.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub providers: Providers,
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, Pipeline>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Providers {
+    pub local: Option<LocalProvider>,
+    pub aws: Option<AwsProvider>,
+}
+
+/// The local provider: a fleet of processes on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProvider {
+    /// Update feed (JSON array of updates). Default: the demo feed shipped
+    /// in the binary.
+    #[serde(default)]
+    pub feed: Option<PathBuf>,
+    /// Groups `repave local up` creates if they don't exist yet.
+    #[serde(default)]
+    pub groups: BTreeMap<String, LocalGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalGroup {
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+    /// Load balancer port on 127.0.0.1.
+    pub port: u16,
+    /// Instance process, argument list with `{port}`, `{root}`, `{repave}`.
+    #[serde(default = "default_command")]
+    pub command: Vec<String>,
+    /// Image the group starts on: `builtin:demo` or a directory to import.
+    #[serde(default = "default_image")]
+    pub image: String,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// How long a draining target may keep in-flight requests.
+    #[serde(default = "default_deregistration_delay")]
+    pub deregistration_delay: HumanDuration,
+}
+
+pub fn default_command() -> Vec<String> {
+    ["{repave}", "demo-app", "--port", "{port}", "--root", "{root}"].map(String::from).to_vec()
+}
+fn default_image() -> String {
+    "builtin:demo".into()
+}
+fn default_deregistration_delay() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Time after launch during which a failing instance is not replaced.
+    #[serde(default = "default_grace")]
+    pub grace: HumanDuration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: default_health_path(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            healthy_threshold: default_threshold(),
+            unhealthy_threshold: default_threshold(),
+            grace: default_grace(),
+        }
+    }
+}
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_health_interval() -> HumanDuration {
+    HumanDuration::from_millis(200)
+}
+fn default_health_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_threshold() -> u32 {
+    2
+}
+fn default_grace() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AwsProvider {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// e.g. a moto server; `AWS_ENDPOINT_URL` works too.
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// "local" or "aws".
+    pub provider: String,
+    /// The scaling group to keep patched.
+    pub group: String,
+    /// The golden parameter (SSM parameter such as `latestAmi`).
+    pub parameter: String,
+    #[serde(default)]
+    pub builder: Builder,
+    #[serde(default)]
+    pub patch: Patch,
+    /// Commands run on the builder after patching; any failure aborts.
+    #[serde(default)]
+    pub validate: Vec<String>,
+    #[serde(default)]
+    pub test: ImageTest,
+    #[serde(default)]
+    pub rollout: Rollout,
+    #[serde(default)]
+    pub retention: Retention,
+    /// How long image creation may take before the run fails.
+    #[serde(default = "default_image_timeout")]
+    pub image_timeout: HumanDuration,
+}
+
+fn default_image_timeout() -> HumanDuration {
+    HumanDuration::from_secs(3600)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Builder {
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    pub instance_profile: Option<String>,
+    /// "linux" or "windows": decides the AWS patch document.
+    #[serde(default = "default_platform")]
+    pub platform: String,
+    /// How long the builder may take to answer the command channel.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: HumanDuration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            instance_type: None,
+            subnet: None,
+            security_groups: vec![],
+            instance_profile: None,
+            platform: default_platform(),
+            ready_timeout: default_ready_timeout(),
+        }
+    }
+}
+fn default_platform() -> String {
+    "linux".into()
+}
+fn default_ready_timeout() -> HumanDuration {
+    HumanDuration::from_secs(900)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    #[serde(default)]
+    pub severities: Vec<String>,
+    #[serde(default)]
+    pub classifications: Vec<String>,
+    #[serde(default)]
+    pub min_age_days: u32,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default = "yes")]
+    pub allow_reboot: bool,
+    /// Reboot-and-rescan rounds before the bake gives up.
+    #[serde(default = "default_max_reboots")]
+    pub max_reboots: u32,
+    /// Bound on the whole patch step.
+    #[serde(default = "default_patch_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for Patch {
+    fn default() -> Self {
+        Self {
+            severities: vec![],
+            classifications: vec![],
+            min_age_days: 0,
+            include: vec![],
+            exclude: vec![],
+            allow_reboot: true,
+            max_reboots: default_max_reboots(),
+            timeout: default_patch_timeout(),
+        }
+    }
+}
+
+impl Patch {
+    pub fn selection(&self) -> PatchSelection {
+        PatchSelection {
+            severities: self.severities.clone(),
+            classifications: self.classifications.clone(),
+            min_age_days: self.min_age_days,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_reboots() -> u32 {
+    3
+}
+fn default_patch_timeout() -> HumanDuration {
+    HumanDuration::from_secs(7200)
+}
+
+/// Boot one instance from the new image before publishing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageTest {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Commands run on the test instance; any failure fails the image.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    #[serde(default = "default_test_health_path")]
+    pub health_path: String,
+    #[serde(default = "default_test_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for ImageTest {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            commands: vec![],
+            health_path: default_test_health_path(),
+            timeout: default_test_timeout(),
+        }
+    }
+}
+fn default_test_health_path() -> String {
+    "/health".into()
+}
+fn default_test_timeout() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+
+/// What to do with protected or standby instances during a roll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldInstances {
+    /// Leave them on the old image; the roll completes without them.
+    #[default]
+    Skip,
+    /// Wait (bounded by the roll timeout) for them to become replaceable.
+    Wait,
+    /// Refuse to start the roll.
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// "rolling" (repave's engine) or "native" (AWS Instance Refresh).
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy_percent: u32,
+    #[serde(default = "default_max_healthy")]
+    pub max_healthy_percent: u32,
+    /// After turning healthy, a new instance counts as in service only once
+    /// this has passed.
+    #[serde(default = "default_warmup")]
+    pub warmup: HumanDuration,
+    /// A new instance not healthy this long after launch counts as failed.
+    #[serde(default = "default_health_grace")]
+    pub health_grace: HumanDuration,
+    /// Failed new instances that abort the roll.
+    #[serde(default = "default_max_unhealthy_new")]
+    pub max_unhealthy_new: u32,
+    #[serde(default = "yes")]
+    pub auto_rollback: bool,
+    /// Skip instances already on the target image.
+    #[serde(default = "yes")]
+    pub skip_matching: bool,
+    #[serde(default)]
+    pub protected: HeldInstances,
+    #[serde(default)]
+    pub standby: HeldInstances,
+    /// Bound on the whole roll.
+    #[serde(default = "default_roll_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            strategy: default_strategy(),
+            min_healthy_percent: default_min_healthy(),
+            max_healthy_percent: default_max_healthy(),
+            warmup: default_warmup(),
+            health_grace: default_health_grace(),
+            max_unhealthy_new: default_max_unhealthy_new(),
+            auto_rollback: true,
+            skip_matching: true,
+            protected: HeldInstances::Skip,
+            standby: HeldInstances::Skip,
+            timeout: default_roll_timeout(),
+        }
+    }
+}
+fn default_strategy() -> String {
+    "rolling".into()
+}
+fn default_min_healthy() -> u32 {
+    100
+}
+fn default_max_healthy() -> u32 {
+    150
+}
+fn default_warmup() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_health_grace() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_max_unhealthy_new() -> u32 {
+    1
+}
+fn default_roll_timeout() -> HumanDuration {
+    HumanDuration::from_secs(3600)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Images of this pipeline to keep (the current one included).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { keep: default_keep() }
+    }
+}
+fn default_keep() -> u32 {
+    3
+}

@@ -1,0 +1,339 @@
+//! Provider traits: the narrow, domain-level operations the engine needs from
+//! a cloud. Implemented by `repave-local` (processes on this machine), the sim
+//! provider (virtual time) and `repave-aws`.
+//!
+//! Every method is idempotent where the cloud allows it; creations carry a
+//! client token and tags (`repave:run`, `repave:role`) so a resumed run can
+//! find what it already made instead of making it twice.
+
+use crate::error::ProviderError;
+use crate::ids::{CommandId, ImageId, InstanceId, Timestamp};
+use crate::patch::{PatchSelection, Update};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub type Tags = BTreeMap<String, String>;
+pub type Result<T> = std::result::Result<T, ProviderError>;
+
+/// Tag keys repave puts on everything it creates.
+pub mod tag {
+    pub const RUN: &str = "repave:run";
+    pub const ROLE: &str = "repave:role";
+    pub const STEP: &str = "repave:step";
+    pub const PIPELINE: &str = "repave:pipeline";
+    pub const PARENT: &str = "repave:parent";
+    pub const MANIFEST: &str = "repave:manifest";
+    pub const STATUS: &str = "repave:status";
+    /// Roles: what an instance or image is for.
+    pub const ROLE_BUILDER: &str = "builder";
+    pub const ROLE_TEST: &str = "test";
+    pub const ROLE_IMAGE: &str = "image";
+    /// Value of `repave:status` on an image that failed test or roll.
+    pub const STATUS_BAD: &str = "bad";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageState {
+    Pending,
+    Available,
+    Failed,
+    Deregistered,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: ImageId,
+    pub name: String,
+    pub state: ImageState,
+    pub created_at: Timestamp,
+    pub tags: Tags,
+}
+
+/// Create an image from a (stopped) instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateImageRequest {
+    pub instance: InstanceId,
+    pub name: String,
+    pub tags: Tags,
+    /// Client token: the same token returns the same image.
+    pub token: String,
+}
+
+#[async_trait]
+pub trait Images: Send + Sync {
+    async fn describe_image(&self, id: &ImageId) -> Result<Image>;
+    async fn create_image(&self, req: CreateImageRequest) -> Result<ImageId>;
+    /// Deregister the image and delete its snapshots.
+    async fn deregister_image(&self, id: &ImageId) -> Result<()>;
+    /// Images carrying every tag in `tags` (an empty map lists all).
+    async fn list_images(&self, tags: &Tags) -> Result<Vec<Image>>;
+    async fn tag_image(&self, id: &ImageId, tags: &Tags) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    pub fn is_gone(self) -> bool {
+        matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub image: ImageId,
+    pub state: InstanceState,
+    pub launched_at: Timestamp,
+    pub tags: Tags,
+    /// Where the instance answers (local: `127.0.0.1:PORT`; AWS: private IP).
+    pub address: Option<String>,
+}
+
+/// What to launch. Fields a provider does not use are ignored by it (the
+/// local provider has no subnets; AWS has no `command`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InstanceSpec {
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+    pub security_groups: Vec<String>,
+    pub instance_profile: Option<String>,
+    /// Local provider: the process to run, with `{port}`, `{root}` and
+    /// `{repave}` placeholders. Empty: no process (an idle builder).
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    pub image: ImageId,
+    pub spec: InstanceSpec,
+    pub tags: Tags,
+    /// Client token; providers that can't honour it are protected by the
+    /// engine looking up tags first.
+    pub token: String,
+}
+
+/// Result of a health probe of one instance outside any load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthProbe {
+    pub healthy: bool,
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Instances: Send + Sync {
+    async fn launch(&self, req: LaunchRequest) -> Result<Instance>;
+    /// Instances by id; unknown ids are omitted (not an error).
+    async fn describe_instances(&self, ids: &[InstanceId]) -> Result<Vec<Instance>>;
+    /// Instances carrying every tag in `tags`, terminated ones included.
+    async fn list_instances(&self, tags: &Tags) -> Result<Vec<Instance>>;
+    async fn stop_instance(&self, id: &InstanceId) -> Result<()>;
+    async fn start_instance(&self, id: &InstanceId) -> Result<()>;
+    async fn reboot_instance(&self, id: &InstanceId) -> Result<()>;
+    async fn terminate_instance(&self, id: &InstanceId) -> Result<()>;
+    /// Probe the instance the way a load balancer would (local: HTTP GET of
+    /// the health path; AWS: instance status checks).
+    async fn probe_health(&self, id: &InstanceId, path: &str) -> Result<HealthProbe>;
+}
+
+/// What a command does on the instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandDocument {
+    /// A shell script (`sh -c` locally, AWS-RunShellScript on AWS). Values go
+    /// in `env`, never spliced into the script.
+    Shell { script: String, env: BTreeMap<String, String> },
+    /// List the updates applicable to the instance (AWS: Windows Update scan
+    /// / RunPatchBaseline Scan). Output: JSON array of [`Update`].
+    ScanUpdates { selection: PatchSelection },
+    /// Install exactly these update ids (frozen at bake start). Output: JSON
+    /// [`InstallReport`].
+    InstallUpdates { selection: PatchSelection, ids: Vec<String>, allow_reboot: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRequest {
+    pub instance: InstanceId,
+    pub document: CommandDocument,
+    pub timeout: Duration,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Pending,
+    InProgress,
+    Success,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl CommandStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, CommandStatus::Pending | CommandStatus::InProgress)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub id: CommandId,
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    /// Captured output, bounded by the provider (tail kept, marked truncated).
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What `InstallUpdates` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InstallReport {
+    pub installed: Vec<Update>,
+    pub failed: Vec<String>,
+    pub reboot_required: bool,
+}
+
+#[async_trait]
+pub trait Commands: Send + Sync {
+    async fn send_command(&self, req: CommandRequest) -> Result<CommandId>;
+    async fn command_result(&self, id: &CommandId) -> Result<CommandResult>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parameter {
+    pub name: String,
+    pub value: String,
+    pub version: u64,
+    pub description: Option<String>,
+    pub labels: Vec<String>,
+    pub modified_at: Timestamp,
+}
+
+#[async_trait]
+pub trait Parameters: Send + Sync {
+    async fn get_parameter(&self, name: &str) -> Result<Parameter>;
+    /// Overwrite (or create) the parameter; `description: None` keeps the
+    /// current description. Returns the new version.
+    async fn put_parameter(&self, name: &str, value: &str, description: Option<&str>) -> Result<u64>;
+    /// Every version, oldest first.
+    async fn parameter_history(&self, name: &str) -> Result<Vec<Parameter>>;
+    async fn label_parameter_version(&self, name: &str, version: u64, labels: &[String]) -> Result<()>;
+}
+
+/// A numbered version of a launch spec (launch template version, or a launch
+/// configuration name on AWS).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LaunchSpecRef {
+    pub name: String,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub name: String,
+    pub version: u64,
+    pub image: ImageId,
+    pub spec: InstanceSpec,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    Pending,
+    InService,
+    Standby,
+    Terminating,
+    Terminated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub id: InstanceId,
+    pub image: ImageId,
+    pub lifecycle: Lifecycle,
+    /// The group's own view (process alive / EC2 status); the load balancer's
+    /// view is in [`TargetHealth`].
+    pub healthy: bool,
+    pub protected: bool,
+    pub launched_at: Timestamp,
+    pub launch_spec: Option<LaunchSpecRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+    pub launch_spec: LaunchSpecRef,
+    pub members: Vec<GroupMember>,
+    /// Where the group's load balancer listens (local: `127.0.0.1:PORT`).
+    pub balancer: Option<String>,
+}
+
+#[async_trait]
+pub trait Groups: Send + Sync {
+    async fn describe_group(&self, name: &str) -> Result<Group>;
+    async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> Result<LaunchSpec>;
+    /// New version of `base.name` carrying all of `base`'s data with `image`.
+    async fn create_launch_spec_version(&self, base: &LaunchSpecRef, image: &ImageId) -> Result<LaunchSpecRef>;
+    async fn set_group_launch_spec(&self, group: &str, spec: &LaunchSpecRef) -> Result<()>;
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<()>;
+    /// Terminate a member; with `decrement` the desired capacity drops by one,
+    /// without it the group launches a replacement.
+    async fn terminate_group_instance(&self, group: &str, instance: &InstanceId, decrement: bool) -> Result<()>;
+    async fn set_instance_protection(&self, group: &str, instance: &InstanceId, protected: bool) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Registered, health checks not yet passed.
+    Initial,
+    Healthy,
+    Unhealthy,
+    /// Deregistered: no new requests, in-flight ones finishing.
+    Draining,
+    /// Not registered (drain finished, or never registered).
+    Unused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    pub instance: InstanceId,
+    pub state: TargetState,
+    /// When `state` was entered.
+    pub since: Timestamp,
+    /// Requests in flight, where the balancer can tell.
+    pub in_flight: Option<u32>,
+}
+
+#[async_trait]
+pub trait Traffic: Send + Sync {
+    /// Health of every target of the group's load balancer(s). An instance
+    /// in several target groups reports its worst state.
+    async fn target_health(&self, group: &str) -> Result<Vec<TargetHealth>>;
+    /// Stop sending new requests to the instance and let in-flight ones
+    /// finish (bounded by the deregistration delay).
+    async fn deregister_target(&self, group: &str, instance: &InstanceId) -> Result<()>;
+    async fn register_target(&self, group: &str, instance: &InstanceId) -> Result<()>;
+}
+
+/// Everything the engine needs from a cloud.
+pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffic {
+    /// Short name for logs and the run record ("local", "aws", "sim").
+    fn name(&self) -> &str;
+}
