@@ -75,7 +75,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     if ms < 60_000 {
         let s = ms as f64 / 1000.0;
-        return if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{s:.1}s") };
+        return if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{s:.1}s") };
     }
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);

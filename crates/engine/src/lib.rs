@@ -1,1 +1,20 @@
+//! repave-engine: executes runs. Each step's intent is journaled in the
+//! store before its side effect and its output after, so a run killed at any
+//! instant resumes (done steps are skipped, the interrupted one re-runs and
+//! finds what it already created by its tags).
 
+mod bake;
+mod call;
+mod error;
+mod events;
+mod executor;
+mod publish;
+mod retain;
+mod roll;
+mod summary;
+
+pub use error::EngineError;
+pub use events::{EngineEvent, NullObserver, Observer};
+pub use executor::{Engine, EngineOptions};
+pub use roll::{observe, RollSample};
+pub use summary::{RollReport, RunOutcome, RunSummary};

@@ -2,8 +2,15 @@
 //! validated once at start-up (see [`load`]).
 
 mod load;
+mod locate;
+mod starter;
+#[cfg(test)]
+mod tests;
+mod validate;
 
-pub use load::{parse, ConfigError};
+pub use load::{parse, parse_all, parse_bytes, ConfigError, MAX_CONFIG_BYTES};
+pub use starter::starter_config;
+pub use validate::is_valid_name;
 
 use crate::duration::HumanDuration;
 use crate::patch::PatchSelection;
@@ -380,12 +387,19 @@ pub struct Retention {
     /// Images of this pipeline to keep (the current one included).
     #[serde(default = "default_keep")]
     pub keep: u32,
+    /// Images the golden parameter held within this window are never
+    /// deleted: a rollback may need them.
+    #[serde(default = "default_rollback_window")]
+    pub rollback_window: HumanDuration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { keep: default_keep() }
+        Self { keep: default_keep(), rollback_window: default_rollback_window() }
     }
+}
+fn default_rollback_window() -> HumanDuration {
+    HumanDuration::from_secs(7 * 86_400)
 }
 fn default_keep() -> u32 {
     3

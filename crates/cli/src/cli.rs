@@ -1,0 +1,139 @@
+//! Command-line surface. Every command takes `--json`; exit codes are mapped
+//! in one place (`exit.rs`).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "repave",
+    version,
+    about = "Keep auto-scaling fleets on freshly patched OS images, with zero downtime.",
+    long_about = "repave bakes a patched image from the golden image (builder → OS updates → image → test), \
+publishes it (launch spec, group, golden parameter) and rolls every instance behind the load balancer \
+without dropping a request, with rollback.\n\nStart with `repave demo` (no config needed), or `repave init` \
+to write a starter repave.toml.",
+    after_help = "Exit codes: 0 success · 1 run failed or error · 2 bad config or usage · 3 run rolled back · \
+4 group leased by another run · 5 run paused or cancelled"
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, default_value = "repave.toml", env = "REPAVE_CONFIG")]
+    pub config: PathBuf,
+    /// State directory (SQLite store, local images, logs). Default: the
+    /// config's `state_dir`, else `.repave` next to the config file.
+    #[arg(long, global = true, env = "REPAVE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log verbosity for stderr (e.g. `info`, `repave_engine=debug`).
+    #[arg(long, global = true, env = "REPAVE_LOG", default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole loop on a local demo fleet under load (no config needed).
+    Demo(DemoArgs),
+    /// Write a commented starter repave.toml for the local provider.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a config file; errors name file:line:col and the field.
+    Validate,
+    /// Bake, test, publish, roll, verify and retain, for one pipeline.
+    Run(PipelineArg),
+    /// Bake and test a new image without publishing it.
+    Bake(PipelineArg),
+    /// Roll the group onto the golden parameter's image.
+    Roll(PipelineArg),
+    /// Put the golden parameter, launch spec and fleet back on the previous image.
+    Rollback(PipelineArg),
+    /// Continue an interrupted or paused run from its journal.
+    Resume {
+        /// Run id (see `repave history`).
+        run: String,
+    },
+    /// The group: each instance, its image and health; the golden parameter and its versions; the last run.
+    Status {
+        /// Pipeline (default: every pipeline).
+        pipeline: Option<String>,
+    },
+    /// Past runs, newest first.
+    History {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// A run's steps and audit events.
+    Logs {
+        /// Run id.
+        run: String,
+    },
+    /// Predict a run in virtual time: bake and roll durations, the lower
+    /// bound, minimum capacity, whether it fits the window.
+    Simulate(crate::commands::simulate::SimulateArgs),
+    /// Manage the local fleet's background process.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// The demo HTTP service (what local demo instances run).
+    #[command(hide = true)]
+    DemoApp {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// The package tool local instances patch with.
+    #[command(hide = true)]
+    Pkg {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineArg {
+    /// Pipeline name from repave.toml (may be omitted when there is only one).
+    pub pipeline: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start the local fleet process (and the config's local groups).
+    Up,
+    /// Stop every local instance and balancer, and the fleet process.
+    Down,
+    /// The fleet process itself (started by `up` or on demand).
+    #[command(hide = true)]
+    Daemon {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        feed: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Instances in the demo group.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub instances: u32,
+    /// Concurrent keep-alive HTTP clients driving load at the balancer.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub clients: u32,
+    /// Leave the demo fleet running afterwards (`repave --state-dir DIR local down` stops it).
+    #[arg(long)]
+    pub keep: bool,
+    /// Make the new image fail its health checks (shows the rollback path).
+    #[arg(long)]
+    pub break_image: bool,
+}

@@ -1,0 +1,56 @@
+//! `repave local up | down | daemon`.
+
+use crate::cli::Cli;
+use crate::exit::{self, Exit};
+use anyhow::Context as _;
+use repave_local::daemon::DaemonOptions;
+use repave_local::LocalClient;
+use std::path::Path;
+
+pub async fn up(cli: &Cli) -> Result<i32, Exit> {
+    let loaded = crate::context::load(cli)?;
+    let client = loaded.local().await?;
+    let mut groups = Vec::new();
+    for name in loaded.config.providers.local.iter().flat_map(|l| l.groups.keys()) {
+        let addr = client.balancer_address(name).await.map_err(Exit::failed)?;
+        groups.push(serde_json::json!({ "group": name, "balancer": addr }));
+    }
+    if cli.json {
+        crate::output::json(&serde_json::json!({ "state_dir": loaded.state_dir, "groups": groups }));
+    } else {
+        println!("local fleet up in {}", loaded.state_dir.display());
+        for g in groups {
+            println!("  group {} behind http://{}", g["group"].as_str().unwrap_or(""), g["balancer"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub async fn down(cli: &Cli) -> Result<i32, Exit> {
+    let state_dir = match &cli.state_dir {
+        Some(d) => d.clone(),
+        None => crate::context::load(cli)?.state_dir,
+    };
+    match LocalClient::connect(&state_dir).await {
+        Ok(client) => client.shutdown().await.context("stopping the local fleet").map_err(Exit::failed)?,
+        Err(_) => {
+            if !cli.json {
+                println!("no local fleet running in {}", state_dir.display());
+            }
+            return Ok(exit::OK);
+        }
+    }
+    if cli.json {
+        crate::output::json(&serde_json::json!({ "stopped": state_dir }));
+    } else {
+        println!("local fleet in {} stopped", state_dir.display());
+    }
+    Ok(exit::OK)
+}
+
+pub async fn daemon(state_dir: &Path, feed: Option<&Path>) -> Result<i32, Exit> {
+    let exe = std::env::current_exe().context("locating the repave executable").map_err(Exit::failed)?;
+    let opts = DaemonOptions { state_dir: state_dir.to_path_buf(), exe, feed: feed.map(Path::to_path_buf) };
+    repave_local::daemon::run(opts).await.context("local fleet process").map_err(Exit::failed)?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,7 @@
+pub mod history;
+pub mod init;
+pub mod local;
+pub mod run;
+pub mod simulate;
+pub mod status;
+pub mod validate;

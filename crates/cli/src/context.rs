@@ -1,0 +1,125 @@
+//! Loading what every command needs: the config (validated once), the state
+//! directory, the store, the provider.
+
+use crate::cli::Cli;
+use crate::exit::Exit;
+use anyhow::{anyhow, Context as _};
+use repave_core::config::{Config, LocalGroup, Pipeline};
+use repave_core::provider::Provider;
+use repave_local::{GroupSetup, ImageSource, LocalClient};
+use repave_store::Store;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct Loaded {
+    pub config: Config,
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Read and validate the config file. Any problem is exit code 2.
+pub fn load(cli: &Cli) -> Result<Loaded, Exit> {
+    let path = &cli.config;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Exit::bad_input(anyhow!(
+            "{}: cannot read config: {e} (create one with `repave init`, or try `repave demo`)",
+            path.display()
+        ))
+    })?;
+    let config = repave_core::config::parse_bytes(&bytes, &path.display().to_string()).map_err(Exit::bad_input)?;
+    let config_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let state_dir = match (&cli.state_dir, &config.state_dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) if d.is_absolute() => d.clone(),
+        (None, Some(d)) => config_dir.join(d),
+        (None, None) => config_dir.join(".repave"),
+    };
+    Ok(Loaded { config, config_dir, state_dir })
+}
+
+impl Loaded {
+    /// The pipeline by name, or the only one.
+    pub fn pipeline(&self, name: Option<&str>) -> Result<(String, Pipeline), Exit> {
+        match name {
+            Some(n) => self.config.pipelines.get(n).map(|p| (n.to_string(), p.clone())).ok_or_else(|| {
+                let known: Vec<&str> = self.config.pipelines.keys().map(String::as_str).collect();
+                Exit::bad_input(anyhow!("unknown pipeline {n:?} (known: {})", known.join(", ")))
+            }),
+            None if self.config.pipelines.len() == 1 => {
+                let (n, p) = self.config.pipelines.iter().next().expect("one pipeline");
+                Ok((n.clone(), p.clone()))
+            }
+            None => {
+                let known: Vec<&str> = self.config.pipelines.keys().map(String::as_str).collect();
+                Err(Exit::bad_input(anyhow!("several pipelines defined; name one of: {}", known.join(", "))))
+            }
+        }
+    }
+
+    pub fn store(&self) -> Result<Arc<Store>, Exit> {
+        let store = Store::open(&self.state_dir.join("repave.db"))
+            .with_context(|| format!("opening the store in {}", self.state_dir.display()))
+            .map_err(Exit::failed)?;
+        Ok(Arc::new(store))
+    }
+
+    /// The provider a pipeline runs on; for the local provider this starts
+    /// the fleet process on demand and creates the config's groups.
+    pub async fn provider(&self, pipeline: &Pipeline) -> Result<Arc<dyn Provider>, Exit> {
+        match pipeline.provider.as_str() {
+            "local" => Ok(Arc::new(self.local().await?)),
+            other => Err(Exit::bad_input(anyhow!(
+                "provider {other:?} is not available in this build (the AWS provider is not built yet; see README)"
+            ))),
+        }
+    }
+
+    pub async fn local(&self) -> Result<LocalClient, Exit> {
+        let local = self.config.providers.local.clone().unwrap_or_default();
+        let feed = local.feed.as_ref().map(|f| if f.is_absolute() { f.clone() } else { self.config_dir.join(f) });
+        let client = start_local(&self.state_dir, feed.as_deref()).await?;
+        for (name, g) in &local.groups {
+            let parameter = self
+                .config
+                .pipelines
+                .values()
+                .find(|p| p.provider == "local" && &p.group == name)
+                .map(|p| p.parameter.clone());
+            client
+                .ensure_group(group_setup(name, g, parameter, &self.config_dir))
+                .await
+                .with_context(|| format!("creating local group {name}"))
+                .map_err(Exit::failed)?;
+        }
+        Ok(client)
+    }
+}
+
+pub async fn start_local(state_dir: &Path, feed: Option<&Path>) -> Result<LocalClient, Exit> {
+    let exe = std::env::current_exe().context("locating the repave executable").map_err(Exit::failed)?;
+    LocalClient::ensure_running(state_dir, &exe, feed)
+        .await
+        .with_context(|| format!("starting the local fleet process in {}", state_dir.display()))
+        .map_err(Exit::failed)
+}
+
+pub fn group_setup(name: &str, g: &LocalGroup, parameter: Option<String>, config_dir: &Path) -> GroupSetup {
+    let image = if g.image == "builtin:demo" {
+        ImageSource::BuiltinDemo
+    } else {
+        let p = PathBuf::from(&g.image);
+        ImageSource::Directory(if p.is_absolute() { p } else { config_dir.join(p) })
+    };
+    GroupSetup {
+        name: name.to_string(),
+        min: g.min,
+        max: g.max,
+        desired: g.desired,
+        port: g.port,
+        command: g.command.clone(),
+        image,
+        health_check: g.health_check.clone(),
+        deregistration_delay: g.deregistration_delay.get(),
+        parameter,
+    }
+}

@@ -1,0 +1,304 @@
+//! `repave demo`: a fresh local fleet under steady load, the whole pipeline,
+//! and a summary of what the traffic saw.
+
+mod load;
+mod report;
+
+use crate::cli::{Cli, DemoArgs};
+use crate::exit::{self, Exit};
+use crate::progress::Bars;
+use anyhow::{anyhow, Context as _};
+use repave_core::ids::{Clock, SystemClock};
+use repave_core::provider::{Lifecycle, Provider, TargetState};
+use repave_local::LocalClient;
+use repave_store::RunKind;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PIPELINE: &str = "demo";
+
+pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
+    let state_dir = fresh_state_dir(cli.state_dir.as_deref())?;
+    let bars = Arc::new(Bars::new(cli.json));
+    bars.println(&format!("repave demo: {} instances, state in {}", args.instances, state_dir.display()));
+
+    // The demo's config goes through the same parser and validator as a
+    // user's, and stays in the state dir for `repave --config ... status`.
+    let port = free_port().map_err(Exit::failed)?;
+    let feed = if args.break_image { Some(write_broken_feed(&state_dir)?) } else { None };
+    let toml = demo_config(&state_dir, args, port, feed.as_deref());
+    let config_path = state_dir.join("repave.toml");
+    std::fs::write(&config_path, &toml).context("writing the demo config").map_err(Exit::failed)?;
+    let config = repave_core::config::parse(&toml, &config_path.display().to_string()).map_err(Exit::failed)?;
+    let pipeline = config.pipelines.get(PIPELINE).expect("demo pipeline").clone();
+    let loaded = crate::context::Loaded { config, config_dir: state_dir.clone(), state_dir: state_dir.clone() };
+
+    let spin = bars.spinner(&format!("starting {} instances behind the load balancer", args.instances));
+    let client = loaded.local().await?;
+    let result = drive(cli, args, &loaded, &client, &pipeline, bars.clone(), spin).await;
+    if !args.keep {
+        if let Err(e) = client.shutdown().await {
+            eprintln!("warning: stopping the demo fleet: {e}");
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    cli: &Cli,
+    args: &DemoArgs,
+    loaded: &crate::context::Loaded,
+    client: &LocalClient,
+    pipeline: &repave_core::config::Pipeline,
+    bars: Arc<Bars>,
+    spin: indicatif::ProgressBar,
+) -> Result<i32, Exit> {
+    let group = &pipeline.group;
+    wait_healthy(client, group, args.instances).await?;
+    spin.finish_and_clear();
+    let addr = client.balancer_address(group).await.map_err(Exit::failed)?;
+    bars.println(&format!("fleet healthy behind http://{addr}; driving load with {} keep-alive clients", args.clients));
+
+    let load_start_ms = SystemClock.now().millis();
+    let load = load::Load::start(&addr, args.clients);
+    // A moment of traffic on the old fleet first, so the report shows before and after.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let store = loaded.store()?;
+    let provider: Arc<dyn Provider> = Arc::new(client.clone());
+    let engine = crate::commands::run::engine(provider, store, bars.clone(), crate::commands::run::cancel_on_ctrl_c());
+    let outcome = engine.start(PIPELINE, pipeline, RunKind::Run).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let traffic = load.finish().await;
+    let outcome = outcome?;
+
+    let group_now = client.describe_group(group).await.map_err(Exit::failed)?;
+    let new_image = outcome.summary.new_image.clone();
+    let on_new = group_now
+        .members
+        .iter()
+        .filter(|m| m.lifecycle == Lifecycle::InService && Some(&m.image) == new_image.as_ref())
+        .count();
+    let leaked = leaks(client, &group_now).await?;
+
+    let roll = outcome.summary.roll.clone().unwrap_or_default();
+    let ratio = if roll.lower_bound_seconds > 0.0 { roll.seconds / roll.lower_bound_seconds } else { 0.0 };
+    let report_path = loaded.state_dir.join("report.html");
+    let mut summary = json!({
+        "run": outcome.run,
+        "state": outcome.state,
+        "state_dir": loaded.state_dir,
+        "report": report_path,
+        "instances": args.instances,
+        "requests": {
+            "total": traffic.total, "failed": traffic.failed, "per_second": traffic.per_second,
+            "clients": traffic.clients, "errors": traffic.errors, "by_image": traffic.by_image,
+        },
+        "roll": {
+            "seconds": roll.seconds,
+            "lower_bound_seconds": roll.lower_bound_seconds,
+            "ratio": ratio,
+            "min_in_service": roll.min_in_service,
+            "floor": roll.floor,
+            "max_live": roll.max_live,
+            "max_total": roll.max_total,
+            "concurrency": roll.concurrency,
+            "replaced": roll.replaced,
+            "launch_ready_ms_median": roll.launch_ready_ms_median,
+            "warmup_ms": roll.warmup_ms,
+            "drain_ms_median": roll.drain_ms_median,
+        },
+        "rolled_back": outcome.summary.rolled_back,
+        "image": { "before": outcome.summary.source_image, "after": new_image },
+        "instances_on_new_image": on_new,
+        "leaked_instances": leaked.len(),
+        "leaked": leaked,
+        "installed_updates": outcome.summary.installed_updates,
+        "steps": outcome.steps,
+        "error": outcome.summary.error,
+    });
+    let html = report::render(&outcome, &traffic, load_start_ms, &summary);
+    std::fs::write(&report_path, html).context("writing the report").map_err(Exit::failed)?;
+    summary["report"] = json!(report_path);
+
+    if cli.json {
+        crate::output::json(&summary);
+    } else {
+        print_summary(&summary, &outcome);
+    }
+    let mut code = exit::for_run_state(&outcome.state);
+    let all_new = outcome.state != "succeeded" || on_new as u32 == args.instances;
+    if code == exit::OK && (traffic.failed > 0 || !leaked.is_empty() || !all_new) {
+        code = exit::FAILED;
+    }
+    Ok(code)
+}
+
+fn print_summary(s: &serde_json::Value, outcome: &repave_engine::RunOutcome) {
+    crate::commands::run::print_outcome(outcome);
+    let r = &s["requests"];
+    println!(
+        "  requests   {} total, {} failed ({:.0}/s from {} keep-alive clients)",
+        r["total"], r["failed"], r["per_second"].as_f64().unwrap_or(0.0), r["clients"]
+    );
+    println!(
+        "  fleet      {}/{} instances on the new image, {} leaked",
+        s["instances_on_new_image"], s["instances"], s["leaked_instances"]
+    );
+    println!("  report     {}", s["report"].as_str().unwrap_or(""));
+}
+
+/// Instances whose process or root is still there but that are not live
+/// members of the group: builders, test instances, replaced instances.
+/// Terminations finish asynchronously, so give them a bounded moment.
+async fn leaks(client: &LocalClient, group: &repave_core::provider::Group) -> Result<Vec<serde_json::Value>, Exit> {
+    let members: Vec<_> = group
+        .members
+        .iter()
+        .filter(|m| !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated))
+        .map(|m| m.id.clone())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let report = client.leak_report().await.map_err(Exit::failed)?;
+        let mut leaked = Vec::new();
+        for id in report.live_processes.iter().filter(|i| !members.contains(i)) {
+            leaked.push(json!({ "instance": id, "what": "process alive" }));
+        }
+        for id in report.roots.iter().filter(|i| !members.contains(i)) {
+            let stopped_builder = report.instances.iter().any(|i| &i.id == id && i.state == repave_core::provider::InstanceState::Stopped);
+            leaked.push(json!({ "instance": id, "what": if stopped_builder { "stopped instance root" } else { "root on disk" } }));
+        }
+        if leaked.is_empty() || Instant::now() >= deadline {
+            return Ok(leaked);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_healthy(client: &LocalClient, group: &str, n: u32) -> Result<(), Exit> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = client.target_health(group).await.map_err(Exit::failed)?;
+        let healthy = health.iter().filter(|t| t.state == TargetState::Healthy).count() as u32;
+        if healthy >= n {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Exit::failed(anyhow!("demo fleet: only {healthy}/{n} instances healthy after 60s")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fresh_state_dir(given: Option<&Path>) -> Result<PathBuf, Exit> {
+    match given {
+        Some(d) => {
+            if d.exists() && std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(true) {
+                return Err(Exit::bad_input(anyhow!(
+                    "{} is not empty; the demo builds a fresh state dir (give a new or empty directory)",
+                    d.display()
+                )));
+            }
+            std::fs::create_dir_all(d).map_err(|e| Exit::failed(anyhow!("creating {}: {e}", d.display())))?;
+            Ok(std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
+        }
+        None => {
+            let base = std::env::temp_dir();
+            for _ in 0..100 {
+                let d = base.join(format!("repave-demo-{:08x}", rand_u32()));
+                if std::fs::create_dir(&d).is_ok() {
+                    return Ok(d);
+                }
+            }
+            Err(Exit::failed(anyhow!("could not create a demo state dir under {}", base.display())))
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (t.subsec_nanos() ^ std::process::id().rotate_left(16)).wrapping_mul(2_654_435_761)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port for the balancer")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The demo feed plus one update that breaks the app's health check.
+fn write_broken_feed(state_dir: &Path) -> Result<PathBuf, Exit> {
+    let mut feed = repave_local::feed::demo_feed();
+    let today = repave_core::patch::epoch_days(SystemClock.now().millis());
+    let mut files = std::collections::BTreeMap::new();
+    files.insert("etc/demo-app.conf".to_string(), "health = fail\n".to_string());
+    feed.push(repave_core::patch::Update {
+        id: "KB-BROKEN-1".into(),
+        package: "demo-app".into(),
+        version: "2.0.0".into(),
+        severity: "Critical".into(),
+        classification: "CriticalUpdates".into(),
+        released: date(today - 30),
+        reboot: false,
+        files,
+    });
+    let path = state_dir.join("broken-feed.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&feed).expect("feed")).context("writing the feed").map_err(Exit::failed)?;
+    Ok(path)
+}
+
+fn date(days: i64) -> String {
+    crate::output::time(days * 86_400_000)[..10].to_string()
+}
+
+fn demo_config(state_dir: &Path, args: &DemoArgs, port: u16, feed: Option<&Path>) -> String {
+    let n = args.instances;
+    let feed_line = feed.map(|f| format!("feed = {:?}\n", f.display().to_string())).unwrap_or_default();
+    format!(
+        r#"# Written by `repave demo`.
+state_dir = {state:?}
+
+[providers.local]
+{feed_line}
+[providers.local.groups.demo]
+min = {n}
+max = {max}
+desired = {n}
+port = {port}
+deregistration_delay = "10s"
+
+[providers.local.groups.demo.health_check]
+interval = "200ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+grace = "60s"
+
+[pipelines.demo]
+provider = "local"
+group = "demo"
+parameter = "latestAmi"
+
+[pipelines.demo.patch]
+severities = ["Critical", "Important"]
+min_age_days = 3
+
+[pipelines.demo.test]
+enabled = {test}
+
+[pipelines.demo.rollout]
+min_healthy_percent = 100
+max_healthy_percent = 150
+warmup = "2s"
+health_grace = "10s"
+
+[pipelines.demo.retention]
+keep = 3
+"#,
+        state = state_dir.display().to_string(),
+        max = (n * 2).min(256),
+        test = !args.break_image,
+    )
+}

@@ -1,0 +1,563 @@
+//! Table-driven tests: each malformed config names its exact position,
+//! field and message.
+
+use super::*;
+
+/// A valid config; cases append to it or replace a line of it.
+const BASE: &str = r#"[providers.local.groups.web]
+min = 1
+desired = 2
+max = 4
+port = 8080
+
+[pipelines.web]
+provider = "local"
+group = "web"
+parameter = "latestAmi"
+"#;
+
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn replace(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} not in BASE");
+    BASE.replacen(from, to, 1)
+}
+
+struct Case {
+    name: &'static str,
+    src: Vec<u8>,
+    line: usize,
+    col: usize,
+    field: Option<&'static str>,
+    message: &'static str,
+}
+
+fn case(
+    name: &'static str,
+    src: impl Into<Vec<u8>>,
+    pos: (usize, usize),
+    field: Option<&'static str>,
+    message: &'static str,
+) -> Case {
+    Case {
+        name,
+        src: src.into(),
+        line: pos.0,
+        col: pos.1,
+        field,
+        message,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let rollout = |body: &str| with(&format!("\n[pipelines.web.rollout]\n{body}\n"));
+    let patch = |body: &str| with(&format!("\n[pipelines.web.patch]\n{body}\n"));
+    vec![
+        case(
+            "syntax error",
+            with("[pipelines.api\n"),
+            (11, 15),
+            None,
+            "invalid table header",
+        ),
+        case(
+            "wrong type",
+            replace("port = 8080", "port = \"8080\""),
+            (5, 8),
+            Some("providers.local.groups.web.port"),
+            "invalid type: string \"8080\", expected u16",
+        ),
+        case(
+            "negative count",
+            replace("min = 1", "min = -1"),
+            (2, 7),
+            Some("providers.local.groups.web.min"),
+            "expected u32",
+        ),
+        case(
+            "unknown top-level field",
+            format!("colour = \"red\"\n{BASE}"),
+            (1, 1),
+            Some("colour"),
+            "unknown field `colour`, expected one of `state_dir`, `providers`, `pipelines`",
+        ),
+        case(
+            "unknown rollout field",
+            rollout("min_healty_percent = 50"),
+            (13, 1),
+            Some("pipelines.web.rollout.min_healty_percent"),
+            "unknown field `min_healty_percent`, expected one of `strategy`, `min_healthy_percent`",
+        ),
+        case(
+            "unknown patch field",
+            patch("severity = [\"Critical\"]"),
+            (13, 1),
+            Some("pipelines.web.patch.severity"),
+            "unknown field `severity`, expected one of `severities`",
+        ),
+        case(
+            "missing field",
+            replace("parameter = \"latestAmi\"\n", ""),
+            (7, 1),
+            Some("pipelines.web"),
+            "missing field `parameter`",
+        ),
+        case(
+            "percentage out of range",
+            rollout("min_healthy_percent = 101"),
+            (13, 1),
+            Some("pipelines.web.rollout.min_healthy_percent"),
+            "101 is out of range 0..=100",
+        ),
+        case(
+            "max percentage out of range",
+            rollout("max_healthy_percent = 250"),
+            (13, 1),
+            Some("pipelines.web.rollout.max_healthy_percent"),
+            "out of range 100..=200",
+        ),
+        case(
+            "100/100",
+            rollout("min_healthy_percent = 100\nmax_healthy_percent = 100"),
+            (14, 1),
+            Some("pipelines.web.rollout.max_healthy_percent"),
+            "leaves no room to replace an instance",
+        ),
+        case(
+            "inline rollout table",
+            with("rollout = { max_healthy_percent = 100 }\n"),
+            (11, 13),
+            Some("pipelines.web.rollout.max_healthy_percent"),
+            "leaves no room",
+        ),
+        case(
+            "bad duration",
+            rollout("warmup = \"5 minutes\""),
+            (13, 10),
+            Some("pipelines.web.rollout.warmup"),
+            "invalid duration \"5 minutes\"",
+        ),
+        case(
+            "bare number duration",
+            rollout("timeout = 30"),
+            (13, 11),
+            Some("pipelines.web.rollout.timeout"),
+            "invalid type: integer `30`, expected a string",
+        ),
+        case(
+            "zero timeout",
+            rollout("timeout = \"0s\""),
+            (13, 1),
+            Some("pipelines.web.rollout.timeout"),
+            "must be greater than zero",
+        ),
+        case(
+            "native on local",
+            rollout("strategy = \"native\""),
+            (13, 1),
+            Some("pipelines.web.rollout.strategy"),
+            "needs provider \"aws\"",
+        ),
+        case(
+            "unknown strategy",
+            rollout("strategy = \"blue-green\""),
+            (13, 1),
+            Some("pipelines.web.rollout.strategy"),
+            "unknown strategy \"blue-green\"",
+        ),
+        case(
+            "max_unhealthy_new 0",
+            rollout("max_unhealthy_new = 0"),
+            (13, 1),
+            Some("pipelines.web.rollout.max_unhealthy_new"),
+            "must be at least 1",
+        ),
+        case(
+            "unknown held mode",
+            rollout("protected = \"ignore\""),
+            (13, 13),
+            Some("pipelines.web.rollout.protected"),
+            "unknown variant `ignore`, expected one of `skip`, `wait`, `fail`",
+        ),
+        case(
+            "unknown severity",
+            patch("severities = [\"Critical\", \"Severe\"]"),
+            (13, 27),
+            Some("pipelines.web.patch.severities[1]"),
+            "unknown severity \"Severe\"",
+        ),
+        case(
+            "unknown classification",
+            patch("classifications = [\"Security\"]"),
+            (13, 20),
+            Some("pipelines.web.patch.classifications[0]"),
+            "unknown classification \"Security\"",
+        ),
+        case(
+            "include and exclude overlap",
+            patch("include = [\"KB1\"]\nexclude = [\"KB2\", \"KB1\"]"),
+            (14, 19),
+            Some("pipelines.web.patch.exclude[1]"),
+            "\"KB1\" is in both include and exclude",
+        ),
+        case(
+            "too many reboots",
+            patch("max_reboots = 11"),
+            (13, 1),
+            Some("pipelines.web.patch.max_reboots"),
+            "11 is more than 10",
+        ),
+        case(
+            "unknown provider",
+            replace("provider = \"local\"", "provider = \"gcp\""),
+            (8, 1),
+            Some("pipelines.web.provider"),
+            "unknown provider \"gcp\"",
+        ),
+        case(
+            "missing provider table",
+            replace("provider = \"local\"", "provider = \"aws\""),
+            (8, 1),
+            Some("pipelines.web.provider"),
+            "add a [providers.aws] table",
+        ),
+        case(
+            "missing group",
+            replace("group = \"web\"", "group = \"api\""),
+            (9, 1),
+            Some("pipelines.web.group"),
+            "no group \"api\" in [providers.local.groups] (defined: web)",
+        ),
+        case(
+            "bad port",
+            replace("port = 8080", "port = 80"),
+            (5, 1),
+            Some("providers.local.groups.web.port"),
+            "port 80 is privileged",
+        ),
+        case(
+            "port too large",
+            replace("port = 8080", "port = 70000"),
+            (5, 8),
+            Some("providers.local.groups.web.port"),
+            "expected u16",
+        ),
+        case(
+            "command without {port}",
+            replace(
+                "port = 8080\n",
+                "port = 8080\ncommand = [\"python3\", \"-m\", \"http.server\"]\n",
+            ),
+            (6, 1),
+            Some("providers.local.groups.web.command"),
+            "must contain `{port}`",
+        ),
+        case(
+            "desired > max",
+            replace("desired = 2", "desired = 9"),
+            (3, 1),
+            Some("providers.local.groups.web.desired"),
+            "desired (9) must be between min (1) and max (4)",
+        ),
+        case(
+            "min > max",
+            replace("min = 1", "min = 5"),
+            (2, 1),
+            Some("providers.local.groups.web.min"),
+            "min (5) is greater than max (4)",
+        ),
+        case(
+            "max too large",
+            replace("max = 4", "max = 300"),
+            (4, 1),
+            Some("providers.local.groups.web.max"),
+            "300 is more than 256",
+        ),
+        case(
+            "unknown builtin image",
+            replace("port = 8080\n", "port = 8080\nimage = \"builtin:nginx\"\n"),
+            (6, 1),
+            Some("providers.local.groups.web.image"),
+            "unknown builtin image",
+        ),
+        case(
+            "health check path",
+            with("\n[providers.local.groups.web.health_check]\npath = \"health\"\n"),
+            (13, 1),
+            Some("providers.local.groups.web.health_check.path"),
+            "must start with \"/\"",
+        ),
+        case(
+            "health threshold",
+            with("\n[providers.local.groups.web.health_check]\nhealthy_threshold = 0\n"),
+            (13, 1),
+            Some("providers.local.groups.web.health_check.healthy_threshold"),
+            "out of range 1..=10",
+        ),
+        case(
+            "empty file",
+            "",
+            (1, 1),
+            Some("pipelines"),
+            "no pipelines defined",
+        ),
+        case(
+            "only comments",
+            "# nothing yet\n",
+            (1, 1),
+            Some("pipelines"),
+            "no pipelines defined",
+        ),
+        case(
+            "bad pipeline name",
+            replace("[pipelines.web]", "[pipelines.Web]"),
+            (7, 12),
+            Some("pipelines.Web"),
+            "invalid pipeline name \"Web\"",
+        ),
+        case(
+            "bad group name",
+            replace(
+                "[providers.local.groups.web]",
+                "[providers.local.groups.\"my group\"]",
+            )
+            .replace("group = \"web\"", "group = \"my group\""),
+            (1, 25),
+            Some("providers.local.groups.\"my group\""),
+            "invalid group name \"my group\"",
+        ),
+        case(
+            "keep = 0",
+            with("\n[pipelines.web.retention]\nkeep = 0\n"),
+            (13, 1),
+            Some("pipelines.web.retention.keep"),
+            "must be at least 1",
+        ),
+        case(
+            "bad parameter",
+            replace("parameter = \"latestAmi\"", "parameter = \"latest ami\""),
+            (10, 1),
+            Some("pipelines.web.parameter"),
+            "invalid character ' '",
+        ),
+        case(
+            "long parameter",
+            replace(
+                "parameter = \"latestAmi\"",
+                &format!("parameter = \"{}\"", "a".repeat(2049)),
+            ),
+            (10, 1),
+            Some("pipelines.web.parameter"),
+            "2049 characters long",
+        ),
+        case(
+            "bad platform",
+            with("builder.platform = \"macos\"\n"),
+            (11, 9),
+            Some("pipelines.web.builder.platform"),
+            "unknown platform \"macos\"",
+        ),
+        case(
+            "state_dir with ..",
+            format!("state_dir = \"../elsewhere\"\n{BASE}"),
+            (1, 1),
+            Some("state_dir"),
+            "must not contain `..`",
+        ),
+        case(
+            "duplicate key",
+            replace("max = 4", "max = 4\nmax = 5"),
+            (5, 1),
+            None,
+            "duplicate key `max`",
+        ),
+        case(
+            "non-UTF-8 bytes",
+            [
+                b"[pipelines.web]\nparameter = \"caf".as_slice(),
+                &[0xe9],
+                b"\"\n",
+            ]
+            .concat(),
+            (2, 17),
+            None,
+            "not valid UTF-8 (byte 0xe9",
+        ),
+        case(
+            "NUL byte",
+            [
+                b"[pipelines.web]\nprovider = \"lo".as_slice(),
+                &[0],
+                b"cal\"\n",
+            ]
+            .concat(),
+            (2, 15),
+            None,
+            "NUL byte",
+        ),
+    ]
+}
+
+#[test]
+fn malformed_configs_point_at_the_problem() {
+    let mut failures = Vec::new();
+    let all = cases();
+    assert!(all.len() >= 20);
+    for c in all {
+        let err = match parse_bytes(&c.src, "repave.toml") {
+            Ok(_) => {
+                failures.push(format!("{}: parsed without error", c.name));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let ok = err.file == "repave.toml"
+            && (err.line, err.col) == (c.line, c.col)
+            && err.field.as_deref() == c.field
+            && err.message.contains(c.message);
+        if !ok {
+            failures.push(format!(
+                "{}: got {}:{} {:?} {:?}; want {}:{} {:?} ~{:?}",
+                c.name,
+                err.line,
+                err.col,
+                err.field,
+                err.message,
+                c.line,
+                c.col,
+                c.field,
+                c.message
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn display_is_file_line_col_field_message() {
+    let err = parse(&replace("port = 8080", "port = 80"), "etc/repave.toml").unwrap_err();
+    assert_eq!(err.to_string(), "etc/repave.toml:5:1: providers.local.groups.web.port: port 80 is privileged; use 1024 or higher");
+}
+
+#[test]
+fn huge_file_is_rejected_before_parsing() {
+    let big = format!("# {}\n{BASE}", "x".repeat(MAX_CONFIG_BYTES));
+    for err in [
+        parse_bytes(big.as_bytes(), "big.toml").unwrap_err(),
+        parse(&big, "big.toml").unwrap_err(),
+    ] {
+        assert_eq!((err.line, err.col, err.field.as_deref()), (1, 1, None));
+        assert!(
+            err.message.contains("at most 1048576 bytes (1 MiB)"),
+            "{}",
+            err.message
+        );
+    }
+}
+
+#[test]
+fn parse_all_reports_every_problem_in_order() {
+    let src = replace("port = 8080", "port = 80").replace("desired = 2", "desired = 9");
+    let errors = parse_all(&src, "r.toml").unwrap_err();
+    let fields: Vec<_> = errors
+        .iter()
+        .map(|e| e.field.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "providers.local.groups.web.desired",
+            "providers.local.groups.web.port"
+        ]
+    );
+}
+
+#[test]
+fn defaults_fill_in_and_base_is_valid() {
+    let config = parse(BASE, "r.toml").unwrap();
+    let p = &config.pipelines["web"];
+    assert_eq!(p.rollout, Rollout::default());
+    assert_eq!(
+        config.providers.local.unwrap().groups["web"].command,
+        default_command()
+    );
+}
+
+#[test]
+fn starter_config_parses_validates_and_round_trips() {
+    let config = parse(starter_config(), "repave.toml").unwrap();
+    let web = &config.pipelines["web"];
+    assert_eq!(
+        (
+            web.provider.as_str(),
+            web.group.as_str(),
+            web.parameter.as_str()
+        ),
+        ("local", "web", "latestAmi")
+    );
+    assert_eq!(web.patch.severities, ["Critical", "Important"]);
+    assert_eq!(web.patch.min_age_days, 0);
+    assert_eq!(
+        (
+            web.rollout.min_healthy_percent,
+            web.rollout.max_healthy_percent
+        ),
+        (100, 150)
+    );
+    assert_eq!(web.retention.keep, 3);
+    let group = &config.providers.local.as_ref().unwrap().groups["web"];
+    assert_eq!(
+        (group.desired, group.min, group.max, group.port),
+        (4, 2, 8, 8080)
+    );
+    // Every table in the starter is explained by a comment right above it.
+    let lines: Vec<&str> = starter_config().lines().collect();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.starts_with('[')) {
+        assert!(
+            lines[i - 1].starts_with('#'),
+            "section {line} has no comment above it"
+        );
+    }
+    // Serializing and parsing again gives the same config.
+    let again = parse(&toml::to_string(&config).unwrap(), "again.toml").unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn names() {
+    for ok in ["web", "a", "0api", "web_2-x", &"a".repeat(63)] {
+        assert!(is_valid_name(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "Web",
+        "-web",
+        "_web",
+        "web.api",
+        "web api",
+        &"a".repeat(64),
+    ] {
+        assert!(!is_valid_name(bad), "{bad}");
+    }
+}
+
+proptest::proptest! {
+    /// Arbitrary text spliced into the starter never panics the loader, and
+    /// every error points inside the file.
+    #[test]
+    fn errors_always_point_inside_the_file(cut in 0usize..5000, insert in "\\PC{0,12}") {
+        let base = starter_config();
+        let mut at = cut.min(base.len());
+        while !base.is_char_boundary(at) {
+            at -= 1;
+        }
+        let src = format!("{}{insert}{}", &base[..at], &base[at..]);
+        if let Err(e) = parse(&src, "p.toml") {
+            let line = src.split('\n').nth(e.line - 1);
+            proptest::prop_assert!(line.is_some(), "{e}");
+            proptest::prop_assert!(e.col >= 1 && e.col <= line.unwrap().chars().count() + 1, "{e}");
+        }
+    }
+}

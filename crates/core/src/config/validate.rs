@@ -1,0 +1,365 @@
+//! Semantic checks run once after the config deserialized: ranges, names,
+//! cross references. Each problem names the path of the offending key; the
+//! caller turns the path into a position.
+
+use super::locate::Seg;
+use super::{Config, ConfigError, HealthCheck, LocalGroup, Pipeline, Rollout};
+use crate::duration::HumanDuration;
+use std::path::Component;
+
+/// Builds a positioned error for a path; supplied by the loader.
+pub(crate) type MakeError<'a> = &'a dyn Fn(&[Seg], String) -> ConfigError;
+
+/// Every problem in `config`, in check order.
+pub(crate) fn check(config: &Config, make: MakeError<'_>) -> Vec<ConfigError> {
+    let mut c = Checker {
+        make,
+        errors: Vec::new(),
+    };
+    c.state_dir(config);
+    c.providers(config);
+    if config.pipelines.is_empty() {
+        c.err(
+            &["pipelines"],
+            "no pipelines defined; add a [pipelines.<name>] table (`repave init` writes a starter)",
+        );
+    }
+    for (name, pipeline) in &config.pipelines {
+        c.pipeline(config, name, pipeline);
+    }
+    c.errors
+}
+
+/// Pipeline and group names: `[a-z0-9][a-z0-9_-]{0,62}` (they end up in
+/// tags, file names and URLs).
+pub fn is_valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let body = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-';
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b[1..].iter().all(body)
+}
+
+const NAME_RULE: &str =
+    "use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit";
+
+struct Checker<'a> {
+    make: MakeError<'a>,
+    errors: Vec<ConfigError>,
+}
+
+fn keys(path: &[&str]) -> Vec<Seg> {
+    path.iter().map(|k| Seg::Key(k.to_string())).collect()
+}
+
+impl Checker<'_> {
+    fn err(&mut self, path: &[&str], message: impl Into<String>) {
+        let e = (self.make)(&keys(path), message.into());
+        self.errors.push(e);
+    }
+
+    fn err_index(&mut self, path: &[&str], index: usize, message: impl Into<String>) {
+        let mut segs = keys(path);
+        segs.push(Seg::Index(index));
+        let e = (self.make)(&segs, message.into());
+        self.errors.push(e);
+    }
+
+    fn positive(&mut self, path: &[&str], d: HumanDuration) {
+        if d.get().is_zero() {
+            self.err(path, "must be greater than zero");
+        }
+    }
+
+    fn state_dir(&mut self, config: &Config) {
+        let Some(dir) = &config.state_dir else { return };
+        if dir.as_os_str().is_empty() {
+            self.err(
+                &["state_dir"],
+                "must not be empty; leave it out for the default `.repave`",
+            );
+        } else if dir.is_relative() && dir.components().any(|c| c == Component::ParentDir) {
+            self.err(
+                &["state_dir"],
+                format!("relative path {dir:?} must not contain `..`; use an absolute path"),
+            );
+        }
+    }
+
+    fn providers(&mut self, config: &Config) {
+        if let Some(aws) = &config.providers.aws {
+            if let Some(url) = &aws.endpoint_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    self.err(
+                        &["providers", "aws", "endpoint_url"],
+                        format!("{url:?} must start with http:// or https://"),
+                    );
+                }
+            }
+        }
+        let Some(local) = &config.providers.local else {
+            return;
+        };
+        if local
+            .feed
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            self.err(
+                &["providers", "local", "feed"],
+                "must not be empty; leave it out for the demo feed",
+            );
+        }
+        let mut ports = std::collections::BTreeMap::new();
+        for (name, group) in &local.groups {
+            self.local_group(name, group);
+            if let Some(other) = ports.insert(group.port, name) {
+                let message = format!("port {} is already used by group {other:?}", group.port);
+                self.err(&["providers", "local", "groups", name, "port"], message);
+            }
+        }
+    }
+
+    fn local_group(&mut self, name: &str, g: &LocalGroup) {
+        let at = |k: &'static str| ["providers", "local", "groups", name, k];
+        if !is_valid_name(name) {
+            self.err(
+                &["providers", "local", "groups", name],
+                format!("invalid group name {name:?}: {NAME_RULE}"),
+            );
+        }
+        if g.max == 0 {
+            self.err(&at("max"), "must be at least 1");
+        } else if g.max > 256 {
+            self.err(
+                &at("max"),
+                format!("{} is more than 256 local instances", g.max),
+            );
+        }
+        if g.min > g.max {
+            self.err(
+                &at("min"),
+                format!("min ({}) is greater than max ({})", g.min, g.max),
+            );
+        } else if g.desired < g.min || g.desired > g.max {
+            self.err(
+                &at("desired"),
+                format!(
+                    "desired ({}) must be between min ({}) and max ({})",
+                    g.desired, g.min, g.max
+                ),
+            );
+        }
+        if g.port < 1024 {
+            self.err(
+                &at("port"),
+                format!("port {} is privileged; use 1024 or higher", g.port),
+            );
+        }
+        if g.command.is_empty() || g.command[0].trim().is_empty() {
+            self.err(&at("command"), "must name a program to run");
+        } else if !g.command.iter().any(|a| a.contains("{port}")) {
+            self.err(
+                &at("command"),
+                "must contain `{port}` so each instance listens on its own port",
+            );
+        }
+        if g.image.trim().is_empty() {
+            self.err(
+                &at("image"),
+                "must be \"builtin:demo\" or a directory to import",
+            );
+        } else if g.image.starts_with("builtin:") && g.image != "builtin:demo" {
+            self.err(
+                &at("image"),
+                format!(
+                    "unknown builtin image {:?}; the only one is \"builtin:demo\"",
+                    g.image
+                ),
+            );
+        }
+        self.health_check(name, &g.health_check);
+    }
+
+    fn health_check(&mut self, group: &str, h: &HealthCheck) {
+        let at = |k: &'static str| ["providers", "local", "groups", group, "health_check", k];
+        if !h.path.starts_with('/') {
+            self.err(&at("path"), format!("{:?} must start with \"/\"", h.path));
+        }
+        self.positive(&at("interval"), h.interval);
+        self.positive(&at("timeout"), h.timeout);
+        for (key, v) in [
+            ("healthy_threshold", h.healthy_threshold),
+            ("unhealthy_threshold", h.unhealthy_threshold),
+        ] {
+            if !(1..=10).contains(&v) {
+                self.err(&at(key), format!("{v} is out of range 1..=10"));
+            }
+        }
+    }
+
+    fn pipeline(&mut self, config: &Config, name: &str, p: &Pipeline) {
+        let at = |k: &'static str| ["pipelines", name, k];
+        if !is_valid_name(name) {
+            self.err(
+                &["pipelines", name],
+                format!("invalid pipeline name {name:?}: {NAME_RULE}"),
+            );
+        }
+        match p.provider.as_str() {
+            "local" | "aws" => {
+                let exists = if p.provider == "local" {
+                    config.providers.local.is_some()
+                } else {
+                    config.providers.aws.is_some()
+                };
+                if !exists {
+                    let message = format!(
+                        "provider {:?} is not configured; add a [providers.{}] table",
+                        p.provider, p.provider
+                    );
+                    self.err(&at("provider"), message);
+                }
+            }
+            other => self.err(
+                &at("provider"),
+                format!("unknown provider {other:?}; expected \"local\" or \"aws\""),
+            ),
+        }
+        if p.group.trim().is_empty() {
+            self.err(&at("group"), "must name the scaling group to keep patched");
+        } else if let (Some(local), "local") = (&config.providers.local, p.provider.as_str()) {
+            if !local.groups.contains_key(&p.group) {
+                let known: Vec<&str> = local.groups.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                let message = format!(
+                    "no group {:?} in [providers.local.groups] (defined: {known})",
+                    p.group
+                );
+                self.err(&at("group"), message);
+            }
+        }
+        self.parameter(name, &p.parameter);
+        if !matches!(p.builder.platform.as_str(), "linux" | "windows") {
+            let message = format!(
+                "unknown platform {:?}; expected \"linux\" or \"windows\"",
+                p.builder.platform
+            );
+            self.err(&["pipelines", name, "builder", "platform"], message);
+        }
+        self.positive(
+            &["pipelines", name, "builder", "ready_timeout"],
+            p.builder.ready_timeout,
+        );
+        self.patch(name, p);
+        for (i, cmd) in p.validate.iter().enumerate() {
+            if cmd.trim().is_empty() {
+                self.err_index(&at("validate"), i, "empty command");
+            }
+        }
+        if !p.test.health_path.starts_with('/') {
+            self.err(
+                &["pipelines", name, "test", "health_path"],
+                format!("{:?} must start with \"/\"", p.test.health_path),
+            );
+        }
+        self.positive(&["pipelines", name, "test", "timeout"], p.test.timeout);
+        self.rollout(name, &p.provider, &p.rollout);
+        if p.retention.keep == 0 {
+            self.err(
+                &["pipelines", name, "retention", "keep"],
+                "must be at least 1 (the current image is kept)",
+            );
+        }
+        self.positive(&at("image_timeout"), p.image_timeout);
+    }
+
+    fn parameter(&mut self, pipeline: &str, param: &str) {
+        let at = ["pipelines", pipeline, "parameter"];
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
+        if param.is_empty() {
+            self.err(&at, "must name the golden parameter, e.g. \"latestAmi\"");
+        } else if param.len() > 2048 {
+            self.err(
+                &at,
+                format!("is {} characters long; at most 2048", param.len()),
+            );
+        } else if let Some(bad) = param.chars().find(|c| !allowed(*c)) {
+            self.err(
+                &at,
+                format!("invalid character {bad:?}; use letters, digits, '_', '.', '-' or '/'"),
+            );
+        }
+    }
+
+    fn patch(&mut self, pipeline: &str, p: &Pipeline) {
+        let at = |k: &'static str| ["pipelines", pipeline, "patch", k];
+        for problem in p.patch.selection().problems() {
+            // problems() prefixes the list it is about ("severities: ...")
+            // and quotes the offending value: point at that element.
+            let (list, values, message) = match problem.split_once(": ") {
+                Some(("severities", m)) => ("severities", &p.patch.severities, m),
+                Some(("classifications", m)) => ("classifications", &p.patch.classifications, m),
+                _ => ("exclude", &p.patch.exclude, problem.as_str()),
+            };
+            match values
+                .iter()
+                .position(|v| message.contains(&format!("{v:?}")))
+            {
+                Some(i) => self.err_index(&at(list), i, message),
+                None => self.err(&at(list), message),
+            }
+        }
+        if p.patch.max_reboots > 10 {
+            self.err(
+                &at("max_reboots"),
+                format!("{} is more than 10", p.patch.max_reboots),
+            );
+        }
+        self.positive(&at("timeout"), p.patch.timeout);
+    }
+
+    fn rollout(&mut self, pipeline: &str, provider: &str, r: &Rollout) {
+        let at = |k: &'static str| ["pipelines", pipeline, "rollout", k];
+        match r.strategy.as_str() {
+            "rolling" => {}
+            "native" if provider == "aws" => {}
+            "native" => self.err(
+                &at("strategy"),
+                "\"native\" (Instance Refresh) needs provider \"aws\"; use \"rolling\"",
+            ),
+            other => self.err(
+                &at("strategy"),
+                format!("unknown strategy {other:?}; expected \"rolling\" or \"native\""),
+            ),
+        }
+        let (min, max) = (r.min_healthy_percent, r.max_healthy_percent);
+        if min > 100 {
+            self.err(
+                &at("min_healthy_percent"),
+                format!("{min} is out of range 0..=100"),
+            );
+        }
+        if !(100..=200).contains(&max) {
+            self.err(
+                &at("max_healthy_percent"),
+                format!("{max} is out of range 100..=200"),
+            );
+        }
+        // Within the ranges min <= 100 <= max, so min <= max always holds;
+        // the one bad combination left is 100/100.
+        if min == 100 && max == 100 {
+            let message = "min_healthy_percent 100 with max_healthy_percent 100 leaves no room to replace an instance; raise max_healthy_percent or lower min_healthy_percent";
+            self.err(&at("max_healthy_percent"), message);
+        }
+        if r.max_unhealthy_new == 0 {
+            self.err(&at("max_unhealthy_new"), "must be at least 1");
+        }
+        self.positive(&at("timeout"), r.timeout);
+    }
+}

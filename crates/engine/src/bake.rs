@@ -1,0 +1,481 @@
+//! The bake steps: resolve the golden image, launch a builder, patch it,
+//! snapshot it, throw it away, test the result. Every creation first looks
+//! for what this run already made (by tags), so a resumed step never makes a
+//! second builder or a second image.
+
+use crate::call::retry;
+use crate::error::EngineError;
+use crate::executor::Ctx;
+use repave_core::patch::Update;
+use repave_core::provider::{
+    tag, CommandDocument, CommandRequest, CommandResult, CommandStatus, CreateImageRequest, ImageState,
+    InstallReport, InstanceSpec, InstanceState, LaunchRequest, Tags,
+};
+use repave_core::{ImageId, InstanceId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolveOutput {
+    pub source_image: ImageId,
+    pub parameter_version: u64,
+    pub launch_spec: repave_core::provider::LaunchSpecRef,
+    pub desired: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuilderOutput {
+    pub builder: InstanceId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanOutput {
+    pub updates: Vec<Update>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatchOutput {
+    pub installed: Vec<Update>,
+    pub reboots: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageOutput {
+    pub image: ImageId,
+}
+
+pub(crate) fn run_tags(ctx: &Ctx<'_>, role: &str) -> Tags {
+    let mut t = Tags::new();
+    t.insert(tag::RUN.into(), ctx.run_id().to_string());
+    t.insert(tag::ROLE.into(), role.into());
+    t.insert(tag::PIPELINE.into(), ctx.run.pipeline.clone());
+    t
+}
+
+/// Read the golden parameter and check everything the run will touch exists
+/// before anything is created.
+pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
+    let p = ctx.provider();
+    let name = &ctx.pipeline.parameter;
+    let param = retry("resolve", || p.get_parameter(name)).await.map_err(|e| match e {
+        EngineError::Provider { source, .. } if source.is_not_found() => {
+            EngineError::Preflight(format!("golden parameter {name:?} does not exist"))
+        }
+        e => e,
+    })?;
+    let source = ImageId::new(param.value.trim());
+    let image = retry("resolve", || p.describe_image(&source)).await.map_err(|e| match e {
+        EngineError::Provider { source: s, .. } if s.is_not_found() => {
+            EngineError::Preflight(format!("golden parameter {name:?} points at {source}, which does not exist"))
+        }
+        e => e,
+    })?;
+    if image.state != ImageState::Available {
+        return Err(EngineError::Preflight(format!("source image {source} is {:?}, not available", image.state)));
+    }
+    let group = &ctx.pipeline.group;
+    let g = retry("resolve", || p.describe_group(group)).await.map_err(|e| match e {
+        EngineError::Provider { source, .. } if source.is_not_found() => {
+            EngineError::Preflight(format!("group {group:?} does not exist"))
+        }
+        e => e,
+    })?;
+    retry("resolve", || p.describe_launch_spec(&g.launch_spec)).await?;
+    Ok(ResolveOutput {
+        source_image: source,
+        parameter_version: param.version,
+        launch_spec: g.launch_spec,
+        desired: g.desired,
+    })
+}
+
+pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOutput, EngineError> {
+    let p = ctx.provider();
+    let tags = run_tags(ctx, tag::ROLE_BUILDER);
+    let existing = retry("launch_builder", || p.list_instances(&tags)).await?;
+    if let Some(i) = existing.into_iter().find(|i| !i.state.is_gone()) {
+        ctx.log("launch_builder", format!("reusing builder {} of this run", i.id), serde_json::Value::Null);
+        return Ok(BuilderOutput { builder: i.id });
+    }
+    let b = &ctx.pipeline.builder;
+    let req = LaunchRequest {
+        image: source.clone(),
+        spec: InstanceSpec {
+            instance_type: b.instance_type.clone(),
+            subnet: b.subnet.clone(),
+            security_groups: b.security_groups.clone(),
+            instance_profile: b.instance_profile.clone(),
+            command: vec![],
+        },
+        tags,
+        token: format!("{}-builder", ctx.run_id()),
+    };
+    let inst = retry("launch_builder", || p.launch(req.clone())).await?;
+    Ok(BuilderOutput { builder: inst.id })
+}
+
+/// Poll `f` until it yields a value or `timeout` passes.
+pub(crate) async fn wait_for<T, F, Fut>(ctx: &Ctx<'_>, step: &str, what: &str, timeout: Duration, mut f: F) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, EngineError>>,
+{
+    let start = Instant::now();
+    loop {
+        ctx.check_cancel()?;
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(EngineError::Timeout { step: step.into(), seconds: timeout.as_secs(), what: what.into() });
+        }
+        tokio::time::sleep(ctx.poll()).await;
+    }
+}
+
+async fn wait_state(ctx: &Ctx<'_>, step: &str, id: &InstanceId, want: InstanceState, timeout: Duration) -> Result<(), EngineError> {
+    let p = ctx.provider();
+    wait_for(ctx, step, &format!("{id} to be {want:?}"), timeout, || async {
+        let got = retry(step, || p.describe_instances(std::slice::from_ref(id))).await?;
+        match got.first() {
+            Some(i) if i.state == want => Ok(Some(())),
+            Some(i) if i.state.is_gone() && want != InstanceState::Terminated => {
+                Err(EngineError::Patch(format!("{id} is {:?}", i.state)))
+            }
+            None if want == InstanceState::Terminated => Ok(Some(())),
+            _ => Ok(None),
+        }
+    })
+    .await
+}
+
+/// Running, and answering the command channel.
+pub async fn wait_ready(ctx: &Ctx<'_>, id: &InstanceId, step: &str) -> Result<(), EngineError> {
+    let timeout = ctx.pipeline.builder.ready_timeout.get();
+    wait_state(ctx, step, id, InstanceState::Running, timeout).await?;
+    let res = run_command(
+        ctx,
+        step,
+        id,
+        CommandDocument::Shell { script: "true".into(), env: BTreeMap::new() },
+        timeout,
+    )
+    .await?;
+    if res.status != CommandStatus::Success {
+        return Err(EngineError::Timeout { step: step.into(), seconds: timeout.as_secs(), what: format!("command channel of {id}: {:?}", res.status) });
+    }
+    Ok(())
+}
+
+/// Send a command and wait for its result (bounded by `timeout` plus a
+/// margin for the provider to report it).
+pub(crate) async fn run_command(
+    ctx: &Ctx<'_>,
+    step: &str,
+    instance: &InstanceId,
+    document: CommandDocument,
+    timeout: Duration,
+) -> Result<CommandResult, EngineError> {
+    let p = ctx.provider();
+    let req = CommandRequest {
+        instance: instance.clone(),
+        document,
+        timeout,
+        token: format!("{}-{step}-{}", ctx.run_id(), rand::random::<u32>()),
+    };
+    let id = retry(step, || p.send_command(req.clone())).await?;
+    let margin = Duration::from_secs(30);
+    wait_for(ctx, step, &format!("command {id} on {instance}"), timeout + margin, || async {
+        let r = retry(step, || p.command_result(&id)).await?;
+        Ok(r.status.is_terminal().then_some(r))
+    })
+    .await
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let mut i = start;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    s[i..].trim()
+}
+
+fn command_error(what: &str, r: &CommandResult) -> EngineError {
+    EngineError::Patch(format!(
+        "{what}: {:?} (exit code {}): {}",
+        r.status,
+        r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+        tail(if r.stderr.trim().is_empty() { &r.stdout } else { &r.stderr }, 400)
+    ))
+}
+
+/// Freeze the list of updates to install.
+pub async fn scan(ctx: &Ctx<'_>, id: &InstanceId) -> Result<ScanOutput, EngineError> {
+    let selection = ctx.pipeline.patch.selection();
+    let timeout = ctx.pipeline.patch.timeout.get();
+    let r = run_command(ctx, "scan", id, CommandDocument::ScanUpdates { selection }, timeout).await?;
+    if r.status != CommandStatus::Success {
+        return Err(command_error("scan for updates", &r));
+    }
+    let updates: Vec<Update> = serde_json::from_str(r.stdout.trim())
+        .map_err(|e| EngineError::Patch(format!("scan output is not a JSON list of updates: {e}")))?;
+    let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
+    ctx.log("scan", format!("{} update(s) selected: {}", updates.len(), ids.join(", ")), serde_json::Value::Null);
+    Ok(ScanOutput { updates })
+}
+
+/// Install the frozen list; reboot and continue while updates ask for it
+/// (bounded by `max_reboots`); re-scan to prove nothing selected is pending.
+pub async fn patch(ctx: &Ctx<'_>, id: &InstanceId, frozen: &ScanOutput) -> Result<PatchOutput, EngineError> {
+    let cfg = &ctx.pipeline.patch;
+    let deadline = Instant::now() + cfg.timeout.get();
+    let mut remaining: Vec<String> = frozen.updates.iter().map(|u| u.id.clone()).collect();
+    let mut installed: Vec<Update> = Vec::new();
+    let mut reboots = 0;
+    while !remaining.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(EngineError::Timeout { step: "patch".into(), seconds: cfg.timeout.get().as_secs(), what: "installing updates".into() });
+        }
+        let doc = CommandDocument::InstallUpdates {
+            selection: cfg.selection(),
+            ids: remaining.clone(),
+            allow_reboot: cfg.allow_reboot,
+        };
+        let r = run_command(ctx, "patch", id, doc, left).await?;
+        if r.status != CommandStatus::Success {
+            return Err(command_error("install updates", &r));
+        }
+        let report: InstallReport = serde_json::from_str(r.stdout.trim())
+            .map_err(|e| EngineError::Patch(format!("install output is not an install report: {e}")))?;
+        if !report.failed.is_empty() {
+            return Err(EngineError::Patch(format!("updates failed to install: {}", report.failed.join(", "))));
+        }
+        for u in report.installed {
+            remaining.retain(|x| x != &u.id);
+            ctx.log("patch", format!("installed {} ({} {})", u.id, u.package, u.version), serde_json::Value::Null);
+            installed.push(u);
+        }
+        if report.reboot_required {
+            if !cfg.allow_reboot {
+                return Err(EngineError::Patch("an update requires a reboot and allow_reboot = false".into()));
+            }
+            reboots += 1;
+            if reboots > cfg.max_reboots {
+                return Err(EngineError::Patch(format!("still asking for a reboot after {} reboots", cfg.max_reboots)));
+            }
+            ctx.log("patch", format!("rebooting {id} (reboot {reboots})"), serde_json::Value::Null);
+            retry("patch", || ctx.provider().reboot_instance(id)).await?;
+            wait_ready(ctx, id, "patch").await?;
+        } else if !remaining.is_empty() {
+            return Err(EngineError::Patch(format!("install finished but left pending: {}", remaining.join(", "))));
+        }
+    }
+    // Re-scan: the frozen updates must all be gone now.
+    let again = scan(ctx, id).await?;
+    let pending: Vec<&str> = again
+        .updates
+        .iter()
+        .filter(|u| frozen.updates.iter().any(|f| f.id == u.id))
+        .map(|u| u.id.as_str())
+        .collect();
+    if !pending.is_empty() {
+        return Err(EngineError::Patch(format!("still pending after install: {}", pending.join(", "))));
+    }
+    Ok(PatchOutput { installed, reboots })
+}
+
+pub async fn validate(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
+    for (i, script) in ctx.pipeline.validate.iter().enumerate() {
+        let doc = CommandDocument::Shell { script: script.clone(), env: BTreeMap::new() };
+        let r = run_command(ctx, "validate", id, doc, Duration::from_secs(600)).await?;
+        if r.status != CommandStatus::Success {
+            return Err(EngineError::Validate(format!(
+                "command {} ({script:?}) failed: {:?} exit {:?}: {}",
+                i + 1,
+                r.status,
+                r.exit_code,
+                tail(&r.stderr, 400)
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn stop_builder(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
+    retry("stop_builder", || ctx.provider().stop_instance(id)).await?;
+    wait_state(ctx, "stop_builder", id, InstanceState::Stopped, Duration::from_secs(900)).await
+}
+
+pub async fn create_image(ctx: &Ctx<'_>, builder: &InstanceId, resolved: &ResolveOutput, patched: &PatchOutput) -> Result<ImageOutput, EngineError> {
+    let p = ctx.provider();
+    let mut tags = run_tags(ctx, tag::ROLE_IMAGE);
+    let existing = retry("create_image", || p.list_images(&tags)).await?;
+    let id = match existing.into_iter().find(|i| i.state != repave_core::provider::ImageState::Deregistered) {
+        Some(i) => {
+            ctx.log("create_image", format!("reusing image {} of this run", i.id), serde_json::Value::Null);
+            i.id
+        }
+        None => {
+            tags.insert(tag::PARENT.into(), resolved.source_image.to_string());
+            let manifest: Vec<&str> = patched.installed.iter().map(|u| u.id.as_str()).collect();
+            let mut m = manifest.join(",");
+            if m.len() > 250 {
+                m.truncate(240);
+                m.push_str(",...");
+            }
+            tags.insert(tag::MANIFEST.into(), m);
+            let req = CreateImageRequest {
+                instance: builder.clone(),
+                name: format!("repave-{}-{}", ctx.run.pipeline, ctx.run_id()),
+                tags,
+                token: format!("{}-image", ctx.run_id()),
+            };
+            retry("create_image", || p.create_image(req.clone())).await?
+        }
+    };
+    // Bounded only by the step timeout; a resumed run waits on the same image.
+    let timeout = ctx.pipeline.image_timeout.get();
+    wait_for(ctx, "create_image", &format!("image {id} to be available"), timeout, || async {
+        let img = retry("create_image", || p.describe_image(&id)).await?;
+        match img.state {
+            ImageState::Available => Ok(Some(())),
+            ImageState::Failed | ImageState::Deregistered => {
+                Err(EngineError::Patch(format!("image {id} creation failed ({:?})", img.state)))
+            }
+            ImageState::Pending => Ok(None),
+        }
+    })
+    .await?;
+    Ok(ImageOutput { image: id })
+}
+
+pub async fn terminate(ctx: &Ctx<'_>, id: &InstanceId, step: &str) -> Result<(), EngineError> {
+    let p = ctx.provider();
+    match retry(step, || p.terminate_instance(id)).await {
+        Ok(()) => {}
+        Err(EngineError::Provider { source, .. }) if source.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    wait_state(ctx, step, id, InstanceState::Terminated, Duration::from_secs(900)).await
+}
+
+/// Boot one instance from the new image with the group's launch spec, check
+/// its health and run the test commands; always terminate it.
+pub async fn test_image(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineError> {
+    let result = test_image_inner(ctx, image).await;
+    let tags = run_tags(ctx, tag::ROLE_TEST);
+    let p = ctx.provider();
+    for i in retry("test_image", || p.list_instances(&tags)).await? {
+        if !i.state.is_gone() {
+            terminate(ctx, &i.id, "test_image").await?;
+        }
+    }
+    if let Err(e) = &result {
+        mark_bad(ctx, image, &e.to_string()).await;
+    }
+    result
+}
+
+async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineError> {
+    let p = ctx.provider();
+    let cfg = &ctx.pipeline.test;
+    let tags = run_tags(ctx, tag::ROLE_TEST);
+    let existing = retry("test_image", || p.list_instances(&tags)).await?;
+    let id = match existing.into_iter().find(|i| !i.state.is_gone()) {
+        Some(i) => i.id,
+        None => {
+            let g = retry("test_image", || p.describe_group(&ctx.pipeline.group)).await?;
+            let spec = retry("test_image", || p.describe_launch_spec(&g.launch_spec)).await?;
+            let req = LaunchRequest {
+                image: image.clone(),
+                spec: spec.spec,
+                tags,
+                token: format!("{}-test", ctx.run_id()),
+            };
+            retry("test_image", || p.launch(req.clone())).await?.id
+        }
+    };
+    let timeout = cfg.timeout.get();
+    wait_state(ctx, "test_image", &id, InstanceState::Running, timeout).await?;
+    let path = cfg.health_path.clone();
+    let last = std::sync::Mutex::new(String::new());
+    let healthy = wait_for(ctx, "test_image", "test instance health", timeout, || async {
+        match p.probe_health(&id, &path).await {
+            Ok(h) if h.healthy => Ok(Some(true)),
+            Ok(h) => {
+                *last.lock().expect("lock") = h.detail;
+                Ok(None)
+            }
+            Err(e) => {
+                *last.lock().expect("lock") = e.to_string();
+                Ok(None)
+            }
+        }
+    })
+    .await;
+    if let Err(e) = healthy {
+        return Err(EngineError::TestImage { image: image.to_string(), reason: format!("{e}; last probe: {}", last.lock().expect("lock")) });
+    }
+    for script in &cfg.commands {
+        let doc = CommandDocument::Shell { script: script.clone(), env: BTreeMap::new() };
+        let r = run_command(ctx, "test_image", &id, doc, timeout).await?;
+        if r.status != CommandStatus::Success {
+            return Err(EngineError::TestImage {
+                image: image.to_string(),
+                reason: format!("test command {script:?} failed: {:?} exit {:?}: {}", r.status, r.exit_code, tail(&r.stderr, 400)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Tag an image as bad so nothing picks it up again.
+pub(crate) async fn mark_bad(ctx: &Ctx<'_>, image: &ImageId, reason: &str) {
+    let mut tags = Tags::new();
+    tags.insert(tag::STATUS.into(), tag::STATUS_BAD.into());
+    if let Err(e) = retry("mark_bad", || ctx.provider().tag_image(image, &tags)).await {
+        tracing::warn!(%image, error = %e, "could not tag image as bad");
+    }
+    ctx.log("cleanup", format!("image {image} marked bad: {reason}"), serde_json::Value::Null);
+}
+
+/// On any failure before publish: terminate every builder and test instance
+/// of this run and mark its image bad. Never fails the caller: what it could
+/// not do is logged, and `gc` sweeps by tag.
+pub async fn cleanup(ctx: &Ctx<'_>) {
+    let p = ctx.provider();
+    for role in [tag::ROLE_BUILDER, tag::ROLE_TEST] {
+        let tags = run_tags(ctx, role);
+        match retry("cleanup", || p.list_instances(&tags)).await {
+            Ok(list) => {
+                for i in list.into_iter().filter(|i| !i.state.is_gone()) {
+                    ctx.log("cleanup", format!("terminating {role} {}", i.id), serde_json::Value::Null);
+                    if let Err(e) = retry("cleanup", || p.terminate_instance(&i.id)).await {
+                        ctx.log("cleanup", format!("could not terminate {}: {e}", i.id), serde_json::Value::Null);
+                        continue;
+                    }
+                    // Not cut short by cancellation: cleanup is what makes a
+                    // cancel safe.
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    while Instant::now() < deadline {
+                        match p.describe_instances(std::slice::from_ref(&i.id)).await {
+                            Ok(v) if v.first().is_none_or(|x| x.state == InstanceState::Terminated) => break,
+                            _ => tokio::time::sleep(ctx.poll()).await,
+                        }
+                    }
+                }
+            }
+            Err(e) => ctx.log("cleanup", format!("could not list {role} instances: {e}"), serde_json::Value::Null),
+        }
+    }
+    let tags = run_tags(ctx, tag::ROLE_IMAGE);
+    if let Ok(images) = retry("cleanup", || p.list_images(&tags)).await {
+        for img in images {
+            mark_bad(ctx, &img.id, "run failed before publish").await;
+        }
+    }
+}

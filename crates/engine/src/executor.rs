@@ -1,0 +1,435 @@
+//! The run executor: the step sequence, journaling, leases, failure paths.
+
+use crate::bake::{self, BuilderOutput, ImageOutput, PatchOutput, ResolveOutput, ScanOutput};
+use crate::error::EngineError;
+use crate::events::{EngineEvent, Observer};
+use crate::publish::{self, PublishOutput};
+use crate::summary::{RollReport, RunOutcome, RunSummary, StepTiming};
+use crate::{retain, roll};
+use repave_core::config::Pipeline;
+use repave_core::ids::Clock;
+use repave_core::provider::Provider;
+use repave_core::rollout::RollPolicy;
+use repave_core::{ImageId, RunId, Timestamp};
+use repave_store::{Lease, NewEvent, NewRun, RunKind, RunRecord, RunState, StepState, Store, StoreError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Observe/plan/act period of the roll loop.
+    pub tick: Duration,
+    /// Poll period while waiting on the provider.
+    pub poll: Duration,
+    pub lease_ttl: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { tick: Duration::from_millis(100), poll: Duration::from_millis(200), lease_ttl: Duration::from_secs(30) }
+    }
+}
+
+/// Runs pipelines against one provider, journaling into one store.
+pub struct Engine {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) opts: EngineOptions,
+}
+
+/// One run in progress.
+pub(crate) struct Ctx<'a> {
+    pub engine: &'a Engine,
+    pub run: RunRecord,
+    pub pipeline: Pipeline,
+    lease: Mutex<Lease>,
+}
+
+impl Ctx<'_> {
+    pub fn now(&self) -> Timestamp {
+        self.engine.clock.now()
+    }
+    pub fn provider(&self) -> &dyn Provider {
+        self.engine.provider.as_ref()
+    }
+    pub fn run_id(&self) -> &RunId {
+        &self.run.id
+    }
+    pub fn poll(&self) -> Duration {
+        self.engine.opts.poll
+    }
+
+    /// Append an audit event and tell the observer.
+    pub fn log(&self, step: &str, message: impl Into<String>, data: serde_json::Value) {
+        let message = message.into();
+        tracing::info!(run = %self.run.id, step, "{message}");
+        let ev = NewEvent {
+            run: self.run.id.clone(),
+            at: self.now(),
+            level: "info".into(),
+            step: Some(step.to_string()),
+            message: message.clone(),
+            data,
+        };
+        if let Err(e) = self.engine.store.append_event(&ev) {
+            tracing::error!(error = %e, "could not append event");
+        }
+        self.engine.observer.on_event(&EngineEvent::Log { run: self.run.id.clone(), step: step.into(), message });
+    }
+
+    /// Renew the group lease if it is past half its life; a lost lease (a
+    /// newer holder took over) stops this run from writing anything more.
+    pub fn keep_lease(&self) -> Result<(), EngineError> {
+        let mut lease = self.lease.lock().expect("lease lock");
+        let now = self.now();
+        let ttl = self.engine.opts.lease_ttl;
+        if lease.expires_at.millis() - now.millis() < (ttl.as_millis() / 2) as i64 {
+            *lease = self.engine.store.renew_lease(&lease, ttl, now)?;
+        } else {
+            self.engine.store.check_lease(&lease, now)?;
+        }
+        Ok(())
+    }
+
+    pub fn check_cancel(&self) -> Result<(), EngineError> {
+        if self.engine.cancel.is_cancelled() {
+            Err(EngineError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Run one journaled step: skipped with its stored output when already
+    /// done, otherwise intent → side effect → output.
+    pub async fn step<T, F, Fut>(&self, name: &str, intent: serde_json::Value, f: F) -> Result<T, EngineError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        let store = &self.engine.store;
+        if let Some(rec) = store.step(&self.run.id, name)? {
+            if rec.state == StepState::Done {
+                if let Some(out) = rec.output {
+                    if let Ok(v) = serde_json::from_value(out) {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
+        self.check_cancel()?;
+        self.keep_lease()?;
+        let rec = store.begin_step(&self.run.id, name, &intent, self.now())?;
+        let resumed = rec.attempts > 1;
+        self.engine.observer.on_event(&EngineEvent::StepStarted { run: self.run.id.clone(), step: name.into() });
+        self.log(name, if resumed { format!("{name} resumed") } else { format!("{name} started") }, intent);
+        let started = Instant::now();
+        match f().await {
+            Ok(out) => {
+                let json = serde_json::to_value(&out).expect("step output serializes");
+                store.finish_step(&self.run.id, name, &json, self.now())?;
+                self.log(name, format!("{name} done"), json);
+                self.engine.observer.on_event(&EngineEvent::StepFinished {
+                    run: self.run.id.clone(),
+                    step: name.into(),
+                    elapsed: started.elapsed(),
+                    resumed,
+                });
+                Ok(out)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                store.fail_step(&self.run.id, name, &msg, self.now())?;
+                let ev = NewEvent {
+                    run: self.run.id.clone(),
+                    at: self.now(),
+                    level: "error".into(),
+                    step: Some(name.into()),
+                    message: msg.clone(),
+                    data: serde_json::Value::Null,
+                };
+                store.append_event(&ev)?;
+                self.engine.observer.on_event(&EngineEvent::StepFailed {
+                    run: self.run.id.clone(),
+                    step: name.into(),
+                    error: msg,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Output of a step that already finished in this run.
+    pub fn output<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, EngineError> {
+        Ok(self
+            .engine
+            .store
+            .step(&self.run.id, name)?
+            .filter(|s| s.state == StepState::Done)
+            .and_then(|s| s.output)
+            .and_then(|o| serde_json::from_value(o).ok()))
+    }
+}
+
+impl Engine {
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn Observer>,
+        cancel: CancellationToken,
+        opts: EngineOptions,
+    ) -> Self {
+        Self { provider, store, clock, observer, cancel, opts }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Start a new run of `pipeline`. Refused (nothing created) when another
+    /// run holds the group.
+    pub async fn start(&self, name: &str, pipeline: &Pipeline, kind: RunKind) -> Result<RunOutcome, EngineError> {
+        let now = self.clock.now();
+        if let Some(l) = self.store.current_lease(&pipeline.group)? {
+            if l.expires_at > now {
+                return Err(EngineError::Leased {
+                    group: pipeline.group.clone(),
+                    holder: l.holder,
+                    expires_at: l.expires_at.millis(),
+                });
+            }
+        }
+        let config = serde_json::to_value(pipeline).expect("pipeline serializes");
+        let run = self.store.create_run(&NewRun {
+            pipeline: name.to_string(),
+            group: pipeline.group.clone(),
+            kind,
+            provider: self.provider.name().to_string(),
+            config,
+            now,
+        })?;
+        let lease = match self.store.acquire_lease(&pipeline.group, run.id.as_str(), self.opts.lease_ttl, now) {
+            Ok(l) => l,
+            Err(StoreError::LeaseHeld { group, holder, expires_at }) => {
+                self.store.set_run_state(&run.id, RunState::Cancelled, Some(&format!("group {group} leased by {holder}")), now)?;
+                return Err(EngineError::Leased { group, holder, expires_at: expires_at.millis() });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.drive(run, pipeline.clone(), lease).await
+    }
+
+    /// Continue an interrupted or paused run from its journal.
+    pub async fn resume(&self, id: &RunId) -> Result<RunOutcome, EngineError> {
+        let run = self.store.get_run(id)?.ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
+        if run.state.is_terminal() {
+            return Err(EngineError::NotResumable { run: id.to_string(), state: run.state.as_str().to_string() });
+        }
+        let pipeline: Pipeline =
+            serde_json::from_value(run.config.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+        let lease = match self.store.acquire_lease(&run.group, run.id.as_str(), self.opts.lease_ttl, self.clock.now()) {
+            Ok(l) => l,
+            Err(StoreError::LeaseHeld { group, holder, expires_at }) => {
+                return Err(EngineError::Leased { group, holder, expires_at: expires_at.millis() })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.drive(run, pipeline, lease).await
+    }
+
+    async fn drive(&self, run: RunRecord, pipeline: Pipeline, lease: Lease) -> Result<RunOutcome, EngineError> {
+        let ctx = Ctx { engine: self, run, pipeline, lease: Mutex::new(lease) };
+        let span = tracing::info_span!("run", run = %ctx.run.id, pipeline = %ctx.run.pipeline, group = %ctx.run.group);
+        let _guard = span.enter();
+        self.store.set_run_state(&ctx.run.id, RunState::Running, None, self.clock.now())?;
+        self.observer.on_event(&EngineEvent::RunStarted { run: ctx.run.id.clone(), pipeline: ctx.run.pipeline.clone() });
+        let mut summary = RunSummary::default();
+        let result = match ctx.run.kind {
+            RunKind::Run => full_run(&ctx, &mut summary, true, true).await,
+            RunKind::Bake => full_run(&ctx, &mut summary, false, false).await,
+            RunKind::Roll => roll_only(&ctx, &mut summary).await,
+            RunKind::Rollback => rollback_only(&ctx, &mut summary).await,
+        };
+        let (state, error) = match &result {
+            Ok(()) if summary.rolled_back => (RunState::RolledBack, summary.error.clone()),
+            Ok(()) => (RunState::Succeeded, None),
+            Err(EngineError::Cancelled) => {
+                // A roll that was interrupted keeps its place: resumable.
+                if ctx.output::<PublishOutput>("publish")?.is_some() || ctx.run.kind == RunKind::Roll {
+                    (RunState::Paused, Some("cancelled during roll; `repave resume` continues".to_string()))
+                } else {
+                    (RunState::Cancelled, Some("cancelled".to_string()))
+                }
+            }
+            Err(e) => (RunState::Failed, Some(e.to_string())),
+        };
+        if summary.error.is_none() {
+            summary.error = error.clone();
+        }
+        let summary_json = serde_json::to_value(&summary).expect("summary serializes");
+        self.store.set_run_summary(&ctx.run.id, &summary_json)?;
+        self.store.set_run_state(&ctx.run.id, state, error.as_deref(), self.clock.now())?;
+        let lease = ctx.lease.lock().expect("lease lock").clone();
+        if !matches!(state, RunState::Paused) {
+            if let Err(e) = self.store.release_lease(&lease) {
+                tracing::warn!(error = %e, "could not release lease");
+            }
+        }
+        self.observer.on_event(&EngineEvent::RunFinished { run: ctx.run.id.clone(), state: state.as_str().to_string() });
+        ctx.log("run", format!("run {}", state.as_str()), serde_json::json!({ "error": error }));
+        let steps = self
+            .store
+            .steps(&ctx.run.id)?
+            .into_iter()
+            .map(|s| StepTiming {
+                name: s.name,
+                state: format!("{:?}", s.state).to_lowercase(),
+                seconds: s.ended_at.map(|e| e.since(s.started_at).as_secs_f64()).unwrap_or(0.0),
+                attempts: s.attempts,
+            })
+            .collect();
+        Ok(RunOutcome {
+            run: ctx.run.id.clone(),
+            pipeline: ctx.run.pipeline.clone(),
+            state: state.as_str().to_string(),
+            summary,
+            steps,
+        })
+    }
+}
+
+/// resolve → bake → test → (publish → roll → verify → retain).
+async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_it: bool) -> Result<(), EngineError> {
+    let resolved: ResolveOutput = ctx.step("resolve", serde_json::json!({}), || bake::resolve(ctx)).await?;
+    summary.source_image = Some(resolved.source_image.clone());
+    let baked = bake_image(ctx, &resolved, summary).await;
+    let image = match baked {
+        Ok(image) => image,
+        Err(e) => {
+            // Nothing was published: clean up and mark what was made as bad.
+            bake::cleanup(ctx).await;
+            return Err(e);
+        }
+    };
+    summary.new_image = Some(image.clone());
+    if !publish {
+        return Ok(());
+    }
+    let published: PublishOutput = ctx
+        .step("publish", serde_json::json!({ "image": image, "previous": resolved }), || {
+            publish::publish(ctx, &image, &resolved)
+        })
+        .await?;
+    if !roll_it {
+        return Ok(());
+    }
+    let policy = RollPolicy::from(&ctx.pipeline.rollout);
+    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &policy, None).await;
+    match rolled {
+        Ok(report) => summary.roll = Some(report),
+        Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+        Err(e) => {
+            summary.roll = ctx.output::<RollReport>("roll")?;
+            if !ctx.pipeline.rollout.auto_rollback {
+                return Err(e);
+            }
+            let reason = e.to_string();
+            summary.error = Some(reason.clone());
+            let report = publish::rollback(ctx, &published, &image, &reason).await?;
+            summary.rollback_roll = Some(report);
+            summary.rolled_back = true;
+            return Ok(());
+        }
+    }
+    let deleted: Vec<ImageId> = ctx.step("retain", serde_json::json!({ "keep": ctx.pipeline.retention.keep }), || retain::retain(ctx, &published)).await?;
+    summary.retained_deleted = deleted;
+    Ok(())
+}
+
+async fn bake_image(ctx: &Ctx<'_>, resolved: &ResolveOutput, summary: &mut RunSummary) -> Result<ImageId, EngineError> {
+    let src = resolved.source_image.clone();
+    let builder: BuilderOutput =
+        ctx.step("launch_builder", serde_json::json!({ "image": src }), || bake::launch_builder(ctx, &src)).await?;
+    let id = builder.builder.clone();
+    ctx.step("wait_ready", serde_json::json!({ "builder": id }), || bake::wait_ready(ctx, &id, "wait_ready")).await?;
+    let selection = ctx.pipeline.patch.selection();
+    let scan: ScanOutput =
+        ctx.step("scan", serde_json::json!({ "selection": selection }), || bake::scan(ctx, &id)).await?;
+    let ids: Vec<&str> = scan.updates.iter().map(|u| u.id.as_str()).collect();
+    let patched: PatchOutput =
+        ctx.step("patch", serde_json::json!({ "frozen": ids }), || bake::patch(ctx, &id, &scan)).await?;
+    summary.installed_updates = patched.installed.clone();
+    if !ctx.pipeline.validate.is_empty() {
+        ctx.step("validate", serde_json::json!({ "commands": ctx.pipeline.validate }), || bake::validate(ctx, &id))
+            .await?;
+    }
+    ctx.step("stop_builder", serde_json::json!({ "builder": id }), || bake::stop_builder(ctx, &id)).await?;
+    let image: ImageOutput = ctx
+        .step("create_image", serde_json::json!({ "builder": id }), || bake::create_image(ctx, &id, resolved, &patched))
+        .await?;
+    ctx.step("terminate_builder", serde_json::json!({ "builder": id }), || bake::terminate(ctx, &id, "terminate_builder"))
+        .await?;
+    if ctx.pipeline.test.enabled {
+        ctx.step("test_image", serde_json::json!({ "image": image.image }), || bake::test_image(ctx, &image.image))
+            .await?;
+    }
+    Ok(image.image)
+}
+
+pub(crate) async fn roll_and_verify(
+    ctx: &Ctx<'_>,
+    roll_step: &str,
+    verify_step: &str,
+    image: &ImageId,
+    policy: &RollPolicy,
+    base_hint: Option<u32>,
+) -> Result<RollReport, EngineError> {
+    let journaled = ctx
+        .engine
+        .store
+        .step(ctx.run_id(), roll_step)?
+        .and_then(|s| s.intent.get("base_desired").and_then(|v| v.as_u64()))
+        .map(|v| v as u32);
+    let base = match journaled.or(base_hint) {
+        Some(b) => b,
+        None => crate::call::retry(roll_step, || ctx.provider().describe_group(&ctx.pipeline.group)).await?.desired,
+    };
+    let intent = serde_json::json!({ "target": image, "policy": policy, "base_desired": base });
+    let report: RollReport =
+        ctx.step(roll_step, intent, || roll::roll(ctx, roll_step, image, policy, base)).await?;
+    ctx.step(verify_step, serde_json::json!({ "target": image }), || roll::verify(ctx, image)).await?;
+    Ok(report)
+}
+
+/// `repave roll`: put the group on the golden parameter's image.
+async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), EngineError> {
+    let resolved: ResolveOutput = ctx.step("resolve", serde_json::json!({}), || bake::resolve(ctx)).await?;
+    let image = resolved.source_image.clone();
+    summary.new_image = Some(image.clone());
+    ctx.step("set_launch_spec", serde_json::json!({ "image": image }), || publish::point_group_at(ctx, &image)).await?;
+    let policy = RollPolicy::from(&ctx.pipeline.rollout);
+    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &image, &policy, None).await?);
+    Ok(())
+}
+
+/// `repave rollback`: golden parameter and launch spec back to the previous
+/// image, and the fleet with them.
+async fn rollback_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), EngineError> {
+    let target: ImageId = ctx.step("resolve_previous", serde_json::json!({}), || publish::previous_image(ctx)).await?;
+    summary.new_image = Some(target.clone());
+    ctx.step("restore_parameter", serde_json::json!({ "image": target }), || publish::restore_parameter(ctx, &target))
+        .await?;
+    ctx.step("set_launch_spec", serde_json::json!({ "image": target }), || publish::point_group_at(ctx, &target)).await?;
+    let policy = RollPolicy::from(&ctx.pipeline.rollout);
+    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &target, &policy, None).await?);
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Publish and roll back: the launch spec, the group and the golden
+//! parameter move together, and back together.
+
+use crate::bake::{mark_bad, ResolveOutput};
+use crate::call::retry;
+use crate::error::EngineError;
+use crate::executor::{roll_and_verify, Ctx};
+use crate::summary::RollReport;
+use repave_core::provider::LaunchSpecRef;
+use repave_core::rollout::RollPolicy;
+use repave_core::ImageId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishOutput {
+    pub image: ImageId,
+    pub launch_spec: LaunchSpecRef,
+    pub previous_launch_spec: LaunchSpecRef,
+    pub previous_image: ImageId,
+    pub parameter_version: u64,
+    pub previous_parameter_version: u64,
+}
+
+/// Label put on the parameter version a publish replaced.
+pub const PREVIOUS_LABEL: &str = "repave-previous";
+
+/// New launch spec version with the new image, group pointed at it, golden
+/// parameter updated (description kept), previous version labeled.
+/// Idempotent: a resumed publish finds the spec and parameter already moved.
+pub async fn publish(ctx: &Ctx<'_>, image: &ImageId, resolved: &ResolveOutput) -> Result<PublishOutput, EngineError> {
+    let launch_spec = point_group_at(ctx, image).await?;
+    let p = ctx.provider();
+    let name = &ctx.pipeline.parameter;
+    let current = retry("publish", || p.get_parameter(name)).await?;
+    let version = if current.value == image.as_str() {
+        current.version
+    } else {
+        retry("publish", || p.put_parameter(name, image.as_str(), None)).await?
+    };
+    let label = vec![PREVIOUS_LABEL.to_string()];
+    retry("publish", || p.label_parameter_version(name, resolved.parameter_version, &label)).await?;
+    ctx.log(
+        "publish",
+        format!("{name} = {image} (version {version}); launch spec {} v{}", launch_spec.name, launch_spec.version),
+        serde_json::Value::Null,
+    );
+    Ok(PublishOutput {
+        image: image.clone(),
+        launch_spec,
+        previous_launch_spec: resolved.launch_spec.clone(),
+        previous_image: resolved.source_image.clone(),
+        parameter_version: version,
+        previous_parameter_version: resolved.parameter_version,
+    })
+}
+
+/// Make the group launch `image`: reuse the current spec version when it
+/// already names it, otherwise a new version copied from the current one.
+pub async fn point_group_at(ctx: &Ctx<'_>, image: &ImageId) -> Result<LaunchSpecRef, EngineError> {
+    let p = ctx.provider();
+    let group = &ctx.pipeline.group;
+    let g = retry("publish", || p.describe_group(group)).await?;
+    let spec = retry("publish", || p.describe_launch_spec(&g.launch_spec)).await?;
+    if &spec.image == image {
+        return Ok(g.launch_spec);
+    }
+    let new = retry("publish", || p.create_launch_spec_version(&g.launch_spec, image)).await?;
+    retry("publish", || p.set_group_launch_spec(group, &new)).await?;
+    Ok(new)
+}
+
+/// The image the golden parameter held before its current value.
+pub async fn previous_image(ctx: &Ctx<'_>) -> Result<ImageId, EngineError> {
+    let p = ctx.provider();
+    let name = &ctx.pipeline.parameter;
+    let history = retry("resolve_previous", || p.parameter_history(name)).await?;
+    let current = history.last().ok_or_else(|| EngineError::Preflight(format!("parameter {name} has no history")))?;
+    let labeled = history.iter().rev().find(|v| v.labels.iter().any(|l| l == PREVIOUS_LABEL) && v.value != current.value);
+    let prev = labeled
+        .or_else(|| history.iter().rev().find(|v| v.value != current.value))
+        .ok_or_else(|| EngineError::Preflight(format!("parameter {name} has no earlier value to roll back to")))?;
+    Ok(ImageId::new(prev.value.clone()))
+}
+
+pub async fn restore_parameter(ctx: &Ctx<'_>, image: &ImageId) -> Result<u64, EngineError> {
+    let p = ctx.provider();
+    let name = &ctx.pipeline.parameter;
+    let current = retry("restore_parameter", || p.get_parameter(name)).await?;
+    if current.value == image.as_str() {
+        return Ok(current.version);
+    }
+    retry("restore_parameter", || p.put_parameter(name, image.as_str(), None)).await
+}
+
+/// A failure after publish: parameter and launch spec back to the previous
+/// version, the new image marked bad, instances already replaced rolled back.
+pub async fn rollback(ctx: &Ctx<'_>, published: &PublishOutput, bad: &ImageId, reason: &str) -> Result<RollReport, EngineError> {
+    ctx.step("rollback_publish", serde_json::json!({ "to": published.previous_image, "reason": reason }), || async {
+        let p = ctx.provider();
+        let group = &ctx.pipeline.group;
+        retry("rollback", || p.set_group_launch_spec(group, &published.previous_launch_spec)).await?;
+        restore_parameter(ctx, &published.previous_image).await?;
+        mark_bad(ctx, bad, reason).await;
+        Ok(())
+    })
+    .await?;
+    let policy = RollPolicy::from(&ctx.pipeline.rollout);
+    // The aborted roll left the group surged: roll back to its base size.
+    let base = ctx
+        .engine
+        .store
+        .step(ctx.run_id(), "roll")?
+        .and_then(|s| s.intent.get("base_desired").and_then(|v| v.as_u64()))
+        .map(|v| v as u32);
+    roll_and_verify(ctx, "rollback_roll", "rollback_verify", &published.previous_image, &policy, base).await
+}

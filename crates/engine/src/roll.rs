@@ -1,0 +1,275 @@
+//! The roll loop: observe the group and its balancer, ask the pure planner
+//! what to do, do it, repeat. Level-triggered: a restarted process rebuilds
+//! its place from what it observes plus the journaled base capacity.
+
+use crate::call::retry;
+use crate::error::EngineError;
+use crate::events::EngineEvent;
+use crate::executor::Ctx;
+pub use crate::summary::RollSample;
+use crate::summary::RollReport;
+use repave_core::provider::{Lifecycle, Provider, TargetState};
+use repave_core::rollout::{self, Action, Member, Observation, Outcome, RollPolicy, RollProgress};
+use repave_core::{ImageId, InstanceId, Timestamp};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One observation of a group: members joined with their balancer state.
+pub async fn observe(p: &dyn Provider, group: &str) -> Result<Observation, EngineError> {
+    let g = retry("observe", || p.describe_group(group)).await?;
+    let health = retry("observe", || p.target_health(group)).await?;
+    let by_id: BTreeMap<&InstanceId, _> = health.iter().map(|t| (&t.instance, t)).collect();
+    let members = g
+        .members
+        .iter()
+        .map(|m| Member {
+            id: m.id.clone(),
+            image: m.image.clone(),
+            lifecycle: m.lifecycle,
+            protected: m.protected,
+            launched_at: m.launched_at,
+            target: by_id.get(&m.id).map(|t| (t.state, t.since)),
+        })
+        .collect();
+    Ok(Observation { desired: g.desired, min: g.min, max: g.max, members })
+}
+
+#[derive(Default)]
+struct Measurements {
+    /// launch → healthy at the balancer, per new instance.
+    launch_ready: BTreeMap<InstanceId, i64>,
+    drain_started: BTreeMap<InstanceId, i64>,
+    drain_ms: Vec<i64>,
+    samples: Vec<RollSample>,
+    min_in_service: Option<u32>,
+    max_live: u32,
+}
+
+fn median(v: &[i64]) -> i64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Roll the group onto `target`.
+/// `base`: the fleet's capacity without surge, journaled in the step's
+/// intent when the roll first started, so a resumed roll does not mistake
+/// its own surge for the fleet's size.
+pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPolicy, base: u32) -> Result<RollReport, EngineError> {
+    let p = ctx.provider();
+    let group = ctx.pipeline.group.clone();
+    let started = ctx.now();
+    let first = observe(p, &group).await?;
+    let mut progress = RollProgress::new(target.clone(), base, started);
+    // Instances this roll deregistered before a restart are still draining.
+    for m in &first.members {
+        if m.image != *target && matches!(m.target, Some((TargetState::Draining, _)) | None) && m.lifecycle == Lifecycle::InService {
+            progress.draining.insert(m.id.clone());
+        }
+    }
+    let deadline = started.plus(ctx.pipeline.rollout.timeout.get());
+    let mut meas = Measurements::default();
+    let total_old = first.members.iter().filter(|m| m.image != *target).count() as u32;
+    let tick = ctx.engine.opts.tick;
+    let mut blocked_since: Option<Timestamp> = None;
+    loop {
+        ctx.check_cancel()?;
+        ctx.keep_lease()?;
+        let now = ctx.now();
+        let obs = observe(p, &group).await?;
+        let plan = rollout::plan(&obs, policy, &progress, now);
+        record(&mut meas, &obs, &plan.status, target, started, now, &progress);
+        ctx.engine.observer.on_event(&EngineEvent::RollTick {
+            run: ctx.run_id().clone(),
+            status: plan.status.clone(),
+            replaced: plan.progress.replaced,
+            total: total_old,
+        });
+        match &plan.outcome {
+            Outcome::Complete => {
+                progress = plan.progress;
+                break;
+            }
+            Outcome::Abort { reason } => {
+                ctx.log(step, format!("abort: {reason}"), serde_json::to_value(&plan.status).unwrap_or_default());
+                return Err(EngineError::RollAborted(reason.clone()));
+            }
+            Outcome::Blocked { reason } => {
+                let since = *blocked_since.get_or_insert(now);
+                if now >= deadline {
+                    return Err(EngineError::Timeout {
+                        step: step.into(),
+                        seconds: now.since(since).as_secs(),
+                        what: reason.clone(),
+                    });
+                }
+            }
+            Outcome::Progressing => blocked_since = None,
+        }
+        if now >= deadline {
+            return Err(EngineError::Timeout {
+                step: step.into(),
+                seconds: ctx.pipeline.rollout.timeout.get().as_secs(),
+                what: format!("roll not complete: {:?}", plan.status),
+            });
+        }
+        for action in &plan.actions {
+            act(ctx, step, &group, action, &mut meas).await?;
+        }
+        progress = plan.progress;
+        tokio::time::sleep(tick).await;
+    }
+    let ended = ctx.now();
+    let k = rollout::concurrency(base, policy);
+    let launch_ready: Vec<i64> = meas.launch_ready.values().copied().collect();
+    let lr = median(&launch_ready);
+    let drain = median(&meas.drain_ms);
+    let lb = rollout::lower_bound(
+        total_old.min(base),
+        k,
+        Duration::from_millis(lr.max(0) as u64),
+        Duration::ZERO,
+        policy.warmup,
+        Duration::from_millis(drain.max(0) as u64),
+    );
+    let seconds = ended.since(started).as_secs_f64();
+    let (floor, max_total) = rollout::capacity_bounds(base, policy);
+    let report = RollReport {
+        target_image: Some(target.clone()),
+        started_at_ms: started.millis(),
+        seconds,
+        lower_bound_seconds: lb.as_secs_f64(),
+        efficiency: if seconds > 0.0 { lb.as_secs_f64() / seconds } else { 1.0 },
+        min_in_service: meas.min_in_service.unwrap_or(0),
+        floor,
+        max_total,
+        max_live: meas.max_live,
+        base_desired: base,
+        concurrency: k,
+        replaced: progress.replaced,
+        launch_ready_ms_median: lr,
+        warmup_ms: policy.warmup.as_millis() as i64,
+        drain_ms_median: drain,
+        samples: downsample(meas.samples, 2000),
+    };
+    ctx.log(
+        step,
+        format!(
+            "rolled {} instance(s) in {:.1}s (lower bound {:.1}s, min in service {} / floor {})",
+            report.replaced, report.seconds, report.lower_bound_seconds, report.min_in_service, report.floor
+        ),
+        serde_json::Value::Null,
+    );
+    Ok(report)
+}
+
+fn record(
+    meas: &mut Measurements,
+    obs: &Observation,
+    status: &rollout::RollStatus,
+    target: &ImageId,
+    started: Timestamp,
+    now: Timestamp,
+    progress: &RollProgress,
+) {
+    for m in &obs.members {
+        if &m.image == target && m.launched_at >= started {
+            if let Some((TargetState::Healthy, since)) = m.target {
+                meas.launch_ready.entry(m.id.clone()).or_insert(since.millis() - m.launched_at.millis());
+            }
+        }
+        if progress.draining.contains(&m.id) {
+            if let Some(t0) = meas.drain_started.get(&m.id) {
+                if matches!(m.target, None | Some((TargetState::Unused, _))) {
+                    meas.drain_ms.push(now.millis() - t0);
+                    meas.drain_started.remove(&m.id);
+                }
+            }
+        }
+    }
+    // Only count capacity once the roll has begun acting (the first
+    // observation is the fleet as found).
+    meas.min_in_service = Some(meas.min_in_service.map_or(status.in_service, |m| m.min(status.in_service)));
+    meas.max_live = meas.max_live.max(status.live);
+    meas.samples.push(RollSample {
+        t_ms: now.millis() - started.millis(),
+        in_service: status.in_service,
+        old: status.old,
+        new: status.new,
+        draining: status.draining,
+        live: status.live,
+        floor: status.floor,
+    });
+}
+
+fn downsample(v: Vec<RollSample>, max: usize) -> Vec<RollSample> {
+    if v.len() <= max {
+        return v;
+    }
+    let step = v.len().div_ceil(max);
+    // Keep the minimum of each bucket so dips stay visible.
+    v.chunks(step).map(|c| c.iter().min_by_key(|s| s.in_service).cloned().unwrap_or_default()).collect()
+}
+
+async fn act(ctx: &Ctx<'_>, step: &str, group: &str, action: &Action, meas: &mut Measurements) -> Result<(), EngineError> {
+    let p = ctx.provider();
+    ctx.log(step, describe(action), serde_json::to_value(action).unwrap_or_default());
+    match action {
+        Action::SetDesired { desired } => retry(step, || p.set_desired_capacity(group, *desired)).await,
+        Action::Drain { instance } => {
+            meas.drain_started.insert(instance.clone(), ctx.now().millis());
+            retry(step, || p.deregister_target(group, instance)).await
+        }
+        Action::Terminate { instance, decrement } => {
+            match retry(step, || p.terminate_group_instance(group, instance, *decrement)).await {
+                Err(EngineError::Provider { source, .. }) if source.is_not_found() => Ok(()),
+                r => r,
+            }
+        }
+    }
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::SetDesired { desired } => format!("set desired capacity to {desired}"),
+        Action::Drain { instance } => format!("drain {instance}"),
+        Action::Terminate { instance, decrement: true } => format!("terminate {instance} (and lower desired)"),
+        Action::Terminate { instance, decrement: false } => format!("terminate {instance} (group replaces it)"),
+    }
+}
+
+/// Every in-service instance on the target image and healthy at the
+/// balancer, as many as desired.
+pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> {
+    let p = ctx.provider();
+    let group = ctx.pipeline.group.clone();
+    let last = std::sync::Mutex::new(String::new());
+    let r = crate::bake::wait_for(ctx, "verify", "fleet on the new image", Duration::from_secs(60), || async {
+        let obs = observe(p, &group).await?;
+        let live: Vec<&Member> = obs
+            .members
+            .iter()
+            .filter(|m| !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated | Lifecycle::Standby))
+            .collect();
+        let off: Vec<String> = live
+            .iter()
+            .filter(|m| &m.image != target && !m.protected)
+            .map(|m| format!("{} on {}", m.id, m.image))
+            .collect();
+        let sick: Vec<String> = live
+            .iter()
+            .filter(|m| !matches!(m.target, Some((TargetState::Healthy, _))))
+            .map(|m| m.id.to_string())
+            .collect();
+        if off.is_empty() && sick.is_empty() && live.len() as u32 == obs.desired {
+            return Ok(Some(()));
+        }
+        *last.lock().expect("lock") = format!("{} live / {} desired; not on target: [{}]; not healthy: [{}]", live.len(), obs.desired, off.join(", "), sick.join(", "));
+        Ok(None)
+    })
+    .await;
+    r.map_err(|e| EngineError::Verify(format!("{e}: {}", last.lock().expect("lock"))))
+}

@@ -1,0 +1,224 @@
+//! Turns each typed [`Request`] into the operation on the state owner and
+//! its [`Response`]; errors become `Response::Error` with their kind.
+
+use super::catalog;
+use super::instances::{self, StopMode};
+use super::Shared;
+use crate::error::LocalError;
+use crate::protocol::{LeakReport, Request, Response};
+use repave_core::provider::InstanceState;
+use repave_core::InstanceId;
+use std::sync::Arc;
+
+/// Execute one request.
+pub(crate) async fn handle(shared: &Arc<Shared>, req: Request) -> Response {
+    match dispatch(shared, req).await {
+        Ok(r) => r,
+        Err(e) => Response::Error { kind: e.kind(), message: e.to_string() },
+    }
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalError> {
+    use Request as Q;
+    use Response as R;
+    let kick = matches!(
+        req,
+        Q::EnsureGroup { .. }
+            | Q::SetGroupLaunchSpec { .. }
+            | Q::SetDesiredCapacity { .. }
+            | Q::TerminateGroupInstance { .. }
+            | Q::RegisterTarget { .. }
+            | Q::DeregisterTarget { .. }
+            | Q::TerminateInstance { .. }
+    );
+    let resp = match req {
+        Q::Ping => R::Pong { pid: std::process::id() },
+        Q::Shutdown => {
+            shutdown(shared).await;
+            R::Unit
+        }
+        Q::EnsureGroup { setup } => R::GroupSetup(catalog::ensure_group(shared, &mut shared.cloud(), setup)?),
+        Q::ImportImage { source, name, tags } => {
+            R::ImageId(catalog::import_image(shared, &mut shared.cloud(), &source, &name, tags)?)
+        }
+        Q::LeakReport => R::Leaks(leak_report(shared)),
+        Q::BalancerAddress { group } => {
+            let cloud = shared.cloud();
+            let g = cloud.state.groups.get(&group).ok_or_else(|| LocalError::not_found(format!("group {group}")))?;
+            R::Address(format!("127.0.0.1:{}", g.port))
+        }
+        Q::BalancerStats { group } => {
+            let cloud = shared.cloud();
+            let b = cloud
+                .balancers
+                .get(&group)
+                .ok_or_else(|| LocalError::not_found(format!("balancer of group {group}")))?;
+            R::Stats(b.stats())
+        }
+        Q::DescribeImage { id } => R::Image(catalog::describe_image(&shared.cloud(), &id)?),
+        Q::CreateImage { req } => R::ImageId(catalog::create_image(shared, &mut shared.cloud(), req)?),
+        Q::DeregisterImage { id } => {
+            catalog::deregister_image(shared, &mut shared.cloud(), &id)?;
+            R::Unit
+        }
+        Q::ListImages { tags } => R::Images(catalog::list_images(&shared.cloud(), &tags)),
+        Q::TagImage { id, tags } => {
+            catalog::tag_image(shared, &mut shared.cloud(), &id, &tags)?;
+            R::Unit
+        }
+        Q::Launch { req } => R::Instance(instances::launch_locked(shared, &mut shared.cloud(), req, None)?),
+        Q::DescribeInstances { ids } => {
+            let cloud = shared.cloud();
+            R::Instances(ids.iter().filter_map(|id| cloud.state.instances.get(id)).map(|r| r.instance.clone()).collect())
+        }
+        Q::ListInstances { tags } => {
+            let cloud = shared.cloud();
+            R::Instances(
+                cloud
+                    .state
+                    .instances
+                    .values()
+                    .filter(|r| tags.iter().all(|(k, v)| r.instance.tags.get(k) == Some(v)))
+                    .map(|r| r.instance.clone())
+                    .collect(),
+            )
+        }
+        Q::StopInstance { id } => {
+            instances::stop(shared, &id, StopMode::Stop).await?;
+            R::Unit
+        }
+        Q::StartInstance { id } => {
+            instances::start(shared, &id)?;
+            R::Unit
+        }
+        Q::RebootInstance { id } => {
+            instances::stop(shared, &id, StopMode::Reboot).await?;
+            R::Unit
+        }
+        Q::TerminateInstance { id } => {
+            instances::stop(shared, &id, StopMode::Terminate).await?;
+            R::Unit
+        }
+        Q::ProbeHealth { id, path } => {
+            let address = {
+                let cloud = shared.cloud();
+                let rec =
+                    cloud.state.instances.get(&id).ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
+                rec.instance.address.clone()
+            };
+            match address {
+                Some(a) => R::Health(instances::probe(&a, &path).await),
+                None => R::Health(repave_core::provider::HealthProbe {
+                    healthy: false,
+                    detail: format!("instance {id} is not running"),
+                }),
+            }
+        }
+        Q::SendCommand { req } => R::CommandId(super::commands::send(shared, req)?),
+        Q::CommandResult { id } => R::CommandResult(super::commands::result(shared, &id)?),
+        Q::GetParameter { name } => R::Parameter(catalog::get_parameter(&shared.cloud(), &name)?),
+        Q::PutParameter { name, value, description } => {
+            R::Version(catalog::put_parameter(shared, &mut shared.cloud(), &name, &value, description)?)
+        }
+        Q::ParameterHistory { name } => R::Parameters(catalog::parameter_history(&shared.cloud(), &name)?),
+        Q::LabelParameterVersion { name, version, labels } => {
+            catalog::label_parameter(shared, &mut shared.cloud(), &name, version, &labels)?;
+            R::Unit
+        }
+        Q::DescribeGroup { name } => R::Group(catalog::describe_group(&shared.cloud(), &name)?),
+        Q::DescribeLaunchSpec { spec } => R::LaunchSpec(catalog::describe_launch_spec(&shared.cloud(), &spec)?),
+        Q::CreateLaunchSpecVersion { base, image } => {
+            R::LaunchSpecRef(catalog::create_launch_spec_version(shared, &mut shared.cloud(), &base, &image)?)
+        }
+        Q::SetGroupLaunchSpec { group, spec } => {
+            catalog::set_group_launch_spec(shared, &mut shared.cloud(), &group, &spec)?;
+            R::Unit
+        }
+        Q::SetDesiredCapacity { group, desired } => {
+            catalog::set_desired(shared, &mut shared.cloud(), &group, desired)?;
+            R::Unit
+        }
+        Q::TerminateGroupInstance { group, instance, decrement } => {
+            catalog::terminate_group_instance(shared, &mut shared.cloud(), &group, &instance, decrement)?;
+            R::Unit
+        }
+        Q::SetInstanceProtection { group, instance, protected } => {
+            catalog::set_protection(shared, &mut shared.cloud(), &group, &instance, protected)?;
+            R::Unit
+        }
+        Q::TargetHealth { group } => R::Targets(catalog::target_health(&shared.cloud(), &group)?),
+        Q::DeregisterTarget { group, instance } => {
+            catalog::set_registered(shared, &mut shared.cloud(), &group, &instance, false)?;
+            R::Unit
+        }
+        Q::RegisterTarget { group, instance } => {
+            catalog::set_registered(shared, &mut shared.cloud(), &group, &instance, true)?;
+            R::Unit
+        }
+    };
+    if kick {
+        shared.kick.notify_one();
+    }
+    Ok(resp)
+}
+
+fn leak_report(shared: &Shared) -> LeakReport {
+    let cloud = shared.cloud();
+    let mut report = LeakReport::default();
+    for (id, rec) in &cloud.state.instances {
+        let live = cloud.procs.get(id).map(|h| h.is_alive()).unwrap_or(false)
+            || rec.pid.is_some_and(crate::process::pid_alive);
+        if live {
+            report.live_processes.push(id.clone());
+        }
+        report.instances.push(rec.instance.clone());
+    }
+    if let Ok(entries) = std::fs::read_dir(&shared.paths.instances) {
+        for e in entries.flatten() {
+            if e.path().join("root").exists() {
+                report.roots.push(InstanceId::new(e.file_name().to_string_lossy().to_string()));
+            }
+        }
+    }
+    report.roots.sort();
+    report
+}
+
+/// `repave local down`: stop the reconciler and balancers, terminate every
+/// instance (roots removed). The daemon exits after answering.
+async fn shutdown(shared: &Arc<Shared>) {
+    shared.shutdown.cancel();
+    let ids: Vec<InstanceId> = {
+        let cloud = shared.cloud();
+        for b in cloud.balancers.values() {
+            b.stop();
+        }
+        cloud
+            .state
+            .instances
+            .iter()
+            .filter(|(_, r)| r.instance.state != InstanceState::Terminated)
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for id in ids {
+        let shared = shared.clone();
+        set.spawn(async move {
+            if let Err(e) = instances::stop(&shared, &id, StopMode::Terminate).await {
+                tracing::warn!(instance = %id, "terminating at shutdown: {e}");
+            }
+        });
+    }
+    set.join_all().await;
+    let mut cloud = shared.cloud();
+    // Groups keep their settings but not their (now terminated) members, so
+    // the next `local up` starts them afresh.
+    for g in cloud.state.groups.values_mut() {
+        g.members.clear();
+    }
+    cloud.balancers.clear();
+    if let Err(e) = shared.save(&cloud) {
+        tracing::error!("{e}");
+    }
+}

@@ -1,0 +1,260 @@
+//! The local cloud daemon: the single owner of the local state. It serves
+//! the newline-delimited JSON protocol on `<state_dir>/local/daemon.sock`,
+//! runs the group reconciler and one balancer per group, and keeps running
+//! when the engine that started it goes away.
+
+mod catalog;
+mod commands;
+mod handler;
+mod instances;
+mod reconciler;
+
+use crate::balancer::Balancer;
+use crate::error::LocalError;
+use crate::images::BlobStore;
+use crate::process::ProcHandle;
+use crate::protocol::{Request, Response};
+use crate::state::State;
+use repave_core::provider::{CommandResult, InstanceState};
+use repave_core::{CommandId, InstanceId};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+/// How the daemon is started (`repave local daemon`).
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The state directory (`.repave/` by default).
+    pub state_dir: PathBuf,
+    /// The `repave` executable, substituted for `{repave}` and used for `pkg`.
+    pub exe: PathBuf,
+    /// Update feed file to serve instead of the built-in demo feed.
+    pub feed: Option<PathBuf>,
+}
+
+/// Where everything lives under the state directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub local: PathBuf,
+    pub state: PathBuf,
+    pub blobs: PathBuf,
+    pub instances: PathBuf,
+    pub instance_logs: PathBuf,
+    pub socket: PathBuf,
+    pub feed: PathBuf,
+    pub lock: PathBuf,
+}
+
+impl Paths {
+    /// Layout under `state_dir`.
+    pub fn new(state_dir: &Path) -> Paths {
+        let local = state_dir.join("local");
+        Paths {
+            state: local.join("state.json"),
+            blobs: local.join("blobs"),
+            instances: local.join("instances"),
+            instance_logs: state_dir.join("logs").join("instances"),
+            socket: local.join("daemon.sock"),
+            feed: local.join("feed.json"),
+            lock: local.join("daemon.lock"),
+            local,
+        }
+    }
+
+    /// Root directory of an instance.
+    pub fn root(&self, id: &InstanceId) -> PathBuf {
+        self.instances.join(id.as_str()).join("root")
+    }
+}
+
+/// Persisted state plus what only exists while the daemon runs.
+pub(crate) struct Cloud {
+    pub state: State,
+    pub procs: HashMap<InstanceId, ProcHandle>,
+    pub balancers: HashMap<String, Balancer>,
+    pub commands: HashMap<CommandId, CommandResult>,
+    pub command_tokens: HashMap<String, CommandId>,
+    /// Instances with a stop/start/terminate in progress: the reconciler
+    /// leaves them alone.
+    pub busy: HashSet<InstanceId>,
+    /// Group members with a removal job running.
+    pub reaping: HashSet<InstanceId>,
+}
+
+/// Shared by the socket handlers, the reconciler and background jobs.
+pub(crate) struct Shared {
+    pub paths: Paths,
+    pub exe: PathBuf,
+    pub blobs: BlobStore,
+    cloud: Mutex<Cloud>,
+    /// Wakes the reconciler right after a group mutation.
+    pub kick: tokio::sync::Notify,
+    /// Stops the reconciler (shutdown in progress).
+    pub shutdown: CancellationToken,
+    /// Makes the daemon exit (after the shutdown answer was sent).
+    pub exit: CancellationToken,
+}
+
+impl Shared {
+    /// Lock the cloud; never held across an await.
+    pub fn cloud(&self) -> MutexGuard<'_, Cloud> {
+        self.cloud.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Persist after a mutation.
+    pub fn save(&self, cloud: &Cloud) -> Result<(), LocalError> {
+        cloud.state.save(&self.paths.state).map_err(|e| LocalError::io("saving local state", e))
+    }
+}
+
+fn lock_exclusive(path: &Path) -> Result<std::fs::File, LocalError> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| LocalError::io("opening daemon lock", e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(LocalError::StartDaemon(format!("another daemon holds {}", path.display())));
+    }
+    Ok(f)
+}
+
+/// Run the daemon until a `shutdown` request.
+pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
+    let paths = Paths::new(&opts.state_dir);
+    for dir in [&paths.local, &paths.blobs, &paths.instances, &paths.instance_logs] {
+        std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
+    }
+    let _lock = lock_exclusive(&paths.lock)?;
+    let feed = match &opts.feed {
+        Some(f) => crate::feed::load(f).map_err(LocalError::StartDaemon)?,
+        None => crate::feed::demo_feed(),
+    };
+    let feed_json = serde_json::to_vec_pretty(&feed).map_err(|e| LocalError::Protocol(e.to_string()))?;
+    crate::util::write_atomic(&paths.feed, &feed_json).map_err(|e| LocalError::io("writing feed", e))?;
+    let state = State::load(&paths.state).map_err(|e| LocalError::io("loading local state", e))?;
+    let exe = std::fs::canonicalize(&opts.exe).unwrap_or(opts.exe.clone());
+    let shared = Arc::new(Shared {
+        blobs: BlobStore::new(paths.blobs.clone()),
+        paths: paths.clone(),
+        exe,
+        cloud: Mutex::new(Cloud {
+            state,
+            procs: HashMap::new(),
+            balancers: HashMap::new(),
+            commands: HashMap::new(),
+            command_tokens: HashMap::new(),
+            busy: HashSet::new(),
+            reaping: HashSet::new(),
+        }),
+        kick: tokio::sync::Notify::new(),
+        shutdown: CancellationToken::new(),
+        exit: CancellationToken::new(),
+    });
+    adopt(&shared)?;
+    let _ = std::fs::remove_file(&paths.socket);
+    let listener =
+        UnixListener::bind(&paths.socket).map_err(|e| LocalError::io(format!("binding {}", paths.socket.display()), e))?;
+    tokio::spawn(reconciler::run(shared.clone()));
+    tracing::info!(socket = %paths.socket.display(), "local daemon ready");
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => { tracing::warn!("daemon accept: {e}"); continue; }
+            },
+            _ = shared.exit.cancelled() => break,
+        };
+        tokio::spawn(serve_connection(shared.clone(), stream));
+    }
+    let _ = std::fs::remove_file(&paths.socket);
+    tracing::info!("local daemon stopped");
+    Ok(())
+}
+
+/// Re-attach to what a previous daemon left: live processes are adopted,
+/// dead ones are noted so the reconciler replaces group members.
+fn adopt(shared: &Shared) -> Result<(), LocalError> {
+    let mut cloud = shared.cloud();
+    let ids: Vec<InstanceId> = cloud.state.instances.keys().cloned().collect();
+    for id in ids {
+        let rec = cloud.state.instances.get(&id).cloned().expect("listed");
+        let alive = rec.pid.is_some_and(crate::process::pid_alive);
+        match rec.instance.state {
+            InstanceState::Terminated => {}
+            InstanceState::ShuttingDown => {
+                if let Some(pid) = rec.pid {
+                    crate::process::signal_group(pid, libc::SIGKILL);
+                }
+                let _ = std::fs::remove_dir_all(shared.paths.instances.join(id.as_str()));
+                let r = cloud.state.instances.get_mut(&id).expect("listed");
+                r.instance.state = InstanceState::Terminated;
+                r.instance.address = None;
+                r.pid = None;
+            }
+            InstanceState::Stopping | InstanceState::Stopped => {
+                if let Some(pid) = rec.pid.filter(|_| alive) {
+                    crate::process::signal_group(pid, libc::SIGKILL);
+                }
+                let r = cloud.state.instances.get_mut(&id).expect("listed");
+                r.instance.state = InstanceState::Stopped;
+                r.instance.address = None;
+                r.pid = None;
+            }
+            InstanceState::Pending | InstanceState::Running => {
+                if alive {
+                    let pid = rec.pid.expect("alive implies pid");
+                    cloud.procs.insert(id.clone(), ProcHandle::adopted(pid));
+                    tracing::info!(instance = %id, pid, "adopted instance process");
+                } else if !rec.spec.command.is_empty() && rec.group.is_none() {
+                    // A lone instance whose process died while we were away.
+                    let r = cloud.state.instances.get_mut(&id).expect("listed");
+                    r.instance.state = InstanceState::Stopped;
+                    r.instance.address = None;
+                    r.pid = None;
+                }
+                // A dead group member stays Running without a process: the
+                // reconciler sees it dead and replaces it.
+            }
+        }
+    }
+    shared.save(&cloud)
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let (response, exit) = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let exit = matches!(req, Request::Shutdown);
+                (handler::handle(&shared, req).await, exit)
+            }
+            Err(e) => (
+                Response::Error {
+                    kind: repave_core::ErrorKind::Permanent,
+                    message: format!("malformed request: {e}"),
+                },
+                false,
+            ),
+        };
+        let mut out = serde_json::to_string(&response).unwrap_or_else(|e| {
+            format!("{{\"type\":\"error\",\"value\":{{\"kind\":\"permanent\",\"message\":\"encoding response: {e}\"}}}}")
+        });
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+        let _ = write.flush().await;
+        if exit {
+            shared.exit.cancel();
+            return;
+        }
+    }
+}
