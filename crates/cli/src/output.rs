@@ -34,6 +34,6 @@ mod tests {
     #[test]
     fn formats_time() {
         assert_eq!(super::time(0), "1970-01-01 00:00:00");
-        assert_eq!(super::time(1_795_650_620_000), "2026-11-26 05:50:20");
+        assert_eq!(super::time(1_795_672_220_000), "2026-11-26 05:50:20");
     }
 }

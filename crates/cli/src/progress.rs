@@ -101,7 +101,10 @@ impl Observer for Bars {
                 ));
             }
             EngineEvent::Log { step, message, .. } => {
-                if step == "patch" || step == "scan" || step == "retain" || message.starts_with("abort") {
+                // Step start/finish lines are the spinners' job.
+                let lifecycle = [" started", " done", " resumed"].iter().any(|s| message == &format!("{step}{s}"));
+                let worth_a_line = matches!(step.as_str(), "patch" | "scan" | "retain" | "cleanup") || message.starts_with("abort");
+                if worth_a_line && !lifecycle {
                     self.println(&format!("  {message}"));
                 }
             }

@@ -7,12 +7,24 @@
 //! - healthy in-service instances ≥ `floor = ceil(N × min_healthy_percent / 100)`
 //! - all instances ≤ `ceil(N × max_healthy_percent / 100)` (at least N + 1
 //!   when max > 100): the surge room
-//! - an instance is drained before it is terminated
+//! - an instance is drained before it is terminated (its drain finished, or
+//!   `drain_timeout` — the deregistration delay bound — passed)
 //! - a new instance is in service only once healthy at the balancer and past
 //!   its warmup
 //!
 //! Replacement is continuous: whenever room opens the next replacement
-//! starts, so `k = surge + (N − floor)` replacements run at once.
+//! starts, so `k = surge + (N − floor)` replacements run at once. Stages
+//! (canary, checkpoints) cap how many replacements may have started; between
+//! stages the roll waits with nothing in flight. Every waiting state has a
+//! deadline: pauses end, unhealthy new instances fail after `health_grace`,
+//! drains end after `drain_timeout`, held instances fail the roll after
+//! `hold_timeout`, and a window cutoff turns into [`Outcome::Paused`].
+
+mod plan;
+mod stages;
+
+pub use plan::plan;
+pub use stages::{stage_caps, Stage};
 
 use crate::config::{HeldInstances, Rollout};
 use crate::ids::{ImageId, InstanceId, Timestamp};
@@ -21,17 +33,49 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// The policy knobs the planner enforces.
+/// The policy knobs the planner enforces (`[pipelines.X.rollout]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollPolicy {
     pub min_healthy_percent: u32,
     pub max_healthy_percent: u32,
     pub warmup: Duration,
     pub health_grace: Duration,
+    /// Failed new instances that abort the roll.
     pub max_unhealthy_new: u32,
+    /// When set, the abort threshold is this share of the instances to
+    /// replace (rounded up, at least 1) instead of `max_unhealthy_new`.
+    #[serde(default)]
+    pub max_unhealthy_new_percent: Option<u32>,
+    /// Replacements in the canary stage (0: none); any failure in it aborts.
+    #[serde(default)]
+    pub canary: u32,
+    /// How long the canaries stay in service before the roll goes on.
+    #[serde(default)]
+    pub bake_time: Duration,
+    /// Percentages of the fleet after which the roll pauses, ascending.
+    #[serde(default)]
+    pub checkpoints: Vec<u32>,
+    #[serde(default)]
+    pub checkpoint_pause: Duration,
     pub skip_matching: bool,
     pub protected: HeldInstances,
     pub standby: HeldInstances,
+    /// Deadline of the `Blocked` state (held instances with `wait`).
+    #[serde(default = "default_hold_timeout")]
+    pub hold_timeout: Duration,
+    /// A drain that has not finished after this is treated as finished.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+    /// No new replacement starts this long after the roll started.
+    #[serde(default)]
+    pub window_cutoff: Option<Duration>,
+}
+
+fn default_hold_timeout() -> Duration {
+    Duration::from_secs(1800)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl From<&Rollout> for RollPolicy {
@@ -42,10 +86,25 @@ impl From<&Rollout> for RollPolicy {
             warmup: r.warmup.get(),
             health_grace: r.health_grace.get(),
             max_unhealthy_new: r.max_unhealthy_new,
+            max_unhealthy_new_percent: r.max_unhealthy_new_percent,
+            canary: r.canary,
+            bake_time: r.bake_time.get(),
+            checkpoints: r.checkpoints.clone(),
+            checkpoint_pause: r.checkpoint_pause.get(),
             skip_matching: r.skip_matching,
             protected: r.protected,
             standby: r.standby,
+            hold_timeout: r.hold_timeout.get(),
+            drain_timeout: r.drain_timeout.get(),
+            window_cutoff: r.window_cutoff.map(|d| d.get()),
         }
+    }
+}
+
+impl Default for RollPolicy {
+    /// The config defaults.
+    fn default() -> Self {
+        Self::from(&Rollout::default())
     }
 }
 
@@ -92,6 +151,7 @@ impl Member {
     }
 }
 
+/// The group as observed on one tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// The group's desired capacity as read this tick.
@@ -119,6 +179,24 @@ pub struct RollProgress {
     pub failed_new: BTreeSet<InstanceId>,
     /// Old instances replaced so far.
     pub replaced: u32,
+    /// Target-image instances this roll deregistered: failed ones (to be
+    /// replaced) and surplus ones (desired dropped below what is live).
+    #[serde(default)]
+    pub draining_new: BTreeSet<InstanceId>,
+    /// Index of the current stage (see [`stage_caps`]).
+    #[serde(default)]
+    pub stage: u32,
+    /// When the current stage's replacements were all in service: its pause
+    /// runs from here.
+    #[serde(default)]
+    pub stage_done_at: Option<Timestamp>,
+    /// Since when the roll waits only on held instances.
+    #[serde(default)]
+    pub blocked_since: Option<Timestamp>,
+    /// End of the maintenance window's roll time (set by whoever schedules
+    /// the roll): at or after it no new replacement starts.
+    #[serde(default)]
+    pub cutoff: Option<Timestamp>,
 }
 
 impl RollProgress {
@@ -131,10 +209,25 @@ impl RollProgress {
             draining: BTreeSet::new(),
             failed_new: BTreeSet::new(),
             replaced: 0,
+            draining_new: BTreeSet::new(),
+            stage: 0,
+            stage_done_at: None,
+            blocked_since: None,
+            cutoff: None,
+        }
+    }
+
+    /// The earlier of the explicit cutoff and `started_at + window_cutoff`.
+    pub fn effective_cutoff(&self, policy: &RollPolicy) -> Option<Timestamp> {
+        let relative = policy.window_cutoff.map(|d| self.started_at.plus(d));
+        match (self.cutoff, relative) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
 
+/// One thing the engine should do this tick.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
@@ -153,10 +246,14 @@ pub enum Outcome {
     Progressing,
     /// Nothing left to replace and every instance is healthy on the target.
     Complete,
-    /// Too many new instances failed: stop and roll back.
+    /// Too many new instances failed, a canary failed, a `fail` instance is
+    /// held, or held instances outlived `hold_timeout`: stop (and roll back).
     Abort { reason: String },
-    /// Blocked on held instances (`wait`): the engine's deadline decides.
+    /// Only held (`wait`) instances are left; aborts after `hold_timeout`.
     Blocked { reason: String },
+    /// The window cutoff passed and nothing is in flight: persist and resume
+    /// in the next window.
+    Paused { reason: String },
 }
 
 /// Counts for progress displays and the invariant checks.
@@ -173,8 +270,17 @@ pub struct RollStatus {
     pub in_service: u32,
     pub failed_new: u32,
     pub held: Vec<InstanceId>,
+    /// Current stage and how many replacements it allows in total.
+    #[serde(default)]
+    pub stage: u32,
+    #[serde(default)]
+    pub stage_cap: u32,
+    /// Why no new replacement starts right now (a pause, the cutoff).
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
+/// The planner's answer for one tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub actions: Vec<Action>,
@@ -183,165 +289,7 @@ pub struct Plan {
     pub outcome: Outcome,
 }
 
-fn in_service(m: &Member, p: &RollProgress, policy: &RollPolicy, now: Timestamp) -> bool {
-    match m.target {
-        Some((TargetState::Healthy, since)) => {
-            // Instances launched during the roll must also be past warmup.
-            m.launched_at < p.started_at || now.since(since) >= policy.warmup
-        }
-        _ => false,
-    }
-}
-
-fn held(m: &Member, policy: &RollPolicy) -> Option<HeldInstances> {
-    if m.lifecycle == Lifecycle::Standby {
-        Some(policy.standby)
-    } else if m.protected {
-        Some(policy.protected)
-    } else {
-        None
-    }
-}
-
-/// Decide the next actions. Pure: same inputs, same plan.
-pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now: Timestamp) -> Plan {
-    let mut p = progress.clone();
-
-    // Desired capacity is read every tick: a change we did not make is the
-    // autoscaler's, and moves the base capacity by the same amount.
-    if let Some(last) = p.last_set_desired {
-        if obs.desired != last {
-            let delta = obs.desired as i64 - last as i64;
-            p.base_desired = (p.base_desired as i64 + delta).clamp(obs.min as i64, obs.max as i64) as u32;
-            p.last_set_desired = Some(obs.desired);
-        }
-    }
-    let n = p.base_desired;
-    let (floor, max_total) = capacity_bounds(n, policy);
-    let surge = max_total - n;
-
-    let live: Vec<&Member> = obs.members.iter().filter(|m| m.live()).collect();
-    let is_target = |m: &Member| m.image == p.target_image;
-
-    // Drain bookkeeping: forget instances that are gone.
-    let live_ids: BTreeSet<&InstanceId> = live.iter().map(|m| &m.id).collect();
-    let gone: Vec<InstanceId> = p.draining.iter().filter(|id| !live_ids.contains(id)).cloned().collect();
-    for id in gone {
-        p.draining.remove(&id);
-        p.replaced += 1;
-    }
-
-    // New instances that never turned healthy within the grace time.
-    for m in live.iter().filter(|m| is_target(m) && m.launched_at >= p.started_at) {
-        let ok = matches!(m.target_state(), TargetState::Healthy);
-        if !ok && now.since(m.launched_at) > policy.health_grace {
-            p.failed_new.insert(m.id.clone());
-        }
-    }
-
-    let mut status = RollStatus { base_desired: n, floor, max_total, live: live.len() as u32, ..Default::default() };
-    let mut blocked_on = Vec::new();
-    let mut old: Vec<&Member> = Vec::new();
-    for m in &live {
-        // With skip_matching off, instances already on the target image
-        // from before the roll are replaced too.
-        if is_target(m) && (policy.skip_matching || m.launched_at >= p.started_at) {
-            status.new += 1;
-            continue;
-        }
-        match held(m, policy) {
-            Some(HeldInstances::Skip) => {
-                status.held.push(m.id.clone());
-                continue;
-            }
-            Some(HeldInstances::Wait) | Some(HeldInstances::Fail) => {
-                status.held.push(m.id.clone());
-                blocked_on.push(m.id.clone());
-            }
-            None => {}
-        }
-        old.push(m);
-    }
-    status.old = old.len() as u32;
-    status.draining = live.iter().filter(|m| p.draining.contains(&m.id)).count() as u32;
-    status.failed_new = p.failed_new.len() as u32;
-    let mut healthy = live
-        .iter()
-        .filter(|m| !p.draining.contains(&m.id) && in_service(m, &p, policy, now))
-        .count() as u32;
-    status.in_service = healthy;
-
-    if p.failed_new.len() as u32 >= policy.max_unhealthy_new {
-        let ids: Vec<String> = p.failed_new.iter().map(|i| i.to_string()).collect();
-        let reason = format!(
-            "{} new instance(s) not healthy within {}s of launch: {}",
-            ids.len(),
-            policy.health_grace.as_secs(),
-            ids.join(", ")
-        );
-        return Plan { actions: vec![], progress: p, status, outcome: Outcome::Abort { reason } };
-    }
-
-    let mut actions = Vec::new();
-    let mut desired = obs.desired;
-    let mut old_remaining = old.len() as u32;
-
-    // 1. Terminate old instances whose drain finished.
-    for m in &old {
-        if p.draining.contains(&m.id) && matches!(m.target_state(), TargetState::Unused) {
-            old_remaining -= 1;
-            let want = n + surge.min(old_remaining);
-            let decrement = want < desired;
-            if decrement {
-                desired -= 1;
-            }
-            actions.push(Action::Terminate { instance: m.id.clone(), decrement });
-        }
-    }
-
-    // 2. Desired capacity: base plus the surge still useful.
-    let want = n + surge.min(old_remaining);
-    if want != desired {
-        desired = want;
-        actions.push(Action::SetDesired { desired });
-    }
-    // What desired will be once these actions are done; a different value
-    // next tick is somebody else's change.
-    p.last_set_desired = Some(desired);
-
-    // 3. Drain old instances while the floor allows. Unhealthy ones first:
-    //    draining them costs no capacity.
-    let mut candidates: Vec<&&Member> = old
-        .iter()
-        .filter(|m| !p.draining.contains(&m.id) && held(m, policy).is_none())
-        .collect();
-    candidates.sort_by_key(|m| (in_service(m, &p, policy, now), m.launched_at, m.id.clone()));
-    for m in candidates {
-        let serving = in_service(m, &p, policy, now);
-        if serving {
-            if healthy <= floor {
-                break;
-            }
-            healthy -= 1;
-        }
-        p.draining.insert(m.id.clone());
-        actions.push(Action::Drain { instance: m.id.clone() });
-    }
-
-    let all_new_serving = live
-        .iter()
-        .filter(|m| is_target(m))
-        .all(|m| in_service(m, &p, policy, now));
-    let outcome = if actions.is_empty() && old_remaining == 0 && all_new_serving && desired == n && live.len() as u32 == n {
-        Outcome::Complete
-    } else if !blocked_on.is_empty() && old_remaining as usize == blocked_on.len() {
-        let ids: Vec<String> = blocked_on.iter().map(|i| i.to_string()).collect();
-        Outcome::Blocked { reason: format!("waiting for protected or standby instance(s): {}", ids.join(", ")) }
-    } else {
-        Outcome::Progressing
-    };
-    Plan { actions, progress: p, status, outcome }
-}
-
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

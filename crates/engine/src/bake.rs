@@ -214,6 +214,13 @@ fn command_error(what: &str, r: &CommandResult) -> EngineError {
 
 /// Freeze the list of updates to install.
 pub async fn scan(ctx: &Ctx<'_>, id: &InstanceId) -> Result<ScanOutput, EngineError> {
+    let out = scan_updates(ctx, id).await?;
+    let ids: Vec<&str> = out.updates.iter().map(|u| u.id.as_str()).collect();
+    ctx.log("scan", format!("{} update(s) selected: {}", ids.len(), ids.join(", ")), serde_json::Value::Null);
+    Ok(out)
+}
+
+async fn scan_updates(ctx: &Ctx<'_>, id: &InstanceId) -> Result<ScanOutput, EngineError> {
     let selection = ctx.pipeline.patch.selection();
     let timeout = ctx.pipeline.patch.timeout.get();
     let r = run_command(ctx, "scan", id, CommandDocument::ScanUpdates { selection }, timeout).await?;
@@ -222,8 +229,6 @@ pub async fn scan(ctx: &Ctx<'_>, id: &InstanceId) -> Result<ScanOutput, EngineEr
     }
     let updates: Vec<Update> = serde_json::from_str(r.stdout.trim())
         .map_err(|e| EngineError::Patch(format!("scan output is not a JSON list of updates: {e}")))?;
-    let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
-    ctx.log("scan", format!("{} update(s) selected: {}", updates.len(), ids.join(", ")), serde_json::Value::Null);
     Ok(ScanOutput { updates })
 }
 
@@ -267,15 +272,17 @@ pub async fn patch(ctx: &Ctx<'_>, id: &InstanceId, frozen: &ScanOutput) -> Resul
             if reboots > cfg.max_reboots {
                 return Err(EngineError::Patch(format!("still asking for a reboot after {} reboots", cfg.max_reboots)));
             }
-            ctx.log("patch", format!("rebooting {id} (reboot {reboots})"), serde_json::Value::Null);
-            retry("patch", || ctx.provider().reboot_instance(id)).await?;
+            // With AllowReboot the patch document reboots the instance
+            // itself (SSM does; so does the local provider): wait for it to
+            // answer again, then install what is left.
+            ctx.log("patch", format!("{id} rebooted (reboot {reboots}); continuing"), serde_json::Value::Null);
             wait_ready(ctx, id, "patch").await?;
         } else if !remaining.is_empty() {
             return Err(EngineError::Patch(format!("install finished but left pending: {}", remaining.join(", "))));
         }
     }
     // Re-scan: the frozen updates must all be gone now.
-    let again = scan(ctx, id).await?;
+    let again = scan_updates(ctx, id).await?;
     let pending: Vec<&str> = again
         .updates
         .iter()
@@ -285,6 +292,7 @@ pub async fn patch(ctx: &Ctx<'_>, id: &InstanceId, frozen: &ScanOutput) -> Resul
     if !pending.is_empty() {
         return Err(EngineError::Patch(format!("still pending after install: {}", pending.join(", "))));
     }
+    ctx.log("patch", format!("re-scan: none of the {} selected update(s) pending", frozen.updates.len()), serde_json::Value::Null);
     Ok(PatchOutput { installed, reboots })
 }
 

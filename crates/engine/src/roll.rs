@@ -108,6 +108,13 @@ pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPoli
                 }
             }
             Outcome::Progressing => blocked_since = None,
+            // Window cutoff: nothing in flight, the rest waits for the next
+            // window. Cancelled during a roll is what the executor records
+            // as paused and resumable.
+            Outcome::Paused { reason } => {
+                ctx.log(step, format!("paused: {reason}"), serde_json::to_value(&plan.status).unwrap_or_default());
+                return Err(EngineError::Cancelled);
+            }
         }
         if now >= deadline {
             return Err(EngineError::Timeout {

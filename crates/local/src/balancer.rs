@@ -96,7 +96,10 @@ struct GuardedBody {
 impl Body for GuardedBody {
     type Data = Bytes;
     type Error = hyper::Error;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
@@ -108,7 +111,9 @@ impl Body for GuardedBody {
 }
 
 fn full(b: impl Into<Bytes>) -> ProxyBody {
-    Full::new(b.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
 }
 
 fn status(code: StatusCode, msg: &str) -> Response<ProxyBody> {
@@ -117,8 +122,15 @@ fn status(code: StatusCode, msg: &str) -> Response<ProxyBody> {
     r
 }
 
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
     for name in HOP_BY_HOP {
@@ -142,7 +154,9 @@ impl Balancer {
         let addr = listener.local_addr()?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
         let inner = Arc::new(Inner {
             group: group.to_string(),
             targets: Mutex::new(BTreeMap::new()),
@@ -220,8 +234,10 @@ impl Balancer {
 impl Inner {
     fn pick(&self, exclude: &[InstanceId]) -> Option<(InstanceId, String, Arc<AtomicU32>)> {
         let t = self.targets.lock().expect("balancer lock");
-        let healthy: Vec<(&InstanceId, &Target)> =
-            t.iter().filter(|(id, x)| x.state == TargetState::Healthy && !exclude.contains(id)).collect();
+        let healthy: Vec<(&InstanceId, &Target)> = t
+            .iter()
+            .filter(|(id, x)| x.state == TargetState::Healthy && !exclude.contains(id))
+            .collect();
         if healthy.is_empty() {
             return None;
         }
@@ -247,8 +263,15 @@ impl Inner {
 
     async fn proxy(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let resp = self.forward(req).await;
-        let failed = resp.status() == StatusCode::SERVICE_UNAVAILABLE || resp.status() == StatusCode::BAD_GATEWAY;
-        self.count(|s| if failed { s.failed += 1 } else { s.proxied += 1 });
+        let failed = resp.status() == StatusCode::SERVICE_UNAVAILABLE
+            || resp.status() == StatusCode::BAD_GATEWAY;
+        self.count(|s| {
+            if failed {
+                s.failed += 1
+            } else {
+                s.proxied += 1
+            }
+        });
         resp
     }
 
@@ -267,11 +290,21 @@ impl Inner {
         } else {
             match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
                 Ok(c) => Some(c.to_bytes()),
-                Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken\n"),
+                Err(_) => {
+                    return status(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large or broken\n",
+                    )
+                }
             }
         };
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD);
-        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
         let mut tried = Vec::new();
         loop {
             let Some((id, addr, in_flight)) = self.pick(&tried) else {
@@ -284,7 +317,9 @@ impl Inner {
                 (None, Some(s)) => s,
                 (None, None) => return status(StatusCode::BAD_GATEWAY, "upstream failed\n"),
             };
-            let mut up = Request::builder().method(parts.method.clone()).uri(format!("http://{addr}{path}"));
+            let mut up = Request::builder()
+                .method(parts.method.clone())
+                .uri(format!("http://{addr}{path}"));
             if let Some(h) = up.headers_mut() {
                 *h = parts.headers.clone();
                 strip_hop_by_hop(h);
@@ -300,7 +335,14 @@ impl Inner {
                     if let Ok(v) = hyper::header::HeaderValue::from_str(id.as_str()) {
                         parts.headers.insert("x-repave-target", v);
                     }
-                    return Response::from_parts(parts, GuardedBody { inner: body, _guard: guard }.boxed_unsync());
+                    return Response::from_parts(
+                        parts,
+                        GuardedBody {
+                            inner: body,
+                            _guard: guard,
+                        }
+                        .boxed_unsync(),
+                    );
                 }
                 Err(e) => {
                     drop(guard);
@@ -324,8 +366,11 @@ impl Inner {
     async fn probe(&self, addr: &str) -> bool {
         let req = match Request::builder()
             .uri(format!("http://{addr}{}", self.health.path))
-            .body(Empty::new().map_err(|never: Infallible| match never {}).boxed_unsync())
-        {
+            .body(
+                Empty::new()
+                    .map_err(|never: Infallible| match never {})
+                    .boxed_unsync(),
+            ) {
             Ok(r) => r,
             Err(_) => return false,
         };
@@ -372,7 +417,10 @@ async fn health_loop(inner: Arc<Inner>) {
     loop {
         let round: Vec<(InstanceId, String)> = {
             let t = inner.targets.lock().expect("balancer lock");
-            t.iter().filter(|(_, x)| x.state != TargetState::Draining).map(|(id, x)| (id.clone(), x.addr.clone())).collect()
+            t.iter()
+                .filter(|(_, x)| x.state != TargetState::Draining)
+                .map(|(id, x)| (id.clone(), x.addr.clone()))
+                .collect()
         };
         let mut set = tokio::task::JoinSet::new();
         for (id, addr) in round {
@@ -422,7 +470,8 @@ async fn drain_loop(inner: Arc<Inner>) {
         let mut t = inner.targets.lock().expect("balancer lock");
         t.retain(|_, x| {
             x.state != TargetState::Draining
-                || (x.in_flight.load(Ordering::SeqCst) > 0 && x.drain_deadline.is_some_and(|d| now < d))
+                || (x.in_flight.load(Ordering::SeqCst) > 0
+                    && x.drain_deadline.is_some_and(|d| now < d))
         });
     }
 }

@@ -5,11 +5,14 @@
 
 use crate::daemon::Paths;
 use crate::error::LocalError;
-use crate::protocol::{BalancerStats, GroupSetup, GroupSetupResult, ImageSource, LeakReport, Request, Response};
+use crate::protocol::{
+    BalancerStats, GroupSetup, GroupSetupResult, ImageSource, LeakReport, Request, Response,
+};
 use async_trait::async_trait;
 use repave_core::provider::{
-    CommandRequest, CommandResult, Commands, CreateImageRequest, Group, Groups, HealthProbe, Image, Images, Instance,
-    Instances, LaunchRequest, LaunchSpec, LaunchSpecRef, Parameter, Parameters, Provider, Tags, TargetHealth, Traffic,
+    CommandRequest, CommandResult, Commands, CreateImageRequest, Group, Groups, HealthProbe, Image,
+    Images, Instance, Instances, LaunchRequest, LaunchSpec, LaunchSpecRef, Parameter, Parameters,
+    Provider, Tags, TargetHealth, Traffic,
 };
 use repave_core::{CommandId, ImageId, InstanceId, ProviderError};
 use std::path::{Path, PathBuf};
@@ -33,7 +36,9 @@ macro_rules! expect {
     ($resp:expr, $pat:pat => $out:expr) => {
         match $resp {
             $pat => Ok($out),
-            other => Err(LocalError::Protocol(format!("unexpected response {other:?}"))),
+            other => Err(LocalError::Protocol(format!(
+                "unexpected response {other:?}"
+            ))),
         }
     };
 }
@@ -41,7 +46,9 @@ macro_rules! expect {
 impl LocalClient {
     /// Connect to a running daemon; fails when none answers.
     pub async fn connect(state_dir: &Path) -> Result<LocalClient, LocalError> {
-        let client = LocalClient { socket: Paths::new(state_dir).socket };
+        let client = LocalClient {
+            socket: Paths::new(state_dir).socket,
+        };
         client.daemon_pid().await?;
         Ok(client)
     }
@@ -49,7 +56,11 @@ impl LocalClient {
     /// Connect, or start `<exe> local daemon --state-dir DIR [--feed F]`
     /// detached (own session, output to `<state_dir>/logs/daemon.log`) and
     /// wait until it answers.
-    pub async fn ensure_running(state_dir: &Path, exe: &Path, feed: Option<&Path>) -> Result<LocalClient, LocalError> {
+    pub async fn ensure_running(
+        state_dir: &Path,
+        exe: &Path,
+        feed: Option<&Path>,
+    ) -> Result<LocalClient, LocalError> {
         if let Ok(c) = Self::connect(state_dir).await {
             return Ok(c);
         }
@@ -60,13 +71,20 @@ impl LocalClient {
             .append(true)
             .open(logs.join("daemon.log"))
             .map_err(|e| LocalError::io("opening daemon.log", e))?;
-        let err = log.try_clone().map_err(|e| LocalError::io("opening daemon.log", e))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| LocalError::io("opening daemon.log", e))?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("local").arg("daemon").arg("--state-dir").arg(state_dir);
+        cmd.arg("local")
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(state_dir);
         if let Some(f) = feed {
             cmd.arg("--feed").arg(f);
         }
-        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err);
         // SAFETY: setsid is async-signal-safe; it detaches the daemon from
         // the caller's session so killing the CLI leaves the fleet serving.
         unsafe {
@@ -76,7 +94,9 @@ impl LocalClient {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| LocalError::StartDaemon(format!("spawning {}: {e}", exe.display())))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| LocalError::StartDaemon(format!("spawning {}: {e}", exe.display())))?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(c) = Self::connect(state_dir).await {
@@ -87,13 +107,21 @@ impl LocalClient {
                 return Ok(c);
             }
             if let Ok(Some(status)) = child.try_wait() {
+                // It may have lost the race to a daemon started concurrently
+                // (it exits on the lock): that one will answer shortly.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if let Ok(c) = Self::connect(state_dir).await {
+                    return Ok(c);
+                }
                 return Err(LocalError::StartDaemon(format!(
                     "daemon exited with {status}; see {}",
                     logs.join("daemon.log").display()
                 )));
             }
             if Instant::now() > deadline {
-                return Err(LocalError::StartDaemon(format!("daemon did not answer within {START_TIMEOUT:?}")));
+                return Err(LocalError::StartDaemon(format!(
+                    "daemon did not answer within {START_TIMEOUT:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -102,11 +130,18 @@ impl LocalClient {
     async fn call(&self, req: &Request) -> Result<Response, LocalError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|e| LocalError::Connect { socket: self.socket.display().to_string(), source: e })?;
+            .map_err(|e| LocalError::Connect {
+                socket: self.socket.display().to_string(),
+                source: e,
+            })?;
         let (read, mut write) = stream.into_split();
-        let mut line = serde_json::to_string(req).map_err(|e| LocalError::Protocol(e.to_string()))?;
+        let mut line =
+            serde_json::to_string(req).map_err(|e| LocalError::Protocol(e.to_string()))?;
         line.push('\n');
-        write.write_all(line.as_bytes()).await.map_err(|e| LocalError::Protocol(format!("sending: {e}")))?;
+        write
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| LocalError::Protocol(format!("sending: {e}")))?;
         let mut answer = String::new();
         BufReader::new(read)
             .read_line(&mut answer)
@@ -115,7 +150,9 @@ impl LocalClient {
         if answer.is_empty() {
             return Err(LocalError::Protocol("daemon closed the connection".into()));
         }
-        match serde_json::from_str(&answer).map_err(|e| LocalError::Protocol(format!("bad answer: {e}")))? {
+        match serde_json::from_str(&answer)
+            .map_err(|e| LocalError::Protocol(format!("bad answer: {e}")))?
+        {
             Response::Error { kind, message } => Err(LocalError::Request { kind, message }),
             r => Ok(r),
         }
@@ -138,11 +175,21 @@ impl LocalClient {
     /// Create the group with its image, launch spec and parameter unless it
     /// exists (idempotent).
     pub async fn ensure_group(&self, setup: GroupSetup) -> Result<GroupSetupResult, LocalError> {
+        let setup = GroupSetup {
+            image: absolute(setup.image)?,
+            ..setup
+        };
         expect!(self.call(&Request::EnsureGroup { setup }).await?, Response::GroupSetup(r) => r)
     }
 
     /// Import an image from the built-in demo or a directory.
-    pub async fn import_image(&self, source: ImageSource, name: &str, tags: Tags) -> Result<ImageId, LocalError> {
+    pub async fn import_image(
+        &self,
+        source: ImageSource,
+        name: &str,
+        tags: Tags,
+    ) -> Result<ImageId, LocalError> {
+        let source = absolute(source)?;
         expect!(self.call(&Request::ImportImage { source, name: name.into(), tags }).await?, Response::ImageId(i) => i)
     }
 
@@ -162,22 +209,43 @@ impl LocalClient {
     }
 }
 
+/// The daemon has its own working directory: send it absolute paths.
+fn absolute(source: ImageSource) -> Result<ImageSource, LocalError> {
+    match source {
+        ImageSource::Directory(d) => std::fs::canonicalize(&d)
+            .map(ImageSource::Directory)
+            .map_err(|e| LocalError::io(format!("image directory {}", d.display()), e)),
+        s => Ok(s),
+    }
+}
+
 #[async_trait]
 impl Images for LocalClient {
     async fn describe_image(&self, id: &ImageId) -> PResult<Image> {
-        Ok(expect!(self.call(&Request::DescribeImage { id: id.clone() }).await?, Response::Image(i) => i)?)
+        Ok(
+            expect!(self.call(&Request::DescribeImage { id: id.clone() }).await?, Response::Image(i) => i)?,
+        )
     }
     async fn create_image(&self, req: CreateImageRequest) -> PResult<ImageId> {
         Ok(expect!(self.call(&Request::CreateImage { req }).await?, Response::ImageId(i) => i)?)
     }
     async fn deregister_image(&self, id: &ImageId) -> PResult<()> {
-        Ok(self.unit(Request::DeregisterImage { id: id.clone() }).await?)
+        Ok(self
+            .unit(Request::DeregisterImage { id: id.clone() })
+            .await?)
     }
     async fn list_images(&self, tags: &Tags) -> PResult<Vec<Image>> {
-        Ok(expect!(self.call(&Request::ListImages { tags: tags.clone() }).await?, Response::Images(i) => i)?)
+        Ok(
+            expect!(self.call(&Request::ListImages { tags: tags.clone() }).await?, Response::Images(i) => i)?,
+        )
     }
     async fn tag_image(&self, id: &ImageId, tags: &Tags) -> PResult<()> {
-        Ok(self.unit(Request::TagImage { id: id.clone(), tags: tags.clone() }).await?)
+        Ok(self
+            .unit(Request::TagImage {
+                id: id.clone(),
+                tags: tags.clone(),
+            })
+            .await?)
     }
 }
 
@@ -187,10 +255,14 @@ impl Instances for LocalClient {
         Ok(expect!(self.call(&Request::Launch { req }).await?, Response::Instance(i) => i)?)
     }
     async fn describe_instances(&self, ids: &[InstanceId]) -> PResult<Vec<Instance>> {
-        Ok(expect!(self.call(&Request::DescribeInstances { ids: ids.to_vec() }).await?, Response::Instances(i) => i)?)
+        Ok(
+            expect!(self.call(&Request::DescribeInstances { ids: ids.to_vec() }).await?, Response::Instances(i) => i)?,
+        )
     }
     async fn list_instances(&self, tags: &Tags) -> PResult<Vec<Instance>> {
-        Ok(expect!(self.call(&Request::ListInstances { tags: tags.clone() }).await?, Response::Instances(i) => i)?)
+        Ok(
+            expect!(self.call(&Request::ListInstances { tags: tags.clone() }).await?, Response::Instances(i) => i)?,
+        )
     }
     async fn stop_instance(&self, id: &InstanceId) -> PResult<()> {
         Ok(self.unit(Request::StopInstance { id: id.clone() }).await?)
@@ -199,13 +271,20 @@ impl Instances for LocalClient {
         Ok(self.unit(Request::StartInstance { id: id.clone() }).await?)
     }
     async fn reboot_instance(&self, id: &InstanceId) -> PResult<()> {
-        Ok(self.unit(Request::RebootInstance { id: id.clone() }).await?)
+        Ok(self
+            .unit(Request::RebootInstance { id: id.clone() })
+            .await?)
     }
     async fn terminate_instance(&self, id: &InstanceId) -> PResult<()> {
-        Ok(self.unit(Request::TerminateInstance { id: id.clone() }).await?)
+        Ok(self
+            .unit(Request::TerminateInstance { id: id.clone() })
+            .await?)
     }
     async fn probe_health(&self, id: &InstanceId, path: &str) -> PResult<HealthProbe> {
-        let req = Request::ProbeHealth { id: id.clone(), path: path.into() };
+        let req = Request::ProbeHealth {
+            id: id.clone(),
+            path: path.into(),
+        };
         Ok(expect!(self.call(&req).await?, Response::Health(h) => h)?)
     }
 }
@@ -216,51 +295,116 @@ impl Commands for LocalClient {
         Ok(expect!(self.call(&Request::SendCommand { req }).await?, Response::CommandId(i) => i)?)
     }
     async fn command_result(&self, id: &CommandId) -> PResult<CommandResult> {
-        Ok(expect!(self.call(&Request::CommandResult { id: id.clone() }).await?, Response::CommandResult(r) => r)?)
+        Ok(
+            expect!(self.call(&Request::CommandResult { id: id.clone() }).await?, Response::CommandResult(r) => r)?,
+        )
     }
 }
 
 #[async_trait]
 impl Parameters for LocalClient {
     async fn get_parameter(&self, name: &str) -> PResult<Parameter> {
-        Ok(expect!(self.call(&Request::GetParameter { name: name.into() }).await?, Response::Parameter(p) => p)?)
+        Ok(
+            expect!(self.call(&Request::GetParameter { name: name.into() }).await?, Response::Parameter(p) => p)?,
+        )
     }
-    async fn put_parameter(&self, name: &str, value: &str, description: Option<&str>) -> PResult<u64> {
-        let req = Request::PutParameter { name: name.into(), value: value.into(), description: description.map(String::from) };
+    async fn put_parameter(
+        &self,
+        name: &str,
+        value: &str,
+        description: Option<&str>,
+    ) -> PResult<u64> {
+        let req = Request::PutParameter {
+            name: name.into(),
+            value: value.into(),
+            description: description.map(String::from),
+        };
         Ok(expect!(self.call(&req).await?, Response::Version(v) => v)?)
     }
     async fn parameter_history(&self, name: &str) -> PResult<Vec<Parameter>> {
-        Ok(expect!(self.call(&Request::ParameterHistory { name: name.into() }).await?, Response::Parameters(p) => p)?)
+        Ok(
+            expect!(self.call(&Request::ParameterHistory { name: name.into() }).await?, Response::Parameters(p) => p)?,
+        )
     }
-    async fn label_parameter_version(&self, name: &str, version: u64, labels: &[String]) -> PResult<()> {
-        Ok(self.unit(Request::LabelParameterVersion { name: name.into(), version, labels: labels.to_vec() }).await?)
+    async fn label_parameter_version(
+        &self,
+        name: &str,
+        version: u64,
+        labels: &[String],
+    ) -> PResult<()> {
+        Ok(self
+            .unit(Request::LabelParameterVersion {
+                name: name.into(),
+                version,
+                labels: labels.to_vec(),
+            })
+            .await?)
     }
 }
 
 #[async_trait]
 impl Groups for LocalClient {
     async fn describe_group(&self, name: &str) -> PResult<Group> {
-        Ok(expect!(self.call(&Request::DescribeGroup { name: name.into() }).await?, Response::Group(g) => g)?)
+        Ok(
+            expect!(self.call(&Request::DescribeGroup { name: name.into() }).await?, Response::Group(g) => g)?,
+        )
     }
     async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> PResult<LaunchSpec> {
-        Ok(expect!(self.call(&Request::DescribeLaunchSpec { spec: spec.clone() }).await?, Response::LaunchSpec(s) => s)?)
+        Ok(
+            expect!(self.call(&Request::DescribeLaunchSpec { spec: spec.clone() }).await?, Response::LaunchSpec(s) => s)?,
+        )
     }
-    async fn create_launch_spec_version(&self, base: &LaunchSpecRef, image: &ImageId) -> PResult<LaunchSpecRef> {
-        let req = Request::CreateLaunchSpecVersion { base: base.clone(), image: image.clone() };
+    async fn create_launch_spec_version(
+        &self,
+        base: &LaunchSpecRef,
+        image: &ImageId,
+    ) -> PResult<LaunchSpecRef> {
+        let req = Request::CreateLaunchSpecVersion {
+            base: base.clone(),
+            image: image.clone(),
+        };
         Ok(expect!(self.call(&req).await?, Response::LaunchSpecRef(r) => r)?)
     }
     async fn set_group_launch_spec(&self, group: &str, spec: &LaunchSpecRef) -> PResult<()> {
-        Ok(self.unit(Request::SetGroupLaunchSpec { group: group.into(), spec: spec.clone() }).await?)
+        Ok(self
+            .unit(Request::SetGroupLaunchSpec {
+                group: group.into(),
+                spec: spec.clone(),
+            })
+            .await?)
     }
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> PResult<()> {
-        Ok(self.unit(Request::SetDesiredCapacity { group: group.into(), desired }).await?)
+        Ok(self
+            .unit(Request::SetDesiredCapacity {
+                group: group.into(),
+                desired,
+            })
+            .await?)
     }
-    async fn terminate_group_instance(&self, group: &str, instance: &InstanceId, decrement: bool) -> PResult<()> {
-        let req = Request::TerminateGroupInstance { group: group.into(), instance: instance.clone(), decrement };
+    async fn terminate_group_instance(
+        &self,
+        group: &str,
+        instance: &InstanceId,
+        decrement: bool,
+    ) -> PResult<()> {
+        let req = Request::TerminateGroupInstance {
+            group: group.into(),
+            instance: instance.clone(),
+            decrement,
+        };
         Ok(self.unit(req).await?)
     }
-    async fn set_instance_protection(&self, group: &str, instance: &InstanceId, protected: bool) -> PResult<()> {
-        let req = Request::SetInstanceProtection { group: group.into(), instance: instance.clone(), protected };
+    async fn set_instance_protection(
+        &self,
+        group: &str,
+        instance: &InstanceId,
+        protected: bool,
+    ) -> PResult<()> {
+        let req = Request::SetInstanceProtection {
+            group: group.into(),
+            instance: instance.clone(),
+            protected,
+        };
         Ok(self.unit(req).await?)
     }
 }
@@ -268,13 +412,25 @@ impl Groups for LocalClient {
 #[async_trait]
 impl Traffic for LocalClient {
     async fn target_health(&self, group: &str) -> PResult<Vec<TargetHealth>> {
-        Ok(expect!(self.call(&Request::TargetHealth { group: group.into() }).await?, Response::Targets(t) => t)?)
+        Ok(
+            expect!(self.call(&Request::TargetHealth { group: group.into() }).await?, Response::Targets(t) => t)?,
+        )
     }
     async fn deregister_target(&self, group: &str, instance: &InstanceId) -> PResult<()> {
-        Ok(self.unit(Request::DeregisterTarget { group: group.into(), instance: instance.clone() }).await?)
+        Ok(self
+            .unit(Request::DeregisterTarget {
+                group: group.into(),
+                instance: instance.clone(),
+            })
+            .await?)
     }
     async fn register_target(&self, group: &str, instance: &InstanceId) -> PResult<()> {
-        Ok(self.unit(Request::RegisterTarget { group: group.into(), instance: instance.clone() }).await?)
+        Ok(self
+            .unit(Request::RegisterTarget {
+                group: group.into(),
+                instance: instance.clone(),
+            })
+            .await?)
     }
 }
 

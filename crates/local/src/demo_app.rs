@@ -30,7 +30,11 @@ pub async fn run(port: u16, root: PathBuf) -> std::io::Result<()> {
 
 /// Serve on an already-bound listener until `shutdown`, then finish
 /// in-flight requests (graceful) and return.
-pub async fn serve(listener: TcpListener, root: PathBuf, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    root: PathBuf,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let root = Arc::new(root);
     let tracker = TaskTracker::new();
     loop {
@@ -48,7 +52,8 @@ pub async fn serve(listener: TcpListener, root: PathBuf, shutdown: CancellationT
                 let root = root.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req, &root).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -105,7 +110,10 @@ async fn handle(req: Request<hyper::body::Incoming>, root: &Path) -> Response<Fu
                 "packages": installed.iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
             });
             let mut r = text(StatusCode::OK, body.to_string());
-            r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
             r
         }
         "/health" if healthy(root) => text(StatusCode::OK, "ok"),

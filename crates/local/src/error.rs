@@ -8,7 +8,10 @@ use repave_core::{ErrorKind, ProviderError};
 pub enum LocalError {
     /// No daemon answers on the socket (not started, or it died).
     #[error("no local daemon at {socket}: {source}")]
-    Connect { socket: String, source: std::io::Error },
+    Connect {
+        socket: String,
+        source: std::io::Error,
+    },
     /// Spawning the daemon failed or it did not answer in time.
     #[error("starting the local daemon: {0}")]
     StartDaemon(String),
@@ -20,13 +23,19 @@ pub enum LocalError {
     Request { kind: ErrorKind, message: String },
     /// Local IO (state, blobs, roots, sockets).
     #[error("{action}: {source}")]
-    Io { action: String, source: std::io::Error },
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
 }
 
 impl LocalError {
     /// A request error of the given kind.
     pub fn request(kind: ErrorKind, message: impl Into<String>) -> Self {
-        LocalError::Request { kind, message: message.into() }
+        LocalError::Request {
+            kind,
+            message: message.into(),
+        }
     }
     /// The resource does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -38,12 +47,17 @@ impl LocalError {
     }
     /// Wrap an IO error with what was being done.
     pub fn io(action: impl Into<String>, source: std::io::Error) -> Self {
-        LocalError::Io { action: action.into(), source }
+        LocalError::Io {
+            action: action.into(),
+            source,
+        }
     }
     /// How the engine should treat it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LocalError::Connect { .. } | LocalError::Protocol(_) | LocalError::StartDaemon(_) => ErrorKind::Transient,
+            LocalError::Connect { .. } | LocalError::Protocol(_) | LocalError::StartDaemon(_) => {
+                ErrorKind::Transient
+            }
             LocalError::Request { kind, .. } => *kind,
             LocalError::Io { .. } => ErrorKind::Transient,
         }

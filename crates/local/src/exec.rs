@@ -39,7 +39,10 @@ impl Tail {
     fn finish(self) -> String {
         let text = String::from_utf8_lossy(&self.buf).into_owned();
         if self.dropped > 0 {
-            format!("[output truncated: first {} bytes dropped]\n{text}", self.dropped)
+            format!(
+                "[output truncated: first {} bytes dropped]\n{text}",
+                self.dropped
+            )
         } else {
             text
         }
@@ -97,7 +100,12 @@ pub async fn run(
     };
     let stdout = grab(out).await;
     let stderr = grab(err).await;
-    Ok(Output { exit_code: status.and_then(|s| s.code()), stdout, stderr, timed_out })
+    Ok(Output {
+        exit_code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+        timed_out,
+    })
 }
 
 #[cfg(test)]

@@ -64,10 +64,19 @@ impl BlobStore {
                     stack.push(path);
                 } else if ft.is_file() {
                     let rel = path.strip_prefix(root).map_err(io::Error::other)?;
-                    let rel = rel.to_str().ok_or_else(|| io::Error::other("non-UTF-8 path"))?.to_string();
+                    let rel = rel
+                        .to_str()
+                        .ok_or_else(|| io::Error::other("non-UTF-8 path"))?
+                        .to_string();
                     let data = std::fs::read(&path)?;
                     let mode = entry.metadata()?.permissions().mode() & 0o7777;
-                    manifest.insert(rel, FileEntry { hash: self.put(&data)?, mode });
+                    manifest.insert(
+                        rel,
+                        FileEntry {
+                            hash: self.put(&data)?,
+                            mode,
+                        },
+                    );
                 }
             }
         }
@@ -78,7 +87,13 @@ impl BlobStore {
     pub fn import_files(&self, files: &[(String, Vec<u8>)]) -> io::Result<Manifest> {
         let mut m = Manifest::new();
         for (rel, data) in files {
-            m.insert(rel.clone(), FileEntry { hash: self.put(data)?, mode: 0o644 });
+            m.insert(
+                rel.clone(),
+                FileEntry {
+                    hash: self.put(data)?,
+                    mode: 0o644,
+                },
+            );
         }
         Ok(m)
     }
@@ -90,7 +105,10 @@ impl BlobStore {
         for (rel, entry) in manifest {
             let data = std::fs::read(self.path(&entry.hash))?;
             if sha256_hex(&data) != entry.hash {
-                return Err(io::Error::other(format!("blob {} for {rel} is corrupt", entry.hash)));
+                return Err(io::Error::other(format!(
+                    "blob {} for {rel} is corrupt",
+                    entry.hash
+                )));
             }
             let path = dest.join(rel);
             if let Some(parent) = path.parent() {

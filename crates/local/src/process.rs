@@ -17,14 +17,29 @@ pub struct ProcHandle {
     exited: Option<Arc<AtomicBool>>,
 }
 
-/// Whether a process with this pid exists (EPERM still means it exists).
+/// Whether a process with this pid exists and has not exited (EPERM still
+/// means it exists). A zombie counts as dead: after a daemon restart our old
+/// children belong to init, which may be slow (or, in a container, fail) to
+/// reap them.
 pub fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|s| s.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => true,
+    }
 }
 
 /// Send `sig` to the process group led by `pid`.
@@ -69,12 +84,22 @@ impl ProcHandle {
 
 /// Start `argv` (no shell) in `cwd` with `env`, output appended to `log`, in a
 /// new process group.
-pub fn spawn(argv: &[String], cwd: &Path, env: &[(String, String)], log: &Path) -> std::io::Result<ProcHandle> {
-    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
+pub fn spawn(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    log: &Path,
+) -> std::io::Result<ProcHandle> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("empty command"))?;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -92,5 +117,8 @@ pub fn spawn(argv: &[String], cwd: &Path, env: &[(String, String)], log: &Path) 
         let _ = child.wait().await;
         done.store(true, Ordering::SeqCst);
     });
-    Ok(ProcHandle { pid, exited: Some(flag) })
+    Ok(ProcHandle {
+        pid,
+        exited: Some(flag),
+    })
 }

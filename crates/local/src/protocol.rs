@@ -4,8 +4,8 @@
 
 use repave_core::config::HealthCheck;
 use repave_core::provider::{
-    CommandRequest, CommandResult, CreateImageRequest, Group, HealthProbe, Image, Instance, LaunchRequest, LaunchSpec,
-    LaunchSpecRef, Parameter, Tags, TargetHealth,
+    CommandRequest, CommandResult, CreateImageRequest, Group, HealthProbe, Image, Instance,
+    LaunchRequest, LaunchSpec, LaunchSpecRef, Parameter, Tags, TargetHealth,
 };
 use repave_core::{CommandId, ErrorKind, ImageId, InstanceId};
 use serde::{Deserialize, Serialize};
@@ -77,40 +77,123 @@ pub struct BalancerStats {
 pub enum Request {
     Ping,
     Shutdown,
-    EnsureGroup { setup: GroupSetup },
-    ImportImage { source: ImageSource, name: String, tags: Tags },
+    EnsureGroup {
+        setup: GroupSetup,
+    },
+    ImportImage {
+        source: ImageSource,
+        name: String,
+        tags: Tags,
+    },
     LeakReport,
-    BalancerAddress { group: String },
-    BalancerStats { group: String },
-    DescribeImage { id: ImageId },
-    CreateImage { req: CreateImageRequest },
-    DeregisterImage { id: ImageId },
-    ListImages { tags: Tags },
-    TagImage { id: ImageId, tags: Tags },
-    Launch { req: LaunchRequest },
-    DescribeInstances { ids: Vec<InstanceId> },
-    ListInstances { tags: Tags },
-    StopInstance { id: InstanceId },
-    StartInstance { id: InstanceId },
-    RebootInstance { id: InstanceId },
-    TerminateInstance { id: InstanceId },
-    ProbeHealth { id: InstanceId, path: String },
-    SendCommand { req: CommandRequest },
-    CommandResult { id: CommandId },
-    GetParameter { name: String },
-    PutParameter { name: String, value: String, description: Option<String> },
-    ParameterHistory { name: String },
-    LabelParameterVersion { name: String, version: u64, labels: Vec<String> },
-    DescribeGroup { name: String },
-    DescribeLaunchSpec { spec: LaunchSpecRef },
-    CreateLaunchSpecVersion { base: LaunchSpecRef, image: ImageId },
-    SetGroupLaunchSpec { group: String, spec: LaunchSpecRef },
-    SetDesiredCapacity { group: String, desired: u32 },
-    TerminateGroupInstance { group: String, instance: InstanceId, decrement: bool },
-    SetInstanceProtection { group: String, instance: InstanceId, protected: bool },
-    TargetHealth { group: String },
-    DeregisterTarget { group: String, instance: InstanceId },
-    RegisterTarget { group: String, instance: InstanceId },
+    BalancerAddress {
+        group: String,
+    },
+    BalancerStats {
+        group: String,
+    },
+    DescribeImage {
+        id: ImageId,
+    },
+    CreateImage {
+        req: CreateImageRequest,
+    },
+    DeregisterImage {
+        id: ImageId,
+    },
+    ListImages {
+        tags: Tags,
+    },
+    TagImage {
+        id: ImageId,
+        tags: Tags,
+    },
+    Launch {
+        req: LaunchRequest,
+    },
+    DescribeInstances {
+        ids: Vec<InstanceId>,
+    },
+    ListInstances {
+        tags: Tags,
+    },
+    StopInstance {
+        id: InstanceId,
+    },
+    StartInstance {
+        id: InstanceId,
+    },
+    RebootInstance {
+        id: InstanceId,
+    },
+    TerminateInstance {
+        id: InstanceId,
+    },
+    ProbeHealth {
+        id: InstanceId,
+        path: String,
+    },
+    SendCommand {
+        req: CommandRequest,
+    },
+    CommandResult {
+        id: CommandId,
+    },
+    GetParameter {
+        name: String,
+    },
+    PutParameter {
+        name: String,
+        value: String,
+        description: Option<String>,
+    },
+    ParameterHistory {
+        name: String,
+    },
+    LabelParameterVersion {
+        name: String,
+        version: u64,
+        labels: Vec<String>,
+    },
+    DescribeGroup {
+        name: String,
+    },
+    DescribeLaunchSpec {
+        spec: LaunchSpecRef,
+    },
+    CreateLaunchSpecVersion {
+        base: LaunchSpecRef,
+        image: ImageId,
+    },
+    SetGroupLaunchSpec {
+        group: String,
+        spec: LaunchSpecRef,
+    },
+    SetDesiredCapacity {
+        group: String,
+        desired: u32,
+    },
+    TerminateGroupInstance {
+        group: String,
+        instance: InstanceId,
+        decrement: bool,
+    },
+    SetInstanceProtection {
+        group: String,
+        instance: InstanceId,
+        protected: bool,
+    },
+    TargetHealth {
+        group: String,
+    },
+    DeregisterTarget {
+        group: String,
+        instance: InstanceId,
+    },
+    RegisterTarget {
+        group: String,
+        instance: InstanceId,
+    },
 }
 
 /// The daemon's answer.

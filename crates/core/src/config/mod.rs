@@ -162,6 +162,8 @@ pub struct Pipeline {
     /// How long image creation may take before the run fails.
     #[serde(default = "default_image_timeout")]
     pub image_timeout: HumanDuration,
+    #[serde(default)]
+    pub simulate: SimConfig,
 }
 
 fn default_image_timeout() -> HumanDuration {
@@ -328,6 +330,36 @@ pub struct Rollout {
     /// Failed new instances that abort the roll.
     #[serde(default = "default_max_unhealthy_new")]
     pub max_unhealthy_new: u32,
+    /// The abort threshold as a percentage of the instances to replace
+    /// (rounded up, at least 1); when set it is used instead of
+    /// `max_unhealthy_new`.
+    #[serde(default)]
+    pub max_unhealthy_new_percent: Option<u32>,
+    /// Replace this many instances first, then wait `bake_time` with them in
+    /// service before going on; any canary that fails aborts the roll.
+    #[serde(default)]
+    pub canary: u32,
+    #[serde(default = "default_bake_time")]
+    pub bake_time: HumanDuration,
+    /// Percentages of the fleet after which the roll pauses for
+    /// `checkpoint_pause` (e.g. `[25, 50]`), ascending.
+    #[serde(default)]
+    pub checkpoints: Vec<u32>,
+    #[serde(default = "default_checkpoint_pause")]
+    pub checkpoint_pause: HumanDuration,
+    /// How long a roll may stay blocked on held (`wait`) instances before it
+    /// fails with their ids.
+    #[serde(default = "default_hold_timeout")]
+    pub hold_timeout: HumanDuration,
+    /// A draining instance is terminated once this has passed even if the
+    /// balancer still reports it draining (the deregistration delay is over).
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: HumanDuration,
+    /// No new replacement starts this long after the roll (or its resume)
+    /// began; in-flight ones finish and the roll pauses. Until windows exist
+    /// (issue 5) this is the roll's share of the maintenance window.
+    #[serde(default)]
+    pub window_cutoff: Option<HumanDuration>,
     #[serde(default = "yes")]
     pub auto_rollback: bool,
     /// Skip instances already on the target image.
@@ -351,6 +383,14 @@ impl Default for Rollout {
             warmup: default_warmup(),
             health_grace: default_health_grace(),
             max_unhealthy_new: default_max_unhealthy_new(),
+            max_unhealthy_new_percent: None,
+            canary: 0,
+            bake_time: default_bake_time(),
+            checkpoints: vec![],
+            checkpoint_pause: default_checkpoint_pause(),
+            hold_timeout: default_hold_timeout(),
+            drain_timeout: default_drain_timeout(),
+            window_cutoff: None,
             auto_rollback: true,
             skip_matching: true,
             protected: HeldInstances::Skip,
@@ -379,6 +419,82 @@ fn default_max_unhealthy_new() -> u32 {
 }
 fn default_roll_timeout() -> HumanDuration {
     HumanDuration::from_secs(3600)
+}
+fn default_bake_time() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn default_checkpoint_pause() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn default_hold_timeout() -> HumanDuration {
+    HumanDuration::from_secs(1800)
+}
+fn default_drain_timeout() -> HumanDuration {
+    HumanDuration::from_secs(3600)
+}
+
+/// `[pipelines.X.simulate]`: the latencies `repave simulate` assumes, as
+/// medians; each draw varies log-normally by `variance_percent`. Defaults
+/// are public AWS figures for a Windows fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// RunInstances → running.
+    #[serde(default = "sim_launch")]
+    pub launch: HumanDuration,
+    /// Running → reachable through the command channel (Windows to SSM).
+    #[serde(default = "sim_boot")]
+    pub boot: HumanDuration,
+    /// Booted → healthy at the balancer (app start + healthy threshold).
+    #[serde(default = "sim_health")]
+    pub health: HumanDuration,
+    /// Installing the selected updates on the builder.
+    #[serde(default = "sim_updates")]
+    pub updates: HumanDuration,
+    /// CreateImage → available.
+    #[serde(default = "sim_create_image")]
+    pub create_image: HumanDuration,
+    /// Upper bound of a drain; it ends early once in-flight requests finish.
+    #[serde(default = "sim_deregistration_delay")]
+    pub deregistration_delay: HumanDuration,
+    /// Spread of each draw around its median (log-normal sigma, percent).
+    #[serde(default = "sim_variance")]
+    pub variance_percent: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            launch: sim_launch(),
+            boot: sim_boot(),
+            health: sim_health(),
+            updates: sim_updates(),
+            create_image: sim_create_image(),
+            deregistration_delay: sim_deregistration_delay(),
+            variance_percent: sim_variance(),
+        }
+    }
+}
+fn sim_launch() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn sim_boot() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+fn sim_health() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn sim_updates() -> HumanDuration {
+    HumanDuration::from_secs(2400)
+}
+fn sim_create_image() -> HumanDuration {
+    HumanDuration::from_secs(900)
+}
+fn sim_deregistration_delay() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn sim_variance() -> u32 {
+    20
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

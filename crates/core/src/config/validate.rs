@@ -3,7 +3,7 @@
 //! caller turns the path into a position.
 
 use super::locate::Seg;
-use super::{Config, ConfigError, HealthCheck, LocalGroup, Pipeline, Rollout};
+use super::{Config, ConfigError, HealthCheck, LocalGroup, Pipeline, Rollout, SimConfig};
 use crate::duration::HumanDuration;
 use std::path::Component;
 
@@ -270,6 +270,7 @@ impl Checker<'_> {
         }
         self.positive(&["pipelines", name, "test", "timeout"], p.test.timeout);
         self.rollout(name, &p.provider, &p.rollout);
+        self.simulate(name, &p.simulate);
         if p.retention.keep == 0 {
             self.err(
                 &["pipelines", name, "retention", "keep"],
@@ -360,6 +361,36 @@ impl Checker<'_> {
         if r.max_unhealthy_new == 0 {
             self.err(&at("max_unhealthy_new"), "must be at least 1");
         }
+        if let Some(pct) = r.max_unhealthy_new_percent {
+            if !(1..=100).contains(&pct) {
+                self.err(&at("max_unhealthy_new_percent"), format!("{pct} is out of range 1..=100"));
+            }
+        }
+        if r.canary > 0 {
+            self.positive(&at("bake_time"), r.bake_time);
+        }
+        let mut last = 0;
+        for (i, &pct) in r.checkpoints.iter().enumerate() {
+            if !(1..=99).contains(&pct) {
+                self.err_index(&at("checkpoints"), i, format!("{pct} is out of range 1..=99 (percent of the fleet)"));
+            } else if pct <= last {
+                self.err_index(&at("checkpoints"), i, format!("{pct} is not above the checkpoint before it ({last}); list them ascending"));
+            }
+            last = last.max(pct);
+        }
+        self.positive(&at("hold_timeout"), r.hold_timeout);
+        self.positive(&at("drain_timeout"), r.drain_timeout);
+        if let Some(cutoff) = r.window_cutoff {
+            self.positive(&at("window_cutoff"), cutoff);
+        }
         self.positive(&at("timeout"), r.timeout);
+    }
+
+    fn simulate(&mut self, pipeline: &str, s: &SimConfig) {
+        let at = |k: &'static str| ["pipelines", pipeline, "simulate", k];
+        if s.variance_percent > 100 {
+            self.err(&at("variance_percent"), format!("{} is out of range 0..=100", s.variance_percent));
+        }
+        self.positive(&at("launch"), s.launch);
     }
 }

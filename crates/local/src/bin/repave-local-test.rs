@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
@@ -13,7 +15,9 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("pkg") => repave_local::pkg::main(&args[1..]),
         Some("demo-app") => {
-            let port: u16 = flag(&args, "--port").and_then(|p| p.parse().ok()).expect("--port");
+            let port: u16 = flag(&args, "--port")
+                .and_then(|p| p.parse().ok())
+                .expect("--port");
             let root = PathBuf::from(flag(&args, "--root").expect("--root"));
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             match rt.block_on(repave_local::demo_app::run(port, root)) {

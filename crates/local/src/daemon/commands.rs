@@ -4,7 +4,9 @@
 use super::instances::{self, StopMode};
 use super::Shared;
 use crate::error::LocalError;
-use repave_core::provider::{CommandDocument, CommandRequest, CommandResult, CommandStatus, InstallReport, InstanceState};
+use repave_core::provider::{
+    CommandDocument, CommandRequest, CommandResult, CommandStatus, InstallReport, InstanceState,
+};
 use repave_core::CommandId;
 use std::sync::Arc;
 
@@ -49,7 +51,12 @@ pub(crate) fn send(shared: &Arc<Shared>, req: CommandRequest) -> Result<CommandI
 
 /// The result so far.
 pub(crate) fn result(shared: &Shared, id: &CommandId) -> Result<CommandResult, LocalError> {
-    shared.cloud().commands.get(id).cloned().ok_or_else(|| LocalError::not_found(format!("command {id}")))
+    shared
+        .cloud()
+        .commands
+        .get(id)
+        .cloned()
+        .ok_or_else(|| LocalError::not_found(format!("command {id}")))
 }
 
 async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image: String) {
@@ -58,20 +65,31 @@ async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image:
     let mut env = vec![
         ("REPAVE_INSTANCE_ID".to_string(), req.instance.to_string()),
         ("REPAVE_IMAGE_ID".to_string(), image),
-        ("REPAVE_FEED".to_string(), shared.paths.feed.to_string_lossy().to_string()),
+        (
+            "REPAVE_FEED".to_string(),
+            shared.paths.feed.to_string_lossy().to_string(),
+        ),
     ];
     let selection_json = |s| serde_json::to_string(s).unwrap_or_default();
     // Values travel in the environment; nothing is spliced into a script.
     let (program, args, reboot_allowed) = match &req.document {
         CommandDocument::Shell { script, env: vars } => {
             env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-            ("sh".to_string(), vec!["-c".to_string(), script.clone()], false)
+            (
+                "sh".to_string(),
+                vec!["-c".to_string(), script.clone()],
+                false,
+            )
         }
         CommandDocument::ScanUpdates { selection } => {
             env.push(("REPAVE_SELECTION".into(), selection_json(selection)));
             (exe, vec!["pkg".into(), "scan".into()], false)
         }
-        CommandDocument::InstallUpdates { selection, ids, allow_reboot } => {
+        CommandDocument::InstallUpdates {
+            selection,
+            ids,
+            allow_reboot,
+        } => {
             env.push(("REPAVE_SELECTION".into(), selection_json(selection)));
             env.push(("REPAVE_UPDATE_IDS".into(), ids.join(",")));
             (exe, vec!["pkg".into(), "install".into()], *allow_reboot)
@@ -101,7 +119,8 @@ async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image:
     };
     // Like SSM with AllowReboot: the instance reboots once the install says so.
     if reboot_allowed && result.status == CommandStatus::Success {
-        let wants = serde_json::from_str::<InstallReport>(result.stdout.trim()).is_ok_and(|r| r.reboot_required);
+        let wants = serde_json::from_str::<InstallReport>(result.stdout.trim())
+            .is_ok_and(|r| r.reboot_required);
         if wants {
             if let Err(e) = instances::stop(&shared, &req.instance, StopMode::Reboot).await {
                 result.status = CommandStatus::Failed;

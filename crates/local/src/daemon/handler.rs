@@ -2,6 +2,7 @@
 //! its [`Response`]; errors become `Response::Error` with their kind.
 
 use super::catalog;
+use super::groups;
 use super::instances::{self, StopMode};
 use super::Shared;
 use crate::error::LocalError;
@@ -14,7 +15,10 @@ use std::sync::Arc;
 pub(crate) async fn handle(shared: &Arc<Shared>, req: Request) -> Response {
     match dispatch(shared, req).await {
         Ok(r) => r,
-        Err(e) => Response::Error { kind: e.kind(), message: e.to_string() },
+        Err(e) => Response::Error {
+            kind: e.kind(),
+            message: e.to_string(),
+        },
     }
 }
 
@@ -32,19 +36,31 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             | Q::TerminateInstance { .. }
     );
     let resp = match req {
-        Q::Ping => R::Pong { pid: std::process::id() },
+        Q::Ping => R::Pong {
+            pid: std::process::id(),
+        },
         Q::Shutdown => {
             shutdown(shared).await;
             R::Unit
         }
-        Q::EnsureGroup { setup } => R::GroupSetup(catalog::ensure_group(shared, &mut shared.cloud(), setup)?),
-        Q::ImportImage { source, name, tags } => {
-            R::ImageId(catalog::import_image(shared, &mut shared.cloud(), &source, &name, tags)?)
+        Q::EnsureGroup { setup } => {
+            R::GroupSetup(groups::ensure_group(shared, &mut shared.cloud(), setup)?)
         }
+        Q::ImportImage { source, name, tags } => R::ImageId(catalog::import_image(
+            shared,
+            &mut shared.cloud(),
+            &source,
+            &name,
+            tags,
+        )?),
         Q::LeakReport => R::Leaks(leak_report(shared)),
         Q::BalancerAddress { group } => {
             let cloud = shared.cloud();
-            let g = cloud.state.groups.get(&group).ok_or_else(|| LocalError::not_found(format!("group {group}")))?;
+            let g = cloud
+                .state
+                .groups
+                .get(&group)
+                .ok_or_else(|| LocalError::not_found(format!("group {group}")))?;
             R::Address(format!("127.0.0.1:{}", g.port))
         }
         Q::BalancerStats { group } => {
@@ -56,7 +72,9 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             R::Stats(b.stats())
         }
         Q::DescribeImage { id } => R::Image(catalog::describe_image(&shared.cloud(), &id)?),
-        Q::CreateImage { req } => R::ImageId(catalog::create_image(shared, &mut shared.cloud(), req)?),
+        Q::CreateImage { req } => {
+            R::ImageId(catalog::create_image(shared, &mut shared.cloud(), req)?)
+        }
         Q::DeregisterImage { id } => {
             catalog::deregister_image(shared, &mut shared.cloud(), &id)?;
             R::Unit
@@ -66,10 +84,20 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             catalog::tag_image(shared, &mut shared.cloud(), &id, &tags)?;
             R::Unit
         }
-        Q::Launch { req } => R::Instance(instances::launch_locked(shared, &mut shared.cloud(), req, None)?),
+        Q::Launch { req } => R::Instance(instances::launch_locked(
+            shared,
+            &mut shared.cloud(),
+            req,
+            None,
+        )?),
         Q::DescribeInstances { ids } => {
             let cloud = shared.cloud();
-            R::Instances(ids.iter().filter_map(|id| cloud.state.instances.get(id)).map(|r| r.instance.clone()).collect())
+            R::Instances(
+                ids.iter()
+                    .filter_map(|id| cloud.state.instances.get(id))
+                    .map(|r| r.instance.clone())
+                    .collect(),
+            )
         }
         Q::ListInstances { tags } => {
             let cloud = shared.cloud();
@@ -102,8 +130,11 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
         Q::ProbeHealth { id, path } => {
             let address = {
                 let cloud = shared.cloud();
-                let rec =
-                    cloud.state.instances.get(&id).ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
+                let rec = cloud
+                    .state
+                    .instances
+                    .get(&id)
+                    .ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
                 rec.instance.address.clone()
             };
             match address {
@@ -117,42 +148,72 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
         Q::SendCommand { req } => R::CommandId(super::commands::send(shared, req)?),
         Q::CommandResult { id } => R::CommandResult(super::commands::result(shared, &id)?),
         Q::GetParameter { name } => R::Parameter(catalog::get_parameter(&shared.cloud(), &name)?),
-        Q::PutParameter { name, value, description } => {
-            R::Version(catalog::put_parameter(shared, &mut shared.cloud(), &name, &value, description)?)
+        Q::PutParameter {
+            name,
+            value,
+            description,
+        } => R::Version(catalog::put_parameter(
+            shared,
+            &mut shared.cloud(),
+            &name,
+            &value,
+            description,
+        )?),
+        Q::ParameterHistory { name } => {
+            R::Parameters(catalog::parameter_history(&shared.cloud(), &name)?)
         }
-        Q::ParameterHistory { name } => R::Parameters(catalog::parameter_history(&shared.cloud(), &name)?),
-        Q::LabelParameterVersion { name, version, labels } => {
+        Q::LabelParameterVersion {
+            name,
+            version,
+            labels,
+        } => {
             catalog::label_parameter(shared, &mut shared.cloud(), &name, version, &labels)?;
             R::Unit
         }
-        Q::DescribeGroup { name } => R::Group(catalog::describe_group(&shared.cloud(), &name)?),
-        Q::DescribeLaunchSpec { spec } => R::LaunchSpec(catalog::describe_launch_spec(&shared.cloud(), &spec)?),
-        Q::CreateLaunchSpecVersion { base, image } => {
-            R::LaunchSpecRef(catalog::create_launch_spec_version(shared, &mut shared.cloud(), &base, &image)?)
+        Q::DescribeGroup { name } => R::Group(groups::describe_group(&shared.cloud(), &name)?),
+        Q::DescribeLaunchSpec { spec } => {
+            R::LaunchSpec(catalog::describe_launch_spec(&shared.cloud(), &spec)?)
         }
+        Q::CreateLaunchSpecVersion { base, image } => R::LaunchSpecRef(
+            catalog::create_launch_spec_version(shared, &mut shared.cloud(), &base, &image)?,
+        ),
         Q::SetGroupLaunchSpec { group, spec } => {
-            catalog::set_group_launch_spec(shared, &mut shared.cloud(), &group, &spec)?;
+            groups::set_group_launch_spec(shared, &mut shared.cloud(), &group, &spec)?;
             R::Unit
         }
         Q::SetDesiredCapacity { group, desired } => {
-            catalog::set_desired(shared, &mut shared.cloud(), &group, desired)?;
+            groups::set_desired(shared, &mut shared.cloud(), &group, desired)?;
             R::Unit
         }
-        Q::TerminateGroupInstance { group, instance, decrement } => {
-            catalog::terminate_group_instance(shared, &mut shared.cloud(), &group, &instance, decrement)?;
+        Q::TerminateGroupInstance {
+            group,
+            instance,
+            decrement,
+        } => {
+            groups::terminate_group_instance(
+                shared,
+                &mut shared.cloud(),
+                &group,
+                &instance,
+                decrement,
+            )?;
             R::Unit
         }
-        Q::SetInstanceProtection { group, instance, protected } => {
-            catalog::set_protection(shared, &mut shared.cloud(), &group, &instance, protected)?;
+        Q::SetInstanceProtection {
+            group,
+            instance,
+            protected,
+        } => {
+            groups::set_protection(shared, &mut shared.cloud(), &group, &instance, protected)?;
             R::Unit
         }
-        Q::TargetHealth { group } => R::Targets(catalog::target_health(&shared.cloud(), &group)?),
+        Q::TargetHealth { group } => R::Targets(groups::target_health(&shared.cloud(), &group)?),
         Q::DeregisterTarget { group, instance } => {
-            catalog::set_registered(shared, &mut shared.cloud(), &group, &instance, false)?;
+            groups::set_registered(shared, &mut shared.cloud(), &group, &instance, false)?;
             R::Unit
         }
         Q::RegisterTarget { group, instance } => {
-            catalog::set_registered(shared, &mut shared.cloud(), &group, &instance, true)?;
+            groups::set_registered(shared, &mut shared.cloud(), &group, &instance, true)?;
             R::Unit
         }
     };
@@ -176,7 +237,9 @@ fn leak_report(shared: &Shared) -> LeakReport {
     if let Ok(entries) = std::fs::read_dir(&shared.paths.instances) {
         for e in entries.flatten() {
             if e.path().join("root").exists() {
-                report.roots.push(InstanceId::new(e.file_name().to_string_lossy().to_string()));
+                report
+                    .roots
+                    .push(InstanceId::new(e.file_name().to_string_lossy().to_string()));
             }
         }
     }

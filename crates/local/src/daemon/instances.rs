@@ -26,7 +26,12 @@ pub(crate) fn launch_locked(
     group: Option<String>,
 ) -> Result<Instance, LocalError> {
     if !req.token.is_empty() {
-        if let Some(rec) = cloud.state.instance_tokens.get(&req.token).and_then(|id| cloud.state.instances.get(id)) {
+        if let Some(rec) = cloud
+            .state
+            .instance_tokens
+            .get(&req.token)
+            .and_then(|id| cloud.state.instances.get(id))
+        {
             return Ok(rec.instance.clone());
         }
     }
@@ -36,13 +41,19 @@ pub(crate) fn launch_locked(
         .get(&req.image)
         .ok_or_else(|| LocalError::not_found(format!("image {} does not exist", req.image)))?;
     if image.image.state != repave_core::provider::ImageState::Available {
-        return Err(LocalError::invalid(format!("image {} is {:?}", req.image, image.image.state)));
+        return Err(LocalError::invalid(format!(
+            "image {} is {:?}",
+            req.image, image.image.state
+        )));
     }
     let id = InstanceId::new(crate::util::new_id("i"));
     let root = shared.paths.root(&id);
     if let Err(e) = shared.blobs.materialize(&image.manifest, &root) {
         let _ = std::fs::remove_dir_all(shared.paths.instances.join(id.as_str()));
-        return Err(LocalError::io(format!("materializing {} from {}", id, req.image), e));
+        return Err(LocalError::io(
+            format!("materializing {} from {}", id, req.image),
+            e,
+        ));
     }
     let port = free_port().map_err(|e| LocalError::io("allocating a port", e))?;
     let rec = InstanceRecord {
@@ -61,7 +72,10 @@ pub(crate) fn launch_locked(
     };
     cloud.state.instances.insert(id.clone(), rec);
     if !req.token.is_empty() {
-        cloud.state.instance_tokens.insert(req.token.clone(), id.clone());
+        cloud
+            .state
+            .instance_tokens
+            .insert(req.token.clone(), id.clone());
     }
     if let Err(e) = boot_locked(shared, cloud, &id) {
         // A launch that cannot start leaves nothing behind.
@@ -78,10 +92,18 @@ pub(crate) fn launch_locked(
 }
 
 /// Start the instance's process (a boot: `var/run` is cleared first).
-pub(crate) fn boot_locked(shared: &Shared, cloud: &mut Cloud, id: &InstanceId) -> Result<(), LocalError> {
+pub(crate) fn boot_locked(
+    shared: &Shared,
+    cloud: &mut Cloud,
+    id: &InstanceId,
+) -> Result<(), LocalError> {
     let root = shared.paths.root(id);
     let _ = std::fs::remove_dir_all(root.join("var/run"));
-    let rec = cloud.state.instances.get_mut(id).ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
+    let rec = cloud
+        .state
+        .instances
+        .get_mut(id)
+        .ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
     let address = format!("127.0.0.1:{}", rec.port);
     if !rec.spec.command.is_empty() {
         let root_s = root.to_string_lossy().to_string();
@@ -90,12 +112,22 @@ pub(crate) fn boot_locked(shared: &Shared, cloud: &mut Cloud, id: &InstanceId) -
             .spec
             .command
             .iter()
-            .map(|a| a.replace("{port}", &rec.port.to_string()).replace("{root}", &root_s).replace("{repave}", &exe))
+            .map(|a| {
+                a.replace("{port}", &rec.port.to_string())
+                    .replace("{root}", &root_s)
+                    .replace("{repave}", &exe)
+            })
             .collect();
         let env = vec![
             ("REPAVE_INSTANCE_ID".to_string(), id.to_string()),
-            ("REPAVE_IMAGE_ID".to_string(), rec.instance.image.to_string()),
-            ("REPAVE_FEED".to_string(), shared.paths.feed.to_string_lossy().to_string()),
+            (
+                "REPAVE_IMAGE_ID".to_string(),
+                rec.instance.image.to_string(),
+            ),
+            (
+                "REPAVE_FEED".to_string(),
+                shared.paths.feed.to_string_lossy().to_string(),
+            ),
         ];
         let log = shared.paths.instance_logs.join(format!("{id}.log"));
         let handle = crate::process::spawn(&argv, &root, &env, &log)
@@ -121,26 +153,48 @@ pub(crate) enum StopMode {
 }
 
 /// Stop, reboot or terminate an instance, waiting for its process to exit.
-pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Result<(), LocalError> {
+pub(crate) async fn stop(
+    shared: &Shared,
+    id: &InstanceId,
+    mode: StopMode,
+) -> Result<(), LocalError> {
     let terminate = mode == StopMode::Terminate;
     let mut waited = Duration::ZERO;
     let handle = loop {
         {
             let mut cloud = shared.cloud();
             let busy = cloud.busy.contains(id);
-            let rec = cloud.state.instances.get_mut(id).ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
+            let rec = cloud
+                .state
+                .instances
+                .get_mut(id)
+                .ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
             match rec.instance.state {
                 InstanceState::Terminated if terminate => return Ok(()),
-                InstanceState::Terminated => return Err(LocalError::invalid(format!("instance {id} is terminated"))),
+                InstanceState::Terminated => {
+                    return Err(LocalError::invalid(format!("instance {id} is terminated")))
+                }
                 InstanceState::Stopped if mode == StopMode::Stop => return Ok(()),
                 InstanceState::Stopped if mode == StopMode::Reboot => {
-                    return Err(LocalError::invalid(format!("instance {id} is stopped; start it instead")))
+                    return Err(LocalError::invalid(format!(
+                        "instance {id} is stopped; start it instead"
+                    )))
                 }
                 _ if busy => {}
                 _ => {
-                    rec.instance.state = if terminate { InstanceState::ShuttingDown } else { InstanceState::Stopping };
+                    rec.instance.state = if terminate {
+                        InstanceState::ShuttingDown
+                    } else {
+                        InstanceState::Stopping
+                    };
+                    let pid = rec.pid;
                     cloud.busy.insert(id.clone());
-                    let h = cloud.procs.remove(id);
+                    // Fall back to the recorded pid: a process must never
+                    // outlive its instance just because we lost its handle.
+                    let h = cloud.procs.remove(id).or_else(|| {
+                        pid.filter(|p| crate::process::pid_alive(*p))
+                            .map(crate::process::ProcHandle::adopted)
+                    });
                     shared.save(&cloud)?;
                     break h;
                 }
@@ -148,7 +202,10 @@ pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Re
         }
         // Someone else is stopping it: wait for them, then act.
         if waited > STOP_GRACE * 2 {
-            return Err(LocalError::request(repave_core::ErrorKind::Transient, format!("instance {id} is busy")));
+            return Err(LocalError::request(
+                repave_core::ErrorKind::Transient,
+                format!("instance {id} is busy"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
@@ -163,9 +220,17 @@ pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Re
     if let Some(rec) = cloud.state.instances.get_mut(id) {
         rec.pid = None;
         rec.instance.address = None;
-        rec.instance.state = if terminate { InstanceState::Terminated } else { InstanceState::Stopped };
+        rec.instance.state = if terminate {
+            InstanceState::Terminated
+        } else {
+            InstanceState::Stopped
+        };
     }
-    let booted = if mode == StopMode::Reboot { boot_locked(shared, &mut cloud, id) } else { Ok(()) };
+    let booted = if mode == StopMode::Reboot {
+        boot_locked(shared, &mut cloud, id)
+    } else {
+        Ok(())
+    };
     cloud.busy.remove(id);
     shared.save(&cloud)?;
     tracing::info!(instance = %id, ?mode, "stopped");
@@ -188,15 +253,22 @@ pub(crate) fn start(shared: &Shared, id: &InstanceId) -> Result<(), LocalError> 
             boot_locked(shared, &mut cloud, id)?;
             shared.save(&cloud)
         }
-        s => Err(LocalError::invalid(format!("instance {id} is {s:?}; only a stopped instance starts"))),
+        s => Err(LocalError::invalid(format!(
+            "instance {id} is {s:?}; only a stopped instance starts"
+        ))),
     }
 }
 
 /// Whether the instance is running as it should (an idle builder has no
 /// process and counts as alive while Running).
 pub(crate) fn alive(cloud: &Cloud, id: &InstanceId) -> bool {
-    let Some(rec) = cloud.state.instances.get(id) else { return false };
-    if !matches!(rec.instance.state, InstanceState::Running | InstanceState::Pending) {
+    let Some(rec) = cloud.state.instances.get(id) else {
+        return false;
+    };
+    if !matches!(
+        rec.instance.state,
+        InstanceState::Running | InstanceState::Pending
+    ) {
         return false;
     }
     rec.spec.command.is_empty() || cloud.procs.get(id).is_some_and(|h| h.is_alive())
@@ -205,18 +277,27 @@ pub(crate) fn alive(cloud: &Cloud, id: &InstanceId) -> bool {
 /// GET http://address{path}; healthy iff 2xx.
 pub(crate) async fn probe(address: &str, path: &str) -> HealthProbe {
     match http_get(address, path, Duration::from_secs(2)).await {
-        Ok(code) => HealthProbe { healthy: (200..300).contains(&code), detail: format!("HTTP {code}") },
-        Err(e) => HealthProbe { healthy: false, detail: e },
+        Ok(code) => HealthProbe {
+            healthy: (200..300).contains(&code),
+            detail: format!("HTTP {code}"),
+        },
+        Err(e) => HealthProbe {
+            healthy: false,
+            detail: e,
+        },
     }
 }
 
 async fn http_get(address: &str, path: &str, timeout: Duration) -> Result<u16, String> {
     use http_body_util::{BodyExt, Empty};
     let work = async {
-        let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("connect {address}: {e}"))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        let stream = tokio::net::TcpStream::connect(address)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("connect {address}: {e}"))?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let req = hyper::Request::builder()
             .uri(path)
@@ -228,5 +309,7 @@ async fn http_get(address: &str, path: &str, timeout: Duration) -> Result<u16, S
         let _ = resp.into_body().collect().await;
         Ok(code)
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| format!("timed out after {timeout:?}"))?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("timed out after {timeout:?}"))?
 }

@@ -5,6 +5,7 @@
 
 mod catalog;
 mod commands;
+mod groups;
 mod handler;
 mod instances;
 mod reconciler;
@@ -106,7 +107,10 @@ impl Shared {
 
     /// Persist after a mutation.
     pub fn save(&self, cloud: &Cloud) -> Result<(), LocalError> {
-        cloud.state.save(&self.paths.state).map_err(|e| LocalError::io("saving local state", e))
+        cloud
+            .state
+            .save(&self.paths.state)
+            .map_err(|e| LocalError::io("saving local state", e))
     }
 }
 
@@ -120,24 +124,40 @@ fn lock_exclusive(path: &Path) -> Result<std::fs::File, LocalError> {
         .map_err(|e| LocalError::io("opening daemon lock", e))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(LocalError::StartDaemon(format!("another daemon holds {}", path.display())));
+        return Err(LocalError::StartDaemon(format!(
+            "another daemon holds {}",
+            path.display()
+        )));
     }
     Ok(f)
 }
 
 /// Run the daemon until a `shutdown` request.
 pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
-    let paths = Paths::new(&opts.state_dir);
-    for dir in [&paths.local, &paths.blobs, &paths.instances, &paths.instance_logs] {
-        std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
+    // Absolute paths: instance commands run with the root as their cwd.
+    std::fs::create_dir_all(&opts.state_dir)
+        .map_err(|e| LocalError::io(format!("creating {}", opts.state_dir.display()), e))?;
+    let state_dir = std::fs::canonicalize(&opts.state_dir)
+        .map_err(|e| LocalError::io(format!("resolving {}", opts.state_dir.display()), e))?;
+    let paths = Paths::new(&state_dir);
+    for dir in [
+        &paths.local,
+        &paths.blobs,
+        &paths.instances,
+        &paths.instance_logs,
+    ] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
     }
     let _lock = lock_exclusive(&paths.lock)?;
     let feed = match &opts.feed {
         Some(f) => crate::feed::load(f).map_err(LocalError::StartDaemon)?,
         None => crate::feed::demo_feed(),
     };
-    let feed_json = serde_json::to_vec_pretty(&feed).map_err(|e| LocalError::Protocol(e.to_string()))?;
-    crate::util::write_atomic(&paths.feed, &feed_json).map_err(|e| LocalError::io("writing feed", e))?;
+    let feed_json =
+        serde_json::to_vec_pretty(&feed).map_err(|e| LocalError::Protocol(e.to_string()))?;
+    crate::util::write_atomic(&paths.feed, &feed_json)
+        .map_err(|e| LocalError::io("writing feed", e))?;
     let state = State::load(&paths.state).map_err(|e| LocalError::io("loading local state", e))?;
     let exe = std::fs::canonicalize(&opts.exe).unwrap_or(opts.exe.clone());
     let shared = Arc::new(Shared {
@@ -159,8 +179,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
     });
     adopt(&shared)?;
     let _ = std::fs::remove_file(&paths.socket);
-    let listener =
-        UnixListener::bind(&paths.socket).map_err(|e| LocalError::io(format!("binding {}", paths.socket.display()), e))?;
+    let listener = UnixListener::bind(&paths.socket)
+        .map_err(|e| LocalError::io(format!("binding {}", paths.socket.display()), e))?;
     tokio::spawn(reconciler::run(shared.clone()));
     tracing::info!(socket = %paths.socket.display(), "local daemon ready");
     loop {

@@ -45,7 +45,12 @@ fn tick(shared: &Arc<Shared>) {
         let g = cloud.state.groups[&name].clone();
         if !cloud.balancers.contains_key(&name) {
             // Retried every tick: after a daemon restart the port may still be busy.
-            match Balancer::start(&name, g.port, g.health_check.clone(), g.deregistration_delay) {
+            match Balancer::start(
+                &name,
+                g.port,
+                g.health_check.clone(),
+                g.deregistration_delay,
+            ) {
                 Ok(b) => {
                     cloud.balancers.insert(name.clone(), b);
                 }
@@ -57,7 +62,11 @@ fn tick(shared: &Arc<Shared>) {
 
         // Members terminated behind the group's back leave it (and get replaced).
         members.retain(|m| {
-            let gone = cloud.state.instances.get(&m.id).is_none_or(|r| r.instance.state.is_gone());
+            let gone = cloud
+                .state
+                .instances
+                .get(&m.id)
+                .is_none_or(|r| r.instance.state.is_gone());
             if gone && !m.terminating {
                 if let Some(b) = &balancer {
                     b.remove(&m.id);
@@ -73,7 +82,12 @@ fn tick(shared: &Arc<Shared>) {
             if cloud.busy.contains(&m.id) {
                 continue;
             }
-            let launched = cloud.state.instances.get(&m.id).map(|r| r.instance.launched_at).unwrap_or(now);
+            let launched = cloud
+                .state
+                .instances
+                .get(&m.id)
+                .map(|r| r.instance.launched_at)
+                .unwrap_or(now);
             let dead = !instances::alive(&cloud, &m.id);
             let unhealthy = balancer
                 .as_ref()
@@ -87,7 +101,11 @@ fn tick(shared: &Arc<Shared>) {
                 if let Some(b) = &balancer {
                     b.remove(&m.id);
                 }
-                removals.push(Removal { group: name.clone(), id: m.id.clone(), drain: false });
+                removals.push(Removal {
+                    group: name.clone(),
+                    id: m.id.clone(),
+                    drain: false,
+                });
             }
         }
 
@@ -96,10 +114,16 @@ fn tick(shared: &Arc<Shared>) {
             for m in members.iter().filter(|m| !m.terminating) {
                 let target = b.target(&m.id);
                 if m.registered && target.is_none() && instances::alive(&cloud, &m.id) {
-                    if let Some(addr) = cloud.state.instances.get(&m.id).and_then(|r| r.instance.address.clone()) {
+                    if let Some(addr) = cloud
+                        .state
+                        .instances
+                        .get(&m.id)
+                        .and_then(|r| r.instance.address.clone())
+                    {
                         b.register(&m.id, &addr);
                     }
-                } else if !m.registered && target.is_some_and(|t| t.state != TargetState::Draining) {
+                } else if !m.registered && target.is_some_and(|t| t.state != TargetState::Draining)
+                {
                     b.drain(&m.id);
                 }
             }
@@ -115,7 +139,12 @@ fn tick(shared: &Arc<Shared>) {
                 };
                 let mut tags = repave_core::provider::Tags::new();
                 tags.insert("repave:group".into(), name.clone());
-                let req = LaunchRequest { image: spec.image, spec: spec.spec, tags, token: String::new() };
+                let req = LaunchRequest {
+                    image: spec.image,
+                    spec: spec.spec,
+                    tags,
+                    token: String::new(),
+                };
                 match instances::launch_locked(shared, &mut cloud, req, Some(name.clone())) {
                     Ok(inst) => {
                         members.push(MemberRecord {
@@ -134,12 +163,25 @@ fn tick(shared: &Arc<Shared>) {
                 }
             }
         } else if live > g.desired {
-            let launched = |id: &InstanceId| cloud.state.instances.get(id).map(|r| r.instance.launched_at);
+            let launched = |id: &InstanceId| {
+                cloud
+                    .state
+                    .instances
+                    .get(id)
+                    .map(|r| r.instance.launched_at)
+            };
             let mut victims: Vec<(bool, u64, Option<repave_core::Timestamp>, usize)> = members
                 .iter()
                 .enumerate()
                 .filter(|(_, m)| !m.terminating && !m.protected)
-                .map(|(i, m)| (m.launch_spec == g.launch_spec, m.launch_spec.version, launched(&m.id), i))
+                .map(|(i, m)| {
+                    (
+                        m.launch_spec == g.launch_spec,
+                        m.launch_spec.version,
+                        launched(&m.id),
+                        i,
+                    )
+                })
                 .collect();
             // Oldest launch spec first, then oldest instance.
             victims.sort();
@@ -147,14 +189,22 @@ fn tick(shared: &Arc<Shared>) {
                 let m = &mut members[i];
                 m.terminating = true;
                 changed = true;
-                removals.push(Removal { group: name.clone(), id: m.id.clone(), drain: true });
+                removals.push(Removal {
+                    group: name.clone(),
+                    id: m.id.clone(),
+                    drain: true,
+                });
             }
         }
 
         // Terminations a previous daemon started but did not finish.
         for m in members.iter().filter(|m| m.terminating) {
             if !removals.iter().any(|r| r.id == m.id) && !cloud.reaping.contains(&m.id) {
-                removals.push(Removal { group: name.clone(), id: m.id.clone(), drain: true });
+                removals.push(Removal {
+                    group: name.clone(),
+                    id: m.id.clone(),
+                    drain: true,
+                });
             }
         }
         if let Some(gr) = cloud.state.groups.get_mut(&name) {
@@ -179,7 +229,12 @@ fn tick(shared: &Arc<Shared>) {
 async fn remove_member(shared: Arc<Shared>, r: Removal) {
     let (balancer, delay) = {
         let cloud = shared.cloud();
-        let delay = cloud.state.groups.get(&r.group).map(|g| g.deregistration_delay).unwrap_or_default();
+        let delay = cloud
+            .state
+            .groups
+            .get(&r.group)
+            .map(|g| g.deregistration_delay)
+            .unwrap_or_default();
         (cloud.balancers.get(&r.group).cloned(), delay)
     };
     if let Some(b) = &balancer {
