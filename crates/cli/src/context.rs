@@ -123,3 +123,20 @@ pub fn group_setup(name: &str, g: &LocalGroup, parameter: Option<String>, config
         parameter,
     }
 }
+
+/// Wait until `n` targets of the group are healthy at its balancer.
+pub async fn wait_healthy(client: &LocalClient, group: &str, n: u32) -> Result<(), Exit> {
+    use repave_core::provider::{TargetState, Traffic};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let health = client.target_health(group).await.map_err(Exit::failed)?;
+        let healthy = health.iter().filter(|t| t.state == TargetState::Healthy).count() as u32;
+        if healthy >= n {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Exit::failed(anyhow!("group {group}: only {healthy}/{n} instances healthy after 60s")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

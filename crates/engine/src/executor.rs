@@ -51,6 +51,9 @@ pub(crate) struct Ctx<'a> {
     pub run: RunRecord,
     pub pipeline: Pipeline,
     lease: Mutex<Lease>,
+    /// The last roll's report, also when it failed (its samples show what
+    /// the fleet went through before the abort).
+    pub last_roll: Mutex<Option<RollReport>>,
 }
 
 impl Ctx<'_> {
@@ -247,11 +250,14 @@ impl Engine {
     }
 
     async fn drive(&self, run: RunRecord, pipeline: Pipeline, lease: Lease) -> Result<RunOutcome, EngineError> {
-        let ctx = Ctx { engine: self, run, pipeline, lease: Mutex::new(lease) };
+        let ctx = Ctx { engine: self, run, pipeline, lease: Mutex::new(lease), last_roll: Mutex::new(None) };
         let span = tracing::info_span!("run", run = %ctx.run.id, pipeline = %ctx.run.pipeline, group = %ctx.run.group);
         let _guard = span.enter();
         self.store.set_run_state(&ctx.run.id, RunState::Running, None, self.clock.now())?;
         self.observer.on_event(&EngineEvent::RunStarted { run: ctx.run.id.clone(), pipeline: ctx.run.pipeline.clone() });
+        // Which process drives the run: `status` tells an interrupted run
+        // (its process gone) from a live one before the lease expires.
+        ctx.log("run", format!("driven by process {}", std::process::id()), serde_json::json!({ "pid": std::process::id() }));
         let mut summary = RunSummary::default();
         let result = match ctx.run.kind {
             RunKind::Run => full_run(&ctx, &mut summary, true, true).await,
@@ -338,7 +344,7 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
         Ok(report) => summary.roll = Some(report),
         Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
         Err(e) => {
-            summary.roll = ctx.output::<RollReport>("roll")?;
+            summary.roll = ctx.last_roll.lock().expect("last roll").take();
             if !ctx.pipeline.rollout.auto_rollback {
                 return Err(e);
             }

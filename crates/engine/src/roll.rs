@@ -43,6 +43,8 @@ struct Measurements {
     samples: Vec<RollSample>,
     min_in_service: Option<u32>,
     max_live: u32,
+    total_old: u32,
+    replaced: u32,
 }
 
 fn median(v: &[i64]) -> i64 {
@@ -59,9 +61,38 @@ fn median(v: &[i64]) -> i64 {
 /// intent when the roll first started, so a resumed roll does not mistake
 /// its own surge for the fleet's size.
 pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPolicy, base: u32) -> Result<RollReport, EngineError> {
+    let mut meas = Measurements::default();
+    let started = ctx.now();
+    let result = roll_loop(ctx, step, target, policy, base, started, &mut meas).await;
+    let report = report(ctx, target, policy, base, started, meas);
+    *ctx.last_roll.lock().expect("last roll") = Some(report.clone());
+    result.map(|replaced| {
+        let report = RollReport { replaced, ..report };
+        ctx.log(
+            step,
+            format!(
+                "rolled {} instance(s) in {:.1}s (lower bound {:.1}s, min in service {} / floor {})",
+                report.replaced, report.seconds, report.lower_bound_seconds, report.min_in_service, report.floor
+            ),
+            serde_json::Value::Null,
+        );
+        report
+    })
+}
+
+/// Observe → plan → act until the roll completes; returns how many old
+/// instances were replaced.
+async fn roll_loop(
+    ctx: &Ctx<'_>,
+    step: &str,
+    target: &ImageId,
+    policy: &RollPolicy,
+    base: u32,
+    started: Timestamp,
+    meas: &mut Measurements,
+) -> Result<u32, EngineError> {
     let p = ctx.provider();
     let group = ctx.pipeline.group.clone();
-    let started = ctx.now();
     let first = observe(p, &group).await?;
     let mut progress = RollProgress::new(target.clone(), base, started);
     // Instances this roll deregistered before a restart are still draining.
@@ -71,7 +102,6 @@ pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPoli
         }
     }
     let deadline = started.plus(ctx.pipeline.rollout.timeout.get());
-    let mut meas = Measurements::default();
     let total_old = first.members.iter().filter(|m| m.image != *target).count() as u32;
     let tick = ctx.engine.opts.tick;
     let mut blocked_since: Option<Timestamp> = None;
@@ -81,7 +111,8 @@ pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPoli
         let now = ctx.now();
         let obs = observe(p, &group).await?;
         let plan = rollout::plan(&obs, policy, &progress, now);
-        record(&mut meas, &obs, &plan.status, target, started, now, &progress);
+        meas.total_old = total_old;
+        record(meas, &obs, &plan.status, target, started, now, &progress);
         ctx.engine.observer.on_event(&EngineEvent::RollTick {
             run: ctx.run_id().clone(),
             status: plan.status.clone(),
@@ -124,11 +155,16 @@ pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPoli
             });
         }
         for action in &plan.actions {
-            act(ctx, step, &group, action, &mut meas).await?;
+            act(ctx, step, &group, action, meas).await?;
         }
         progress = plan.progress;
         tokio::time::sleep(tick).await;
     }
+    Ok(progress.replaced)
+}
+
+fn report(ctx: &Ctx<'_>, target: &ImageId, policy: &RollPolicy, base: u32, started: Timestamp, meas: Measurements) -> RollReport {
+    let total_old = meas.total_old;
     let ended = ctx.now();
     let k = rollout::concurrency(base, policy);
     let launch_ready: Vec<i64> = meas.launch_ready.values().copied().collect();
@@ -144,7 +180,7 @@ pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPoli
     );
     let seconds = ended.since(started).as_secs_f64();
     let (floor, max_total) = rollout::capacity_bounds(base, policy);
-    let report = RollReport {
+    RollReport {
         target_image: Some(target.clone()),
         started_at_ms: started.millis(),
         seconds,
@@ -156,21 +192,12 @@ pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPoli
         max_live: meas.max_live,
         base_desired: base,
         concurrency: k,
-        replaced: progress.replaced,
+        replaced: meas.replaced,
         launch_ready_ms_median: lr,
         warmup_ms: policy.warmup.as_millis() as i64,
         drain_ms_median: drain,
         samples: downsample(meas.samples, 2000),
-    };
-    ctx.log(
-        step,
-        format!(
-            "rolled {} instance(s) in {:.1}s (lower bound {:.1}s, min in service {} / floor {})",
-            report.replaced, report.seconds, report.lower_bound_seconds, report.min_in_service, report.floor
-        ),
-        serde_json::Value::Null,
-    );
-    Ok(report)
+    }
 }
 
 fn record(
@@ -201,6 +228,7 @@ fn record(
     // observation is the fleet as found).
     meas.min_in_service = Some(meas.min_in_service.map_or(status.in_service, |m| m.min(status.in_service)));
     meas.max_live = meas.max_live.max(status.live);
+    meas.replaced = progress.replaced;
     meas.samples.push(RollSample {
         t_ms: now.millis() - started.millis(),
         in_service: status.in_service,

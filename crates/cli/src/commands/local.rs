@@ -11,7 +11,9 @@ pub async fn up(cli: &Cli) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let client = loaded.local().await?;
     let mut groups = Vec::new();
-    for name in loaded.config.providers.local.iter().flat_map(|l| l.groups.keys()) {
+    for (name, g) in loaded.config.providers.local.iter().flat_map(|l| l.groups.iter()) {
+        // Up means serving: wait for the group's instances to pass health checks.
+        crate::context::wait_healthy(&client, name, g.desired).await?;
         let addr = client.balancer_address(name).await.map_err(Exit::failed)?;
         groups.push(serde_json::json!({ "group": name, "balancer": addr }));
     }

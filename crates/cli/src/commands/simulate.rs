@@ -9,16 +9,19 @@ use repave_sim::{simulate, Latencies, SimOptions, SimReport};
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Latencies come from [pipelines.<name>.simulate] in repave.toml (defaults: public AWS \
+#[command(
+    after_help = "Latencies come from [pipelines.<name>.simulate] in repave.toml (defaults: public AWS \
 figures — launch 1m, boot to SSM 10m on Windows / 90s on Linux, updates 40m, create image 15m, deregistration \
 delay 5m, 20% log-normal variance). The config has no window section yet: `fits_window` means bake + roll \
-<= --window.")]
+<= --window."
+)]
 pub struct SimulateArgs {
     /// Pipeline (may be omitted when the config has only one).
     pub pipeline: Option<String>,
-    /// Instances in the group (split evenly across --groups).
-    #[arg(long, default_value_t = 100)]
-    pub instances: u32,
+    /// Instances in the fleet (split evenly across --groups). Default: the
+    /// local group's `desired` from the config.
+    #[arg(long)]
+    pub instances: Option<u32>,
     /// Groups rolled at once, each its own run.
     #[arg(long, default_value_t = 1)]
     pub groups: u32,
@@ -31,7 +34,8 @@ pub struct SimulateArgs {
     /// Seed of the latency and fault draws (same seed, same prediction).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Maintenance window the bake and roll must fit in (e.g. "4h", "90m").
+    /// Maintenance window the bake and roll must fit in (e.g. "4h", "90m");
+    /// a flag until the config has a window section.
     #[arg(long, default_value = "4h", value_parser = parse_duration)]
     pub window: Duration,
     /// Every latency exactly its median (no variance).
@@ -42,8 +46,23 @@ pub struct SimulateArgs {
 pub async fn run(cli: &Cli, args: &SimulateArgs) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let (name, mut pipeline) = loaded.pipeline(args.pipeline.as_deref())?;
-    if args.instances == 0 || args.groups == 0 || args.groups > args.instances {
-        return Err(Exit::bad_input(anyhow!("--instances must be at least 1 and at least --groups")));
+    let configured = loaded
+        .config
+        .providers
+        .local
+        .as_ref()
+        .and_then(|l| l.groups.get(&pipeline.group))
+        .map(|g| g.desired);
+    let instances = args.instances.or(configured).ok_or_else(|| {
+        Exit::bad_input(anyhow!(
+            "--instances is required (the config does not say how large group {:?} is)",
+            pipeline.group
+        ))
+    })?;
+    if instances == 0 || args.groups == 0 || args.groups > instances {
+        return Err(Exit::bad_input(anyhow!(
+            "--instances must be at least 1 and at least --groups"
+        )));
     }
     if let Some(min) = args.min_healthy_percent {
         pipeline.rollout.min_healthy_percent = min;
@@ -51,7 +70,10 @@ pub async fn run(cli: &Cli, args: &SimulateArgs) -> Result<i32, Exit> {
     if let Some(max) = args.max_healthy_percent {
         pipeline.rollout.max_healthy_percent = max;
     }
-    let (min, max) = (pipeline.rollout.min_healthy_percent, pipeline.rollout.max_healthy_percent);
+    let (min, max) = (
+        pipeline.rollout.min_healthy_percent,
+        pipeline.rollout.max_healthy_percent,
+    );
     if min > 100 || !(100..=200).contains(&max) || (min == 100 && max == 100) {
         return Err(Exit::bad_input(anyhow!(
             "min_healthy_percent {min} / max_healthy_percent {max}: min must be 0..=100, max 100..=200, and not both 100"
@@ -61,7 +83,7 @@ pub async fn run(cli: &Cli, args: &SimulateArgs) -> Result<i32, Exit> {
     if args.no_variance {
         latencies = latencies.fixed();
     }
-    let mut opts = SimOptions::new(args.instances, args.seed, latencies);
+    let mut opts = SimOptions::new(instances, args.seed, latencies);
     opts.groups = args.groups;
     opts.window = args.window;
     let report = tokio::task::spawn_blocking(move || simulate(&pipeline, &opts))
@@ -82,7 +104,10 @@ fn secs(s: f64) -> String {
 }
 
 fn print_human(name: &str, r: &SimReport) {
-    println!("simulated {name}: {} instance(s) in {} group(s), seed {} — predicted run {}", r.instances, r.groups, r.seed, r.state);
+    println!(
+        "simulated {name}: {} instance(s) in {} group(s), seed {} — predicted run {}",
+        r.instances, r.groups, r.seed, r.state
+    );
     if let Some(e) = &r.error {
         println!("  error:            {e}");
     }
@@ -98,7 +123,10 @@ fn print_human(name: &str, r: &SimReport) {
         secs(r.lockstep_roll_seconds),
         100.0 * r.faster_than_lockstep
     );
-    println!("  min in service:   {} (floor {}), at most {} live (cap {})", r.min_in_service, r.floor, r.max_live, r.max_total);
+    println!(
+        "  min in service:   {} (floor {}), at most {} live (cap {})",
+        r.min_in_service, r.floor, r.max_live, r.max_total
+    );
     println!(
         "  fits window:      {} (bake + roll {} vs window {})",
         if r.fits_window { "yes" } else { "no" },
@@ -106,7 +134,9 @@ fn print_human(name: &str, r: &SimReport) {
         secs(r.window_seconds)
     );
     if r.exceeds_roll_timeout {
-        println!("  warning:          the roll outlasts rollout.timeout; the real run would time out");
+        println!(
+            "  warning:          the roll outlasts rollout.timeout; the real run would time out"
+        );
     }
     println!("  api calls:        {}", r.api_calls);
 }

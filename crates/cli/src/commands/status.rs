@@ -45,8 +45,8 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
         let lease = store.current_lease(&pipeline.group).map_err(Exit::failed)?;
         let mut interrupted = Vec::new();
         for r in runs.iter().filter(|r| matches!(r.state, RunState::Running | RunState::Paused)) {
-            let live = lease.as_ref().is_some_and(|l| l.holder == r.id.as_str() && l.expires_at > now);
-            if live && r.state == RunState::Running {
+            let leased = lease.as_ref().is_some_and(|l| l.holder == r.id.as_str() && l.expires_at > now);
+            if leased && r.state == RunState::Running && driver_alive(&store, &r.id) {
                 continue;
             }
             let steps = store.steps(&r.id).map_err(Exit::failed)?;
@@ -112,4 +112,19 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Whether the process that last drove the run is still alive (the engine
+/// records its pid in the run's events).
+fn driver_alive(store: &repave_store::Store, run: &repave_core::RunId) -> bool {
+    let events = match store.events(run, 0, 100_000) {
+        Ok(e) => e,
+        Err(_) => return true,
+    };
+    let pid = events.iter().rev().find_map(|e| e.data.get("pid").and_then(|p| p.as_i64()));
+    match pid {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        Some(pid) => unsafe { libc::kill(pid as libc::pid_t, 0) == 0 },
+        None => true,
+    }
 }

@@ -57,7 +57,7 @@ async fn drive(
     spin: indicatif::ProgressBar,
 ) -> Result<i32, Exit> {
     let group = &pipeline.group;
-    wait_healthy(client, group, args.instances).await?;
+    crate::context::wait_healthy(client, group, args.instances).await?;
     spin.finish_and_clear();
     let addr = client.balancer_address(group).await.map_err(Exit::failed)?;
     bars.println(&format!("fleet healthy behind http://{addr}; driving load with {} keep-alive clients", args.clients));
@@ -176,21 +176,6 @@ async fn leaks(client: &LocalClient, group: &repave_core::provider::Group) -> Re
             return Ok(leaked);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_healthy(client: &LocalClient, group: &str, n: u32) -> Result<(), Exit> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let health = client.target_health(group).await.map_err(Exit::failed)?;
-        let healthy = health.iter().filter(|t| t.state == TargetState::Healthy).count() as u32;
-        if healthy >= n {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(Exit::failed(anyhow!("demo fleet: only {healthy}/{n} instances healthy after 60s")));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

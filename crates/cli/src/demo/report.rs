@@ -62,7 +62,9 @@ pub fn render(outcome: &RunOutcome, load: &LoadReport, load_start_ms: i64, json_
         .collect();
 
     // Capacity chart.
-    let y_max = rolls.iter().flat_map(|(_, r)| r.samples.iter().map(|s| s.live)).max().unwrap_or(1) as f64 + 1.0;
+    // Round up to a multiple of 4 so the four gridlines land on integers.
+    let live_max = rolls.iter().flat_map(|(_, r)| r.samples.iter().map(|s| s.live)).max().unwrap_or(1) + 1;
+    let y_max = live_max.div_ceil(4) as f64 * 4.0;
     let ax = Axis { t_max, y_max };
     let mut cap = String::new();
     ax.frame(&mut cap, "instances (in service = green, floor = red dashed, all = grey, on new image = blue)");
@@ -71,10 +73,10 @@ pub fn render(outcome: &RunOutcome, load: &LoadReport, load_start_ms: i64, json_
         let series = |f: &dyn Fn(&repave_engine::RollSample) -> u32| -> Vec<(f64, f64)> {
             r.samples.iter().map(|s| (ax.x(at(s.t_ms)), ax.y(f(s) as f64))).collect()
         };
+        polyline(&mut cap, &series(&|s| s.floor), "#c53030", true);
         polyline(&mut cap, &series(&|s| s.live), "#999", false);
         polyline(&mut cap, &series(&|s| s.new), "#2b6cb0", false);
         polyline(&mut cap, &series(&|s| s.in_service), "#2f855a", false);
-        polyline(&mut cap, &series(&|s| s.floor), "#c53030", true);
     }
 
     // Requests chart: per-second rates from the buckets.

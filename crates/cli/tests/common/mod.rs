@@ -32,10 +32,19 @@ pub struct Ran {
 
 impl Ran {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
     pub fn expect_code(self, code: i32) -> Ran {
-        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -43,8 +52,13 @@ impl Ran {
 impl Repave {
     pub fn new() -> Self {
         let mut cmd = Command::new(exe());
-        cmd.env_remove("REPAVE_CONFIG").env_remove("REPAVE_STATE_DIR").env("REPAVE_LOG", "warn");
-        Repave { cmd, display: "repave".into() }
+        cmd.env_remove("REPAVE_CONFIG")
+            .env_remove("REPAVE_STATE_DIR")
+            .env("REPAVE_LOG", "warn");
+        Repave {
+            cmd,
+            display: "repave".into(),
+        }
     }
     pub fn in_dir(mut self, dir: &Path) -> Self {
         self.cmd.current_dir(dir);
@@ -63,7 +77,14 @@ impl Repave {
         self
     }
     pub fn run(mut self) -> Ran {
-        let Output { status, stdout, stderr } = self.cmd.output().unwrap_or_else(|e| panic!("{}: {e}", self.display));
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self
+            .cmd
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.display));
         Ran {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -78,6 +99,72 @@ pub struct FleetGuard(pub PathBuf);
 impl Drop for FleetGuard {
     fn drop(&mut self) {
         let state = self.0.display().to_string();
-        let _stopped = Repave::new().args(["--state-dir", state.as_str(), "local", "down"]).run();
+        let _stopped = Repave::new()
+            .args(["--state-dir", state.as_str(), "local", "down"])
+            .run();
     }
+}
+
+/// Keep-alive HTTP/1.1 GETs against `addr` from a plain thread until `stop`
+/// is set (bounded: at most `max` requests). Returns (ok, failed, first errors).
+pub fn http_load(
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: u64,
+) -> std::thread::JoinHandle<(u64, u64, Vec<String>)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let (mut ok, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+        let mut conn: Option<BufReader<std::net::TcpStream>> = None;
+        for _ in 0..max {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let result = (|| -> Result<(), String> {
+                if conn.is_none() {
+                    let s =
+                        std::net::TcpStream::connect(&addr).map_err(|e| format!("connect: {e}"))?;
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                        .ok();
+                    conn = Some(BufReader::new(s));
+                }
+                let c = conn.as_mut().expect("connection");
+                c.get_mut()
+                    .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                    .map_err(|e| format!("write: {e}"))?;
+                let mut status = String::new();
+                c.read_line(&mut status).map_err(|e| format!("read: {e}"))?;
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    c.read_line(&mut h).map_err(|e| format!("read: {e}"))?;
+                    if h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                c.read_exact(&mut body).map_err(|e| format!("body: {e}"))?;
+                if !status.contains(" 200 ") {
+                    return Err(format!("status {status:?}"));
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    conn = None;
+                    if errors.len() < 10 {
+                        errors.push(e);
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        (ok, failed, errors)
+    })
 }

@@ -1,0 +1,86 @@
+//! Crash safety on the local provider: the orchestrator killed with SIGKILL
+//! mid-roll, the fleet still serving, `status` naming the interrupted run,
+//! `resume` finishing it with nothing leaked.
+
+mod common;
+
+use common::{fleet_lock, http_load, FleetGuard, Repave};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn kill_9_mid_roll_then_resume() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("repave.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.local.groups.web]\nmin = 4\nmax = 8\ndesired = 4\nport = {port}\n\n[pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n[pipelines.web.rollout]\nwarmup = \"3s\"\n"
+        ),
+    )
+    .unwrap();
+    let c = config.display().to_string();
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 1_000_000);
+
+    let mut child = std::process::Command::new(common::exe())
+        .args(["--config", c.as_str(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the roll has started draining old instances.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run_id = loop {
+        assert!(Instant::now() < deadline, "roll never started");
+        let hist = Repave::new().args(["--config", c.as_str(), "--json", "history"]).run();
+        if let Some(id) = hist.json().get(0).and_then(|r| r["id"].as_str()).map(str::to_string) {
+            let logs = Repave::new().args(["--config", c.as_str(), "--json", "logs", id.as_str()]).run().json();
+            let drained = logs["events"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap_or("").starts_with("drain "));
+            if drained {
+                break id;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // The fleet keeps serving without its orchestrator; status names the
+    // interrupted run and what resume will do.
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+    let interrupted = &st[0]["interrupted"];
+    assert_eq!(interrupted[0]["run"], run_id.as_str(), "{st:#}");
+    assert!(interrupted[0]["resume"].as_str().unwrap().contains("roll"), "{interrupted}");
+
+    let v = Repave::new().args(["--config", c.as_str(), "--json", "resume", run_id.as_str()]).run().expect_code(0).json();
+    assert_eq!(v["state"], "succeeded");
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, errors) = load.join().unwrap();
+    assert!(ok > 100, "load ran: {ok}");
+    assert_eq!(failed, 0, "failed requests across kill and resume: {errors:?}");
+
+    // Every instance on the new image; one image created, not two.
+    let new_image = v["summary"]["new_image"].as_str().unwrap();
+    let st = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+    let instances = st[0]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 4);
+    assert!(instances.iter().all(|i| i["image"] == new_image), "{instances:?}");
+    let logs = Repave::new().args(["--config", c.as_str(), "--json", "logs", run_id.as_str()]).run().json();
+    let creates = logs["steps"].as_array().unwrap().iter().filter(|s| s["name"] == "create_image").count();
+    assert_eq!(creates, 1);
+    // No root left behind but the four members'.
+    let roots = std::fs::read_dir(dir.path().join(".repave/local/instances")).unwrap().count();
+    assert_eq!(roots, 4, "instance roots left behind");
+}
