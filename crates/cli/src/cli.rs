@@ -64,6 +64,8 @@ pub enum Command {
         /// Pipeline (default: every pipeline).
         pipeline: Option<String>,
     },
+    /// Images with their lineage (run, parent, patch manifest, bad marks).
+    Images(PipelineArg),
     /// Past runs, newest first.
     History {
         #[arg(long)]

@@ -51,6 +51,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Exit> {
         Command::Rollback(p) => commands::run::start(&cli, p, repave_store::RunKind::Rollback).await,
         Command::Resume { run } => commands::run::resume(&cli, run).await,
         Command::Status { pipeline } => commands::status::run(&cli, pipeline.as_deref()).await,
+        Command::Images(p) => commands::images::run(&cli, p.pipeline.as_deref()).await,
         Command::History { pipeline, limit } => commands::history::run(&cli, pipeline.as_deref(), *limit),
         Command::Logs { run } => commands::history::logs(&cli, run),
         Command::Simulate(args) => commands::simulate::run(&cli, args).await,

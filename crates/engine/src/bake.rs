@@ -95,6 +95,9 @@ pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOu
     let p = ctx.provider();
     let tags = run_tags(ctx, tag::ROLE_BUILDER);
     let existing = retry("launch_builder", || p.list_instances(&tags)).await?;
+    // A fresh token per attempt: the same token would hand back a builder
+    // that is already gone.
+    let attempt = existing.len();
     if let Some(i) = existing.into_iter().find(|i| !i.state.is_gone()) {
         ctx.log("launch_builder", format!("reusing builder {} of this run", i.id), serde_json::Value::Null);
         return Ok(BuilderOutput { builder: i.id });
@@ -110,7 +113,7 @@ pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOu
             command: vec![],
         },
         tags,
-        token: format!("{}-builder", ctx.run_id()),
+        token: format!("{}-builder-{attempt}", ctx.run_id()),
     };
     let inst = retry("launch_builder", || p.launch(req.clone())).await?;
     Ok(BuilderOutput { builder: inst.id })
@@ -141,9 +144,11 @@ async fn wait_state(ctx: &Ctx<'_>, step: &str, id: &InstanceId, want: InstanceSt
         let got = retry(step, || p.describe_instances(std::slice::from_ref(id))).await?;
         match got.first() {
             Some(i) if i.state == want => Ok(Some(())),
-            Some(i) if i.state.is_gone() && want != InstanceState::Terminated => {
-                Err(EngineError::Patch(format!("{id} is {:?}", i.state)))
-            }
+            Some(i) if i.state.is_gone() && want != InstanceState::Terminated => Err(EngineError::InstanceGone {
+                step: step.to_string(),
+                instance: id.to_string(),
+                state: format!("{:?}", i.state),
+            }),
             None if want == InstanceState::Terminated => Ok(Some(())),
             _ => Ok(None),
         }
@@ -393,8 +398,14 @@ async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineEr
     let cfg = &ctx.pipeline.test;
     let tags = run_tags(ctx, tag::ROLE_TEST);
     let existing = retry("test_image", || p.list_instances(&tags)).await?;
-    let id = match existing.into_iter().find(|i| !i.state.is_gone()) {
-        Some(i) => i.id,
+    let attempt = existing.len();
+    let reusable = existing.iter().find(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running));
+    // A test instance a killed run was stopping is not reused.
+    for i in existing.iter().filter(|i| matches!(i.state, InstanceState::Stopping | InstanceState::Stopped)) {
+        terminate(ctx, &i.id, "test_image").await?;
+    }
+    let id = match reusable {
+        Some(i) => i.id.clone(),
         None => {
             let g = retry("test_image", || p.describe_group(&ctx.pipeline.group)).await?;
             let spec = retry("test_image", || p.describe_launch_spec(&g.launch_spec)).await?;
@@ -402,7 +413,7 @@ async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineEr
                 image: image.clone(),
                 spec: spec.spec,
                 tags,
-                token: format!("{}-test", ctx.run_id()),
+                token: format!("{}-test-{attempt}", ctx.run_id()),
             };
             retry("test_image", || p.launch(req.clone())).await?.id
         }

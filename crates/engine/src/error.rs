@@ -19,6 +19,8 @@ pub enum EngineError {
     TestImage { image: String, reason: String },
     #[error("{step}: timed out after {seconds}s: {what}")]
     Timeout { step: String, seconds: u64, what: String },
+    #[error("{step}: instance {instance} is {state}")]
+    InstanceGone { step: String, instance: String, state: String },
     #[error("roll aborted: {0}")]
     RollAborted(String),
     #[error("verify: {0}")]

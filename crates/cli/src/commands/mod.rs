@@ -1,4 +1,5 @@
 pub mod history;
+pub mod images;
 pub mod init;
 pub mod local;
 pub mod run;

@@ -112,17 +112,24 @@ fn print_human(name: &str, r: &SimReport) {
         println!("  error:            {e}");
     }
     println!("  bake:             {}", secs(r.bake_seconds));
-    println!(
-        "  roll:             {}  (lower bound {}, efficiency {:.2})",
-        secs(r.roll_seconds),
-        secs(r.lower_bound_seconds),
-        r.efficiency
-    );
-    println!(
-        "  lock-step:        {}  (Instance Refresh batches; repave {:.0}% faster)",
-        secs(r.lockstep_roll_seconds),
-        100.0 * r.faster_than_lockstep
-    );
+    if r.state == "succeeded" {
+        println!(
+            "  roll:             {}  (lower bound {}, efficiency {:.2})",
+            secs(r.roll_seconds),
+            secs(r.lower_bound_seconds),
+            r.efficiency
+        );
+        println!(
+            "  lock-step:        {}  (Instance Refresh batches; repave {:.0}% faster)",
+            secs(r.lockstep_roll_seconds),
+            100.0 * r.faster_than_lockstep
+        );
+    } else {
+        println!(
+            "  roll:             did not complete (a lock-step roll would take {})",
+            secs(r.lockstep_roll_seconds)
+        );
+    }
     println!(
         "  min in service:   {} (floor {}), at most {} live (cap {})",
         r.min_in_service, r.floor, r.max_live, r.max_total
@@ -139,4 +146,7 @@ fn print_human(name: &str, r: &SimReport) {
         );
     }
     println!("  api calls:        {}", r.api_calls);
+    for w in &r.warnings {
+        println!("  warning:          {w}");
+    }
 }

@@ -9,7 +9,7 @@ use crate::exit::{self, Exit};
 use crate::progress::Bars;
 use anyhow::{anyhow, Context as _};
 use repave_core::ids::{Clock, SystemClock};
-use repave_core::provider::{Groups, Lifecycle, Provider, TargetState, Traffic};
+use repave_core::provider::{Groups, Lifecycle, Provider};
 use repave_local::LocalClient;
 use repave_store::RunKind;
 use serde_json::json;

@@ -1,0 +1,402 @@
+//! Commands through SSM Run Command: one SendCommand per instance (by
+//! InstanceIds), then GetCommandInvocation for that instance only, never
+//! ListCommandInvocations (moto lacks it, and it pages through everything).
+//!
+//! A [`CommandId`] is `"{ssm command id}/{instance id}/{kind}"`, so a result
+//! can be read (and its output interpreted) by a process that did not send
+//! the command.
+
+use crate::error::{malformed, map_sdk};
+use crate::patching::{self, CommandKind, DocParams, InstancePatch, Platform};
+use crate::AwsProvider;
+use async_trait::async_trait;
+use aws_sdk_ssm::types::{CommandInvocationStatus, PatchOrchestratorFilter};
+use repave_core::provider::{
+    CommandDocument, CommandRequest, CommandResult, CommandStatus, Commands, InstallReport, Result,
+};
+use repave_core::{CommandId, InstanceId, ProviderError};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often SendCommand is retried while the instance is not yet
+/// registered with SSM (`InvalidInstanceId` right after boot).
+const REGISTRATION_POLL: Duration = Duration::from_secs(5);
+
+fn encode(command: &str, instance: &InstanceId, kind: CommandKind) -> CommandId {
+    CommandId::new(format!("{command}/{instance}/{}", kind.as_str()))
+}
+
+fn decode(id: &CommandId) -> Result<(String, InstanceId, CommandKind)> {
+    let mut it = id.as_str().splitn(3, '/');
+    let (Some(c), Some(i), Some(k)) = (it.next(), it.next(), it.next()) else {
+        return Err(ProviderError::not_found(
+            "GetCommandInvocation",
+            format!("InvalidCommandId: {id} is not a repave AWS command id"),
+        ));
+    };
+    let kind = CommandKind::parse(k).ok_or_else(|| {
+        ProviderError::not_found(
+            "GetCommandInvocation",
+            format!("InvalidCommandId: unknown kind in {id}"),
+        )
+    })?;
+    Ok((c.to_string(), InstanceId::new(i), kind))
+}
+
+/// The script sent to AWS-RunShellScript / AWS-RunPowerShellScript: values
+/// are exported in a preamble, quoted, never spliced into the script.
+pub(crate) fn shell_commands(
+    platform: Platform,
+    script: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<String>> {
+    let mut lines = Vec::with_capacity(env.len() + 1);
+    for (k, v) in env {
+        if !patching::valid_env_name(k) {
+            return Err(ProviderError::permanent(
+                "SendCommand",
+                format!("InvalidParameters: environment variable name {k:?}"),
+            ));
+        }
+        lines.push(match platform {
+            Platform::Linux => format!("export {k}={}", patching::sh_quote(v)),
+            Platform::Windows => format!("$env:{k} = {}", patching::ps_quote(v)),
+        });
+    }
+    // The engine's readiness probe is the POSIX `true`, which PowerShell
+    // does not know.
+    if platform == Platform::Windows && script.trim() == "true" {
+        lines.push("exit 0".to_string());
+    } else {
+        lines.push(script.to_string());
+    }
+    Ok(lines)
+}
+
+fn status(s: Option<&CommandInvocationStatus>) -> CommandStatus {
+    match s {
+        Some(CommandInvocationStatus::Success) => CommandStatus::Success,
+        Some(CommandInvocationStatus::Failed) => CommandStatus::Failed,
+        Some(CommandInvocationStatus::TimedOut) => CommandStatus::TimedOut,
+        Some(CommandInvocationStatus::Cancelled) => CommandStatus::Cancelled,
+        Some(CommandInvocationStatus::InProgress) | Some(CommandInvocationStatus::Cancelling) => {
+            CommandStatus::InProgress
+        }
+        _ => CommandStatus::Pending,
+    }
+}
+
+impl AwsProvider {
+    /// Windows or Linux, from DescribeInstances (cached per instance).
+    pub(crate) async fn platform(&self, id: &InstanceId) -> Result<Platform> {
+        if let Some(p) = self.platforms.lock().expect("platform lock").get(id) {
+            return Ok(*p);
+        }
+        let found = self.describe_by_ids(std::slice::from_ref(id)).await?;
+        let i = found
+            .first()
+            .ok_or_else(|| crate::error::not_found("DescribeInstances", id))?;
+        let windows = i
+            .platform()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
+            || i.platform_details()
+                .is_some_and(|d| d.to_ascii_lowercase().contains("windows"));
+        let p = if windows {
+            Platform::Windows
+        } else {
+            Platform::Linux
+        };
+        self.platforms
+            .lock()
+            .expect("platform lock")
+            .insert(id.clone(), p);
+        Ok(p)
+    }
+
+    async fn instance_patches(
+        &self,
+        id: &InstanceId,
+        states: &[&str],
+    ) -> Result<Vec<InstancePatch>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        let filter = PatchOrchestratorFilter::builder()
+            .key("State")
+            .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
+            .build();
+        loop {
+            let page = self
+                .ssm
+                .describe_instance_patches()
+                .instance_id(id.as_str())
+                .filters(filter.clone())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk("DescribeInstancePatches", e))?;
+            out.extend(page.patches().iter().map(|p| InstancePatch {
+                id: if p.kb_id().is_empty() {
+                    p.title().to_string()
+                } else {
+                    p.kb_id().to_string()
+                },
+                title: p.title().to_string(),
+                classification: p.classification().to_string(),
+                severity: p.severity().to_string(),
+                state: p.state().as_str().to_string(),
+            }));
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turn a successful patch document's output into repave's JSON.
+    async fn interpret(
+        &self,
+        kind: CommandKind,
+        instance: &InstanceId,
+        selection: Option<&repave_core::patch::PatchSelection>,
+        raw: &str,
+    ) -> Result<String> {
+        let empty_ok = self.options.empty_patch_output_is_clean && raw.trim().is_empty();
+        let json =
+            |v: serde_json::Result<String>| v.map_err(|e| malformed("GetCommandInvocation", e));
+        match kind {
+            CommandKind::Shell => Ok(raw.to_string()),
+            CommandKind::WindowsScan => {
+                json(serde_json::to_string(&patching::parse_windows_scan(raw)))
+            }
+            CommandKind::WindowsInstall => {
+                json(serde_json::to_string(&patching::parse_windows_install(raw)))
+            }
+            CommandKind::LinuxScan if empty_ok => Ok("[]".into()),
+            CommandKind::LinuxInstall if empty_ok => {
+                json(serde_json::to_string(&InstallReport::default()))
+            }
+            CommandKind::LinuxScan => {
+                let patches = self
+                    .instance_patches(instance, &["Missing", "Failed"])
+                    .await?;
+                let all = repave_core::patch::PatchSelection::default();
+                json(serde_json::to_string(&patching::linux_scan_result(
+                    &patches,
+                    selection.unwrap_or(&all),
+                )))
+            }
+            CommandKind::LinuxInstall => {
+                let patches = self
+                    .instance_patches(instance, &["Installed", "InstalledPendingReboot", "Failed"])
+                    .await?;
+                json(serde_json::to_string(&patching::linux_install_result(
+                    &patches,
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Commands for AwsProvider {
+    /// SendCommand to one instance. Shell → AWS-RunShellScript (Linux) or
+    /// AWS-RunPowerShellScript (Windows); ScanUpdates / InstallUpdates → see
+    /// [`crate::patching`]. While the instance is not yet registered with SSM
+    /// (`InvalidInstanceId`), SendCommand is retried every 5 s within
+    /// `req.timeout`: that is the wait for the command channel.
+    async fn send_command(&self, req: CommandRequest) -> Result<CommandId> {
+        let platform = self.platform(&req.instance).await?;
+        let timeout = req.timeout.as_secs().clamp(30, 172_800);
+        let (document, kind, mut params): (&str, CommandKind, DocParams) =
+            match (&req.document, platform) {
+                (CommandDocument::Shell { script, env }, p) => {
+                    let mut params = DocParams::new();
+                    params.insert("commands".into(), shell_commands(p, script, env)?);
+                    let doc = if p == Platform::Windows {
+                        "AWS-RunPowerShellScript"
+                    } else {
+                        "AWS-RunShellScript"
+                    };
+                    (doc, CommandKind::Shell, params)
+                }
+                (CommandDocument::ScanUpdates { selection }, Platform::Windows) => (
+                    "AWS-InstallWindowsUpdates",
+                    CommandKind::WindowsScan,
+                    patching::windows_scan_params(selection),
+                ),
+                (
+                    CommandDocument::InstallUpdates {
+                        selection,
+                        ids,
+                        allow_reboot,
+                    },
+                    Platform::Windows,
+                ) => (
+                    "AWS-InstallWindowsUpdates",
+                    CommandKind::WindowsInstall,
+                    patching::windows_install_params(selection, ids, *allow_reboot),
+                ),
+                (CommandDocument::ScanUpdates { .. }, Platform::Linux) => (
+                    "AWS-RunPatchBaseline",
+                    CommandKind::LinuxScan,
+                    patching::linux_params(false),
+                ),
+                (CommandDocument::InstallUpdates { .. }, Platform::Linux) => (
+                    "AWS-RunPatchBaseline",
+                    CommandKind::LinuxInstall,
+                    patching::linux_params(true),
+                ),
+            };
+        if kind == CommandKind::Shell {
+            params.insert("executionTimeout".into(), vec![timeout.to_string()]);
+        }
+        let deadline = Instant::now() + req.timeout;
+        loop {
+            let mut call = self
+                .ssm
+                .send_command()
+                .instance_ids(req.instance.as_str())
+                .document_name(document)
+                .comment(truncate(&format!("repave {}", req.token), 100));
+            for (k, v) in &params {
+                call = call.parameters(k, v.clone());
+            }
+            match call.send().await {
+                Ok(out) => {
+                    let id = out
+                        .command()
+                        .and_then(|c| c.command_id())
+                        .ok_or_else(|| malformed("SendCommand", "no command id"))?;
+                    let id = encode(id, &req.instance, kind);
+                    if let CommandDocument::ScanUpdates { selection } = &req.document {
+                        self.selections
+                            .lock()
+                            .expect("selection lock")
+                            .insert(id.clone(), selection.clone());
+                    }
+                    return Ok(id);
+                }
+                Err(e) => {
+                    let e = map_sdk("SendCommand", e);
+                    let unregistered = e.message.starts_with("InvalidInstanceId");
+                    if unregistered && Instant::now() + REGISTRATION_POLL < deadline {
+                        tokio::time::sleep(REGISTRATION_POLL).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// GetCommandInvocation for the command's one instance. An invocation
+    /// SSM has not recorded yet (`InvocationDoesNotExist` just after
+    /// SendCommand) is `Pending`.
+    async fn command_result(&self, id: &CommandId) -> Result<CommandResult> {
+        let (command, instance, kind) = decode(id)?;
+        let out = match self
+            .ssm
+            .get_command_invocation()
+            .command_id(&command)
+            .instance_id(instance.as_str())
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let e = map_sdk("GetCommandInvocation", e);
+                if e.message.starts_with("InvocationDoesNotExist") {
+                    return Ok(CommandResult {
+                        id: id.clone(),
+                        status: CommandStatus::Pending,
+                        exit_code: None,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                    });
+                }
+                return Err(e);
+            }
+        };
+        let st = status(out.status());
+        let raw = out
+            .standard_output_content()
+            .unwrap_or_default()
+            .to_string();
+        let mut stderr = out.standard_error_content().unwrap_or_default().to_string();
+        let exit_code =
+            (st.is_terminal() && out.response_code() >= 0).then_some(out.response_code());
+        let stdout = if st == CommandStatus::Success && kind != CommandKind::Shell {
+            // Keep the document's own log next to the interpreted result.
+            if !raw.trim().is_empty() {
+                stderr = format!(
+                    "{stderr}\n--- {} output ---\n{raw}",
+                    out.document_name().unwrap_or("document")
+                );
+            }
+            let selection = self
+                .selections
+                .lock()
+                .expect("selection lock")
+                .get(id)
+                .cloned();
+            self.interpret(kind, &instance, selection.as_ref(), &raw)
+                .await?
+        } else {
+            raw
+        };
+        Ok(CommandResult {
+            id: id.clone(),
+            status: st,
+            exit_code,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_ids_round_trip() {
+        let id = encode(
+            "abc-123",
+            &InstanceId::new("i-0abc"),
+            CommandKind::LinuxInstall,
+        );
+        let (c, i, k) = decode(&id).expect("decodes");
+        assert_eq!(
+            (c.as_str(), i.as_str(), k),
+            ("abc-123", "i-0abc", CommandKind::LinuxInstall)
+        );
+        assert!(decode(&CommandId::new("nonsense")).is_err());
+    }
+
+    #[test]
+    fn env_goes_in_a_quoted_preamble() {
+        let mut env = BTreeMap::new();
+        env.insert("GREETING".to_string(), "it's $(whoami)".to_string());
+        let lines = shell_commands(Platform::Linux, "echo \"$GREETING\"", &env).expect("valid");
+        assert_eq!(
+            lines,
+            vec![
+                r"export GREETING='it'\''s $(whoami)'".to_string(),
+                "echo \"$GREETING\"".to_string()
+            ]
+        );
+        let lines =
+            shell_commands(Platform::Windows, "Write-Output $env:GREETING", &env).expect("valid");
+        assert_eq!(lines[0], "$env:GREETING = 'it''s $(whoami)'");
+        let probe = shell_commands(Platform::Windows, "true", &BTreeMap::new()).expect("valid");
+        assert_eq!(probe, vec!["exit 0".to_string()]);
+        env.insert("BAD NAME".into(), "x".into());
+        assert!(shell_commands(Platform::Linux, "true", &env).is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! repave-aws: the AWS provider. EC2 (images, instances, launch templates),
+//! Auto Scaling (groups, launch configurations), SSM (Run Command, golden
+//! parameter) and ELBv2 (target health, draining) through `aws-sdk-rust`.
+//!
+//! Construction follows the standard AWS chain: credentials, region and
+//! profile from the environment and `~/.aws`, overridden by the pipeline's
+//! `[provider.aws]` table; `AWS_ENDPOINT_URL` (moto, LocalStack) is honoured.
+//!
+//! Every SDK error becomes a [`repave_core::ProviderError`] classified as
+//! transient / throttled / not found / permanent, its message carrying the
+//! AWS error code (see [`error`]). Every API call is counted by operation
+//! ([`AwsProvider::api_calls`]).
+
+mod commands;
+mod convert;
+mod counter;
+pub mod error;
+mod gc;
+mod groups;
+pub mod iam;
+mod images;
+mod instances;
+mod launch_config;
+mod launch_template;
+mod parameters;
+pub mod patching;
+pub mod plan;
+pub mod refresh;
+mod traffic;
+
+pub use error::AwsError;
+pub use groups::LAUNCH_CONFIGURATION_PREFIX;
+pub use iam::iam_policy;
+pub use plan::Preflight;
+pub use refresh::{refresh_preferences, RefreshState, RefreshStatus};
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use counter::CallCounter;
+use repave_core::provider::{Provider, TargetState};
+use repave_core::{InstanceId, Timestamp};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Behaviour switches that are not part of the pipeline config.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Treat a successful patch command with empty output as "nothing to
+    /// install" / "nothing installed" instead of consulting Patch Manager.
+    /// Emulators (moto) run no command and return empty output; never set
+    /// this against real AWS.
+    pub empty_patch_output_is_clean: bool,
+}
+
+/// The AWS provider: one set of SDK clients sharing one configuration and
+/// one API call counter.
+pub struct AwsProvider {
+    pub(crate) ec2: aws_sdk_ec2::Client,
+    pub(crate) asg: aws_sdk_autoscaling::Client,
+    pub(crate) ssm: aws_sdk_ssm::Client,
+    pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub(crate) options: AwsOptions,
+    counter: CallCounter,
+    /// Target group ARNs per Auto Scaling group, refreshed by every
+    /// `describe_group` so a roll tick costs no extra describe.
+    pub(crate) target_groups: Mutex<HashMap<String, Vec<String>>>,
+    /// First time this process saw each instance in its current balancer
+    /// state (ELB reports no transition times).
+    pub(crate) target_since: Mutex<HashMap<InstanceId, (TargetState, Timestamp)>>,
+    /// Image id and launch time of every group member seen (immutable per
+    /// instance), so roll ticks describe only new members.
+    pub(crate) member_cache: Mutex<HashMap<InstanceId, (repave_core::ImageId, Timestamp)>>,
+    /// Members "drained" from groups without target groups: there is no
+    /// balancer to drain from, so they read as unused at once.
+    pub(crate) drained: Mutex<std::collections::HashSet<(String, InstanceId)>>,
+    /// Platform of instances commands were sent to ("windows" / "linux").
+    pub(crate) platforms: Mutex<HashMap<InstanceId, patching::Platform>>,
+    /// Patch selection of each scan this process sent (a resumed process
+    /// without it reports every missing patch; the baseline still applies).
+    pub(crate) selections:
+        Mutex<HashMap<repave_core::CommandId, repave_core::patch::PatchSelection>>,
+}
+
+impl std::fmt::Debug for AwsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsProvider")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SDK retry policy: standard mode (exponential backoff with jitter,
+/// throttling-aware), five attempts. The engine retries on top of this for
+/// errors that outlast it.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(5)
+        .with_initial_backoff(Duration::from_millis(200))
+}
+
+impl AwsProvider {
+    /// Build from the pipeline's `[provider.aws]` table with the standard
+    /// credential chain. `profile`, `region` and `endpoint_url` override the
+    /// environment; `AWS_ENDPOINT_URL` is read by aws-config itself.
+    pub async fn from_config(
+        cfg: &repave_core::config::AwsProvider,
+        options: AwsOptions,
+    ) -> Result<AwsProvider, AwsError> {
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).retry_config(retry_config());
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &cfg.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(u) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(u);
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(AwsError::NoRegion);
+        }
+        Ok(Self::from_sdk_config(&sdk, options))
+    }
+
+    /// Build from an already loaded SDK configuration (tests, embedding).
+    pub fn from_sdk_config(sdk: &SdkConfig, options: AwsOptions) -> AwsProvider {
+        let counter = CallCounter::default();
+        let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build();
+        let asg = aws_sdk_autoscaling::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build();
+        let ssm = aws_sdk_ssm::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build();
+        let elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build();
+        AwsProvider {
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            asg: aws_sdk_autoscaling::Client::from_conf(asg),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
+            options,
+            counter,
+            target_groups: Mutex::new(HashMap::new()),
+            target_since: Mutex::new(HashMap::new()),
+            platforms: Mutex::new(HashMap::new()),
+            drained: Mutex::new(std::collections::HashSet::new()),
+            member_cache: Mutex::new(HashMap::new()),
+            selections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// AWS API calls made so far (every HTTP attempt, retries included), by
+    /// operation name (`DescribeInstances`, `SendCommand`, ...).
+    pub fn api_calls(&self) -> BTreeMap<String, u64> {
+        self.counter.snapshot()
+    }
+
+    /// Sum of [`Self::api_calls`].
+    pub fn api_call_total(&self) -> u64 {
+        self.counter.snapshot().values().sum()
+    }
+}
+
+impl Provider for AwsProvider {
+    fn name(&self) -> &str {
+        "aws"
+    }
+}

@@ -1,0 +1,163 @@
+//! Read-only preflight for `repave plan`: what a run would use and replace,
+//! and the problems found before anything is created. Nothing here changes
+//! the account; the builder launch is checked with EC2 `DryRun`
+//! (`DryRunOperation` = it would have succeeded).
+
+use crate::error::map_sdk;
+use crate::groups::LAUNCH_CONFIGURATION_PREFIX;
+use crate::AwsProvider;
+use aws_sdk_ec2::types::{IamInstanceProfileSpecification, InstanceType};
+use repave_core::config::Pipeline;
+use repave_core::provider::{Groups, ImageState, Images, Lifecycle, Parameters};
+use repave_core::{ImageId, InstanceId};
+use serde::{Deserialize, Serialize};
+
+/// What a run of the pipeline would do, and what stands in its way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preflight {
+    /// The golden parameter's image (the builder's source).
+    pub source_image: Option<ImageId>,
+    /// The group's launch spec as it names itself (`$Latest` unresolved).
+    pub launch_spec: Option<String>,
+    /// Members a roll onto a new image would replace.
+    pub would_replace: Vec<InstanceId>,
+    /// Protected or standby members (the policy decides skip / wait / fail).
+    pub held: Vec<InstanceId>,
+    /// Everything that would make the run fail or misbehave, in words.
+    pub problems: Vec<String>,
+}
+
+impl AwsProvider {
+    /// Check everything a run of `pipeline` touches, read-only.
+    pub async fn preflight(&self, pipeline: &Pipeline) -> repave_core::provider::Result<Preflight> {
+        let mut out = Preflight::default();
+        match self.get_parameter(&pipeline.parameter).await {
+            Ok(p) => out.source_image = Some(ImageId::new(p.value.trim())),
+            Err(e) if e.is_not_found() => out.problems.push(format!(
+                "golden parameter {} does not exist",
+                pipeline.parameter
+            )),
+            Err(e) => return Err(e),
+        }
+        if let Some(img) = out.source_image.clone() {
+            match self.describe_image(&img).await {
+                Ok(i) if i.state == ImageState::Available => {}
+                Ok(i) => out.problems.push(format!(
+                    "source image {img} is {:?}, not available",
+                    i.state
+                )),
+                Err(e) if e.is_not_found() => out
+                    .problems
+                    .push(format!("source image {img} does not exist")),
+                Err(e) => return Err(e),
+            }
+        }
+        match self.describe_asg(&pipeline.group).await {
+            Ok(g) => {
+                if let Some(t) = g.launch_template() {
+                    let v = t.version().unwrap_or("$Default");
+                    out.launch_spec = Some(format!(
+                        "{}:{v}",
+                        t.launch_template_id()
+                            .or(t.launch_template_name())
+                            .unwrap_or_default()
+                    ));
+                    if v.parse::<u64>().is_err() {
+                        out.problems.push(format!(
+                            "group {} uses launch template version {v}: a rollback needs a numbered version (publish will pin one)",
+                            pipeline.group
+                        ));
+                    }
+                } else if let Some(lc) = g.launch_configuration_name() {
+                    out.launch_spec = Some(format!("{LAUNCH_CONFIGURATION_PREFIX}{lc}"));
+                } else if g.mixed_instances_policy().is_some() {
+                    out.problems.push(format!(
+                        "group {} uses a mixed instances policy, which repave does not publish to",
+                        pipeline.group
+                    ));
+                } else {
+                    out.problems.push(format!(
+                        "group {} has no launch template or configuration",
+                        pipeline.group
+                    ));
+                }
+            }
+            Err(e) if e.is_not_found() => out
+                .problems
+                .push(format!("group {} does not exist", pipeline.group)),
+            Err(e) => return Err(e),
+        }
+        if out.launch_spec.is_some() {
+            let g = self.describe_group(&pipeline.group).await?;
+            for m in &g.members {
+                // A new image differs from every member's, so every member
+                // that is not held would be replaced.
+                if m.protected || m.lifecycle == Lifecycle::Standby {
+                    out.held.push(m.id.clone());
+                } else if !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated) {
+                    out.would_replace.push(m.id.clone());
+                }
+            }
+            if !out.held.is_empty() {
+                let ids: Vec<String> = out.held.iter().map(|i| i.to_string()).collect();
+                out.problems.push(format!(
+                    "protected or standby instances: {} (policy: protected {:?}, standby {:?})",
+                    ids.join(", "),
+                    pipeline.rollout.protected,
+                    pipeline.rollout.standby
+                ));
+            }
+        }
+        if let Some(img) = out.source_image.clone() {
+            if let Some(p) = self.dry_run_builder(pipeline, &img).await? {
+                out.problems.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// RunInstances with DryRun for the builder: `None` when it would work.
+    async fn dry_run_builder(
+        &self,
+        pipeline: &Pipeline,
+        image: &ImageId,
+    ) -> repave_core::provider::Result<Option<String>> {
+        let b = &pipeline.builder;
+        let mut call = self
+            .ec2
+            .run_instances()
+            .dry_run(true)
+            .image_id(image.as_str())
+            .min_count(1)
+            .max_count(1)
+            .set_subnet_id(b.subnet.clone())
+            .set_security_group_ids(Some(b.security_groups.clone()).filter(|v| !v.is_empty()));
+        if let Some(t) = &b.instance_type {
+            call = call.instance_type(InstanceType::from(t.as_str()));
+        }
+        if let Some(p) = &b.instance_profile {
+            let spec = if p.starts_with("arn:") {
+                IamInstanceProfileSpecification::builder().arn(p).build()
+            } else {
+                IamInstanceProfileSpecification::builder().name(p).build()
+            };
+            call = call.iam_instance_profile(spec);
+        }
+        match call.send().await {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                let e = map_sdk("RunInstances", e);
+                if e.message.starts_with("DryRunOperation") {
+                    Ok(None)
+                } else if e.is_retryable() {
+                    Err(e)
+                } else {
+                    Ok(Some(format!(
+                        "the builder could not be launched: {}",
+                        e.message
+                    )))
+                }
+            }
+        }
+    }
+}

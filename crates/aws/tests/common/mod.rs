@@ -1,0 +1,478 @@
+//! Fixtures for the moto tests: a provider bound to a fresh moto account
+//! (the `x-moto-account-id` header isolates every test), and a fleet (VPC,
+//! subnets, golden image, parameter, launch template or configuration, ALB
+//! target group, Auto Scaling group) built with the SDK directly.
+
+#![allow(dead_code)]
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::config::Credentials;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use repave_aws::{AwsOptions, AwsProvider};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The moto endpoint; tests fail (never skip) without it.
+pub fn endpoint() -> String {
+    std::env::var("REPAVE_MOTO_ENDPOINT").unwrap_or_else(|_| {
+        panic!("REPAVE_MOTO_ENDPOINT is not set: start moto with `export REPAVE_MOTO_ENDPOINT=$(scripts/moto.sh start)`")
+    })
+}
+
+/// A fresh 12-digit account id per call.
+pub fn new_account() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!(
+        "{:012}",
+        (t / 1000 % 1_000_000_000) * 1000 + n % 1000 + std::process::id() as u64 % 7
+    )
+}
+
+#[derive(Debug, Clone)]
+struct AccountClient {
+    inner: SharedHttpClient,
+    account: String,
+}
+
+#[derive(Debug)]
+struct AccountConnector {
+    inner: SharedHttpConnector,
+    account: String,
+}
+
+impl HttpConnector for AccountConnector {
+    fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+        request
+            .headers_mut()
+            .insert("x-moto-account-id", self.account.clone());
+        self.inner.call(request)
+    }
+}
+
+impl HttpClient for AccountClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(AccountConnector {
+            inner: self.inner.http_connector(settings, components),
+            account: self.account.clone(),
+        })
+    }
+}
+
+/// SDK config for moto in `account`.
+pub async fn sdk_config(account: &str) -> SdkConfig {
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .retry_config(repave_aws::retry_config())
+        .load()
+        .await;
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    let inner = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .build_https();
+    base.to_builder()
+        .http_client(AccountClient {
+            inner,
+            account: account.to_string(),
+        })
+        .build()
+}
+
+pub struct Moto {
+    pub account: String,
+    pub sdk: SdkConfig,
+    pub ec2: aws_sdk_ec2::Client,
+    pub asg: aws_sdk_autoscaling::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+}
+
+impl Moto {
+    pub async fn new() -> Moto {
+        let account = new_account();
+        let sdk = sdk_config(&account).await;
+        Moto {
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            asg: aws_sdk_autoscaling::Client::new(&sdk),
+            ssm: aws_sdk_ssm::Client::new(&sdk),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+            account,
+            sdk,
+        }
+    }
+
+    /// The provider under test, in this account, with moto's empty patch
+    /// output read as "nothing to install".
+    pub fn provider(&self) -> AwsProvider {
+        AwsProvider::from_sdk_config(
+            &self.sdk,
+            AwsOptions {
+                empty_patch_output_is_clean: true,
+            },
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecKind {
+    Template,
+    Configuration,
+}
+
+/// What the fixture built.
+pub struct Fleet {
+    pub vpc: String,
+    pub subnets: Vec<String>,
+    pub security_group: String,
+    pub golden: String,
+    pub parameter: String,
+    pub group: String,
+    pub target_group: String,
+    pub launch_template: Option<String>,
+    pub launch_configuration: Option<String>,
+}
+
+pub const USER_DATA: &str = "IyEvYmluL3NoCmVjaG8gaGVsbG8K"; // "#!/bin/sh\necho hello\n"
+pub const DESCRIPTION: &str = "golden image of the web fleet";
+
+impl Moto {
+    /// An AMI owned by this account: launch from any public AMI moto
+    /// ships, then CreateImage.
+    pub async fn make_image(&self, name: &str, subnet: &str) -> String {
+        self.make_image_on(name, subnet, false).await
+    }
+
+    /// Like [`Moto::make_image`], from a Windows AMI when `windows`.
+    pub async fn make_image_on(&self, name: &str, subnet: &str, windows: bool) -> String {
+        let public = self
+            .ec2
+            .describe_images()
+            .owners("amazon")
+            .send()
+            .await
+            .expect("describe public images");
+        let src = public
+            .images()
+            .iter()
+            .filter(|i| i.platform().is_some_and(|p| p.as_str() == "windows") == windows)
+            .find_map(|i| i.image_id())
+            .expect("moto ships public images")
+            .to_string();
+        let run = self
+            .ec2
+            .run_instances()
+            .image_id(&src)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(subnet)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .send()
+            .await
+            .expect("run instance");
+        let id = run.instances()[0].instance_id().expect("id").to_string();
+        let img = self
+            .ec2
+            .create_image()
+            .instance_id(&id)
+            .name(name)
+            .send()
+            .await
+            .expect("create image");
+        self.ec2
+            .terminate_instances()
+            .instance_ids(&id)
+            .send()
+            .await
+            .expect("terminate");
+        img.image_id().expect("image id").to_string()
+    }
+
+    pub async fn fleet(&self, kind: SpecKind, desired: i32) -> Fleet {
+        self.fleet_on(kind, desired, false).await
+    }
+
+    /// A fleet whose golden image is Windows when `windows`.
+    pub async fn fleet_on(&self, kind: SpecKind, desired: i32, windows: bool) -> Fleet {
+        let vpc = self
+            .ec2
+            .create_vpc()
+            .cidr_block("10.20.0.0/16")
+            .send()
+            .await
+            .expect("vpc");
+        let vpc = vpc
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .expect("vpc id")
+            .to_string();
+        let mut subnets = Vec::new();
+        for (i, az) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+            let s = self
+                .ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(format!("10.20.{i}.0/24"))
+                .availability_zone(*az)
+                .send()
+                .await
+                .expect("subnet");
+            subnets.push(
+                s.subnet()
+                    .and_then(|s| s.subnet_id())
+                    .expect("subnet id")
+                    .to_string(),
+            );
+        }
+        let sg = self
+            .ec2
+            .create_security_group()
+            .group_name("web")
+            .description("web")
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("sg");
+        let security_group = sg.group_id().expect("sg id").to_string();
+        let golden = self.make_image_on("golden-v1", &subnets[0], windows).await;
+        let parameter = "/repave/web/latestAmi".to_string();
+        self.ssm
+            .put_parameter()
+            .name(&parameter)
+            .value(&golden)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .description(DESCRIPTION)
+            .send()
+            .await
+            .expect("parameter");
+
+        let tg = self
+            .elb
+            .create_target_group()
+            .name("web-tg")
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&vpc)
+            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
+            .send()
+            .await
+            .expect("target group");
+        let target_group = tg.target_groups()[0]
+            .target_group_arn()
+            .expect("tg arn")
+            .to_string();
+        let lb = self
+            .elb
+            .create_load_balancer()
+            .name("web-alb")
+            .set_subnets(Some(subnets.clone()))
+            .security_groups(&security_group)
+            .send()
+            .await
+            .expect("alb");
+        let lb_arn = lb.load_balancers()[0]
+            .load_balancer_arn()
+            .expect("lb arn")
+            .to_string();
+        self.elb
+            .create_listener()
+            .load_balancer_arn(&lb_arn)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(80)
+            .default_actions(
+                aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                    .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+                    .target_group_arn(&target_group)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("listener");
+
+        let group = "web-asg".to_string();
+        let mut create = self
+            .asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(&group)
+            .min_size(1)
+            .max_size(desired * 2 + 2)
+            .desired_capacity(desired)
+            .vpc_zone_identifier(subnets.join(","))
+            .target_group_arns(&target_group);
+        let (mut launch_template, mut launch_configuration) = (None, None);
+        match kind {
+            SpecKind::Template => {
+                // No UserData: moto 5.2 stores it unencoded in versions made
+                // by CreateLaunchTemplateVersion and then fails every
+                // launch from them (500). Copying it is unit-tested.
+                self.ec2
+                    .create_key_pair()
+                    .key_name("web-key")
+                    .send()
+                    .await
+                    .expect("key pair");
+                let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(&golden)
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .security_group_ids(&security_group)
+                    .key_name("web-key")
+                    .metadata_options(
+                        aws_sdk_ec2::types::LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                            .http_tokens(
+                                aws_sdk_ec2::types::LaunchTemplateHttpTokensState::Required,
+                            )
+                            .build(),
+                    )
+                    .tag_specifications(
+                        aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder()
+                            .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                            .tags(
+                                aws_sdk_ec2::types::Tag::builder()
+                                    .key("app")
+                                    .value("web")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build();
+                let lt = self
+                    .ec2
+                    .create_launch_template()
+                    .launch_template_name("web-lt")
+                    .launch_template_data(data)
+                    .send()
+                    .await
+                    .expect("lt");
+                let id = lt
+                    .launch_template()
+                    .and_then(|t| t.launch_template_id())
+                    .expect("lt id")
+                    .to_string();
+                create = create.launch_template(
+                    aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                        .launch_template_id(&id)
+                        .version("1")
+                        .build(),
+                );
+                launch_template = Some(id);
+            }
+            SpecKind::Configuration => {
+                self.asg
+                    .create_launch_configuration()
+                    .launch_configuration_name("web-lc")
+                    .image_id(&golden)
+                    .instance_type("t3.micro")
+                    .security_groups(&security_group)
+                    .user_data(USER_DATA)
+                    .send()
+                    .await
+                    .expect("lc");
+                create = create.launch_configuration_name("web-lc");
+                launch_configuration = Some("web-lc".to_string());
+            }
+        }
+        create.send().await.expect("asg");
+        Fleet {
+            vpc,
+            subnets,
+            security_group,
+            golden,
+            parameter,
+            group,
+            target_group,
+            launch_template,
+            launch_configuration,
+        }
+    }
+
+    /// Image ids of the group's in-service members, from EC2.
+    pub async fn member_images(&self, group: &str) -> Vec<(String, String)> {
+        let g = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .expect("asg");
+        let ids: Vec<String> = g.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        if ids.is_empty() {
+            return vec![];
+        }
+        let d = self
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids))
+            .send()
+            .await
+            .expect("instances");
+        let mut out: Vec<(String, String)> = d
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                (
+                    i.instance_id().unwrap_or_default().to_string(),
+                    i.image_id().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// A pipeline for the fixture's fleet, parsed from TOML like a user's.
+pub fn pipeline(fleet: &Fleet) -> repave_core::config::Pipeline {
+    let src = format!(
+        r#"
+[providers.aws]
+region = "us-east-1"
+
+[pipelines.web]
+provider = "aws"
+group = "{group}"
+parameter = "{parameter}"
+image_timeout = "60s"
+
+[pipelines.web.builder]
+instance_type = "t3.micro"
+subnet = "{subnet}"
+security_groups = ["{sg}"]
+platform = "linux"
+ready_timeout = "60s"
+
+[pipelines.web.test]
+timeout = "30s"
+
+[pipelines.web.rollout]
+min_healthy_percent = 100
+max_healthy_percent = 200
+warmup = "0s"
+health_grace = "30s"
+timeout = "120s"
+"#,
+        group = fleet.group,
+        parameter = fleet.parameter,
+        subnet = fleet.subnets[0],
+        sg = fleet.security_group,
+    );
+    let cfg = repave_core::config::parse(&src, "repave.toml").expect("pipeline parses");
+    cfg.pipelines.get("web").expect("web pipeline").clone()
+}

@@ -1,0 +1,160 @@
+//! `kill -9` at seeded instants spread over every step of a run, each
+//! followed by `repave resume`; load runs at the balancer throughout.
+//! After each cycle: the run succeeded, one image per run, the golden
+//! parameter only ever named images that exist, no builder or test
+//! instance left, every instance on the run's image; and across all of it
+//! not one failed request.
+
+mod common;
+
+use common::{fleet_lock, http_load, FleetGuard, Repave};
+use repave_store::{RunFilter, StepState, Store};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KILLS: u64 = 30;
+const STEPS: &[&str] = &[
+    "resolve",
+    "launch_builder",
+    "wait_ready",
+    "scan",
+    "patch",
+    "stop_builder",
+    "create_image",
+    "terminate_builder",
+    "test_image",
+    "publish",
+    "roll",
+    "verify",
+    "retain",
+];
+
+/// xorshift64*: a seeded, dependency-free generator.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn newest_run(store: &Store) -> Option<repave_store::RunRecord> {
+    store.list_runs(&RunFilter { limit: Some(1), ..Default::default() }).unwrap().into_iter().next()
+}
+
+fn images(c: &str) -> Vec<serde_json::Value> {
+    Repave::new().args(["--config", c, "--json", "images"]).run().expect_code(0).json().as_array().unwrap().clone()
+}
+
+#[test]
+fn kill_9_anywhere_then_resume() {
+    let _l = fleet_lock();
+    let seed: u64 = std::env::var("REPAVE_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026);
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("repave.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.local.groups.web]\nmin = 3\nmax = 6\ndesired = 3\nport = {port}\n\n\
+             [pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n\
+             [pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n"
+        ),
+    )
+    .unwrap();
+    let c = config.display().to_string();
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
+    let store = Store::open(&dir.path().join(".repave/repave.db")).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 5_000_000);
+    let mut interrupted_in: BTreeMap<String, u32> = BTreeMap::new();
+
+    for i in 0..KILLS {
+        let target = STEPS[(i as usize) % STEPS.len()];
+        let delay = Duration::from_millis(rng.next() % 250);
+        let before = newest_run(&store).map(|r| r.id);
+        let mut child = std::process::Command::new(common::exe())
+            .args(["--config", c.as_str(), "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for the target step to start (or the run to end), then a
+        // seeded delay, then SIGKILL.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "kill {i}: step {target} never started");
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if let Some(r) = newest_run(&store).filter(|r| Some(&r.id) != before.as_ref()) {
+                if store.step(&r.id, target).unwrap().is_some() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(delay);
+        let _already_exited = child.kill();
+        child.wait().unwrap();
+
+        let Some(run) = newest_run(&store).filter(|r| Some(&r.id) != before.as_ref()) else {
+            // Killed before the run was even recorded: nothing to resume.
+            *interrupted_in.entry("before the run existed".into()).or_default() += 1;
+            continue;
+        };
+        let running = store.steps(&run.id).unwrap().into_iter().find(|s| s.state == StepState::Running).map(|s| s.name);
+        *interrupted_in.entry(running.clone().unwrap_or_else(|| "between steps".into())).or_default() += 1;
+
+        let state = store.get_run(&run.id).unwrap().unwrap().state;
+        if !state.is_terminal() {
+            let v = Repave::new().args(["--config", c.as_str(), "--json", "resume", run.id.as_str()]).run();
+            assert_eq!(v.code, 0, "kill {i} in {running:?}: resume failed\n{}\n{}", v.stdout, v.stderr);
+        }
+        let record = store.get_run(&run.id).unwrap().unwrap();
+        assert_eq!(record.state.as_str(), "succeeded", "kill {i} in {running:?}: {:?}", record.error);
+        check_invariants(&c, dir.path(), &run.id.to_string(), i);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, errors) = load.join().unwrap();
+    eprintln!("kills by step: {interrupted_in:?}; requests ok {ok}, failed {failed}");
+    assert_eq!(failed, 0, "failed requests across kills and resumes: {errors:?}");
+    // The kills really were spread over the run.
+    let mid_step = interrupted_in.keys().filter(|k| STEPS.contains(&k.as_str())).count();
+    assert!(mid_step >= 6, "kills landed in too few steps: {interrupted_in:?}");
+}
+
+fn check_invariants(c: &str, dir: &Path, run: &str, i: u64) {
+    let all = images(c);
+    let of_run: Vec<_> = all.iter().filter(|img| img["tags"]["repave:run"] == run).collect();
+    assert_eq!(of_run.len(), 1, "kill {i}: run {run} created {} images", of_run.len());
+    let image = of_run[0]["id"].as_str().unwrap();
+    let st = Repave::new().args(["--config", c, "--json", "status"]).run().expect_code(0).json();
+    let existing: Vec<&str> = all.iter().filter(|i| i["state"] == "available").map(|i| i["id"].as_str().unwrap()).collect();
+    // The current golden image exists; older values may have been retired by
+    // retention only once outside the rollback window.
+    let versions = st[0]["parameter"]["versions"].as_array().unwrap();
+    let current = versions.last().unwrap()["value"].as_str().unwrap();
+    assert_eq!(current, image, "kill {i}: parameter not on the run's image");
+    assert!(existing.contains(&current), "kill {i}: golden parameter names a missing image {current}");
+    let instances = st[0]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 3, "kill {i}: {instances:?}");
+    assert!(instances.iter().all(|m| m["image"] == image), "kill {i}: {instances:?}");
+    // Only the members have roots; no builder or test instance is alive.
+    let roots: Vec<String> = std::fs::read_dir(dir.join(".repave/local/instances"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let members: Vec<&str> = instances.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    for r in &roots {
+        assert!(members.contains(&r.as_str()), "kill {i}: instance root {r} left behind (members {members:?})");
+    }
+}
