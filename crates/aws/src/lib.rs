@@ -172,4 +172,7 @@ impl Provider for AwsProvider {
     fn name(&self) -> &str {
         "aws"
     }
+    fn api_calls(&self) -> BTreeMap<String, u64> {
+        AwsProvider::api_calls(self)
+    }
 }

@@ -54,6 +54,16 @@ pub enum Command {
     Roll(PipelineArg),
     /// Put the golden parameter, launch spec and fleet back on the previous image.
     Rollback(PipelineArg),
+    /// Read-only preflight: what a run would create and replace, and the problems in its way.
+    Plan(PipelineArg),
+    /// Terminate leftover builders and test instances; deregister bad or surplus images nothing references.
+    Gc {
+        /// Only say what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the least-privilege IAM policy (JSON) an AWS pipeline needs.
+    IamPolicy(PipelineArg),
     /// Continue an interrupted or paused run from its journal.
     Resume {
         /// Run id (see `repave history`).
@@ -81,6 +91,8 @@ pub enum Command {
     /// Predict a run in virtual time: bake and roll durations, the lower
     /// bound, minimum capacity, whether it fits the window.
     Simulate(crate::commands::simulate::SimulateArgs),
+    /// Scheduler for maintenance windows, HTTP JSON API, dashboard and /metrics in one process.
+    Serve(crate::commands::serve::ServeArgs),
     /// Manage the local fleet's background process.
     Local {
         #[command(subcommand)]

@@ -68,10 +68,31 @@ impl Loaded {
     pub async fn provider(&self, pipeline: &Pipeline) -> Result<Arc<dyn Provider>, Exit> {
         match pipeline.provider.as_str() {
             "local" => Ok(Arc::new(self.local().await?)),
-            other => Err(Exit::bad_input(anyhow!(
-                "provider {other:?} is not available in this build (the AWS provider is not built yet; see README)"
-            ))),
+            "aws" => Ok(Arc::new(self.aws().await?)),
+            other => Err(Exit::bad_input(anyhow!("unknown provider {other:?}"))),
         }
+    }
+
+    pub async fn aws(&self) -> Result<repave_aws::AwsProvider, Exit> {
+        let cfg = self.config.providers.aws.clone().unwrap_or_default();
+        let options = repave_aws::AwsOptions { empty_patch_output_is_clean: cfg.emulator };
+        repave_aws::AwsProvider::from_config(&cfg, options)
+            .await
+            .context("configuring the AWS provider")
+            .map_err(Exit::failed)
+    }
+
+    /// Engine timing for a pipeline's provider: the local fleet is observed
+    /// every 100 ms; AWS at `poll_interval` (each look costs API calls).
+    pub fn engine_options(&self, pipeline: &Pipeline) -> repave_engine::EngineOptions {
+        let mut opts = repave_engine::EngineOptions::default();
+        if pipeline.provider == "aws" {
+            let poll = self.config.providers.aws.clone().unwrap_or_default().poll_interval.get();
+            opts.tick = poll;
+            opts.poll = poll.min(std::time::Duration::from_secs(5));
+            opts.lease_ttl = opts.lease_ttl.max(poll * 6);
+        }
+        opts
     }
 
     pub async fn local(&self) -> Result<LocalClient, Exit> {

@@ -175,3 +175,36 @@ fn bad_input_is_exit_2() {
         .run()
         .expect_code(2);
 }
+
+#[test]
+fn instances_default_to_the_local_group_and_groups_split_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), CONFIG);
+    let v = Repave::new()
+        .args(["--config", &cfg, "simulate", "--json"])
+        .run()
+        .expect_code(0)
+        .json();
+    assert_eq!(v["instances"], 2, "the local group's desired: {v}");
+    let v = Repave::new()
+        .args([
+            "--config",
+            &cfg,
+            "simulate",
+            "--instances",
+            "30",
+            "--groups",
+            "3",
+            "--json",
+        ])
+        .run()
+        .expect_code(0)
+        .json();
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(
+        (v["groups"].as_u64(), v["replaced"].as_u64()),
+        (Some(3), Some(30)),
+        "{v}"
+    );
+    assert_eq!(v["floor"], 27, "9 per group of 10, summed");
+}

@@ -336,4 +336,9 @@ pub trait Traffic: Send + Sync {
 pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffic {
     /// Short name for logs and the run record ("local", "aws", "sim").
     fn name(&self) -> &str;
+    /// Cloud API calls made so far, by operation (empty where a provider
+    /// does not count them). The run summary reports the difference.
+    fn api_calls(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 }

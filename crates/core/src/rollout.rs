@@ -125,7 +125,14 @@ pub fn concurrency(n: u32, policy: &RollPolicy) -> u32 {
 }
 
 /// `T_lb = ceil(N / k) × (t_launch + t_ready + warmup) + t_drain`.
-pub fn lower_bound(n: u32, k: u32, launch: Duration, ready: Duration, warmup: Duration, drain: Duration) -> Duration {
+pub fn lower_bound(
+    n: u32,
+    k: u32,
+    launch: Duration,
+    ready: Duration,
+    warmup: Duration,
+    drain: Duration,
+) -> Duration {
     let waves = n.div_ceil(k.max(1));
     (launch + ready + warmup) * waves + drain
 }
@@ -144,7 +151,10 @@ pub struct Member {
 
 impl Member {
     fn live(&self) -> bool {
-        !matches!(self.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated)
+        !matches!(
+            self.lifecycle,
+            Lifecycle::Terminating | Lifecycle::Terminated
+        )
     }
     fn target_state(&self) -> TargetState {
         self.target.map(|t| t.0).unwrap_or(TargetState::Unused)
@@ -231,11 +241,18 @@ impl RollProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    SetDesired { desired: u32 },
+    SetDesired {
+        desired: u32,
+    },
     /// Deregister from the balancer: no new requests, in-flight ones finish.
-    Drain { instance: InstanceId },
+    Drain {
+        instance: InstanceId,
+    },
     /// Terminate a drained instance; `decrement` lowers desired capacity.
-    Terminate { instance: InstanceId, decrement: bool },
+    Terminate {
+        instance: InstanceId,
+        decrement: bool,
+    },
 }
 
 /// Where the roll stands after this tick.

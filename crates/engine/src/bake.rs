@@ -128,6 +128,8 @@ where
     let start = Instant::now();
     loop {
         ctx.check_cancel()?;
+        // Long waits (a 40-minute Windows patch) must keep the group lease.
+        ctx.keep_lease()?;
         if let Some(v) = f().await? {
             return Ok(v);
         }

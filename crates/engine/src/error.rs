@@ -27,6 +27,9 @@ pub enum EngineError {
     Verify(String),
     #[error("cancelled")]
     Cancelled,
+    /// The roll stopped at a safe point (window cutoff); resumable.
+    #[error("paused: {0}")]
+    Paused(String),
     #[error("group {group} is being changed by run {holder} (lease until {expires_at})")]
     Leased { group: String, holder: String, expires_at: i64 },
     #[error("run {0} not found")]

@@ -259,6 +259,7 @@ impl Engine {
         // (its process gone) from a live one before the lease expires.
         ctx.log("run", format!("driven by process {}", std::process::id()), serde_json::json!({ "pid": std::process::id() }));
         let mut summary = RunSummary::default();
+        let calls_before = self.provider.api_calls();
         let result = match ctx.run.kind {
             RunKind::Run => full_run(&ctx, &mut summary, true, true).await,
             RunKind::Bake => full_run(&ctx, &mut summary, false, false).await,
@@ -268,6 +269,9 @@ impl Engine {
         let (state, error) = match &result {
             Ok(()) if summary.rolled_back => (RunState::RolledBack, summary.error.clone()),
             Ok(()) => (RunState::Succeeded, None),
+            Err(EngineError::Paused(reason)) => {
+                (RunState::Paused, Some(format!("paused: {reason}; `repave resume {}` continues", ctx.run.id)))
+            }
             Err(EngineError::Cancelled) => {
                 // A roll that was interrupted keeps its place: resumable.
                 if ctx.output::<PublishOutput>("publish")?.is_some() || ctx.run.kind == RunKind::Roll {
@@ -281,6 +285,13 @@ impl Engine {
         if summary.error.is_none() {
             summary.error = error.clone();
         }
+        summary.api_calls = self
+            .provider
+            .api_calls()
+            .into_iter()
+            .map(|(op, n)| (op.clone(), n - calls_before.get(&op).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         let summary_json = serde_json::to_value(&summary).expect("summary serializes");
         self.store.set_run_summary(&ctx.run.id, &summary_json)?;
         self.store.set_run_state(&ctx.run.id, state, error.as_deref(), self.clock.now())?;
@@ -342,7 +353,7 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
     let rolled = roll_and_verify(ctx, "roll", "verify", &image, &policy, None).await;
     match rolled {
         Ok(report) => summary.roll = Some(report),
-        Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+        Err(e @ (EngineError::Cancelled | EngineError::Paused(_))) => return Err(e),
         Err(e) => {
             summary.roll = ctx.last_roll.lock().expect("last roll").take();
             if !ctx.pipeline.rollout.auto_rollback {

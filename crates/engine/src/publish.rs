@@ -104,7 +104,16 @@ pub async fn rollback(ctx: &Ctx<'_>, published: &PublishOutput, bad: &ImageId, r
         Ok(())
     })
     .await?;
-    let policy = RollPolicy::from(&ctx.pipeline.rollout);
+    // Going back to a known-good image: no canary, no checkpoints, no
+    // cutoff — the fleet should leave the bad image as fast as the floor
+    // allows.
+    let policy = RollPolicy {
+        canary: 0,
+        bake_time: std::time::Duration::ZERO,
+        checkpoints: vec![],
+        window_cutoff: None,
+        ..RollPolicy::from(&ctx.pipeline.rollout)
+    };
     // The aborted roll left the group surged: roll back to its base size.
     let base = ctx
         .engine

@@ -140,11 +140,10 @@ async fn roll_loop(
             }
             Outcome::Progressing => blocked_since = None,
             // Window cutoff: nothing in flight, the rest waits for the next
-            // window. Cancelled during a roll is what the executor records
-            // as paused and resumable.
+            // window; the executor records the run as paused and resumable.
             Outcome::Paused { reason } => {
                 ctx.log(step, format!("paused: {reason}"), serde_json::to_value(&plan.status).unwrap_or_default());
-                return Err(EngineError::Cancelled);
+                return Err(EngineError::Paused(reason.clone()));
             }
         }
         if now >= deadline {

@@ -57,6 +57,8 @@ pub struct RunSummary {
     pub rolled_back: bool,
     pub error: Option<String>,
     pub retained_deleted: Vec<ImageId>,
+    /// Cloud API calls this run made, by operation (providers that count).
+    pub api_calls: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

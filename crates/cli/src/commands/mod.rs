@@ -1,8 +1,12 @@
+pub mod gc;
 pub mod history;
+pub mod iam_policy;
 pub mod images;
 pub mod init;
 pub mod local;
+pub mod plan;
 pub mod run;
+pub mod serve;
 pub mod simulate;
 pub mod status;
 pub mod validate;

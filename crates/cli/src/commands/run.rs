@@ -16,7 +16,7 @@ pub async fn start(cli: &Cli, arg: &PipelineArg, kind: RunKind) -> Result<i32, E
     let store = loaded.store()?;
     let provider = loaded.provider(&pipeline).await?;
     let bars = Arc::new(Bars::new(cli.json));
-    let engine = engine(provider, store, bars, cancel_on_ctrl_c());
+    let engine = engine(provider, store, bars, cancel_on_ctrl_c(), loaded.engine_options(&pipeline));
     let outcome = engine.start(&name, &pipeline, kind).await?;
     finish(cli, &outcome)
 }
@@ -32,13 +32,13 @@ pub async fn resume(cli: &Cli, run: &str) -> Result<i32, Exit> {
     let (_, pipeline) = loaded.pipeline(Some(&record.pipeline))?;
     let provider = loaded.provider(&pipeline).await?;
     let bars = Arc::new(Bars::new(cli.json));
-    let engine = engine(provider, store, bars, cancel_on_ctrl_c());
+    let engine = engine(provider, store, bars, cancel_on_ctrl_c(), loaded.engine_options(&pipeline));
     let outcome = engine.resume(&id).await?;
     finish(cli, &outcome)
 }
 
-pub fn engine(provider: Arc<dyn Provider>, store: Arc<Store>, bars: Arc<Bars>, cancel: CancellationToken) -> Engine {
-    Engine::new(provider, store, Arc::new(SystemClock), bars, cancel, EngineOptions::default())
+pub fn engine(provider: Arc<dyn Provider>, store: Arc<Store>, bars: Arc<Bars>, cancel: CancellationToken, opts: EngineOptions) -> Engine {
+    Engine::new(provider, store, Arc::new(SystemClock), bars, cancel, opts)
 }
 
 /// First Ctrl-C: stop at the next safe point (the run is journaled and can
@@ -87,6 +87,10 @@ pub fn print_outcome(o: &RunOutcome) {
             r.min_in_service,
             r.floor
         );
+    }
+    if !s.api_calls.is_empty() {
+        let total: u64 = s.api_calls.values().sum();
+        println!("  api calls  {total} ({})", s.api_calls.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
     }
     if s.rolled_back {
         println!("  rolled back to {}", s.source_image.as_ref().map(|i| i.to_string()).unwrap_or_default());

@@ -69,7 +69,7 @@ async fn drive(
 
     let store = loaded.store()?;
     let provider: Arc<dyn Provider> = Arc::new(client.clone());
-    let engine = crate::commands::run::engine(provider, store, bars.clone(), crate::commands::run::cancel_on_ctrl_c());
+    let engine = crate::commands::run::engine(provider, store, bars.clone(), crate::commands::run::cancel_on_ctrl_c(), loaded.engine_options(pipeline));
     let outcome = engine.start(PIPELINE, pipeline, RunKind::Run).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let traffic = load.finish().await;

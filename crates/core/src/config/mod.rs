@@ -29,6 +29,9 @@ pub struct Config {
     pub providers: Providers,
     #[serde(default)]
     pub pipelines: BTreeMap<String, Pipeline>,
+    /// `repave serve`: listen address, API token, webhooks.
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -128,13 +131,32 @@ fn default_grace() -> HumanDuration {
     HumanDuration::from_secs(30)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsProvider {
     pub region: Option<String>,
     pub profile: Option<String>,
     /// e.g. a moto server; `AWS_ENDPOINT_URL` works too.
     pub endpoint_url: Option<String>,
+    /// How often a roll observes the group (each observation costs API
+    /// calls: DescribeAutoScalingGroups + DescribeTargetHealth).
+    #[serde(default = "default_aws_poll")]
+    pub poll_interval: HumanDuration,
+    /// The endpoint is an emulator (moto, LocalStack) whose SSM commands run
+    /// nothing and print nothing: an empty patch output then means "nothing
+    /// to install". Never set against real AWS.
+    #[serde(default)]
+    pub emulator: bool,
+}
+
+impl Default for AwsProvider {
+    fn default() -> Self {
+        Self { region: None, profile: None, endpoint_url: None, poll_interval: default_aws_poll(), emulator: false }
+    }
+}
+
+fn default_aws_poll() -> HumanDuration {
+    HumanDuration::from_secs(10)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +186,9 @@ pub struct Pipeline {
     pub image_timeout: HumanDuration,
     #[serde(default)]
     pub simulate: SimConfig,
+    /// Maintenance window for `repave serve`'s scheduler.
+    #[serde(default)]
+    pub window: Option<Window>,
 }
 
 fn default_image_timeout() -> HumanDuration {
@@ -519,4 +544,80 @@ fn default_rollback_window() -> HumanDuration {
 }
 fn default_keep() -> u32 {
     3
+}
+
+/// `[pipelines.X.window]`: when the scheduler of `repave serve` runs the
+/// pipeline. The window opens at each fire time of `cron`, in `timezone`,
+/// and lasts `duration`; no new replacement starts in its last `cutoff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// 5-field cron (`0 2 * * TUE#2+3` = Patch Tuesday + 3 days, 02:00),
+    /// AWS `cron(0 1 ? * SUN *)` or `rate(7 days)`.
+    pub cron: String,
+    /// IANA time zone the cron fields are read in ("Asia/Taipei").
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// How long the window stays open.
+    pub duration: HumanDuration,
+    /// No new replacement starts after `end - cutoff`.
+    #[serde(default)]
+    pub cutoff: Option<HumanDuration>,
+    /// `"updates_available"`: skip the window when nothing changed since the
+    /// last good bake.
+    #[serde(default)]
+    pub only_if: Option<String>,
+    /// After this many failed scheduled runs in a row the schedule disables
+    /// itself (until `repave serve` restarts).
+    #[serde(default = "default_max_consecutive_failures")]
+    pub max_consecutive_failures: u32,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_max_consecutive_failures() -> u32 {
+    3
+}
+
+/// `[server]`: `repave serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind; `--listen` overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token for mutating API calls. Prefer `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Environment variable holding the token (default `REPAVE_TOKEN`).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: default_listen(), token: None, token_env: None, webhooks: vec![] }
+    }
+}
+fn default_listen() -> String {
+    "127.0.0.1:8787".into()
+}
+
+/// A URL notified (HTTP POST) on run start / success / failure / rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    /// `"json"` (the event as JSON) or `"slack"` (`{"text": ...}`).
+    #[serde(default = "default_webhook_format")]
+    pub format: String,
+    /// Which of started, succeeded, failed, rolled_back; empty = all.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+fn default_webhook_format() -> String {
+    "json".into()
 }

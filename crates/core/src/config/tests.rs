@@ -617,3 +617,88 @@ proptest::proptest! {
         }
     }
 }
+
+/// `[pipelines.X.window]` and `[server]` (issue 5), in the same table form.
+fn serve_cases() -> Vec<Case> {
+    let window = |body: &str| with(&format!("\n[pipelines.web.window]\n{body}\n"));
+    let server = |body: &str| format!("[server]\n{body}\n\n{BASE}");
+    vec![
+        case("window without duration", window("cron = \"0 2 * * *\""), (12, 1), Some("pipelines.web.window"), "missing field `duration`"),
+        case("empty cron", window("cron = \" \"\nduration = \"4h\""), (13, 1), Some("pipelines.web.window.cron"), "must not be empty"),
+        case("zero duration", window("cron = \"0 2 * * *\"\nduration = \"0s\""), (14, 1), Some("pipelines.web.window.duration"), "must be greater than zero"),
+        case(
+            "cutoff as long as the window",
+            window("cron = \"0 2 * * *\"\nduration = \"1h\"\ncutoff = \"1h\""),
+            (15, 1),
+            Some("pipelines.web.window.cutoff"),
+            "leaves no time to roll in a 1h window",
+        ),
+        case(
+            "unknown only_if",
+            window("cron = \"0 2 * * *\"\nduration = \"1h\"\nonly_if = \"always\""),
+            (15, 1),
+            Some("pipelines.web.window.only_if"),
+            "unknown condition \"always\"",
+        ),
+        case(
+            "zero failures allowed",
+            window("cron = \"0 2 * * *\"\nduration = \"1h\"\nmax_consecutive_failures = 0"),
+            (15, 1),
+            Some("pipelines.web.window.max_consecutive_failures"),
+            "must be at least 1",
+        ),
+        case("unknown window field", window("cron = \"0 2 * * *\"\nduration = \"1h\"\nstart = 1"), (15, 1), Some("pipelines.web.window.start"), "unknown field `start`"),
+        case("bad listen", server("listen = \"localhost\""), (2, 1), Some("server.listen"), "\"localhost\" is not an address"),
+        case("short token", server("token = \"abc\""), (2, 1), Some("server.token"), "at least 16 characters"),
+        case(
+            "token and token_env",
+            server("token = \"0123456789abcdef\"\ntoken_env = \"T\""),
+            (3, 1),
+            Some("server.token_env"),
+            "either `token` or `token_env`",
+        ),
+        case(
+            "webhook url",
+            server("[[server.webhooks]]\nurl = \"ftp://x\""),
+            (2, 10),
+            Some("server.webhooks[0]"),
+            "must start with http:// or https://",
+        ),
+        case(
+            "webhook format",
+            server("[[server.webhooks]]\nurl = \"http://127.0.0.1:9/\"\nformat = \"teams\""),
+            (2, 10),
+            Some("server.webhooks[0]"),
+            "unknown format \"teams\"",
+        ),
+    ]
+}
+
+#[test]
+fn malformed_serve_configs_point_at_the_problem() {
+    let mut failures = Vec::new();
+    for c in serve_cases() {
+        match parse_bytes(&c.src, "repave.toml") {
+            Ok(_) => failures.push(format!("{}: parsed without error", c.name)),
+            Err(err) => {
+                if (err.line, err.col) != (c.line, c.col) || err.field.as_deref() != c.field || !err.message.contains(c.message) {
+                    failures.push(format!(
+                        "{}: got {}:{} {:?} {:?}; want {}:{} {:?} ~{:?}",
+                        c.name, err.line, err.col, err.field, err.message, c.line, c.col, c.field, c.message
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn window_and_server_parse_with_defaults() {
+    let src = with("window = { cron = \"cron(0 1 ? * SUN *)\", duration = \"4h\", cutoff = \"1h\" }\n");
+    let config = parse(&src, "repave.toml").unwrap();
+    let w = config.pipelines["web"].window.as_ref().unwrap();
+    assert_eq!((w.timezone.as_str(), w.max_consecutive_failures, w.only_if.as_deref()), ("UTC", 3, None));
+    assert_eq!(config.server.listen, "127.0.0.1:8787");
+    assert!(config.server.webhooks.is_empty());
+}

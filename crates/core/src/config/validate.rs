@@ -27,6 +27,7 @@ pub(crate) fn check(config: &Config, make: MakeError<'_>) -> Vec<ConfigError> {
     for (name, pipeline) in &config.pipelines {
         c.pipeline(config, name, pipeline);
     }
+    c.serve(config);
     c.errors
 }
 
@@ -363,7 +364,10 @@ impl Checker<'_> {
         }
         if let Some(pct) = r.max_unhealthy_new_percent {
             if !(1..=100).contains(&pct) {
-                self.err(&at("max_unhealthy_new_percent"), format!("{pct} is out of range 1..=100"));
+                self.err(
+                    &at("max_unhealthy_new_percent"),
+                    format!("{pct} is out of range 1..=100"),
+                );
             }
         }
         if r.canary > 0 {
@@ -372,9 +376,19 @@ impl Checker<'_> {
         let mut last = 0;
         for (i, &pct) in r.checkpoints.iter().enumerate() {
             if !(1..=99).contains(&pct) {
-                self.err_index(&at("checkpoints"), i, format!("{pct} is out of range 1..=99 (percent of the fleet)"));
+                self.err_index(
+                    &at("checkpoints"),
+                    i,
+                    format!("{pct} is out of range 1..=99 (percent of the fleet)"),
+                );
             } else if pct <= last {
-                self.err_index(&at("checkpoints"), i, format!("{pct} is not above the checkpoint before it ({last}); list them ascending"));
+                self.err_index(
+                    &at("checkpoints"),
+                    i,
+                    format!(
+                        "{pct} is not above the checkpoint before it ({last}); list them ascending"
+                    ),
+                );
             }
             last = last.max(pct);
         }
@@ -389,8 +403,74 @@ impl Checker<'_> {
     fn simulate(&mut self, pipeline: &str, s: &SimConfig) {
         let at = |k: &'static str| ["pipelines", pipeline, "simulate", k];
         if s.variance_percent > 100 {
-            self.err(&at("variance_percent"), format!("{} is out of range 0..=100", s.variance_percent));
+            self.err(
+                &at("variance_percent"),
+                format!("{} is out of range 0..=100", s.variance_percent),
+            );
         }
         self.positive(&at("launch"), s.launch);
+    }
+}
+
+/// `[pipelines.X.window]` and `[server]`: the parts `repave serve` reads.
+/// The cron expression and time zone are parsed by the scheduler (it owns
+/// the time-zone database); here only what needs no database.
+impl Checker<'_> {
+    fn serve(&mut self, config: &Config) {
+        for (name, p) in &config.pipelines {
+            let Some(w) = &p.window else { continue };
+            let at = |k: &'static str| ["pipelines", name.as_str(), "window", k];
+            if w.cron.trim().is_empty() {
+                self.err(&at("cron"), "must not be empty; e.g. \"0 2 * * TUE#2+3\" or \"cron(0 1 ? * SUN *)\"");
+            }
+            if w.timezone.trim().is_empty() {
+                self.err(&at("timezone"), "must name an IANA time zone, e.g. \"Asia/Taipei\"");
+            }
+            self.positive(&at("duration"), w.duration);
+            if let Some(cutoff) = w.cutoff {
+                if cutoff >= w.duration {
+                    let message = format!(
+                        "{} leaves no time to roll in a {} window; make it shorter than `duration`",
+                        crate::duration::format_duration(cutoff.get()),
+                        crate::duration::format_duration(w.duration.get())
+                    );
+                    self.err(&at("cutoff"), message);
+                }
+            }
+            if let Some(cond) = &w.only_if {
+                if cond != "updates_available" {
+                    self.err(&at("only_if"), format!("unknown condition {cond:?}; expected \"updates_available\""));
+                }
+            }
+            if w.max_consecutive_failures == 0 {
+                self.err(&at("max_consecutive_failures"), "must be at least 1");
+            }
+        }
+        let s = &config.server;
+        if s.listen.parse::<std::net::SocketAddr>().is_err() {
+            let message = format!("{:?} is not an address; write e.g. \"127.0.0.1:8787\"", s.listen);
+            self.err(&["server", "listen"], message);
+        }
+        if s.token.is_some() && s.token_env.is_some() {
+            self.err(&["server", "token_env"], "set either `token` or `token_env`, not both");
+        }
+        if s.token.as_deref().is_some_and(|t| t.len() < 16) {
+            self.err(&["server", "token"], "must be at least 16 characters");
+        }
+        for (i, hook) in s.webhooks.iter().enumerate() {
+            let path = ["server", "webhooks"];
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                self.err_index(&path, i, format!("url {:?} must start with http:// or https://", hook.url));
+            }
+            if !matches!(hook.format.as_str(), "json" | "slack") {
+                self.err_index(&path, i, format!("unknown format {:?}; expected \"json\" or \"slack\"", hook.format));
+            }
+            for e in &hook.events {
+                if !matches!(e.as_str(), "started" | "succeeded" | "failed" | "rolled_back") {
+                    let message = format!("unknown event {e:?}; expected started, succeeded, failed or rolled_back");
+                    self.err_index(&path, i, message);
+                }
+            }
+        }
     }
 }

@@ -37,16 +37,38 @@ fn drained(m: &Member, policy: &RollPolicy, now: Timestamp) -> bool {
     }
 }
 
+/// Ids for a message; long lists are cut (a 1,000-instance abort reason
+/// must stay readable).
 fn ids(v: &[InstanceId]) -> String {
-    v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    const SHOWN: usize = 10;
+    let mut s = v
+        .iter()
+        .take(SHOWN)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if v.len() > SHOWN {
+        s.push_str(&format!(" and {} more", v.len() - SHOWN));
+    }
+    s
 }
 
 fn abort(actions: Vec<Action>, p: RollProgress, status: RollStatus, reason: String) -> Plan {
-    Plan { actions, progress: p, status, outcome: Outcome::Abort { reason } }
+    Plan {
+        actions,
+        progress: p,
+        status,
+        outcome: Outcome::Abort { reason },
+    }
 }
 
 /// Decide the next actions. Pure: same inputs, same plan.
-pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now: Timestamp) -> Plan {
+pub fn plan(
+    obs: &Observation,
+    policy: &RollPolicy,
+    progress: &RollProgress,
+    now: Timestamp,
+) -> Plan {
     let mut p = progress.clone();
 
     // Desired capacity is read every tick: a change we did not make is the
@@ -54,7 +76,8 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     if let Some(last) = p.last_set_desired {
         if obs.desired != last {
             let delta = obs.desired as i64 - last as i64;
-            p.base_desired = (p.base_desired as i64 + delta).clamp(obs.min as i64, obs.max as i64) as u32;
+            p.base_desired =
+                (p.base_desired as i64 + delta).clamp(obs.min as i64, obs.max as i64) as u32;
             p.last_set_desired = Some(obs.desired);
         }
     }
@@ -68,25 +91,40 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
 
     // Drain bookkeeping: forget instances that are gone.
     let live_ids: BTreeSet<&InstanceId> = live.iter().map(|m| &m.id).collect();
-    let gone: Vec<InstanceId> = p.draining.iter().filter(|id| !live_ids.contains(id)).cloned().collect();
+    let gone: Vec<InstanceId> = p
+        .draining
+        .iter()
+        .filter(|id| !live_ids.contains(id))
+        .cloned()
+        .collect();
     for id in gone {
         p.draining.remove(&id);
         p.replaced += 1;
     }
     p.draining_new.retain(|id| live_ids.contains(id));
-    let draining = |p: &RollProgress, id: &InstanceId| p.draining.contains(id) || p.draining_new.contains(id);
+    let draining =
+        |p: &RollProgress, id: &InstanceId| p.draining.contains(id) || p.draining_new.contains(id);
 
     // New instances that never turned healthy within the grace time.
     // (Surplus instances this roll drained before they turned healthy are
     // not failures.)
-    for m in live.iter().filter(|m| is_target(m) && launched_in_roll(m) && !p.draining_new.contains(&m.id)) {
+    for m in live
+        .iter()
+        .filter(|m| is_target(m) && launched_in_roll(m) && !p.draining_new.contains(&m.id))
+    {
         let ok = matches!(m.target_state(), TargetState::Healthy);
         if !ok && now.since(m.launched_at) > policy.health_grace {
             p.failed_new.insert(m.id.clone());
         }
     }
 
-    let mut status = RollStatus { base_desired: n, floor, max_total, live: live.len() as u32, ..Default::default() };
+    let mut status = RollStatus {
+        base_desired: n,
+        floor,
+        max_total,
+        live: live.len() as u32,
+        ..Default::default()
+    };
     let mut blocked_on = Vec::new();
     let mut refused = Vec::new();
     let mut old: Vec<&Member> = Vec::new();
@@ -169,7 +207,9 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     let old_draining = old.iter().filter(|m| p.draining.contains(&m.id)).count() as u32;
     let in_flight = status.draining > 0
         || live.len() < obs.desired as usize
-        || live.iter().any(|m| is_target(m) && launched_in_roll(m) && !in_service(m, &p, policy, now));
+        || live
+            .iter()
+            .any(|m| is_target(m) && launched_in_roll(m) && !in_service(m, &p, policy, now));
 
     // Advance through stages whose replacements are all done and whose
     // pause is over; stop at one still pausing.
@@ -184,7 +224,11 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             p.stage += 1;
             p.stage_done_at = None;
         } else {
-            pausing = Some(format!("{} done; paused until {} ms", s.label, until.millis()));
+            pausing = Some(format!(
+                "{} done; paused until {} ms",
+                s.label,
+                until.millis()
+            ));
             break;
         }
     }
@@ -193,7 +237,10 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     status.stage_cap = cap;
     let cutoff = p.effective_cutoff(policy).filter(|c| now >= *c);
     if let Some(c) = cutoff {
-        status.waiting = Some(format!("window cutoff at {} ms passed: no new replacement starts", c.millis()));
+        status.waiting = Some(format!(
+            "window cutoff at {} ms passed: no new replacement starts",
+            c.millis()
+        ));
     } else {
         status.waiting = pausing.clone();
     }
@@ -227,16 +274,23 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             if decrement {
                 desired -= 1;
             }
-            actions.push(Action::Terminate { instance: m.id.clone(), decrement });
+            actions.push(Action::Terminate {
+                instance: m.id.clone(),
+                decrement,
+            });
         }
     }
     for m in &live {
         if p.draining_new.contains(&m.id) && drained(m, policy, now) {
-            let decrement = !p.failed_new.contains(&m.id) && aim(old_remaining, replaced_now) < desired;
+            let decrement =
+                !p.failed_new.contains(&m.id) && aim(old_remaining, replaced_now) < desired;
             if decrement {
                 desired -= 1;
             }
-            actions.push(Action::Terminate { instance: m.id.clone(), decrement });
+            actions.push(Action::Terminate {
+                instance: m.id.clone(),
+                decrement,
+            });
         }
     }
 
@@ -254,7 +308,9 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     for m in &failed {
         if !p.draining_new.contains(&m.id) {
             p.draining_new.insert(m.id.clone());
-            actions.push(Action::Drain { instance: m.id.clone() });
+            actions.push(Action::Drain {
+                instance: m.id.clone(),
+            });
         }
     }
 
@@ -274,7 +330,8 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     candidates.sort_by_key(|m| (in_service(m, &p, policy, now), m.launched_at, m.id.clone()));
     for m in candidates {
         let pairing = surplus > 0;
-        if !pairing && !(can_start && started < cap) {
+        let may_start = can_start && started < cap;
+        if !(pairing || may_start) {
             break;
         }
         if in_service(m, &p, policy, now) {
@@ -289,14 +346,27 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             started += 1;
         }
         p.draining.insert(m.id.clone());
-        actions.push(Action::Drain { instance: m.id.clone() });
+        actions.push(Action::Drain {
+            instance: m.id.clone(),
+        });
     }
     if surplus > 0 {
         let mut spare: Vec<&&Member> = live
             .iter()
-            .filter(|m| is_target(m) && !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id))
+            .filter(|m| {
+                is_target(m)
+                    && !draining(&p, &m.id)
+                    && held(m, policy).is_none()
+                    && !p.failed_new.contains(&m.id)
+            })
             .collect();
-        spare.sort_by_key(|m| (in_service(m, &p, policy, now), std::cmp::Reverse(m.launched_at), m.id.clone()));
+        spare.sort_by_key(|m| {
+            (
+                in_service(m, &p, policy, now),
+                std::cmp::Reverse(m.launched_at),
+                m.id.clone(),
+            )
+        });
         for m in spare.into_iter().take(surplus as usize) {
             if in_service(m, &p, policy, now) {
                 if healthy <= floor {
@@ -305,12 +375,16 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
                 healthy -= 1;
             }
             p.draining_new.insert(m.id.clone());
-            actions.push(Action::Drain { instance: m.id.clone() });
+            actions.push(Action::Drain {
+                instance: m.id.clone(),
+            });
         }
     }
     // Lower desired directly when the excess was never launched, or when
     // only held instances could absorb it (the group never picks those).
-    let nothing_to_pair = !live.iter().any(|m| !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id));
+    let nothing_to_pair = !live.iter().any(|m| {
+        !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id)
+    });
     if want < desired && ((nothing_to_pair && status.draining == 0) || live.len() as u32 <= want) {
         desired = want;
         actions.push(Action::SetDesired { desired });
@@ -337,7 +411,10 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
         p.blocked_since = None;
     }
 
-    let all_new_serving = live.iter().filter(|m| is_target(m)).all(|m| in_service(m, &p, policy, now));
+    let all_new_serving = live
+        .iter()
+        .filter(|m| is_target(m))
+        .all(|m| in_service(m, &p, policy, now));
     let settled = actions.is_empty() && !in_flight && desired == n && live.len() as u32 == n;
     let outcome = if settled && old_remaining == 0 && all_new_serving {
         Outcome::Complete
@@ -359,5 +436,10 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     } else {
         Outcome::Progressing
     };
-    Plan { actions, progress: p, status, outcome }
+    Plan {
+        actions,
+        progress: p,
+        status,
+        outcome,
+    }
 }

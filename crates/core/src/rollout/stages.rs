@@ -30,8 +30,16 @@ pub fn stage_caps(total: u32, policy: &RollPolicy) -> Vec<Stage> {
         push(policy.canary, policy.bake_time, "canary".into());
     }
     for &pct in &policy.checkpoints {
-        push((total * pct).div_ceil(100), policy.checkpoint_pause, format!("checkpoint {pct}%"));
+        push(
+            (total * pct).div_ceil(100),
+            policy.checkpoint_pause,
+            format!("checkpoint {pct}%"),
+        );
     }
-    out.push(Stage { cap: total, pause: Duration::ZERO, label: "rest".into() });
+    out.push(Stage {
+        cap: total,
+        pause: Duration::ZERO,
+        label: "rest".into(),
+    });
     out
 }

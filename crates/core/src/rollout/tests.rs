@@ -73,7 +73,9 @@ impl Model {
     fn launch(&mut self, at: i64) {
         self.next_id += 1;
         let is_new = self.image.as_str() == "new";
-        let broken = is_new && (self.broken_new || (self.broken_pct > 0 && self.draw(100) < self.broken_pct as u64));
+        let broken = is_new
+            && (self.broken_new
+                || (self.broken_pct > 0 && self.draw(100) < self.broken_pct as u64));
         let latency = self.jittered(self.launch_ms);
         let healthy_at = if broken { None } else { Some(at + latency) };
         self.members.push((
@@ -103,7 +105,12 @@ impl Model {
                 }
             }
         }
-        Observation { desired: self.desired, min: 0, max: 1000, members: self.members.iter().map(|x| x.0.clone()).collect() }
+        Observation {
+            desired: self.desired,
+            min: 0,
+            max: 1000,
+            members: self.members.iter().map(|x| x.0.clone()).collect(),
+        }
     }
 
     pub fn apply(&mut self, actions: &[Action]) {
@@ -112,21 +119,42 @@ impl Model {
                 Action::SetDesired { desired } => self.desired = *desired,
                 Action::Drain { instance } => {
                     let now = self.now;
-                    let stuck = self.stuck_drain_pct > 0 && self.draw(100) < self.stuck_drain_pct as u64;
-                    let d = if stuck { i64::MAX / 4 } else { self.jittered(self.drain_ms) };
-                    let x = self.members.iter_mut().find(|x| &x.0.id == instance).expect("drain unknown");
+                    let stuck =
+                        self.stuck_drain_pct > 0 && self.draw(100) < self.stuck_drain_pct as u64;
+                    let d = if stuck {
+                        i64::MAX / 4
+                    } else {
+                        self.jittered(self.drain_ms)
+                    };
+                    let x = self
+                        .members
+                        .iter_mut()
+                        .find(|x| &x.0.id == instance)
+                        .expect("drain unknown");
                     x.0.target = Some((TargetState::Draining, Timestamp(now)));
                     x.2 = Some(now + d);
                 }
-                Action::Terminate { instance, decrement } => {
-                    let x = self.members.iter().position(|x| &x.0.id == instance).expect("terminate unknown");
+                Action::Terminate {
+                    instance,
+                    decrement,
+                } => {
+                    let x = self
+                        .members
+                        .iter()
+                        .position(|x| &x.0.id == instance)
+                        .expect("terminate unknown");
                     let t = self.members[x].0.target;
                     let drained = match t {
                         None | Some((TargetState::Unused, _)) => true,
-                        Some((TargetState::Draining, since)) => self.now - since.0 >= self.drain_timeout_ms,
+                        Some((TargetState::Draining, since)) => {
+                            self.now - since.0 >= self.drain_timeout_ms
+                        }
                         _ => false,
                     };
-                    assert!(drained, "terminated {instance} before drain finished: {t:?}");
+                    assert!(
+                        drained,
+                        "terminated {instance} before drain finished: {t:?}"
+                    );
                     self.members.remove(x);
                     if *decrement {
                         self.desired -= 1;
@@ -175,7 +203,9 @@ impl Model {
             .filter(|(m, _, drained_at)| {
                 drained_at.is_none()
                     && match m.target {
-                        Some((TargetState::Healthy, since)) => m.launched_at.0 < roll_start || self.now - since.0 >= warmup_ms,
+                        Some((TargetState::Healthy, since)) => {
+                            m.launched_at.0 < roll_start || self.now - since.0 >= warmup_ms
+                        }
                         _ => false,
                     }
             })
@@ -198,23 +228,46 @@ pub(super) fn policy(min: u32, max: u32) -> RollPolicy {
 }
 
 /// Drive a roll to its end; returns (ticks, elapsed ms, outcome).
-pub(super) fn drive(model: &mut Model, pol: &RollPolicy, tick_ms: i64, max_ticks: u32) -> (u32, i64, Outcome) {
+pub(super) fn drive(
+    model: &mut Model,
+    pol: &RollPolicy,
+    tick_ms: i64,
+    max_ticks: u32,
+) -> (u32, i64, Outcome) {
     let n = model.desired;
     let progress = RollProgress::new(ImageId::new("new"), n, Timestamp(model.now));
     drive_from(model, pol, progress, tick_ms, max_ticks)
 }
 
 /// Drive a roll from the given progress (a fresh one, or a resumed one).
-pub(super) fn drive_from(model: &mut Model, pol: &RollPolicy, mut progress: RollProgress, tick_ms: i64, max_ticks: u32) -> (u32, i64, Outcome) {
+pub(super) fn drive_from(
+    model: &mut Model,
+    pol: &RollPolicy,
+    mut progress: RollProgress,
+    tick_ms: i64,
+    max_ticks: u32,
+) -> (u32, i64, Outcome) {
     let start = model.now;
     model.image = ImageId::new("new");
     for tick in 0..max_ticks {
         let obs = model.observe();
         let plan = plan(&obs, pol, &progress, Timestamp(model.now));
         let (floor, max_total) = capacity_bounds(plan.progress.base_desired, pol);
-        assert_eq!(plan.status.in_service, model.in_service(pol.warmup.as_millis() as i64, progress.started_at.0), "in-service count");
-        assert!(plan.status.in_service >= floor || tick == 0 && floor == 0, "floor broken: {:?}", plan.status);
-        assert!(obs.members.len() as u32 <= max_total, "surge broken: {} > {max_total}", obs.members.len());
+        assert_eq!(
+            plan.status.in_service,
+            model.in_service(pol.warmup.as_millis() as i64, progress.started_at.0),
+            "in-service count"
+        );
+        assert!(
+            plan.status.in_service >= floor || tick == 0 && floor == 0,
+            "floor broken: {:?}",
+            plan.status
+        );
+        assert!(
+            obs.members.len() as u32 <= max_total,
+            "surge broken: {} > {max_total}",
+            obs.members.len()
+        );
         match &plan.outcome {
             Outcome::Complete | Outcome::Abort { .. } | Outcome::Paused { .. } => {
                 return (tick, model.now - start, plan.outcome)
@@ -230,7 +283,14 @@ pub(super) fn drive_from(model: &mut Model, pol: &RollPolicy, mut progress: Roll
 
 #[test]
 fn bounds_table() {
-    let cases = [(8, 100, 150, 8, 12, 4), (8, 90, 110, 8, 9, 1), (10, 90, 110, 9, 11, 2), (1000, 90, 110, 900, 1100, 200), (3, 100, 101, 3, 4, 1), (4, 50, 100, 2, 4, 2)];
+    let cases = [
+        (8, 100, 150, 8, 12, 4),
+        (8, 90, 110, 8, 9, 1),
+        (10, 90, 110, 9, 11, 2),
+        (1000, 90, 110, 900, 1100, 200),
+        (3, 100, 101, 3, 4, 1),
+        (4, 50, 100, 2, 4, 2),
+    ];
     for (n, min, max, floor, total, k) in cases {
         let p = policy(min, max);
         assert_eq!(capacity_bounds(n, &p), (floor, total), "{n} {min} {max}");
@@ -247,8 +307,18 @@ fn rolls_eight_with_surge_in_two_waves() {
     assert_eq!(m.members.len(), 8);
     assert_eq!(m.desired, 8);
     // Two waves of launch (1000) + warmup (500), plus drains and ticks.
-    let lb = lower_bound(8, 4, Duration::from_millis(1000), Duration::ZERO, Duration::from_millis(500), Duration::from_millis(50));
-    assert!(elapsed as f64 <= lb.as_millis() as f64 * 1.25, "elapsed {elapsed} vs bound {lb:?}");
+    let lb = lower_bound(
+        8,
+        4,
+        Duration::from_millis(1000),
+        Duration::ZERO,
+        Duration::from_millis(500),
+        Duration::from_millis(50),
+    );
+    assert!(
+        elapsed as f64 <= lb.as_millis() as f64 * 1.25,
+        "elapsed {elapsed} vs bound {lb:?}"
+    );
 }
 
 #[test]
@@ -267,7 +337,13 @@ fn broken_image_aborts() {
     let (_, _, outcome) = drive(&mut m, &policy(100, 150), 500, 10_000);
     assert!(matches!(outcome, Outcome::Abort { .. }), "{outcome:?}");
     // No old instance was drained: the floor protected the fleet.
-    assert_eq!(m.members.iter().filter(|x| x.0.image.as_str() == "old").count(), 4);
+    assert_eq!(
+        m.members
+            .iter()
+            .filter(|x| x.0.image.as_str() == "old")
+            .count(),
+        4
+    );
 }
 
 #[test]
@@ -294,11 +370,21 @@ fn skips_instances_on_target() {
     m.members[0].0.image = ImageId::new("new");
     let (_, _, outcome) = drive(&mut m, &policy(100, 150), 50, 10_000);
     assert_eq!(outcome, Outcome::Complete);
-    assert!(m.members.iter().any(|x| x.0.id.as_str() == "i-0001"), "matching instance kept");
+    assert!(
+        m.members.iter().any(|x| x.0.id.as_str() == "i-0001"),
+        "matching instance kept"
+    );
 }
 
 /// Drive until `stop` says so, returning the plan it stopped on.
-fn drive_until(model: &mut Model, pol: &RollPolicy, progress: &mut RollProgress, tick_ms: i64, max_ticks: u32, stop: impl Fn(&Model, &Plan) -> bool) -> Plan {
+fn drive_until(
+    model: &mut Model,
+    pol: &RollPolicy,
+    progress: &mut RollProgress,
+    tick_ms: i64,
+    max_ticks: u32,
+    stop: impl Fn(&Model, &Plan) -> bool,
+) -> Plan {
     for _ in 0..max_ticks {
         let obs = model.observe();
         let p = plan(&obs, pol, progress, Timestamp(model.now));
@@ -313,23 +399,38 @@ fn drive_until(model: &mut Model, pol: &RollPolicy, progress: &mut RollProgress,
 }
 
 fn new_count(m: &Model) -> usize {
-    m.members.iter().filter(|x| x.0.image.as_str() == "new").count()
+    m.members
+        .iter()
+        .filter(|x| x.0.image.as_str() == "new")
+        .count()
 }
 
 #[test]
 fn canary_replaces_only_canaries_then_bakes() {
-    let pol = RollPolicy { canary: 2, bake_time: Duration::from_secs(60), ..policy(100, 150) };
+    let pol = RollPolicy {
+        canary: 2,
+        bake_time: Duration::from_secs(60),
+        ..policy(100, 150)
+    };
     let mut m = Model::new(10, 1000, 50);
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 10, Timestamp(m.now));
     // Run until the canary stage is done and its bake started.
-    let p = drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| p.progress.stage_done_at.is_some());
+    let p = drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
+        p.progress.stage_done_at.is_some()
+    });
     assert_eq!(p.status.stage, 0);
     let baked_from = m.now;
     assert_eq!(new_count(&m), 2, "only the canaries were replaced");
     // Nothing more starts during the bake.
-    let p = drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| p.progress.stage == 1);
-    assert!(m.now - baked_from >= 60_000, "bake shortened: {}", m.now - baked_from);
+    let p = drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| {
+        p.progress.stage == 1
+    });
+    assert!(
+        m.now - baked_from >= 60_000,
+        "bake shortened: {}",
+        m.now - baked_from
+    );
     assert_eq!(new_count(&m), 2);
     assert!(p.status.waiting.is_none());
     let (_, _, outcome) = drive_from(&mut m, &pol, progress, 100, 10_000);
@@ -340,7 +441,11 @@ fn canary_replaces_only_canaries_then_bakes() {
 #[test]
 fn failed_canary_aborts_after_the_canary_only() {
     // max_unhealthy_new is high, but any canary failure aborts.
-    let pol = RollPolicy { canary: 1, max_unhealthy_new: 5, ..policy(100, 150) };
+    let pol = RollPolicy {
+        canary: 1,
+        max_unhealthy_new: 5,
+        ..policy(100, 150)
+    };
     let mut m = Model::new(10, 1000, 50);
     m.broken_new = true;
     let (_, _, outcome) = drive(&mut m, &pol, 500, 10_000);
@@ -348,21 +453,43 @@ fn failed_canary_aborts_after_the_canary_only() {
         Outcome::Abort { reason } => assert!(reason.starts_with("canary failed"), "{reason}"),
         o => panic!("{o:?}"),
     }
-    assert_eq!(m.members.iter().filter(|x| x.0.image.as_str() == "old").count(), 10);
+    assert_eq!(
+        m.members
+            .iter()
+            .filter(|x| x.0.image.as_str() == "old")
+            .count(),
+        10
+    );
     assert_eq!(new_count(&m), 1, "one canary launched, nothing more");
 }
 
 #[test]
 fn checkpoints_pause_between_stages() {
-    let pol = RollPolicy { checkpoints: vec![50], checkpoint_pause: Duration::from_secs(30), ..policy(100, 120) };
+    let pol = RollPolicy {
+        checkpoints: vec![50],
+        checkpoint_pause: Duration::from_secs(30),
+        ..policy(100, 120)
+    };
     let mut m = Model::new(10, 1000, 50);
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 10, Timestamp(m.now));
-    let p = drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| p.status.waiting.is_some());
-    assert!(p.status.waiting.as_deref().unwrap_or("").contains("checkpoint 50%"), "{:?}", p.status.waiting);
+    let p = drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| {
+        p.status.waiting.is_some()
+    });
+    assert!(
+        p.status
+            .waiting
+            .as_deref()
+            .unwrap_or("")
+            .contains("checkpoint 50%"),
+        "{:?}",
+        p.status.waiting
+    );
     assert_eq!(new_count(&m), 5);
     let paused_at = m.now;
-    drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| p.progress.stage == 1);
+    drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| {
+        p.progress.stage == 1
+    });
     assert!(m.now - paused_at >= 30_000);
     let (_, _, outcome) = drive_from(&mut m, &pol, progress, 100, 10_000);
     assert_eq!(outcome, Outcome::Complete);
@@ -372,7 +499,11 @@ fn checkpoints_pause_between_stages() {
 fn unhealthy_threshold_as_percent() {
     // 70 % of 10 = 7: the first wave of 5 failures does not abort (they
     // are replaced), the second wave does.
-    let pol = RollPolicy { max_unhealthy_new: 1, max_unhealthy_new_percent: Some(70), ..policy(100, 150) };
+    let pol = RollPolicy {
+        max_unhealthy_new: 1,
+        max_unhealthy_new_percent: Some(70),
+        ..policy(100, 150)
+    };
     let mut m = Model::new(10, 1000, 50);
     m.broken_new = true;
     let (_, _, outcome) = drive(&mut m, &pol, 500, 10_000);
@@ -384,7 +515,10 @@ fn unhealthy_threshold_as_percent() {
 
 #[test]
 fn failed_new_instances_are_replaced_below_threshold() {
-    let pol = RollPolicy { max_unhealthy_new: 50, ..policy(100, 150) };
+    let pol = RollPolicy {
+        max_unhealthy_new: 50,
+        ..policy(100, 150)
+    };
     let mut m = Model::new(6, 1000, 50);
     m.broken_pct = 30;
     let (_, _, outcome) = drive(&mut m, &pol, 200, 50_000);
@@ -394,7 +528,10 @@ fn failed_new_instances_are_replaced_below_threshold() {
 
 #[test]
 fn cutoff_pauses_then_resume_completes() {
-    let pol = RollPolicy { window_cutoff: Some(Duration::from_millis(1500)), ..policy(90, 110) };
+    let pol = RollPolicy {
+        window_cutoff: Some(Duration::from_millis(1500)),
+        ..policy(90, 110)
+    };
     let mut m = Model::new(20, 1000, 50);
     let (_, _, outcome) = drive(&mut m, &pol, 100, 10_000);
     match &outcome {
@@ -406,7 +543,10 @@ fn cutoff_pauses_then_resume_completes() {
     assert_eq!(m.members.len(), 20, "back to base capacity while paused");
     // Next window: a fresh progress (the engine resumes the run).
     let progress = RollProgress::new(ImageId::new("new"), 20, Timestamp(m.now));
-    let pol = RollPolicy { window_cutoff: None, ..pol };
+    let pol = RollPolicy {
+        window_cutoff: None,
+        ..pol
+    };
     let (_, _, outcome) = drive_from(&mut m, &pol, progress, 100, 10_000);
     assert_eq!(outcome, Outcome::Complete);
     assert_eq!(new_count(&m), 20);
@@ -414,19 +554,34 @@ fn cutoff_pauses_then_resume_completes() {
 
 #[test]
 fn protected_wait_blocks_then_times_out_with_reason() {
-    let pol = RollPolicy { protected: HeldInstances::Wait, hold_timeout: Duration::from_secs(5), ..policy(100, 150) };
+    let pol = RollPolicy {
+        protected: HeldInstances::Wait,
+        hold_timeout: Duration::from_secs(5),
+        ..policy(100, 150)
+    };
     let mut m = Model::new(4, 1000, 50);
     m.members[0].0.protected = true;
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 4, Timestamp(m.now));
-    let p = drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| matches!(p.outcome, Outcome::Blocked { .. }));
+    let p = drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
+        matches!(p.outcome, Outcome::Blocked { .. })
+    });
     let blocked_at = m.now;
-    assert!(matches!(&p.outcome, Outcome::Blocked { reason } if reason.contains("i-0001")), "{:?}", p.outcome);
-    let p = drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| !matches!(p.outcome, Outcome::Blocked { .. } | Outcome::Progressing));
+    assert!(
+        matches!(&p.outcome, Outcome::Blocked { reason } if reason.contains("i-0001")),
+        "{:?}",
+        p.outcome
+    );
+    let p = drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
+        !matches!(p.outcome, Outcome::Blocked { .. } | Outcome::Progressing)
+    });
     match &p.outcome {
         Outcome::Abort { reason } => {
             assert!(reason.starts_with("timed out after 5s"), "{reason}");
-            assert!(reason.contains("i-0001") && reason.contains("hold_timeout"), "{reason}");
+            assert!(
+                reason.contains("i-0001") && reason.contains("hold_timeout"),
+                "{reason}"
+            );
         }
         o => panic!("{o:?}"),
     }
@@ -435,12 +590,18 @@ fn protected_wait_blocks_then_times_out_with_reason() {
 
 #[test]
 fn protected_wait_resumes_when_unprotected() {
-    let pol = RollPolicy { protected: HeldInstances::Wait, hold_timeout: Duration::from_secs(60), ..policy(100, 150) };
+    let pol = RollPolicy {
+        protected: HeldInstances::Wait,
+        hold_timeout: Duration::from_secs(60),
+        ..policy(100, 150)
+    };
     let mut m = Model::new(4, 1000, 50);
     m.members[0].0.protected = true;
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 4, Timestamp(m.now));
-    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| matches!(p.outcome, Outcome::Blocked { .. }));
+    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
+        matches!(p.outcome, Outcome::Blocked { .. })
+    });
     m.members[0].0.protected = false;
     let (_, _, outcome) = drive_from(&mut m, &pol, progress, 100, 10_000);
     assert_eq!(outcome, Outcome::Complete);
@@ -449,18 +610,27 @@ fn protected_wait_resumes_when_unprotected() {
 
 #[test]
 fn protected_fail_refuses() {
-    let pol = RollPolicy { protected: HeldInstances::Fail, ..policy(100, 150) };
+    let pol = RollPolicy {
+        protected: HeldInstances::Fail,
+        ..policy(100, 150)
+    };
     let mut m = Model::new(4, 1000, 50);
     m.members[2].0.protected = true;
     let (tick, _, outcome) = drive(&mut m, &pol, 100, 10);
     assert_eq!(tick, 0);
-    assert!(matches!(&outcome, Outcome::Abort { reason } if reason.contains("i-0003") && reason.contains("\"fail\"")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Abort { reason } if reason.contains("i-0003") && reason.contains("\"fail\"")),
+        "{outcome:?}"
+    );
     assert_eq!(new_count(&m), 0, "nothing was launched");
 }
 
 #[test]
 fn stuck_drain_ends_at_drain_timeout() {
-    let pol = RollPolicy { drain_timeout: Duration::from_secs(3), ..policy(100, 150) };
+    let pol = RollPolicy {
+        drain_timeout: Duration::from_secs(3),
+        ..policy(100, 150)
+    };
     let mut m = Model::new(4, 1000, 50);
     m.stuck_drain_pct = 100;
     m.drain_timeout_ms = 3000;
@@ -475,13 +645,21 @@ fn scale_out_mid_roll_launches_new_and_completes_at_new_size() {
     let mut m = Model::new(6, 1000, 50);
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 6, Timestamp(m.now));
-    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| p.progress.replaced >= 2);
+    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
+        p.progress.replaced >= 2
+    });
     let before = new_count(&m);
     m.autoscale(4);
-    assert_eq!(new_count(&m), before + 4, "scale-out launches on the new image");
+    assert_eq!(
+        new_count(&m),
+        before + 4,
+        "scale-out launches on the new image"
+    );
     // The floor rises with the new capacity before the new instances are
     // up, so drive without the strict floor check.
-    drive_until(&mut m, &pol, &mut progress, 100, 10_000, |_, p| p.outcome == Outcome::Complete);
+    drive_until(&mut m, &pol, &mut progress, 100, 10_000, |_, p| {
+        p.outcome == Outcome::Complete
+    });
     assert_eq!(m.members.len(), 10);
     assert_eq!(new_count(&m), 10);
 }
@@ -492,7 +670,9 @@ fn scale_in_mid_roll_takes_old_first_and_completes() {
     let mut m = Model::new(20, 1000, 50);
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 20, Timestamp(m.now));
-    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| p.progress.replaced >= 4);
+    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
+        p.progress.replaced >= 4
+    });
     let new_before = new_count(&m);
     m.autoscale(-8);
     assert_eq!(new_count(&m), new_before, "scale-in took old instances");
@@ -519,9 +699,19 @@ fn planner_drains_surplus_old_when_desired_drops_below_live() {
     let obs = m.observe();
     let p2 = plan(&obs, &pol, &progress, Timestamp(m.now));
     assert_eq!(p2.progress.base_desired, 4);
-    let drained: Vec<_> = p2.actions.iter().filter(|a| matches!(a, Action::Drain { .. })).collect();
+    let drained: Vec<_> = p2
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Drain { .. }))
+        .collect();
     assert!(!drained.is_empty(), "{:?}", p2.actions);
-    assert!(!p2.actions.iter().any(|a| matches!(a, Action::SetDesired { .. })), "{:?}", p2.actions);
+    assert!(
+        !p2.actions
+            .iter()
+            .any(|a| matches!(a, Action::SetDesired { .. })),
+        "{:?}",
+        p2.actions
+    );
 }
 
 #[test]

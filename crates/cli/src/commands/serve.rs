@@ -1,0 +1,101 @@
+//! `repave serve`: the scheduler, the HTTP API and the dashboard in one
+//! process, over the same `repave.toml` and state directory as the CLI.
+
+use crate::cli::Cli;
+use crate::exit::{self, Exit};
+use anyhow::{anyhow, Context as _};
+use repave_core::ids::SystemClock;
+use repave_engine::EngineOptions;
+use repave_server::{Server, ServerOptions};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: `[server] listen`, else
+    /// 127.0.0.1:8787). Port 0 picks a free port; the address is printed.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// How long SIGTERM waits for runs to reach a safe point.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    repave_core::duration::parse_duration(s)
+}
+
+pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
+    let loaded = crate::context::load(cli)?;
+    let config = loaded.config.clone();
+    let token = token(&config.server)?;
+    let store = loaded.store()?;
+    let mut providers = BTreeMap::new();
+    for (name, pipeline) in &config.pipelines {
+        providers.insert(name.clone(), loaded.provider(pipeline).await?);
+    }
+    let listen = args.listen.clone().unwrap_or_else(|| config.server.listen.clone());
+    let opts = ServerOptions {
+        config,
+        token,
+        store,
+        providers,
+        clock: Arc::new(SystemClock),
+        engine: EngineOptions::default(),
+        scheduler_tick: Duration::from_secs(30),
+        shutdown_grace: args.shutdown_grace,
+    };
+    let server = Server::new(opts).map_err(Exit::bad_input)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))
+        .map_err(Exit::failed)?;
+    let addr = listener.local_addr().map_err(|e| Exit::failed(anyhow!(e)))?;
+    // Tests and scripts read the address from the first line.
+    println!("listening on http://{addr}");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("shutting down: runs stop at the next safe point and resume on the next start");
+        stop.cancel();
+    });
+    server.serve(listener, shutdown).await.map_err(Exit::failed)?;
+    Ok(exit::OK)
+}
+
+/// The API token: `[server] token`, else the variable `token_env` names,
+/// else `REPAVE_TOKEN`. Read once here, never elsewhere.
+fn token(s: &repave_core::config::ServerConfig) -> Result<Option<String>, Exit> {
+    if let Some(t) = &s.token {
+        return Ok(Some(t.clone()));
+    }
+    let var = s.token_env.as_deref().unwrap_or("REPAVE_TOKEN");
+    match std::env::var(var) {
+        Ok(t) if t.len() >= 16 => Ok(Some(t)),
+        Ok(_) => Err(Exit::bad_input(anyhow!("${var}: the API token must be at least 16 characters"))),
+        Err(_) if s.token_env.is_some() => Err(Exit::bad_input(anyhow!("${var} (server.token_env) is not set"))),
+        Err(_) => {
+            eprintln!("warning: no API token (set REPAVE_TOKEN): mutating API calls are refused");
+            Ok(None)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
