@@ -419,6 +419,7 @@ async fn from_config_applies_region_profile_and_endpoint() {
         region: Some("eu-west-1".into()),
         profile: Some("repave-test-profile-that-does-not-exist".into()),
         endpoint_url: Some("http://127.0.0.1:9".into()),
+        ..Default::default()
     };
     let p = AwsProvider::from_config(&cfg, AwsOptions::default())
         .await

@@ -25,6 +25,7 @@ fn engine(provider: Arc<repave_aws::AwsProvider>) -> Engine {
     let opts = EngineOptions {
         tick: Duration::from_millis(200),
         poll: Duration::from_millis(100),
+        roll_cutoff: None,
         lease_ttl: Duration::from_secs(60),
     };
     Engine::new(
@@ -277,6 +278,7 @@ async fn twenty_instance_roll_api_calls() {
     let opts = EngineOptions {
         tick: Duration::from_millis(500),
         poll: Duration::from_millis(200),
+        roll_cutoff: None,
         lease_ttl: Duration::from_secs(60),
     };
     let engine = Engine::new(

@@ -106,6 +106,18 @@ pub enum Command {
         #[arg(long)]
         root: PathBuf,
     },
+    /// Steady keep-alive HTTP load at a loopback address; prints requests/s
+    /// (what the balancer benchmark compares).
+    #[command(hide = true)]
+    Load {
+        /// `127.0.0.1:PORT` (loopback only).
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// The package tool local instances patch with.
     #[command(hide = true)]
     Pkg {

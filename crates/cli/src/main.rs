@@ -68,6 +68,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Exit> {
             repave_local::demo_app::run(*port, root.clone()).await.map_err(Exit::failed)?;
             Ok(exit::OK)
         }
+        Command::Load { target, connections, seconds } => demo::load_command(&cli, target, *connections, *seconds).await,
         Command::Pkg { .. } => unreachable!("handled before the runtime starts"),
     }
 }

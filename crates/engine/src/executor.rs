@@ -27,11 +27,19 @@ pub struct EngineOptions {
     /// Poll period while waiting on the provider.
     pub poll: Duration,
     pub lease_ttl: Duration,
+    /// The maintenance window's cutoff: after it no new replacement starts,
+    /// and once nothing is in flight the run ends `paused` (resumable).
+    pub roll_cutoff: Option<Timestamp>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { tick: Duration::from_millis(100), poll: Duration::from_millis(200), lease_ttl: Duration::from_secs(30) }
+        Self {
+            tick: Duration::from_millis(100),
+            poll: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(30),
+            roll_cutoff: None,
+        }
     }
 }
 

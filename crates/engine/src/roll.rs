@@ -95,6 +95,7 @@ async fn roll_loop(
     let group = ctx.pipeline.group.clone();
     let first = observe(p, &group).await?;
     let mut progress = RollProgress::new(target.clone(), base, started);
+    progress.cutoff = ctx.engine.opts.roll_cutoff;
     // Instances this roll deregistered before a restart are still draining.
     for m in &first.members {
         if m.image != *target && matches!(m.target, Some((TargetState::Draining, _)) | None) && m.lifecycle == Lifecycle::InService {

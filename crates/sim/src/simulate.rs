@@ -162,6 +162,7 @@ pub async fn simulate_paused(pipeline: &Pipeline, opts: &SimOptions) -> SimRepor
     let options = EngineOptions {
         tick: opts.tick,
         poll: opts.tick,
+        roll_cutoff: None,
         lease_ttl: Duration::from_secs(30 * 86_400),
     };
     let engine = Arc::new(Engine::new(

@@ -56,6 +56,7 @@ fn sim(size: u32, faults: Faults) -> Sim {
     let opts = EngineOptions {
         tick: Duration::from_secs(5),
         poll: Duration::from_secs(5),
+        roll_cutoff: None,
         lease_ttl: Duration::from_secs(30 * 86_400),
     };
     let engine = Arc::new(Engine::new(

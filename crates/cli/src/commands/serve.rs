@@ -4,7 +4,7 @@
 use crate::cli::Cli;
 use crate::exit::{self, Exit};
 use anyhow::{anyhow, Context as _};
-use repave_core::ids::SystemClock;
+use repave_core::ids::{Clock as _, SystemClock};
 use repave_engine::EngineOptions;
 use repave_server::{Server, ServerOptions};
 use std::collections::BTreeMap;
@@ -30,13 +30,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let config = loaded.config.clone();
+    // Before the fleet process starts: a bad window is a config error.
+    repave_server::check_windows(&config, SystemClock.now()).map_err(Exit::bad_input)?;
     let token = token(&config.server)?;
     let store = loaded.store()?;
     let mut providers = BTreeMap::new();
     for (name, pipeline) in &config.pipelines {
         providers.insert(name.clone(), loaded.provider(pipeline).await?);
     }
-    let listen = args.listen.clone().unwrap_or_else(|| config.server.listen.clone());
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| config.server.listen.clone());
     let opts = ServerOptions {
         config,
         token,
@@ -52,7 +57,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
         .await
         .with_context(|| format!("binding {listen}"))
         .map_err(Exit::failed)?;
-    let addr = listener.local_addr().map_err(|e| Exit::failed(anyhow!(e)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Exit::failed(anyhow!(e)))?;
     // Tests and scripts read the address from the first line.
     println!("listening on http://{addr}");
     let shutdown = CancellationToken::new();
@@ -62,7 +69,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
         eprintln!("shutting down: runs stop at the next safe point and resume on the next start");
         stop.cancel();
     });
-    server.serve(listener, shutdown).await.map_err(Exit::failed)?;
+    server
+        .serve(listener, shutdown)
+        .await
+        .map_err(Exit::failed)?;
     Ok(exit::OK)
 }
 
@@ -75,8 +85,12 @@ fn token(s: &repave_core::config::ServerConfig) -> Result<Option<String>, Exit> 
     let var = s.token_env.as_deref().unwrap_or("REPAVE_TOKEN");
     match std::env::var(var) {
         Ok(t) if t.len() >= 16 => Ok(Some(t)),
-        Ok(_) => Err(Exit::bad_input(anyhow!("${var}: the API token must be at least 16 characters"))),
-        Err(_) if s.token_env.is_some() => Err(Exit::bad_input(anyhow!("${var} (server.token_env) is not set"))),
+        Ok(_) => Err(Exit::bad_input(anyhow!(
+            "${var}: the API token must be at least 16 characters"
+        ))),
+        Err(_) if s.token_env.is_some() => Err(Exit::bad_input(anyhow!(
+            "${var} (server.token_env) is not set"
+        ))),
         Err(_) => {
             eprintln!("warning: no API token (set REPAVE_TOKEN): mutating API calls are refused");
             Ok(None)

@@ -22,6 +22,8 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
         let health = provider.target_health(&pipeline.group).await.map_err(Exit::failed)?;
         let history = provider.parameter_history(&pipeline.parameter).await.map_err(Exit::failed)?;
         let current = history.last().map(|p| p.value.clone()).unwrap_or_default();
+        let ids: Vec<_> = group.members.iter().map(|m| m.id.clone()).collect();
+        let described = provider.describe_instances(&ids).await.map_err(Exit::failed)?;
         let instances: Vec<_> = group
             .members
             .iter()
@@ -33,6 +35,7 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
                     "in_flight": t.and_then(|t| t.in_flight),
                     "protected": m.protected, "launched_at": m.launched_at,
                     "on_golden": m.image.as_str() == current,
+                    "address": described.iter().find(|i| i.id == m.id).and_then(|i| i.address.clone()),
                 })
             })
             .collect();

@@ -61,7 +61,9 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(addr: &str, clients: u32) -> Load {
+    /// `paced`: leave a few ms between one client's requests (steady load
+    /// that leaves CPU to the fleet); unpaced measures throughput.
+    pub fn start(addr: &str, clients: u32, paced: bool) -> Load {
         assert!(addr.starts_with("127.0.0.1:"), "load only targets loopback, got {addr}");
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -80,9 +82,11 @@ impl Load {
                         }
                         let outcome = one(&client, &uri).await;
                         record(&shared, started, outcome);
-                        tokio::select! {
-                            _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(PACE) => {}
+                        if paced {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(PACE) => {}
+                            }
                         }
                     }
                 })

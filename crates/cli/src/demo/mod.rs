@@ -19,6 +19,23 @@ use std::time::{Duration, Instant};
 
 const PIPELINE: &str = "demo";
 
+/// `repave load`: the demo's load generator on its own, for benchmarks.
+pub async fn load_command(cli: &Cli, target: &str, connections: u32, seconds: u64) -> Result<i32, Exit> {
+    if !target.starts_with("127.0.0.1:") {
+        return Err(Exit::bad_input(anyhow!("--target must be 127.0.0.1:PORT (load only goes to loopback)")));
+    }
+    let seconds = seconds.clamp(1, 300);
+    let load = load::Load::start(target, connections.clamp(1, 4096), false);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let r = load.finish().await;
+    if cli.json {
+        crate::output::json(&json!({ "target": target, "connections": connections, "seconds": r.seconds, "total": r.total, "failed": r.failed, "per_second": r.per_second }));
+    } else {
+        println!("{target}: {} requests in {:.1}s, {:.0}/s, {} failed", r.total, r.seconds, r.per_second, r.failed);
+    }
+    Ok(if r.failed == 0 { exit::OK } else { exit::FAILED })
+}
+
 pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
     let state_dir = fresh_state_dir(cli.state_dir.as_deref())?;
     let bars = Arc::new(Bars::new(cli.json));
@@ -63,7 +80,7 @@ async fn drive(
     bars.println(&format!("fleet healthy behind http://{addr}; driving load with {} keep-alive clients", args.clients));
 
     let load_start_ms = SystemClock.now().millis();
-    let load = load::Load::start(&addr, args.clients);
+    let load = load::Load::start(&addr, args.clients, true);
     // A moment of traffic on the old fleet first, so the report shows before and after.
     tokio::time::sleep(Duration::from_millis(1000)).await;
 

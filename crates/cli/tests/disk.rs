@@ -1,0 +1,80 @@
+//! Disk trouble while creating an image: the image store on a full, then a
+//! read-only, filesystem. The run fails cleanly with the OS's reason, the
+//! builder is gone, and nothing is published. Needs root for `mount`
+//! (CI runs as root); without it the test fails, it never skips.
+
+mod common;
+
+use common::{fleet_lock, FleetGuard, Repave};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().expect("run mount");
+        assert!(out.status.success(), "this test needs to mount a tmpfs (run as root): {}", String::from_utf8_lossy(&out.stderr));
+        Mount(at.to_path_buf())
+    }
+    fn remount(&self, opts: &str) {
+        let out = Command::new("mount").args(["-o", &format!("remount,{opts}")]).arg(&self.0).output().unwrap();
+        assert!(out.status.success(), "remount {opts}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    fn used_kib(&self) -> u64 {
+        let out = Command::new("df").args(["--output=used", "-k"]).arg(&self.0).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn full_or_read_only_image_store_fails_cleanly() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("repave.toml");
+    std::fs::write(
+        &config,
+        format!("[providers.local.groups.web]\nmin = 2\nmax = 4\ndesired = 2\nport = {port}\n\n[pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n"),
+    )
+    .unwrap();
+    let c = config.display().to_string();
+    // The image store gets its own small filesystem.
+    let blobs = Mount::tmpfs(&dir.path().join(".repave/local/blobs"), "4m");
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
+    let before = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+
+    for (what, opts, reason) in [
+        ("full", format!("size={}k", blobs.used_kib().max(4)), "No space left"),
+        ("read-only", "ro".to_string(), "Read-only file system"),
+    ] {
+        blobs.remount(&opts);
+        let ran = Repave::new().args(["--config", c.as_str(), "--json", "run"]).run();
+        assert_eq!(ran.code, 1, "{what}: {}\n{}", ran.stdout, ran.stderr);
+        let v = ran.json();
+        assert_eq!(v["state"], "failed", "{what}");
+        let err = v["summary"]["error"].as_str().unwrap();
+        assert!(err.contains("create_image") || err.contains("image"), "{what}: {err}");
+        assert!(err.contains(reason), "{what}: the OS's reason is in the message: {err}");
+        let after = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+        assert_eq!(before[0]["parameter"], after[0]["parameter"], "{what}: nothing published");
+        assert_eq!(before[0]["group"]["launch_spec"], after[0]["group"]["launch_spec"], "{what}");
+        let images = Repave::new().args(["--config", c.as_str(), "--json", "images"]).run().expect_code(0).json();
+        assert_eq!(images.as_array().unwrap().len(), 1, "{what}: no half-made image registered: {images}");
+        // The builder is gone.
+        let roots = std::fs::read_dir(dir.path().join(".repave/local/instances")).unwrap().count();
+        assert_eq!(roots, 2, "{what}: builder root left behind");
+        blobs.remount("rw,size=4m");
+    }
+    // With room again, the same pipeline runs through.
+    let v = Repave::new().args(["--config", c.as_str(), "--json", "run"]).run().expect_code(0).json();
+    assert_eq!(v["state"], "succeeded");
+}

@@ -1,0 +1,735 @@
+//! `repave serve` end to end: the real binary on 127.0.0.1, a local fleet
+//! of real processes, real HTTP. Every API endpoint (401 and 409 too),
+//! webhooks against a local receiver, the dashboard in headless Chromium
+//! during a roll, and SIGTERM mid-roll with a restart that finishes it
+//! under load without one failed request.
+
+mod common;
+
+use common::{exe, fleet_lock, http_load, FleetGuard};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &Path, port: u16, desired: u32, warmup: &str, extra: &str) -> PathBuf {
+    let path = dir.join("repave.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{extra}\n[providers.local.groups.web]\nmin = 1\nmax = 8\ndesired = {desired}\nport = {port}\nderegistration_delay = \"2s\"\n\n\
+             [pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n\
+             window = {{ cron = \"0 2 * * TUE#2+3\", timezone = \"Asia/Taipei\", duration = \"4h\", cutoff = \"1h\" }}\n\
+             [pipelines.web.rollout]\nwarmup = \"{warmup}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running `repave serve`; killed when dropped.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(config: &Path, log: &str) -> Serve {
+        let stderr = std::fs::File::create(config.with_file_name(log)).unwrap();
+        let mut child = Command::new(exe())
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("REPAVE_TOKEN", TOKEN)
+            .env("REPAVE_LOG", "warn")
+            .env_remove("REPAVE_CONFIG")
+            .env_remove("REPAVE_STATE_DIR")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        // Bounded: the fleet process starts first (a few seconds at most).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = out.read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("serve printed its address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Serve { child, addr }
+    }
+
+    fn terminate(&mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", pid.as_str()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit within 60s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`); returns status and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn get(addr: &str, path: &str) -> Value {
+    let (status, body) = http(addr, "GET", path, None, None);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let (status, body) = http(addr, "POST", path, token, Some(body));
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_state(addr: &str, run: &str, states: &[&str], timeout: Duration) -> String {
+    wait_for(&format!("run {run} to reach {states:?}"), timeout, || {
+        let s = get(addr, &format!("/api/runs/{run}"))["run"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        states.contains(&s.as_str()).then_some(s)
+    })
+}
+
+/// A webhook receiver on 127.0.0.1 that fails its first request (500) to
+/// prove the retry, then accepts; records every body.
+fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let status = if i == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            if i > 0 {
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (addr, bodies)
+}
+
+#[test]
+fn api_endpoints_auth_conflicts_webhooks_and_pages() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, bodies) = receiver();
+    let extra = format!("[[server.webhooks]]\nurl = \"http://{hook}/hook\"\n");
+    let config = write_config(dir.path(), free_port(), 2, "1s", &extra);
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    let serve = Serve::start(&config, "serve.log");
+    let a = serve.addr.as_str();
+
+    // Pipelines with their next window (Patch Tuesday + 3, 02:00 Taipei).
+    let pipelines = get(a, "/api/pipelines");
+    assert_eq!(pipelines[0]["name"], "web");
+    assert!(
+        pipelines[0]["next_window"]["start"].as_i64().unwrap() > 0,
+        "{pipelines}"
+    );
+    assert_eq!(pipelines[0]["schedule"]["enabled"], true);
+
+    // Without (or with a wrong) token: 401 and no run is created.
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body) = post(a, "/api/runs", token, r#"{"pipeline":"web"}"#);
+        assert_eq!(status, 401, "{body}");
+    }
+    assert_eq!(
+        get(a, "/api/runs").as_array().unwrap().len(),
+        0,
+        "a refused call changed nothing"
+    );
+    let (status, _) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"nope"}"#);
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        a,
+        "/api/runs",
+        Some(TOKEN),
+        r#"{"pipeline":"web","kind":"sideways"}"#,
+    );
+    assert_eq!(status, 400);
+
+    // Start; a second run on the same group gets 409 naming the holder.
+    let (status, started) = post(
+        a,
+        "/api/runs",
+        Some(TOKEN),
+        r#"{"pipeline":"web","kind":"run"}"#,
+    );
+    assert_eq!(status, 202, "{started}");
+    let run = started["run"]["id"].as_str().unwrap().to_string();
+    let (status, conflict) = post(
+        a,
+        "/api/runs",
+        Some(TOKEN),
+        r#"{"pipeline":"web","kind":"roll"}"#,
+    );
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["holder"], run.as_str());
+
+    // Cancel mid-roll: the run pauses at a safe point; resume finishes it.
+    wait_for("the roll step", Duration::from_secs(90), || {
+        let d = get(a, &format!("/api/runs/{run}"));
+        d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "roll")
+            .then_some(())
+    });
+    assert_eq!(post(a, &format!("/api/runs/{run}/cancel"), None, "").0, 401);
+    let (status, cancelled) = post(a, &format!("/api/runs/{run}/cancel"), Some(TOKEN), "");
+    assert_eq!(status, 202, "{cancelled}");
+    assert_eq!(
+        wait_state(
+            a,
+            &run,
+            &["paused", "succeeded", "failed"],
+            Duration::from_secs(60)
+        ),
+        "paused"
+    );
+    let (status, resumed) = post(a, &format!("/api/runs/{run}/resume"), Some(TOKEN), "");
+    assert_eq!(status, 202, "{resumed}");
+    assert_eq!(
+        wait_state(
+            a,
+            &run,
+            &["succeeded", "failed", "rolled_back"],
+            Duration::from_secs(120)
+        ),
+        "succeeded"
+    );
+    // A finished run can be neither cancelled nor resumed.
+    assert_eq!(
+        post(a, &format!("/api/runs/{run}/cancel"), Some(TOKEN), "").0,
+        409
+    );
+    assert_eq!(
+        post(a, &format!("/api/runs/{run}/resume"), Some(TOKEN), "").0,
+        409
+    );
+
+    // Runs, filters, detail with steps and events, progress samples.
+    let listed = get(a, "/api/runs?pipeline=web&state=succeeded");
+    assert_eq!(listed[0]["id"], run.as_str());
+    assert_eq!(
+        get(a, "/api/runs?state=failed").as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(http(a, "GET", "/api/runs?state=bogus", None, None).0, 400);
+    assert_eq!(http(a, "GET", "/api/runs/run-nope", None, None).0, 404);
+    let detail = get(a, &format!("/api/runs/{run}"));
+    let steps: Vec<&str> = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"patch") && steps.contains(&"roll"),
+        "{steps:?}"
+    );
+    assert!(detail["events"].as_array().unwrap().len() > 10);
+    let progress = get(a, &format!("/api/runs/{run}/progress"));
+    assert!(
+        !progress["samples"].as_array().unwrap().is_empty(),
+        "{progress}"
+    );
+
+    // Fleet: every instance on the golden image, its manifest from the patch step.
+    let fleet = get(a, "/api/fleet");
+    let g = &fleet[0];
+    assert_eq!(g["drift"], 0, "{g}");
+    let golden = g["golden_image"].as_str().unwrap().to_string();
+    let img = g["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == golden.as_str())
+        .unwrap();
+    let updates = img["manifest"]["updates"].as_array().unwrap().len();
+    assert!(updates > 0, "{img}");
+    let parent = img["manifest"]["lineage"][0].as_str().unwrap().to_string();
+    let diff = get(a, &format!("/api/images/diff?a={parent}&b={golden}"));
+    assert_eq!(diff["added"].as_array().unwrap().len(), updates, "{diff}");
+    assert_eq!(
+        get(a, &format!("/api/images/{golden}/manifest"))["updates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        updates
+    );
+
+    // Rollback: a new run puts the group back on the previous image.
+    let (status, rb) = post(a, &format!("/api/runs/{run}/rollback"), Some(TOKEN), "");
+    assert_eq!(status, 202, "{rb}");
+    let rb = rb["run"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_state(a, &rb, &["succeeded", "failed"], Duration::from_secs(120)),
+        "succeeded"
+    );
+    assert_eq!(get(a, "/api/fleet")[0]["golden_image"], parent.as_str());
+
+    // OpenAPI names every route; metrics count runs and API calls.
+    let spec = get(a, "/openapi.json");
+    for p in [
+        "/api/pipelines",
+        "/api/runs",
+        "/api/runs/{id}",
+        "/api/runs/{id}/cancel",
+        "/api/runs/{id}/resume",
+        "/api/runs/{id}/rollback",
+        "/api/fleet",
+        "/api/images/diff",
+        "/metrics",
+    ] {
+        assert!(
+            spec["paths"].get(p).is_some(),
+            "{p} missing from /openapi.json"
+        );
+    }
+    let (status, metrics) = http(a, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    for want in [
+        "repave_runs_total{pipeline=\"web\",result=\"succeeded\"} 2",
+        "repave_api_requests_total{method=\"POST\",route=\"/api/runs\",status=\"401\"} 2",
+        "repave_step_duration_seconds_count{step=\"patch\"} 1",
+        "repave_in_service_instances{group=\"web\"} 2",
+        "repave_image_age_seconds{group=\"web\"",
+    ] {
+        assert!(metrics.contains(want), "{want:?} not in\n{metrics}");
+    }
+
+    // Dashboard pages render.
+    let (status, index) = http(a, "GET", "/", None, None);
+    assert!(
+        status == 200 && index.contains(&run) && index.contains("TUE#2+3"),
+        "{index}"
+    );
+    let (status, page) = http(a, "GET", &format!("/runs/{run}"), None, None);
+    assert!(status == 200 && page.contains("id=\"chart\"") && page.contains("create_image"));
+    let (status, page) = http(
+        a,
+        "GET",
+        &format!("/fleet?a={parent}&b={golden}"),
+        None,
+        None,
+    );
+    assert!(
+        status == 200 && page.contains(&format!("{updates} added")),
+        "{page}"
+    );
+
+    // Webhooks: started and succeeded for each run, after one retried 500.
+    let want = |event: &str, run: &str| format!("\"event\":\"{event}\"") + &format!("|{run}");
+    wait_for("webhooks", Duration::from_secs(20), || {
+        let seen = bodies.lock().unwrap();
+        let has = |w: String| {
+            let (ev, r) = w.split_once('|').unwrap();
+            seen.iter().any(|b| b.contains(ev) && b.contains(r))
+        };
+        (has(want("started", &run)) && has(want("succeeded", &run)) && has(want("succeeded", &rb)))
+            .then_some(())
+    });
+}
+
+fn chromium(args: &[&str]) -> String {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let bin = bin.expect(
+        "chromium is not installed (apt-get install -y chromium): the browser test needs it",
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let profile_arg = format!("--user-data-dir={}", profile.path().display());
+    let out = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+        ])
+        .args([
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            profile_arg.as_str(),
+        ])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn attr(dom: &str, name: &str) -> u64 {
+    let chart = &dom[dom.find("id=\"chart\"").expect("chart in the DOM")..];
+    let chart = &chart[..chart.find('>').unwrap()];
+    let key = format!("{name}=\"");
+    let at = chart
+        .find(&key)
+        .unwrap_or_else(|| panic!("{name} not on the chart: {chart}"))
+        + key.len();
+    chart[at..].split('"').next().unwrap().parse().unwrap()
+}
+
+fn artifacts() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn dashboard_chart_moves_during_a_roll_in_headless_chromium() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port(), 4, "2500ms", "");
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    let serve = Serve::start(&config, "serve.log");
+    let a = serve.addr.as_str();
+    let (status, started) = post(
+        a,
+        "/api/runs",
+        Some(TOKEN),
+        r#"{"pipeline":"web","kind":"run"}"#,
+    );
+    assert_eq!(status, 202, "{started}");
+    let run = started["run"]["id"].as_str().unwrap().to_string();
+    wait_for("roll samples", Duration::from_secs(90), || {
+        let p = get(a, &format!("/api/runs/{run}/progress"));
+        (p["samples"].as_array().unwrap().len() >= 2).then_some(())
+    });
+    let url = format!("http://{a}/runs/{run}");
+    let first = chromium(&["--virtual-time-budget=2000", "--dump-dom", url.as_str()]);
+    let (samples1, new1) = (attr(&first, "data-samples"), attr(&first, "data-new"));
+    // Mid-roll picture, kept as a test artifact.
+    let shot = artifacts().join("dashboard-roll.png");
+    let _ = std::fs::remove_file(&shot);
+    let shot_arg = format!("--screenshot={}", shot.display());
+    chromium(&[
+        "--virtual-time-budget=2000",
+        shot_arg.as_str(),
+        "--window-size=1200,1300",
+        url.as_str(),
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = chromium(&["--virtual-time-budget=2000", "--dump-dom", url.as_str()]);
+    let (samples2, new2) = (attr(&second, "data-samples"), attr(&second, "data-new"));
+    assert!(samples1 >= 2, "the chart drew the roll: {samples1} samples");
+    assert!(
+        samples2 > samples1,
+        "the chart grew while the roll ran: {samples1} → {samples2}"
+    );
+    assert!(
+        new2 > new1 || new2 == 4,
+        "new instances went up: {new1} → {new2}"
+    );
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "screenshot {} saved",
+        shot.display()
+    );
+    assert_eq!(
+        wait_state(
+            a,
+            &run,
+            &["succeeded", "failed", "rolled_back"],
+            Duration::from_secs(120)
+        ),
+        "succeeded"
+    );
+}
+
+#[test]
+fn sigterm_mid_roll_then_restart_finishes_with_zero_failed_requests() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, 3, "1s", "");
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    // `local up` returns once the group is healthy: load from the start.
+    common::Repave::new()
+        .args(["--config", config.to_str().unwrap(), "local", "up"])
+        .run()
+        .expect_code(0);
+    let mut serve = Serve::start(&config, "serve1.log");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 5_000_000);
+    let a = serve.addr.clone();
+    let (status, started) = post(
+        &a,
+        "/api/runs",
+        Some(TOKEN),
+        r#"{"pipeline":"web","kind":"run"}"#,
+    );
+    assert_eq!(status, 202, "{started}");
+    let run = started["run"]["id"].as_str().unwrap().to_string();
+    // Mid-roll: the first new instances are up.
+    wait_for("the roll to be under way", Duration::from_secs(90), || {
+        let p = get(&a, &format!("/api/runs/{run}/progress"));
+        p["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["new"].as_u64() > Some(0))
+            .then_some(())
+    });
+    assert_eq!(serve.terminate(), 0, "serve exits cleanly on SIGTERM");
+    let store = repave_store::Store::open(&dir.path().join(".repave/repave.db")).unwrap();
+    let record = store
+        .get_run(&repave_core::RunId::new(run.clone()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.state.as_str(),
+        "paused",
+        "stopped at a safe point: {:?}",
+        record.error
+    );
+    // The fleet keeps serving while no server runs; the next start resumes.
+    std::thread::sleep(Duration::from_millis(500));
+    let serve = Serve::start(&config, "serve2.log");
+    assert_eq!(
+        wait_state(
+            &serve.addr,
+            &run,
+            &["succeeded", "failed", "rolled_back"],
+            Duration::from_secs(120)
+        ),
+        "succeeded"
+    );
+    let detail = get(&serve.addr, &format!("/api/runs/{run}"));
+    assert!(detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("server shutdown")));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, errors) = load.join().unwrap();
+    assert!(ok > 100, "load ran: {ok} ok");
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
+}
+
+#[test]
+fn sigterm_mid_bake_then_restart_finishes_the_run() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port(), 2, "200ms", "");
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    let mut serve = Serve::start(&config, "serve1.log");
+    let a = serve.addr.clone();
+    let (status, started) = post(
+        &a,
+        "/api/runs",
+        Some(TOKEN),
+        r#"{"pipeline":"web","kind":"run"}"#,
+    );
+    assert_eq!(status, 202, "{started}");
+    let run = started["run"]["id"].as_str().unwrap().to_string();
+    wait_for("the builder", Duration::from_secs(60), || {
+        let d = get(&a, &format!("/api/runs/{run}"));
+        d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "launch_builder")
+            .then_some(())
+    });
+    assert_eq!(serve.terminate(), 0);
+    let store = repave_store::Store::open(&dir.path().join(".repave/repave.db")).unwrap();
+    let id = repave_core::RunId::new(run.clone());
+    let record = store.get_run(&id).unwrap().unwrap();
+    // Dropped between two steps: still `running` in the journal (not
+    // cancelled, which would throw the bake away), nothing failed.
+    assert_eq!(record.state.as_str(), "running", "{:?}", record.error);
+    assert!(store
+        .steps(&id)
+        .unwrap()
+        .iter()
+        .all(|s| s.state != repave_store::StepState::Failed));
+    let serve = Serve::start(&config, "serve2.log");
+    assert_eq!(
+        wait_state(
+            &serve.addr,
+            &run,
+            &["succeeded", "failed", "rolled_back", "cancelled"],
+            Duration::from_secs(120)
+        ),
+        "succeeded"
+    );
+}
+
+#[test]
+fn a_bad_window_is_refused_at_start_with_its_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("repave.toml");
+    std::fs::write(
+        &config,
+        "[providers.local.groups.web]\nmin = 1\nmax = 2\ndesired = 1\nport = 18999\n\n\
+         [pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n\
+         window = { cron = \"0 2 * * *\", timezone = \"Mars/Olympus_Mons\", duration = \"4h\" }\n",
+    )
+    .unwrap();
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    let ran = common::Repave::new()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .run();
+    assert!(
+        !dir.path().join(".repave").exists(),
+        "nothing started before the config was checked"
+    );
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(
+            "pipelines.web.window: timezone: unknown IANA time zone \"Mars/Olympus_Mons\""
+        ),
+        "{}",
+        ran.stderr
+    );
+}

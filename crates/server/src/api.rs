@@ -1,0 +1,378 @@
+//! The HTTP JSON API under `/api/`. Handlers turn requests into store
+//! reads or into [`crate::runs::launch`] / cancel calls; the run registry
+//! owns the running engines.
+
+use crate::fleet;
+use crate::runs::{launch, Launch};
+use crate::state::Shared;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use repave_core::{ImageId, RunId, Timestamp};
+use repave_engine::EngineError;
+use repave_store::{RunFilter, RunKind, RunRecord, RunState};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+pub(crate) type AppState = State<Arc<Shared>>;
+
+/// An error answer: status plus `{"error": ...}` (and extra fields).
+pub(crate) struct ApiError(pub StatusCode, pub serde_json::Value);
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(status, json!({ "error": message.into() }))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match &e {
+            EngineError::Leased {
+                group,
+                holder,
+                expires_at,
+            } => ApiError(
+                StatusCode::CONFLICT,
+                json!({ "error": e.to_string(), "group": group, "holder": holder, "expires_at": expires_at }),
+            ),
+            EngineError::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            EngineError::NotResumable { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            EngineError::Config(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl From<repave_store::StoreError> for ApiError {
+    fn from(e: repave_store::StoreError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A run without its frozen config (the list stays small).
+#[derive(Serialize)]
+pub(crate) struct RunView {
+    pub id: RunId,
+    pub pipeline: String,
+    pub group: String,
+    pub kind: RunKind,
+    pub state: RunState,
+    pub error: Option<String>,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// Driven by this server right now.
+    pub live: bool,
+}
+
+impl RunView {
+    pub fn new(r: &RunRecord, shared: &Shared) -> Self {
+        RunView {
+            id: r.id.clone(),
+            pipeline: r.pipeline.clone(),
+            group: r.group.clone(),
+            kind: r.kind,
+            state: r.state,
+            error: r.error.clone(),
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            live: shared.runs.is_live(r.id.as_str()),
+        }
+    }
+}
+
+pub(crate) fn pipelines_json(shared: &Shared) -> serde_json::Value {
+    let now = shared.clock.now();
+    let list: Vec<_> = shared
+        .config
+        .pipelines
+        .iter()
+        .map(|(name, p)| {
+            let ws = shared.windows.get(name);
+            let filter = RunFilter {
+                pipeline: Some(name.clone()),
+                limit: Some(1),
+                ..Default::default()
+            };
+            let last = shared
+                .store
+                .list_runs(&filter)
+                .ok()
+                .and_then(|r| r.into_iter().next());
+            json!({
+                "name": name,
+                "provider": p.provider,
+                "group": p.group,
+                "parameter": p.parameter,
+                "window": p.window,
+                "open_window": ws.and_then(|w| w.open_at(now)),
+                "next_window": ws.and_then(|w| w.next_opening(now)),
+                "schedule": shared.schedule(name),
+                "last_run": last.as_ref().map(|r| RunView::new(r, shared)),
+            })
+        })
+        .collect();
+    json!(list)
+}
+
+pub(crate) async fn pipelines(State(s): AppState) -> Json<serde_json::Value> {
+    Json(pipelines_json(&s))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RunsQuery {
+    pipeline: Option<String>,
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn list_runs(
+    State(s): AppState,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Json<Vec<RunView>>> {
+    let state = match q.state.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => Some(
+            v.parse::<RunState>()
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+        ),
+        None => None,
+    };
+    let filter = RunFilter {
+        pipeline: q.pipeline.filter(|p| !p.is_empty()),
+        state,
+        limit: Some(q.limit.unwrap_or(100).min(1000)),
+        ..Default::default()
+    };
+    let runs = s.store.list_runs(&filter)?;
+    Ok(Json(runs.iter().map(|r| RunView::new(r, &s)).collect()))
+}
+
+fn get_run(s: &Shared, id: &str) -> ApiResult<RunRecord> {
+    s.store
+        .get_run(&RunId::new(id))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("run {id} not found")))
+}
+
+pub(crate) fn run_json(s: &Shared, id: &str) -> ApiResult<serde_json::Value> {
+    let run = get_run(s, id)?;
+    let steps = s.store.steps(&run.id)?;
+    let events = s.store.events(&run.id, 0, 5000)?;
+    let view = RunView::new(&run, s);
+    Ok(json!({ "run": view, "summary": run.summary, "steps": steps, "events": events }))
+}
+
+pub(crate) async fn run_detail(
+    State(s): AppState,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    run_json(&s, &id).map(Json)
+}
+
+/// Roll progress for the chart: live samples while this server drives the
+/// roll, else the samples the finished run's summary kept.
+pub(crate) async fn progress(
+    State(s): AppState,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let run = get_run(&s, &id)?;
+    let samples = match s.runs.progress(&id) {
+        Some(samples) => json!(samples),
+        None => {
+            let roll = run
+                .summary
+                .as_ref()
+                .and_then(|sum| sum.get("roll"))
+                .filter(|r| !r.is_null());
+            let start = roll.and_then(|r| r["started_at_ms"].as_i64()).unwrap_or(0);
+            let samples = roll
+                .and_then(|r| r["samples"].as_array().cloned())
+                .unwrap_or_default();
+            let v: Vec<_> = samples
+                .iter()
+                .map(|x| {
+                    let mut x = x.clone();
+                    x["at"] = json!(start + x["t_ms"].as_i64().unwrap_or(0));
+                    x
+                })
+                .collect();
+            json!(v)
+        }
+    };
+    Ok(Json(
+        json!({ "run": id, "state": run.state, "live": s.runs.is_live(&id), "samples": samples }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StartBody {
+    pipeline: String,
+    #[serde(default = "default_kind")]
+    kind: String,
+}
+fn default_kind() -> String {
+    "run".into()
+}
+
+pub(crate) async fn start_run(
+    State(s): AppState,
+    Json(body): Json<StartBody>,
+) -> ApiResult<Response> {
+    let kind: RunKind = body.kind.parse().map_err(|e: repave_store::UnknownName| {
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    if !s.config.pipelines.contains_key(&body.pipeline) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown pipeline {:?}", body.pipeline),
+        ));
+    }
+    started(
+        &s,
+        Launch::Start {
+            pipeline: body.pipeline,
+            kind,
+        },
+    )
+    .await
+}
+
+async fn started(s: &Arc<Shared>, what: Launch) -> ApiResult<Response> {
+    let (id, _task) = launch(s, what, None).await?;
+    let run = get_run(s, id.as_str())?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": RunView::new(&run, s) })),
+    )
+        .into_response())
+}
+
+pub(crate) async fn cancel(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
+    let run = get_run(&s, &id)?;
+    if run.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} is {}; nothing to cancel", run.state),
+        ));
+    }
+    if !s.runs.cancel(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} is not driven by this server (cancel it where it runs)"),
+        ));
+    }
+    crate::scheduler::append(&s, &run.id, "cancel requested through the API".into());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": id, "cancelling": true })),
+    )
+        .into_response())
+}
+
+pub(crate) async fn resume(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
+    let run = get_run(&s, &id)?;
+    if s.runs.is_live(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} is already running here"),
+        ));
+    }
+    if run.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} is {}; nothing to resume", run.state),
+        ));
+    }
+    started(
+        &s,
+        Launch::Resume {
+            run: run.id,
+            pipeline: run.pipeline,
+        },
+    )
+    .await
+}
+
+/// Put the run's pipeline back on the previous image (a new rollback run).
+pub(crate) async fn rollback(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
+    let run = get_run(&s, &id)?;
+    if !s.config.pipelines.contains_key(&run.pipeline) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("pipeline {:?} is not in the config", run.pipeline),
+        ));
+    }
+    started(
+        &s,
+        Launch::Start {
+            pipeline: run.pipeline,
+            kind: RunKind::Rollback,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn fleet_view(State(s): AppState) -> Json<serde_json::Value> {
+    Json(json!(fleet::fleet(&s).await))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DiffQuery {
+    a: String,
+    b: String,
+}
+
+pub(crate) async fn image_diff(
+    State(s): AppState,
+    Query(q): Query<DiffQuery>,
+) -> Json<fleet::ManifestDiff> {
+    let bakes = fleet::bakes(&s);
+    let (a, b) = (
+        fleet::manifest(&bakes, &ImageId::new(q.a)),
+        fleet::manifest(&bakes, &ImageId::new(q.b)),
+    );
+    Json(fleet::diff(a, b))
+}
+
+pub(crate) async fn image_manifest(
+    State(s): AppState,
+    Path(id): Path<String>,
+) -> Json<fleet::Manifest> {
+    Json(fleet::manifest(&fleet::bakes(&s), &ImageId::new(id)))
+}
+
+pub(crate) async fn metrics(State(s): AppState) -> Response {
+    let fleet = fleet::fleet(&s).await;
+    let gauges: Vec<_> = fleet
+        .iter()
+        .flat_map(|g| {
+            g.images.iter().map(|i| crate::metrics::FleetGauge {
+                group: g.group.clone(),
+                image: i.image.to_string(),
+                image_age_seconds: i.age_seconds.unwrap_or(0.0),
+                instances: i.instances,
+                in_service: i.in_service,
+            })
+        })
+        .collect();
+    let calls: Vec<_> = s
+        .providers
+        .iter()
+        .map(|(p, provider)| (p.clone(), provider.api_calls()))
+        .collect();
+    let body = s.metrics.render(&gauges, &calls);
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}

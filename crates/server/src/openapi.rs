@@ -1,0 +1,73 @@
+//! `/openapi.json`: the API described by hand, next to the routes it
+//! describes (a test checks every route is in it).
+
+use axum::Json;
+use serde_json::{json, Value};
+
+fn op(summary: &str, mutating: bool, params: Value, responses: Value) -> Value {
+    let mut o = json!({ "summary": summary, "parameters": params, "responses": responses });
+    if mutating {
+        o["security"] = json!([{ "bearer": [] }]);
+    }
+    o
+}
+
+fn ok(desc: &str) -> Value {
+    json!({ "description": desc, "content": { "application/json": {} } })
+}
+
+fn id_param() -> Value {
+    json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }])
+}
+
+/// The OpenAPI 3.1 document.
+pub fn spec() -> Value {
+    let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let mutating_responses = |extra: Value| {
+        let mut r = json!({ "202": ok("accepted"), "401": err("no or wrong bearer token; nothing changed"), "404": err("unknown run or pipeline") });
+        if let (Some(r), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+            r.extend(e.clone());
+        }
+        r
+    };
+    let q = |name: &str, desc: &str| json!({ "name": name, "in": "query", "required": false, "description": desc, "schema": { "type": "string" } });
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "repave", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Maintenance windows, runs, fleet and patch manifests of repave serve." },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": { "Error": { "type": "object", "required": ["error"], "properties": {
+                "error": { "type": "string" }, "holder": { "type": "string", "description": "run holding the group lease (409)" } } } }
+        },
+        "paths": {
+            "/api/pipelines": { "get": op("Pipelines with their window, next window, schedule state and last run", false, json!([]), json!({ "200": ok("pipelines") })) },
+            "/api/runs": {
+                "get": op("Runs, newest first", false, json!([q("pipeline", "only this pipeline"), q("state", "pending, running, paused, succeeded, failed, rolled_back, cancelled"), q("limit", "at most this many (default 100)")]), json!({ "200": ok("runs"), "400": err("unknown state") })),
+                "post": {
+                    "summary": "Start a run: {\"pipeline\": \"web\", \"kind\": \"run|bake|roll|rollback\"}",
+                    "security": [{ "bearer": [] }],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["pipeline"],
+                        "properties": { "pipeline": { "type": "string" }, "kind": { "type": "string", "enum": ["run", "bake", "roll", "rollback"] } } } } } },
+                    "responses": mutating_responses(json!({ "409": err("the group is leased by another run (see holder)"), "400": err("unknown kind") }))
+                }
+            },
+            "/api/runs/{id}": { "get": op("A run with its steps and events", false, id_param(), json!({ "200": ok("run"), "404": err("unknown run") })) },
+            "/api/runs/{id}/progress": { "get": op("Roll progress samples (in service, floor, old, new, draining)", false, id_param(), json!({ "200": ok("samples"), "404": err("unknown run") })) },
+            "/api/runs/{id}/cancel": { "post": op("Stop a run at its next safe point (a roll pauses, resumable)", true, id_param(), mutating_responses(json!({ "409": err("finished, or not driven by this server") }))) },
+            "/api/runs/{id}/resume": { "post": op("Continue a paused or interrupted run", true, id_param(), mutating_responses(json!({ "409": err("finished, already running, or group leased") }))) },
+            "/api/runs/{id}/rollback": { "post": op("Start a rollback run for the run's pipeline", true, id_param(), mutating_responses(json!({ "409": err("group leased") }))) },
+            "/api/fleet": { "get": op("Instances by image, drift from the golden image, patch level", false, json!([]), json!({ "200": ok("groups") })) },
+            "/api/images/diff": { "get": op("Difference between two images' patch manifests", false,
+                json!([{ "name": "a", "in": "query", "required": true, "schema": { "type": "string" } }, { "name": "b", "in": "query", "required": true, "schema": { "type": "string" } }]),
+                json!({ "200": ok("added, removed, common") })) },
+            "/api/images/{id}/manifest": { "get": op("An image's patch manifest and lineage", false, id_param(), json!({ "200": ok("manifest") })) },
+            "/openapi.json": { "get": op("This document", false, json!([]), json!({ "200": ok("OpenAPI 3.1") })) },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format 0.0.4", "content": { "text/plain": {} } } } } }
+        }
+    })
+}
+
+pub(crate) async fn document() -> Json<Value> {
+    Json(spec())
+}

@@ -1,0 +1,124 @@
+//! What every part of the server shares: config, store, providers, the
+//! registry of runs this process drives, metrics and the webhook queue.
+
+use crate::metrics::Metrics;
+use crate::runs::RunRegistry;
+use crate::schedule::WindowSchedule;
+use crate::webhooks::Notifier;
+use crate::ServerError;
+use repave_core::config::Config;
+use repave_core::ids::Clock;
+use repave_core::provider::Provider;
+use repave_engine::EngineOptions;
+use repave_store::Store;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Everything [`crate::Server::new`] needs; the binary builds it from
+/// `repave.toml` the same way `repave run` builds an engine.
+pub struct ServerOptions {
+    pub config: Config,
+    /// Bearer token for mutating calls; `None` refuses every mutating call.
+    pub token: Option<String>,
+    pub store: Arc<Store>,
+    /// The provider of each pipeline, by pipeline name.
+    pub providers: BTreeMap<String, Arc<dyn Provider>>,
+    pub clock: Arc<dyn Clock>,
+    pub engine: EngineOptions,
+    /// Longest the scheduler sleeps between looks at the clock.
+    pub scheduler_tick: Duration,
+    /// How long shutdown waits for runs to reach a safe point.
+    pub shutdown_grace: Duration,
+}
+
+/// The scheduler's view of one pipeline (shown by the API and dashboard).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScheduleState {
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    /// Why the schedule disabled itself.
+    pub disabled_reason: Option<String>,
+    /// Why the last window did not start a run.
+    pub last_skip: Option<String>,
+    /// Start (ms) of the last window the scheduler acted on.
+    pub last_window_start: Option<i64>,
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub token: Option<String>,
+    pub store: Arc<Store>,
+    pub providers: BTreeMap<String, Arc<dyn Provider>>,
+    pub clock: Arc<dyn Clock>,
+    pub engine: EngineOptions,
+    pub scheduler_tick: Duration,
+    pub shutdown_grace: Duration,
+    pub windows: BTreeMap<String, WindowSchedule>,
+    pub schedules: Mutex<BTreeMap<String, ScheduleState>>,
+    pub runs: RunRegistry,
+    pub metrics: Metrics,
+    pub notifier: Notifier,
+}
+
+impl Shared {
+    pub fn new(o: ServerOptions) -> Result<Arc<Shared>, ServerError> {
+        let mut windows = BTreeMap::new();
+        let mut schedules = BTreeMap::new();
+        for (name, p) in &o.config.pipelines {
+            if !o.providers.contains_key(name) {
+                return Err(ServerError::MissingProvider(name.clone()));
+            }
+            if let Some(w) = &p.window {
+                let ws = WindowSchedule::parse(w).map_err(|e| ServerError::Window {
+                    pipeline: name.clone(),
+                    message: e,
+                })?;
+                if ws.next_fire(o.clock.now()).is_none() {
+                    return Err(ServerError::Window {
+                        pipeline: name.clone(),
+                        message: format!("{:?} never fires", w.cron),
+                    });
+                }
+                windows.insert(name.clone(), ws);
+                schedules.insert(
+                    name.clone(),
+                    ScheduleState {
+                        enabled: true,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        let notifier = Notifier::new(o.config.server.webhooks.clone());
+        Ok(Arc::new(Shared {
+            config: o.config,
+            token: o.token,
+            store: o.store,
+            providers: o.providers,
+            clock: o.clock,
+            engine: o.engine,
+            scheduler_tick: o.scheduler_tick,
+            shutdown_grace: o.shutdown_grace,
+            windows,
+            schedules: Mutex::new(schedules),
+            runs: RunRegistry::default(),
+            metrics: Metrics::default(),
+            notifier,
+        }))
+    }
+
+    pub fn schedule(&self, pipeline: &str) -> Option<ScheduleState> {
+        self.schedules
+            .lock()
+            .expect("schedules")
+            .get(pipeline)
+            .cloned()
+    }
+
+    pub fn update_schedule(&self, pipeline: &str, f: impl FnOnce(&mut ScheduleState)) {
+        if let Some(s) = self.schedules.lock().expect("schedules").get_mut(pipeline) {
+            f(s);
+        }
+    }
+}
