@@ -46,11 +46,7 @@ fn decode(id: &CommandId) -> Result<(String, InstanceId, CommandKind)> {
 
 /// The script sent to AWS-RunShellScript / AWS-RunPowerShellScript: values
 /// are exported in a preamble, quoted, never spliced into the script.
-pub(crate) fn shell_commands(
-    platform: Platform,
-    script: &str,
-    env: &BTreeMap<String, String>,
-) -> Result<Vec<String>> {
+pub(crate) fn shell_commands(platform: Platform, script: &str, env: &BTreeMap<String, String>) -> Result<Vec<String>> {
     let mut lines = Vec::with_capacity(env.len() + 1);
     for (k, v) in env {
         if !patching::valid_env_name(k) {
@@ -97,28 +93,15 @@ impl AwsProvider {
         let i = found
             .first()
             .ok_or_else(|| crate::error::not_found("DescribeInstances", id))?;
-        let windows = i
-            .platform()
-            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
+        let windows = i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
             || i.platform_details()
                 .is_some_and(|d| d.to_ascii_lowercase().contains("windows"));
-        let p = if windows {
-            Platform::Windows
-        } else {
-            Platform::Linux
-        };
-        self.platforms
-            .lock()
-            .expect("platform lock")
-            .insert(id.clone(), p);
+        let p = if windows { Platform::Windows } else { Platform::Linux };
+        self.platforms.lock().expect("platform lock").insert(id.clone(), p);
         Ok(p)
     }
 
-    async fn instance_patches(
-        &self,
-        id: &InstanceId,
-        states: &[&str],
-    ) -> Result<Vec<InstancePatch>> {
+    async fn instance_patches(&self, id: &InstanceId, states: &[&str]) -> Result<Vec<InstancePatch>> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         let filter = PatchOrchestratorFilter::builder()
@@ -163,24 +146,15 @@ impl AwsProvider {
         raw: &str,
     ) -> Result<String> {
         let empty_ok = self.options.empty_patch_output_is_clean && raw.trim().is_empty();
-        let json =
-            |v: serde_json::Result<String>| v.map_err(|e| malformed("GetCommandInvocation", e));
+        let json = |v: serde_json::Result<String>| v.map_err(|e| malformed("GetCommandInvocation", e));
         match kind {
             CommandKind::Shell => Ok(raw.to_string()),
-            CommandKind::WindowsScan => {
-                json(serde_json::to_string(&patching::parse_windows_scan(raw)))
-            }
-            CommandKind::WindowsInstall => {
-                json(serde_json::to_string(&patching::parse_windows_install(raw)))
-            }
+            CommandKind::WindowsScan => json(serde_json::to_string(&patching::parse_windows_scan(raw))),
+            CommandKind::WindowsInstall => json(serde_json::to_string(&patching::parse_windows_install(raw))),
             CommandKind::LinuxScan if empty_ok => Ok("[]".into()),
-            CommandKind::LinuxInstall if empty_ok => {
-                json(serde_json::to_string(&InstallReport::default()))
-            }
+            CommandKind::LinuxInstall if empty_ok => json(serde_json::to_string(&InstallReport::default())),
             CommandKind::LinuxScan => {
-                let patches = self
-                    .instance_patches(instance, &["Missing", "Failed"])
-                    .await?;
+                let patches = self.instance_patches(instance, &["Missing", "Failed"]).await?;
                 let all = repave_core::patch::PatchSelection::default();
                 json(serde_json::to_string(&patching::linux_scan_result(
                     &patches,
@@ -191,9 +165,7 @@ impl AwsProvider {
                 let patches = self
                     .instance_patches(instance, &["Installed", "InstalledPendingReboot", "Failed"])
                     .await?;
-                json(serde_json::to_string(&patching::linux_install_result(
-                    &patches,
-                )))
+                json(serde_json::to_string(&patching::linux_install_result(&patches)))
             }
         }
     }
@@ -209,46 +181,45 @@ impl Commands for AwsProvider {
     async fn send_command(&self, req: CommandRequest) -> Result<CommandId> {
         let platform = self.platform(&req.instance).await?;
         let timeout = req.timeout.as_secs().clamp(30, 172_800);
-        let (document, kind, mut params): (&str, CommandKind, DocParams) =
-            match (&req.document, platform) {
-                (CommandDocument::Shell { script, env }, p) => {
-                    let mut params = DocParams::new();
-                    params.insert("commands".into(), shell_commands(p, script, env)?);
-                    let doc = if p == Platform::Windows {
-                        "AWS-RunPowerShellScript"
-                    } else {
-                        "AWS-RunShellScript"
-                    };
-                    (doc, CommandKind::Shell, params)
-                }
-                (CommandDocument::ScanUpdates { selection }, Platform::Windows) => (
-                    "AWS-InstallWindowsUpdates",
-                    CommandKind::WindowsScan,
-                    patching::windows_scan_params(selection),
-                ),
-                (
-                    CommandDocument::InstallUpdates {
-                        selection,
-                        ids,
-                        allow_reboot,
-                    },
-                    Platform::Windows,
-                ) => (
-                    "AWS-InstallWindowsUpdates",
-                    CommandKind::WindowsInstall,
-                    patching::windows_install_params(selection, ids, *allow_reboot),
-                ),
-                (CommandDocument::ScanUpdates { .. }, Platform::Linux) => (
-                    "AWS-RunPatchBaseline",
-                    CommandKind::LinuxScan,
-                    patching::linux_params(false),
-                ),
-                (CommandDocument::InstallUpdates { .. }, Platform::Linux) => (
-                    "AWS-RunPatchBaseline",
-                    CommandKind::LinuxInstall,
-                    patching::linux_params(true),
-                ),
-            };
+        let (document, kind, mut params): (&str, CommandKind, DocParams) = match (&req.document, platform) {
+            (CommandDocument::Shell { script, env }, p) => {
+                let mut params = DocParams::new();
+                params.insert("commands".into(), shell_commands(p, script, env)?);
+                let doc = if p == Platform::Windows {
+                    "AWS-RunPowerShellScript"
+                } else {
+                    "AWS-RunShellScript"
+                };
+                (doc, CommandKind::Shell, params)
+            }
+            (CommandDocument::ScanUpdates { selection }, Platform::Windows) => (
+                "AWS-InstallWindowsUpdates",
+                CommandKind::WindowsScan,
+                patching::windows_scan_params(selection),
+            ),
+            (
+                CommandDocument::InstallUpdates {
+                    selection,
+                    ids,
+                    allow_reboot,
+                },
+                Platform::Windows,
+            ) => (
+                "AWS-InstallWindowsUpdates",
+                CommandKind::WindowsInstall,
+                patching::windows_install_params(selection, ids, *allow_reboot),
+            ),
+            (CommandDocument::ScanUpdates { .. }, Platform::Linux) => (
+                "AWS-RunPatchBaseline",
+                CommandKind::LinuxScan,
+                patching::linux_params(false),
+            ),
+            (CommandDocument::InstallUpdates { .. }, Platform::Linux) => (
+                "AWS-RunPatchBaseline",
+                CommandKind::LinuxInstall,
+                patching::linux_params(true),
+            ),
+        };
         if kind == CommandKind::Shell {
             params.insert("executionTimeout".into(), vec![timeout.to_string()]);
         }
@@ -320,13 +291,9 @@ impl Commands for AwsProvider {
             }
         };
         let st = status(out.status());
-        let raw = out
-            .standard_output_content()
-            .unwrap_or_default()
-            .to_string();
+        let raw = out.standard_output_content().unwrap_or_default().to_string();
         let mut stderr = out.standard_error_content().unwrap_or_default().to_string();
-        let exit_code =
-            (st.is_terminal() && out.response_code() >= 0).then_some(out.response_code());
+        let exit_code = (st.is_terminal() && out.response_code() >= 0).then_some(out.response_code());
         let stdout = if st == CommandStatus::Success && kind != CommandKind::Shell {
             // Keep the document's own log next to the interpreted result.
             if !raw.trim().is_empty() {
@@ -335,14 +302,8 @@ impl Commands for AwsProvider {
                     out.document_name().unwrap_or("document")
                 );
             }
-            let selection = self
-                .selections
-                .lock()
-                .expect("selection lock")
-                .get(id)
-                .cloned();
-            self.interpret(kind, &instance, selection.as_ref(), &raw)
-                .await?
+            let selection = self.selections.lock().expect("selection lock").get(id).cloned();
+            self.interpret(kind, &instance, selection.as_ref(), &raw).await?
         } else {
             raw
         };
@@ -366,11 +327,7 @@ mod tests {
 
     #[test]
     fn command_ids_round_trip() {
-        let id = encode(
-            "abc-123",
-            &InstanceId::new("i-0abc"),
-            CommandKind::LinuxInstall,
-        );
+        let id = encode("abc-123", &InstanceId::new("i-0abc"), CommandKind::LinuxInstall);
         let (c, i, k) = decode(&id).expect("decodes");
         assert_eq!(
             (c.as_str(), i.as_str(), k),
@@ -391,8 +348,7 @@ mod tests {
                 "echo \"$GREETING\"".to_string()
             ]
         );
-        let lines =
-            shell_commands(Platform::Windows, "Write-Output $env:GREETING", &env).expect("valid");
+        let lines = shell_commands(Platform::Windows, "Write-Output $env:GREETING", &env).expect("valid");
         assert_eq!(lines[0], "$env:GREETING = 'it''s $(whoami)'");
         let probe = shell_commands(Platform::Windows, "true", &BTreeMap::new()).expect("valid");
         assert_eq!(probe, vec!["exit 0".to_string()]);

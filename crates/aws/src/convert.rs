@@ -34,12 +34,7 @@ pub(crate) fn ec2_tags(t: &Tags) -> Vec<aws_sdk_ec2::types::Tag> {
 
 pub(crate) fn from_ec2_tags(t: &[aws_sdk_ec2::types::Tag]) -> Tags {
     t.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_string(),
-                t.value().unwrap_or_default().to_string(),
-            ))
-        })
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
         .collect()
 }
 
@@ -55,10 +50,7 @@ pub(crate) fn tag_filters(t: &Tags) -> Vec<aws_sdk_ec2::types::Filter> {
         .collect()
 }
 
-pub(crate) fn filter(
-    name: &str,
-    values: impl IntoIterator<Item = impl Into<String>>,
-) -> aws_sdk_ec2::types::Filter {
+pub(crate) fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> aws_sdk_ec2::types::Filter {
     let mut f = aws_sdk_ec2::types::Filter::builder().name(name);
     for v in values {
         f = f.values(v);
@@ -66,10 +58,7 @@ pub(crate) fn filter(
     f.build()
 }
 
-pub(crate) fn tag_spec(
-    kind: aws_sdk_ec2::types::ResourceType,
-    t: &Tags,
-) -> aws_sdk_ec2::types::TagSpecification {
+pub(crate) fn tag_spec(kind: aws_sdk_ec2::types::ResourceType, t: &Tags) -> aws_sdk_ec2::types::TagSpecification {
     aws_sdk_ec2::types::TagSpecification::builder()
         .resource_type(kind)
         .set_tags(Some(ec2_tags(t)))

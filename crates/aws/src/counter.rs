@@ -39,12 +39,7 @@ impl Intercept for CallCounter {
             .load::<Metadata>()
             .map(|m| m.name().to_string())
             .unwrap_or_else(|| "unknown".into());
-        *self
-            .calls
-            .lock()
-            .expect("counter lock")
-            .entry(op)
-            .or_insert(0) += 1;
+        *self.calls.lock().expect("counter lock").entry(op).or_insert(0) += 1;
         Ok(())
     }
 }

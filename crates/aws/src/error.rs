@@ -105,15 +105,11 @@ where
             );
             ProviderError::new(kind, operation, message)
         }
-        SdkError::TimeoutError(_) => {
-            ProviderError::transient(operation, format!("Timeout: {}", chain(&err)))
-        }
+        SdkError::TimeoutError(_) => ProviderError::transient(operation, format!("Timeout: {}", chain(&err))),
         SdkError::DispatchFailure(_) => {
             ProviderError::transient(operation, format!("DispatchFailure: {}", chain(&err)))
         }
-        SdkError::ResponseError(_) => {
-            ProviderError::transient(operation, format!("ResponseError: {}", chain(&err)))
-        }
+        SdkError::ResponseError(_) => ProviderError::transient(operation, format!("ResponseError: {}", chain(&err))),
         SdkError::ConstructionFailure(_) => {
             ProviderError::permanent(operation, format!("ConstructionFailure: {}", chain(&err)))
         }
@@ -152,22 +148,10 @@ mod tests {
     fn classifies_codes() {
         let cases: &[(Option<&str>, Option<u16>, ErrorKind)] = &[
             (Some("Throttling"), Some(400), ErrorKind::Throttled),
-            (
-                Some("RequestLimitExceeded"),
-                Some(503),
-                ErrorKind::Throttled,
-            ),
+            (Some("RequestLimitExceeded"), Some(503), ErrorKind::Throttled),
             (Some("ThrottlingException"), Some(400), ErrorKind::Throttled),
-            (
-                Some("InvalidInstanceID.NotFound"),
-                Some(400),
-                ErrorKind::NotFound,
-            ),
-            (
-                Some("InvalidAMIID.NotFound"),
-                Some(400),
-                ErrorKind::NotFound,
-            ),
+            (Some("InvalidInstanceID.NotFound"), Some(400), ErrorKind::NotFound),
+            (Some("InvalidAMIID.NotFound"), Some(400), ErrorKind::NotFound),
             (Some("ParameterNotFound"), Some(400), ErrorKind::NotFound),
             (
                 Some("InvalidLaunchTemplateName.NotFoundException"),
@@ -177,17 +161,9 @@ mod tests {
             (Some("InternalError"), Some(500), ErrorKind::Transient),
             (Some("Unknown"), Some(502), ErrorKind::Transient),
             (None, Some(429), ErrorKind::Throttled),
-            (
-                Some("UnauthorizedOperation"),
-                Some(403),
-                ErrorKind::Permanent,
-            ),
+            (Some("UnauthorizedOperation"), Some(403), ErrorKind::Permanent),
             (Some("ValidationError"), Some(400), ErrorKind::Permanent),
-            (
-                Some("IdempotentParameterMismatch"),
-                Some(400),
-                ErrorKind::Permanent,
-            ),
+            (Some("IdempotentParameterMismatch"), Some(400), ErrorKind::Permanent),
         ];
         for (code, status, want) in cases {
             assert_eq!(classify(*code, *status), *want, "{code:?} {status:?}");

@@ -16,9 +16,7 @@ use crate::error::{map_sdk, not_found};
 use crate::AwsProvider;
 use async_trait::async_trait;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, LifecycleState};
-use repave_core::provider::{
-    Group, GroupMember, Groups, LaunchSpec, LaunchSpecRef, Lifecycle, Result,
-};
+use repave_core::provider::{Group, GroupMember, Groups, LaunchSpec, LaunchSpecRef, Lifecycle, Result};
 use repave_core::{ImageId, InstanceId, ProviderError, Timestamp};
 use std::collections::HashMap;
 
@@ -58,10 +56,7 @@ fn lifecycle(s: Option<&LifecycleState>) -> Lifecycle {
 }
 
 fn template_ref(t: &LaunchTemplateSpecification) -> Option<(String, Option<u64>, String)> {
-    let key = t
-        .launch_template_id()
-        .or(t.launch_template_name())?
-        .to_string();
+    let key = t.launch_template_id().or(t.launch_template_name())?.to_string();
     let raw = t.version().unwrap_or("$Default").to_string();
     Some((key, raw.parse().ok(), raw))
 }
@@ -82,16 +77,10 @@ impl AwsProvider {
     /// Image id and launch time of each member: DescribeInstances only for
     /// members not seen before (an instance's image never changes), so a
     /// roll tick with no new member costs no DescribeInstances at all.
-    async fn member_facts(
-        &self,
-        ids: &[InstanceId],
-    ) -> Result<HashMap<InstanceId, (ImageId, Timestamp)>> {
+    async fn member_facts(&self, ids: &[InstanceId]) -> Result<HashMap<InstanceId, (ImageId, Timestamp)>> {
         let missing: Vec<InstanceId> = {
             let known = self.member_cache.lock().expect("member cache lock");
-            ids.iter()
-                .filter(|i| !known.contains_key(*i))
-                .cloned()
-                .collect()
+            ids.iter().filter(|i| !known.contains_key(*i)).cloned().collect()
         };
         if !missing.is_empty() {
             let found = self.describe_by_ids(&missing).await?;
@@ -100,10 +89,7 @@ impl AwsProvider {
                 let id = InstanceId::new(i.instance_id().unwrap_or_default());
                 known.insert(
                     id,
-                    (
-                        ImageId::new(i.image_id().unwrap_or_default()),
-                        ts(i.launch_time()),
-                    ),
+                    (ImageId::new(i.image_id().unwrap_or_default()), ts(i.launch_time())),
                 );
             }
         }
@@ -150,7 +136,10 @@ impl AwsProvider {
         let Some((key, version, raw)) = t.and_then(template_ref) else {
             return Err(ProviderError::permanent(
                 "DescribeAutoScalingGroups",
-                format!("UnsupportedLaunchSpec: group {} has neither a launch template nor a launch configuration", g.auto_scaling_group_name().unwrap_or_default()),
+                format!(
+                    "UnsupportedLaunchSpec: group {} has neither a launch template nor a launch configuration",
+                    g.auto_scaling_group_name().unwrap_or_default()
+                ),
             ));
         };
         let version = match version {
@@ -183,10 +172,10 @@ impl Groups for AwsProvider {
             .iter()
             .map(|i| {
                 let id = i.instance_id().unwrap_or_default().to_string();
-                let (image, launched_at) =
-                    ec2.get(&InstanceId::new(&id)).cloned().unwrap_or_else(|| {
-                        (ImageId::new(i.image_id().unwrap_or_default()), Timestamp(0))
-                    });
+                let (image, launched_at) = ec2
+                    .get(&InstanceId::new(&id))
+                    .cloned()
+                    .unwrap_or_else(|| (ImageId::new(i.image_id().unwrap_or_default()), Timestamp(0)));
                 let spec = if let Some(lc) = i.launch_configuration_name() {
                     Some(LaunchSpecRef {
                         name: format!("{LAUNCH_CONFIGURATION_PREFIX}{lc}"),
@@ -195,20 +184,13 @@ impl Groups for AwsProvider {
                 } else {
                     i.launch_template()
                         .and_then(template_ref)
-                        .and_then(|(k, v, _)| {
-                            v.map(|v| LaunchSpecRef {
-                                name: k,
-                                version: v,
-                            })
-                        })
+                        .and_then(|(k, v, _)| v.map(|v| LaunchSpecRef { name: k, version: v }))
                 };
                 GroupMember {
                     id: InstanceId::new(id),
                     image,
                     lifecycle: lifecycle(i.lifecycle_state()),
-                    healthy: i
-                        .health_status()
-                        .is_some_and(|h| h.eq_ignore_ascii_case("healthy")),
+                    healthy: i.health_status().is_some_and(|h| h.eq_ignore_ascii_case("healthy")),
                     protected: i.protected_from_scale_in().unwrap_or(false),
                     launched_at,
                     launch_spec: spec,
@@ -228,26 +210,15 @@ impl Groups for AwsProvider {
 
     async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> Result<LaunchSpec> {
         match spec_kind(spec) {
-            SpecKind::Template {
-                id_or_name,
-                version,
-            } => self.describe_template_spec(id_or_name, version).await,
+            SpecKind::Template { id_or_name, version } => self.describe_template_spec(id_or_name, version).await,
             SpecKind::Configuration { name } => self.describe_configuration_spec(name).await,
         }
     }
 
-    async fn create_launch_spec_version(
-        &self,
-        base: &LaunchSpecRef,
-        image: &ImageId,
-    ) -> Result<LaunchSpecRef> {
+    async fn create_launch_spec_version(&self, base: &LaunchSpecRef, image: &ImageId) -> Result<LaunchSpecRef> {
         match spec_kind(base) {
-            SpecKind::Template {
-                id_or_name,
-                version,
-            } => {
-                self.create_template_version(id_or_name, version, image)
-                    .await
+            SpecKind::Template { id_or_name, version } => {
+                self.create_template_version(id_or_name, version, image).await
             }
             SpecKind::Configuration { name } => self.copy_configuration(name, image).await,
         }
@@ -256,15 +227,9 @@ impl Groups for AwsProvider {
     /// UpdateAutoScalingGroup to the numbered template version, or to the
     /// launch configuration.
     async fn set_group_launch_spec(&self, group: &str, spec: &LaunchSpecRef) -> Result<()> {
-        let call = self
-            .asg
-            .update_auto_scaling_group()
-            .auto_scaling_group_name(group);
+        let call = self.asg.update_auto_scaling_group().auto_scaling_group_name(group);
         let call = match spec_kind(spec) {
-            SpecKind::Template {
-                id_or_name,
-                version,
-            } => {
+            SpecKind::Template { id_or_name, version } => {
                 let t = LaunchTemplateSpecification::builder().version(version.to_string());
                 let t = if id_or_name.starts_with("lt-") {
                     t.launch_template_id(id_or_name)
@@ -275,9 +240,7 @@ impl Groups for AwsProvider {
             }
             SpecKind::Configuration { name } => call.launch_configuration_name(name),
         };
-        call.send()
-            .await
-            .map_err(|e| map_sdk("UpdateAutoScalingGroup", e))?;
+        call.send().await.map_err(|e| map_sdk("UpdateAutoScalingGroup", e))?;
         Ok(())
     }
 
@@ -293,12 +256,7 @@ impl Groups for AwsProvider {
         Ok(())
     }
 
-    async fn terminate_group_instance(
-        &self,
-        _group: &str,
-        instance: &InstanceId,
-        decrement: bool,
-    ) -> Result<()> {
+    async fn terminate_group_instance(&self, _group: &str, instance: &InstanceId, decrement: bool) -> Result<()> {
         self.asg
             .terminate_instance_in_auto_scaling_group()
             .instance_id(instance.as_str())
@@ -314,12 +272,7 @@ impl Groups for AwsProvider {
         Ok(())
     }
 
-    async fn set_instance_protection(
-        &self,
-        group: &str,
-        instance: &InstanceId,
-        protected: bool,
-    ) -> Result<()> {
+    async fn set_instance_protection(&self, group: &str, instance: &InstanceId, protected: bool) -> Result<()> {
         self.asg
             .set_instance_protection()
             .auto_scaling_group_name(group)
@@ -327,9 +280,7 @@ impl Groups for AwsProvider {
             .protected_from_scale_in(protected)
             .send()
             .await
-            .map_err(|e| {
-                member_not_found("SetInstanceProtection", map_sdk("SetInstanceProtection", e))
-            })?;
+            .map_err(|e| member_not_found("SetInstanceProtection", map_sdk("SetInstanceProtection", e)))?;
         Ok(())
     }
 }

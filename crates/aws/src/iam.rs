@@ -23,8 +23,7 @@ fn ec2(kind: &str, id: &str) -> String {
 /// The policy document for pipeline `name`.
 pub fn iam_policy(name: &str, pipeline: &Pipeline) -> Value {
     let owned = json!({ "StringEquals": { format!("aws:ResourceTag/{}", tag::PIPELINE): name } });
-    let requested =
-        json!({ "StringEquals": { format!("aws:RequestTag/{}", tag::PIPELINE): name } });
+    let requested = json!({ "StringEquals": { format!("aws:RequestTag/{}", tag::PIPELINE): name } });
     let parameter = format!(
         "arn:aws:ssm:*:*:parameter/{}",
         pipeline.parameter.trim_start_matches('/')
@@ -191,10 +190,7 @@ instance_profile = "builder"
         for s in p["Statement"].as_array().expect("statements") {
             let actions: Vec<String> = match &s["Action"] {
                 Value::String(a) => vec![a.clone()],
-                Value::Array(a) => a
-                    .iter()
-                    .map(|x| x.as_str().expect("action").to_string())
-                    .collect(),
+                Value::Array(a) => a.iter().map(|x| x.as_str().expect("action").to_string()).collect(),
                 other => panic!("bad action {other}"),
             };
             assert!(actions.iter().all(|a| !a.contains('*')), "{actions:?}");
@@ -204,9 +200,7 @@ instance_profile = "builder"
             .as_array()
             .expect("statements")
             .iter()
-            .filter(|s| {
-                s["Resource"] == "*" && s["Sid"] != "Describe" && s["Sid"] != "PassBuilderRole"
-            })
+            .filter(|s| s["Resource"] == "*" && s["Sid"] != "Describe" && s["Sid"] != "PassBuilderRole")
             .collect();
         assert!(mutating_on_star.is_empty(), "{mutating_on_star:?}");
     }

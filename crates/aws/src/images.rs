@@ -36,11 +36,7 @@ fn snapshot_ids(i: &aws_sdk_ec2::types::Image) -> Vec<String> {
 }
 
 impl AwsProvider {
-    async fn create_image_call(
-        &self,
-        req: &CreateImageRequest,
-        snapshot_tags: bool,
-    ) -> Result<ImageId> {
+    async fn create_image_call(&self, req: &CreateImageRequest, snapshot_tags: bool) -> Result<ImageId> {
         let mut call = self
             .ec2
             .create_image()
@@ -141,13 +137,7 @@ impl Images for AwsProvider {
         };
         let snapshots = snapshot_ids(&img);
         if !matches!(img.state(), Some(AwsImageState::Deregistered)) {
-            match self
-                .ec2
-                .deregister_image()
-                .image_id(id.as_str())
-                .send()
-                .await
-            {
+            match self.ec2.deregister_image().image_id(id.as_str()).send().await {
                 Ok(_) => {}
                 Err(e) => {
                     let e = map_sdk("DeregisterImage", e);

@@ -6,12 +6,10 @@ use crate::error::{malformed, map_sdk};
 use crate::AwsProvider;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, ResourceType, SummaryStatus,
+    HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    ResourceType, SummaryStatus,
 };
-use repave_core::provider::{
-    HealthProbe, Instance, InstanceState, Instances, LaunchRequest, Result, Tags,
-};
+use repave_core::provider::{HealthProbe, Instance, InstanceState, Instances, LaunchRequest, Result, Tags};
 use repave_core::{ImageId, InstanceId};
 
 /// DescribeInstances takes at most this many ids in one filter.
@@ -71,18 +69,12 @@ impl AwsProvider {
     /// Instances by id in as few calls as possible. The `instance-id` filter
     /// (rather than `InstanceIds`) makes unknown ids vanish instead of failing
     /// the whole batch with InvalidInstanceID.NotFound.
-    pub(crate) async fn describe_by_ids(
-        &self,
-        ids: &[InstanceId],
-    ) -> Result<Vec<aws_sdk_ec2::types::Instance>> {
+    pub(crate) async fn describe_by_ids(&self, ids: &[InstanceId]) -> Result<Vec<aws_sdk_ec2::types::Instance>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(BATCH) {
             out.extend(
-                self.describe_filtered(vec![filter(
-                    "instance-id",
-                    chunk.iter().map(|i| i.to_string()),
-                )])
-                .await?,
+                self.describe_filtered(vec![filter("instance-id", chunk.iter().map(|i| i.to_string()))])
+                    .await?,
             );
         }
         Ok(out)
@@ -140,12 +132,7 @@ impl Instances for AwsProvider {
     }
 
     async fn describe_instances(&self, ids: &[InstanceId]) -> Result<Vec<Instance>> {
-        Ok(self
-            .describe_by_ids(ids)
-            .await?
-            .iter()
-            .map(instance)
-            .collect())
+        Ok(self.describe_by_ids(ids).await?.iter().map(instance).collect())
     }
 
     async fn list_instances(&self, tags: &Tags) -> Result<Vec<Instance>> {

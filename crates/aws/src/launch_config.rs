@@ -14,9 +14,7 @@ use repave_core::ImageId;
 /// Name of the copy of `base` that launches `image` (at most 255 chars).
 pub(crate) fn copy_name(base: &str, image: &ImageId) -> String {
     let root = match base.rfind("-ami-") {
-        Some(i) if base[i + 5..].chars().all(|c| c.is_ascii_hexdigit()) && i + 5 < base.len() => {
-            &base[..i]
-        }
+        Some(i) if base[i + 5..].chars().all(|c| c.is_ascii_hexdigit()) && i + 5 < base.len() => &base[..i],
         _ => base,
     };
     let suffix = format!("-{image}");
@@ -41,12 +39,10 @@ impl AwsProvider {
     }
 
     pub(crate) async fn describe_configuration_spec(&self, name: &str) -> Result<LaunchSpec> {
-        let lc = self.configuration(name).await?.ok_or_else(|| {
-            not_found(
-                "DescribeLaunchConfigurations",
-                format!("launch configuration {name}"),
-            )
-        })?;
+        let lc = self
+            .configuration(name)
+            .await?
+            .ok_or_else(|| not_found("DescribeLaunchConfigurations", format!("launch configuration {name}")))?;
         Ok(LaunchSpec {
             name: format!("{LAUNCH_CONFIGURATION_PREFIX}{name}"),
             version: 0,
@@ -63,11 +59,7 @@ impl AwsProvider {
     }
 
     /// CreateLaunchConfiguration copying every field of `base` but the image.
-    pub(crate) async fn copy_configuration(
-        &self,
-        base: &str,
-        image: &ImageId,
-    ) -> Result<LaunchSpecRef> {
+    pub(crate) async fn copy_configuration(&self, base: &str, image: &ImageId) -> Result<LaunchSpecRef> {
         let name = copy_name(base, image);
         let r = LaunchSpecRef {
             name: format!("{LAUNCH_CONFIGURATION_PREFIX}{name}"),
@@ -76,12 +68,10 @@ impl AwsProvider {
         if self.configuration(&name).await?.is_some() {
             return Ok(r);
         }
-        let lc = self.configuration(base).await?.ok_or_else(|| {
-            not_found(
-                "DescribeLaunchConfigurations",
-                format!("launch configuration {base}"),
-            )
-        })?;
+        let lc = self
+            .configuration(base)
+            .await?
+            .ok_or_else(|| not_found("DescribeLaunchConfigurations", format!("launch configuration {base}")))?;
         let user_data = lc.user_data().filter(|u| !u.is_empty()).map(str::to_string);
         let result = self
             .asg
@@ -93,14 +83,8 @@ impl AwsProvider {
             .set_user_data(user_data)
             .set_instance_type(lc.instance_type().map(str::to_string))
             .set_kernel_id(lc.kernel_id().filter(|k| !k.is_empty()).map(str::to_string))
-            .set_ramdisk_id(
-                lc.ramdisk_id()
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_string),
-            )
-            .set_block_device_mappings(
-                Some(lc.block_device_mappings().to_vec()).filter(|v| !v.is_empty()),
-            )
+            .set_ramdisk_id(lc.ramdisk_id().filter(|k| !k.is_empty()).map(str::to_string))
+            .set_block_device_mappings(Some(lc.block_device_mappings().to_vec()).filter(|v| !v.is_empty()))
             .set_instance_monitoring(lc.instance_monitoring().cloned())
             .set_spot_price(lc.spot_price().map(str::to_string))
             .set_iam_instance_profile(lc.iam_instance_profile().map(str::to_string))
@@ -133,10 +117,7 @@ mod tests {
     fn copy_names_replace_the_previous_image() {
         let img = ImageId::new("ami-0123abcd");
         assert_eq!(copy_name("web-lc", &img), "web-lc-ami-0123abcd");
-        assert_eq!(
-            copy_name("web-lc-ami-99999999", &img),
-            "web-lc-ami-0123abcd"
-        );
+        assert_eq!(copy_name("web-lc-ami-99999999", &img), "web-lc-ami-0123abcd");
         assert_eq!(copy_name("web-ami-zzz", &img), "web-ami-zzz-ami-0123abcd");
         assert!(copy_name(&"x".repeat(300), &img).len() <= 255);
     }

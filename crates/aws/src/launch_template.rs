@@ -11,9 +11,8 @@ use crate::convert::ts;
 use crate::error::{malformed, map_sdk, not_found};
 use crate::AwsProvider;
 use aws_sdk_ec2::types::{
-    CreditSpecificationRequest, LaunchTemplateBlockDeviceMappingRequest,
-    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateIamInstanceProfileSpecificationRequest,
-    LaunchTemplateInstanceMetadataOptionsRequest,
+    CreditSpecificationRequest, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataOptionsRequest,
     LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplatePlacementRequest,
     LaunchTemplateTagSpecificationRequest, LaunchTemplateVersion, LaunchTemplatesMonitoringRequest,
     RequestLaunchTemplateData, ResponseLaunchTemplateData,
@@ -28,10 +27,7 @@ fn description(image: &ImageId, base: u64) -> String {
 }
 
 /// The request form of a version's data, with `image`.
-pub(crate) fn request_data(
-    d: &ResponseLaunchTemplateData,
-    image: &ImageId,
-) -> RequestLaunchTemplateData {
+pub(crate) fn request_data(d: &ResponseLaunchTemplateData, image: &ImageId) -> RequestLaunchTemplateData {
     let bdm = d
         .block_device_mappings()
         .iter()
@@ -167,15 +163,8 @@ fn spec_of(d: Option<&ResponseLaunchTemplateData>) -> (ImageId, InstanceSpec) {
 }
 
 impl AwsProvider {
-    async fn template_version(
-        &self,
-        id_or_name: &str,
-        version: &str,
-    ) -> Result<LaunchTemplateVersion> {
-        let call = self
-            .ec2
-            .describe_launch_template_versions()
-            .versions(version);
+    async fn template_version(&self, id_or_name: &str, version: &str) -> Result<LaunchTemplateVersion> {
+        let call = self.ec2.describe_launch_template_versions().versions(version);
         let call = if id_or_name.starts_with("lt-") {
             call.launch_template_id(id_or_name)
         } else {
@@ -185,37 +174,24 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| map_sdk("DescribeLaunchTemplateVersions", e))?;
-        out.launch_template_versions()
-            .first()
-            .cloned()
-            .ok_or_else(|| {
-                not_found(
-                    "DescribeLaunchTemplateVersions",
-                    format!("launch template {id_or_name} version {version}"),
-                )
-            })
+        out.launch_template_versions().first().cloned().ok_or_else(|| {
+            not_found(
+                "DescribeLaunchTemplateVersions",
+                format!("launch template {id_or_name} version {version}"),
+            )
+        })
     }
 
     /// `$Latest` / `$Default` → the version number they stand for.
-    pub(crate) async fn resolve_template_version(
-        &self,
-        id_or_name: &str,
-        raw: &str,
-    ) -> Result<u64> {
+    pub(crate) async fn resolve_template_version(&self, id_or_name: &str, raw: &str) -> Result<u64> {
         let v = self.template_version(id_or_name, raw).await?;
         v.version_number()
             .map(|n| n as u64)
             .ok_or_else(|| malformed("DescribeLaunchTemplateVersions", "version without a number"))
     }
 
-    pub(crate) async fn describe_template_spec(
-        &self,
-        id_or_name: &str,
-        version: u64,
-    ) -> Result<LaunchSpec> {
-        let v = self
-            .template_version(id_or_name, &version.to_string())
-            .await?;
+    pub(crate) async fn describe_template_spec(&self, id_or_name: &str, version: u64) -> Result<LaunchSpec> {
+        let v = self.template_version(id_or_name, &version.to_string()).await?;
         let (image, spec) = spec_of(v.launch_template_data());
         Ok(LaunchSpec {
             name: id_or_name.to_string(),
@@ -238,9 +214,7 @@ impl AwsProvider {
         let desc = description(image, base);
         let latest = self.template_version(id_or_name, "$Latest").await?;
         let latest_image = latest.launch_template_data().and_then(|d| d.image_id());
-        if latest_image == Some(image.as_str())
-            && latest.version_description() == Some(desc.as_str())
-        {
+        if latest_image == Some(image.as_str()) && latest.version_description() == Some(desc.as_str()) {
             if let Some(n) = latest.version_number() {
                 return Ok(LaunchSpecRef {
                     name: id_or_name.to_string(),
@@ -289,9 +263,9 @@ impl AwsProvider {
 mod tests {
     use super::*;
     use aws_sdk_ec2::types::{
-        InstanceType, LaunchTemplateBlockDeviceMapping, LaunchTemplateEbsBlockDevice,
-        LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecification,
-        LaunchTemplateInstanceMetadataOptions, LaunchTemplateTagSpecification, ResourceType, Tag,
+        InstanceType, LaunchTemplateBlockDeviceMapping, LaunchTemplateEbsBlockDevice, LaunchTemplateHttpTokensState,
+        LaunchTemplateIamInstanceProfileSpecification, LaunchTemplateInstanceMetadataOptions,
+        LaunchTemplateTagSpecification, ResourceType, Tag,
     };
 
     #[test]
@@ -337,10 +311,7 @@ mod tests {
         assert_eq!(r.key_name(), Some("k"));
         assert_eq!(r.security_group_ids(), ["sg-1".to_string()]);
         assert_eq!(r.user_data(), Some("IyEvYmluL3NoCg=="));
-        assert_eq!(
-            r.iam_instance_profile().and_then(|p| p.name()),
-            Some("builder")
-        );
+        assert_eq!(r.iam_instance_profile().and_then(|p| p.name()), Some("builder"));
         let bdm = &r.block_device_mappings()[0];
         assert_eq!(bdm.device_name(), Some("/dev/xvda"));
         assert_eq!(bdm.ebs().and_then(|e| e.volume_size()), Some(30));

@@ -78,8 +78,7 @@ pub struct AwsProvider {
     pub(crate) platforms: Mutex<HashMap<InstanceId, patching::Platform>>,
     /// Patch selection of each scan this process sent (a resumed process
     /// without it reports every missing patch; the baseline still applies).
-    pub(crate) selections:
-        Mutex<HashMap<repave_core::CommandId, repave_core::patch::PatchSelection>>,
+    pub(crate) selections: Mutex<HashMap<repave_core::CommandId, repave_core::patch::PatchSelection>>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -107,8 +106,7 @@ impl AwsProvider {
         cfg: &repave_core::config::AwsProvider,
         options: AwsOptions,
     ) -> Result<AwsProvider, AwsError> {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).retry_config(retry_config());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry_config());
         if let Some(p) = &cfg.profile {
             loader = loader.profile_name(p);
         }

@@ -21,10 +21,7 @@ fn parameter(h: &ParameterHistory) -> Parameter {
         name: h.name().unwrap_or_default().to_string(),
         value: h.value().unwrap_or_default().to_string(),
         version: h.version().max(0) as u64,
-        description: h
-            .description()
-            .filter(|d| !d.is_empty())
-            .map(str::to_string),
+        description: h.description().filter(|d| !d.is_empty()).map(str::to_string),
         labels: h.labels().to_vec(),
         modified_at: ts(h.last_modified_date()),
     }
@@ -66,12 +63,7 @@ impl Parameters for AwsProvider {
     }
 
     /// PutParameter with Overwrite; see the module doc for what is kept.
-    async fn put_parameter(
-        &self,
-        name: &str,
-        value: &str,
-        description: Option<&str>,
-    ) -> Result<u64> {
+    async fn put_parameter(&self, name: &str, value: &str, description: Option<&str>) -> Result<u64> {
         let current = match self.history_raw(name).await {
             Ok(h) => h.last().cloned(),
             Err(e) if e.is_not_found() => None,
@@ -81,14 +73,10 @@ impl Parameters for AwsProvider {
             .as_ref()
             .and_then(|c| c.r#type().cloned())
             .unwrap_or(ParameterType::String);
-        let description = description.map(str::to_string).or_else(|| {
-            current
-                .as_ref()
-                .and_then(|c| c.description().map(str::to_string))
-        });
-        let data_type = current
-            .as_ref()
-            .and_then(|c| c.data_type().map(str::to_string));
+        let description = description
+            .map(str::to_string)
+            .or_else(|| current.as_ref().and_then(|c| c.description().map(str::to_string)));
+        let data_type = current.as_ref().and_then(|c| c.data_type().map(str::to_string));
         let out = self
             .ssm
             .put_parameter()
@@ -105,21 +93,11 @@ impl Parameters for AwsProvider {
     }
 
     async fn parameter_history(&self, name: &str) -> Result<Vec<Parameter>> {
-        Ok(self
-            .history_raw(name)
-            .await?
-            .iter()
-            .map(parameter)
-            .collect())
+        Ok(self.history_raw(name).await?.iter().map(parameter).collect())
     }
 
     /// LabelParameterVersion; a label moves from whichever version had it.
-    async fn label_parameter_version(
-        &self,
-        name: &str,
-        version: u64,
-        labels: &[String],
-    ) -> Result<()> {
+    async fn label_parameter_version(&self, name: &str, version: u64, labels: &[String]) -> Result<()> {
         let out = self
             .ssm
             .label_parameter_version()

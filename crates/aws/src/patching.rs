@@ -91,19 +91,13 @@ pub fn windows_scan_params(selection: &PatchSelection) -> DocParams {
     p.insert("Action".into(), one("Scan"));
     p.insert("AllowReboot".into(), one("False"));
     if !selection.classifications.is_empty() {
-        p.insert(
-            "Categories".into(),
-            one(selection.classifications.join(",")),
-        );
+        p.insert("Categories".into(), one(selection.classifications.join(",")));
     }
     if !selection.severities.is_empty() {
         p.insert("SeverityLevels".into(), one(selection.severities.join(",")));
     }
     if selection.min_age_days > 0 {
-        p.insert(
-            "PublishedDaysOld".into(),
-            one(selection.min_age_days.to_string()),
-        );
+        p.insert("PublishedDaysOld".into(), one(selection.min_age_days.to_string()));
     }
     if !selection.exclude.is_empty() {
         p.insert("ExcludeKbs".into(), one(selection.exclude.join(",")));
@@ -112,11 +106,7 @@ pub fn windows_scan_params(selection: &PatchSelection) -> DocParams {
 }
 
 /// `AWS-InstallWindowsUpdates` parameters installing exactly `ids`.
-pub fn windows_install_params(
-    selection: &PatchSelection,
-    ids: &[String],
-    allow_reboot: bool,
-) -> DocParams {
+pub fn windows_install_params(selection: &PatchSelection, ids: &[String], allow_reboot: bool) -> DocParams {
     let mut p = DocParams::new();
     p.insert("Action".into(), one("Install"));
     p.insert("AllowReboot".into(), one(py_bool(allow_reboot)));
@@ -135,10 +125,7 @@ pub fn windows_install_params(
 /// `AWS-RunPatchBaseline` parameters.
 pub fn linux_params(install: bool) -> DocParams {
     let mut p = DocParams::new();
-    p.insert(
-        "Operation".into(),
-        one(if install { "Install" } else { "Scan" }),
-    );
+    p.insert("Operation".into(), one(if install { "Install" } else { "Scan" }));
     p.insert("RebootOption".into(), one("NoReboot"));
     p
 }
@@ -149,10 +136,7 @@ fn kb_in(line: &str) -> Option<String> {
     let mut i = 0;
     while let Some(pos) = up[i..].find("KB") {
         let start = i + pos;
-        let digits = bytes[start + 2..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
+        let digits = bytes[start + 2..].iter().take_while(|b| b.is_ascii_digit()).count();
         let before_ok = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
         if digits >= 6 && before_ok {
             return Some(up[start..start + 2 + digits].to_string());
@@ -175,11 +159,7 @@ fn word_in(line: &str, words: &[&str]) -> Option<String> {
 }
 
 fn update_from_line(kb: String, line: &str) -> Update {
-    let title = line
-        .replace(&kb, "")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let title = line.replace(&kb, "").split_whitespace().collect::<Vec<_>>().join(" ");
     Update {
         id: kb,
         package: title,
@@ -259,9 +239,8 @@ fn to_update(p: &InstancePatch) -> Update {
 }
 
 fn selected(p: &InstancePatch, s: &PatchSelection) -> bool {
-    let eq = |a: &str, b: &str| {
-        a.eq_ignore_ascii_case(b) || a.replace(' ', "").eq_ignore_ascii_case(&b.replace(' ', ""))
-    };
+    let eq =
+        |a: &str, b: &str| a.eq_ignore_ascii_case(b) || a.replace(' ', "").eq_ignore_ascii_case(&b.replace(' ', ""));
     if s.exclude.iter().any(|x| eq(x, &p.id)) {
         return false;
     }
@@ -269,8 +248,7 @@ fn selected(p: &InstancePatch, s: &PatchSelection) -> bool {
         return true;
     }
     (s.severities.is_empty() || s.severities.iter().any(|x| eq(x, &p.severity)))
-        && (s.classifications.is_empty()
-            || s.classifications.iter().any(|x| eq(x, &p.classification)))
+        && (s.classifications.is_empty() || s.classifications.iter().any(|x| eq(x, &p.classification)))
 }
 
 /// Updates to install after a RunPatchBaseline scan: missing (or failed)
@@ -356,8 +334,7 @@ mod tests {
 
     #[test]
     fn parses_windows_output() {
-        let scan =
-            "Title                                   KB          Classification   Severity\n\
+        let scan = "Title                                   KB          Classification   Severity\n\
                     -----                                   --          --------------   --------\n\
                     2024-01 Cumulative Update for Windows   KB5034127   Security Updates Critical\n\
                     Definition Update for Defender          KB2267602   Definition Updates\n";
@@ -395,10 +372,7 @@ mod tests {
             include: vec!["tzdata".into()],
             ..Default::default()
         };
-        let ids: Vec<String> = linux_scan_result(&patches, &sel)
-            .into_iter()
-            .map(|u| u.id)
-            .collect();
+        let ids: Vec<String> = linux_scan_result(&patches, &sel).into_iter().map(|u| u.id).collect();
         assert_eq!(ids, vec!["openssl", "tzdata"]);
         let r = linux_install_result(&[
             p("openssl", "Critical", "Security", "InstalledPendingReboot"),

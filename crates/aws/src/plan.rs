@@ -33,22 +33,18 @@ impl AwsProvider {
         let mut out = Preflight::default();
         match self.get_parameter(&pipeline.parameter).await {
             Ok(p) => out.source_image = Some(ImageId::new(p.value.trim())),
-            Err(e) if e.is_not_found() => out.problems.push(format!(
-                "golden parameter {} does not exist",
-                pipeline.parameter
-            )),
+            Err(e) if e.is_not_found() => out
+                .problems
+                .push(format!("golden parameter {} does not exist", pipeline.parameter)),
             Err(e) => return Err(e),
         }
         if let Some(img) = out.source_image.clone() {
             match self.describe_image(&img).await {
                 Ok(i) if i.state == ImageState::Available => {}
-                Ok(i) => out.problems.push(format!(
-                    "source image {img} is {:?}, not available",
-                    i.state
-                )),
-                Err(e) if e.is_not_found() => out
+                Ok(i) => out
                     .problems
-                    .push(format!("source image {img} does not exist")),
+                    .push(format!("source image {img} is {:?}, not available", i.state)),
+                Err(e) if e.is_not_found() => out.problems.push(format!("source image {img} does not exist")),
                 Err(e) => return Err(e),
             }
         }
@@ -58,9 +54,7 @@ impl AwsProvider {
                     let v = t.version().unwrap_or("$Default");
                     out.launch_spec = Some(format!(
                         "{}:{v}",
-                        t.launch_template_id()
-                            .or(t.launch_template_name())
-                            .unwrap_or_default()
+                        t.launch_template_id().or(t.launch_template_name()).unwrap_or_default()
                     ));
                     if v.parse::<u64>().is_err() {
                         out.problems.push(format!(
@@ -82,9 +76,7 @@ impl AwsProvider {
                     ));
                 }
             }
-            Err(e) if e.is_not_found() => out
-                .problems
-                .push(format!("group {} does not exist", pipeline.group)),
+            Err(e) if e.is_not_found() => out.problems.push(format!("group {} does not exist", pipeline.group)),
             Err(e) => return Err(e),
         }
         if out.launch_spec.is_some() {
@@ -152,10 +144,7 @@ impl AwsProvider {
                 } else if e.is_retryable() {
                     Err(e)
                 } else {
-                    Ok(Some(format!(
-                        "the builder could not be launched: {}",
-                        e.message
-                    )))
+                    Ok(Some(format!("the builder could not be launched: {}", e.message)))
                 }
             }
         }

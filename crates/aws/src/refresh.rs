@@ -63,9 +63,7 @@ pub struct RefreshStatus {
 fn held(h: HeldInstances) -> (StandbyInstances, ScaleInProtectedInstances) {
     match h {
         HeldInstances::Skip => (StandbyInstances::Ignore, ScaleInProtectedInstances::Ignore),
-        HeldInstances::Wait | HeldInstances::Fail => {
-            (StandbyInstances::Wait, ScaleInProtectedInstances::Wait)
-        }
+        HeldInstances::Wait | HeldInstances::Fail => (StandbyInstances::Wait, ScaleInProtectedInstances::Wait),
     }
 }
 
@@ -73,11 +71,7 @@ fn held(h: HeldInstances) -> (StandbyInstances, ScaleInProtectedInstances) {
 pub fn refresh_preferences(r: &Rollout) -> RefreshPreferences {
     let min = r.min_healthy_percent.min(100) as i32;
     let max = (r.max_healthy_percent.clamp(100, 200) as i32).min(min + 100);
-    let mut checkpoints: Vec<i32> = r
-        .checkpoints
-        .iter()
-        .map(|c| (*c).clamp(1, 100) as i32)
-        .collect();
+    let mut checkpoints: Vec<i32> = r.checkpoints.iter().map(|c| (*c).clamp(1, 100) as i32).collect();
     checkpoints.sort_unstable();
     checkpoints.dedup();
     if !checkpoints.is_empty() && checkpoints.last() != Some(&100) {
@@ -91,8 +85,7 @@ pub fn refresh_preferences(r: &Rollout) -> RefreshPreferences {
         .instance_warmup(r.warmup.get().as_secs().min(i32::MAX as u64) as i32)
         .set_checkpoint_percentages(Some(checkpoints.clone()).filter(|c| !c.is_empty()))
         .set_checkpoint_delay(
-            (!checkpoints.is_empty())
-                .then(|| r.checkpoint_pause.get().as_secs().min(i32::MAX as u64) as i32),
+            (!checkpoints.is_empty()).then(|| r.checkpoint_pause.get().as_secs().min(i32::MAX as u64) as i32),
         )
         .skip_matching(r.skip_matching)
         .auto_rollback(r.auto_rollback)
@@ -150,10 +143,7 @@ impl AwsProvider {
         if let Some(id) = id {
             call = call.instance_refresh_ids(id);
         }
-        let out = call
-            .send()
-            .await
-            .map_err(|e| map_sdk("DescribeInstanceRefreshes", e))?;
+        let out = call.send().await.map_err(|e| map_sdk("DescribeInstanceRefreshes", e))?;
         let r = out.instance_refreshes().first().ok_or_else(|| {
             not_found(
                 "DescribeInstanceRefreshes",
@@ -207,18 +197,11 @@ mod tests {
         };
         let p = refresh_preferences(&r);
         assert_eq!(p.min_healthy_percentage(), Some(90));
-        assert_eq!(
-            p.max_healthy_percentage(),
-            Some(190),
-            "clamped to 200 and to min + 100"
-        );
+        assert_eq!(p.max_healthy_percentage(), Some(190), "clamped to 200 and to min + 100");
         assert_eq!(p.checkpoint_percentages(), [20, 50, 100]);
         assert!(p.checkpoint_delay().is_some());
         assert_eq!(p.skip_matching(), Some(true));
-        assert_eq!(
-            p.scale_in_protected_instances(),
-            Some(&ScaleInProtectedInstances::Wait)
-        );
+        assert_eq!(p.scale_in_protected_instances(), Some(&ScaleInProtectedInstances::Wait));
         assert_eq!(p.standby_instances(), Some(&StandbyInstances::Ignore));
         assert_eq!(p.instance_warmup(), Some(r.warmup.get().as_secs() as i32));
     }

@@ -46,12 +46,7 @@ pub(crate) fn severity(s: TargetState) -> u8 {
 
 impl AwsProvider {
     async fn group_target_groups(&self, group: &str) -> Result<Vec<String>> {
-        if let Some(arns) = self
-            .target_groups
-            .lock()
-            .expect("target group lock")
-            .get(group)
-        {
+        if let Some(arns) = self.target_groups.lock().expect("target group lock").get(group) {
             return Ok(arns.clone());
         }
         Ok(self.describe_asg(group).await?.target_group_arns().to_vec())
@@ -94,9 +89,7 @@ impl Traffic for AwsProvider {
                     worst.insert(id.to_string(), TargetState::Unused);
                     continue;
                 }
-                let healthy = i
-                    .health_status()
-                    .is_some_and(|h| h.eq_ignore_ascii_case("healthy"));
+                let healthy = i.health_status().is_some_and(|h| h.eq_ignore_ascii_case("healthy"));
                 let s = match i.lifecycle_state().map(|s| s.as_str()) {
                     Some("InService") if healthy => TargetState::Healthy,
                     Some("InService") => TargetState::Unhealthy,

@@ -15,8 +15,7 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use repave_aws::{AwsOptions, AwsProvider};
 use repave_core::provider::{
-    CommandDocument, CommandRequest, CommandStatus, Commands, ImageState, Images, InstallReport,
-    TargetState, Traffic,
+    CommandDocument, CommandRequest, CommandStatus, Commands, ImageState, Images, InstallReport, TargetState, Traffic,
 };
 use repave_core::{CommandId, ErrorKind, ImageId, InstanceId};
 use std::collections::{BTreeMap, VecDeque};
@@ -58,20 +57,13 @@ impl HttpConnector for Replay {
             .unwrap()
             .pop_front()
             .expect("a canned response for every request");
-        let resp = HttpResponse::new(
-            StatusCode::try_from(status).expect("status"),
-            SdkBody::from(body),
-        );
+        let resp = HttpResponse::new(StatusCode::try_from(status).expect("status"), SdkBody::from(body));
         HttpConnectorFuture::ready(Ok(resp))
     }
 }
 
 impl HttpClient for Replay {
-    fn http_connector(
-        &self,
-        _: &HttpConnectorSettings,
-        _: &RuntimeComponents,
-    ) -> SharedHttpConnector {
+    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
         SharedHttpConnector::new(self.clone())
     }
 }
@@ -103,10 +95,7 @@ const THROTTLED_EC2: &str = r#"<Response><Errors><Error><Code>RequestLimitExceed
 async fn pending_image_is_pending() {
     let replay = Replay::new(&[(200, PENDING_IMAGE)]);
     let p = provider(&replay, false, AwsOptions::default()).await;
-    let img = p
-        .describe_image(&ImageId::new("ami-0pending"))
-        .await
-        .expect("image");
+    let img = p.describe_image(&ImageId::new("ami-0pending")).await.expect("image");
     assert_eq!(img.state, ImageState::Pending);
     assert_eq!(img.tags.get("repave:run").map(String::as_str), Some("r1"));
     assert_eq!(img.created_at.millis(), 1_767_323_045_000);
@@ -117,10 +106,7 @@ async fn pending_image_is_pending() {
 async fn throttling_is_classified_with_its_code() {
     let replay = Replay::new(&[(503, THROTTLED_EC2)]);
     let p = provider(&replay, false, AwsOptions::default()).await;
-    let err = p
-        .describe_image(&ImageId::new("ami-1"))
-        .await
-        .expect_err("throttled");
+    let err = p.describe_image(&ImageId::new("ami-1")).await.expect_err("throttled");
     assert_eq!(err.kind, ErrorKind::Throttled);
     assert!(err.message.starts_with("RequestLimitExceeded"), "{err}");
     assert_eq!(err.operation, "DescribeImages");
@@ -128,11 +114,7 @@ async fn throttling_is_classified_with_its_code() {
 
 #[tokio::test]
 async fn sdk_retries_throttling_and_counts_every_attempt() {
-    let replay = Replay::new(&[
-        (503, THROTTLED_EC2),
-        (503, THROTTLED_EC2),
-        (200, PENDING_IMAGE),
-    ]);
+    let replay = Replay::new(&[(503, THROTTLED_EC2), (503, THROTTLED_EC2), (200, PENDING_IMAGE)]);
     let p = provider(&replay, true, AwsOptions::default()).await;
     let img = p
         .describe_image(&ImageId::new("ami-0pending"))
@@ -148,16 +130,10 @@ async fn not_found_and_server_errors_are_classified() {
     let internal = r#"<Response><Errors><Error><Code>InternalError</Code><Message>oops</Message></Error></Errors><RequestID>r</RequestID></Response>"#;
     let replay = Replay::new(&[(400, not_found), (500, internal)]);
     let p = provider(&replay, false, AwsOptions::default()).await;
-    let e = p
-        .describe_image(&ImageId::new("ami-1"))
-        .await
-        .expect_err("not found");
+    let e = p.describe_image(&ImageId::new("ami-1")).await.expect_err("not found");
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(e.message.contains("InvalidAMIID.NotFound"));
-    let e = p
-        .describe_image(&ImageId::new("ami-1"))
-        .await
-        .expect_err("internal");
+    let e = p.describe_image(&ImageId::new("ami-1")).await.expect_err("internal");
     assert_eq!(e.kind, ErrorKind::Transient);
 }
 
@@ -215,10 +191,7 @@ async fn draining_targets_report_the_worst_state_across_target_groups() {
     let replay = Replay::new(&[(200, TWO_TARGET_GROUPS), (200, &a), (200, &b)]);
     let p = provider(&replay, false, AwsOptions::default()).await;
     let health = p.target_health("web").await.expect("health");
-    let by_id: BTreeMap<String, TargetState> = health
-        .iter()
-        .map(|t| (t.instance.to_string(), t.state))
-        .collect();
+    let by_id: BTreeMap<String, TargetState> = health.iter().map(|t| (t.instance.to_string(), t.state)).collect();
     assert_eq!(by_id["i-1"], TargetState::Initial);
     assert_eq!(by_id["i-2"], TargetState::Draining);
     assert_eq!(by_id["i-3"], TargetState::Healthy);
@@ -259,10 +232,7 @@ async fn shell_env_is_exported_quoted_not_spliced() {
     let body: serde_json::Value = serde_json::from_str(&replay.requests()[1]).expect("json body");
     assert_eq!(body["DocumentName"], "AWS-RunShellScript");
     assert_eq!(body["InstanceIds"], serde_json::json!(["i-1"]));
-    assert_eq!(
-        body["Parameters"]["commands"][0],
-        r"export NAME='o'\''brien; rm -rf /'"
-    );
+    assert_eq!(body["Parameters"]["commands"][0], r"export NAME='o'\''brien; rm -rf /'");
     assert_eq!(body["Parameters"]["commands"][1], "echo \"$NAME\"");
 }
 
@@ -299,23 +269,13 @@ async fn windows_install_maps_the_selection_and_reads_the_output() {
         body["Parameters"]["IncludeKbs"],
         serde_json::json!(["KB5034127,KB2267602"])
     );
-    assert_eq!(
-        body["Parameters"]["ExcludeKbs"],
-        serde_json::json!(["KB9999999"])
-    );
-    assert_eq!(
-        body["Parameters"]["AllowReboot"],
-        serde_json::json!(["False"])
-    );
+    assert_eq!(body["Parameters"]["ExcludeKbs"], serde_json::json!(["KB9999999"]));
+    assert_eq!(body["Parameters"]["AllowReboot"], serde_json::json!(["False"]));
     let r = p.command_result(&id).await.expect("result");
     assert_eq!(r.status, CommandStatus::Success);
     let report: InstallReport = serde_json::from_str(&r.stdout).expect("install report JSON");
     assert_eq!(
-        report
-            .installed
-            .iter()
-            .map(|u| u.id.as_str())
-            .collect::<Vec<_>>(),
+        report.installed.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
         vec!["KB5034127"]
     );
     assert_eq!(report.failed, vec!["KB2267602".to_string()]);
@@ -347,15 +307,10 @@ async fn linux_scan_reads_patch_manager() {
     assert_eq!(body["DocumentName"], "AWS-RunPatchBaseline");
     assert_eq!(body["Parameters"]["Operation"], serde_json::json!(["Scan"]));
     let r = p.command_result(&id).await.expect("result");
-    let updates: Vec<repave_core::patch::Update> =
-        serde_json::from_str(&r.stdout).expect("updates JSON");
+    let updates: Vec<repave_core::patch::Update> = serde_json::from_str(&r.stdout).expect("updates JSON");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].id, "openssl.x86_64");
-    assert!(
-        r.stderr.contains("scan log"),
-        "document log kept: {}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("scan log"), "document log kept: {}", r.stderr);
     assert_eq!(p.api_calls().get("DescribeInstancePatches"), Some(&1));
 }
 
@@ -377,17 +332,11 @@ async fn instance_refresh_is_started_with_the_policy_and_watched() {
         min_healthy_percent: 90,
         ..Default::default()
     };
-    let id = p
-        .start_instance_refresh("web", &rollout)
-        .await
-        .expect("started");
+    let id = p.start_instance_refresh("web", &rollout).await.expect("started");
     assert_eq!(id, "rf-1");
     let body = &replay.requests()[0];
     assert!(body.contains("Action=StartInstanceRefresh"), "{body}");
-    assert!(
-        body.contains("Preferences.MinHealthyPercentage=90"),
-        "{body}"
-    );
+    assert!(body.contains("Preferences.MinHealthyPercentage=90"), "{body}");
     let s = p.instance_refresh("web", &id).await.expect("status");
     assert_eq!(
         (s.state, s.percentage_complete, s.instances_to_update),

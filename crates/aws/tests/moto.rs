@@ -11,9 +11,7 @@ mod common;
 
 use common::{pipeline, Moto, SpecKind, DESCRIPTION, USER_DATA};
 use repave_core::ids::SystemClock;
-use repave_core::provider::{
-    tag, Groups, Images, InstanceState, Instances, Parameters, Tags, Traffic,
-};
+use repave_core::provider::{tag, Groups, Images, InstanceState, Instances, Parameters, Tags, Traffic};
 use repave_engine::{Engine, EngineOptions, NullObserver, RunOutcome};
 use repave_store::{RunKind, Store};
 use std::sync::Arc;
@@ -58,10 +56,7 @@ async fn full_run_and_rollback(kind: SpecKind) {
     assert!(before.iter().all(|(_, img)| img == &fleet.golden));
 
     let engine = engine(provider.clone());
-    let out = engine
-        .start("web", &pipeline, RunKind::Run)
-        .await
-        .expect("run");
+    let out = engine.start("web", &pipeline, RunKind::Run).await.expect("run");
     assert_succeeded(&out);
     let new_image = out.summary.new_image.clone().expect("new image");
     assert_ne!(new_image.as_str(), fleet.golden);
@@ -72,36 +67,21 @@ async fn full_run_and_rollback(kind: SpecKind) {
         img.tags.get(tag::PARENT).map(String::as_str),
         Some(fleet.golden.as_str())
     );
-    assert_eq!(
-        img.tags.get(tag::ROLE).map(String::as_str),
-        Some(tag::ROLE_IMAGE)
-    );
+    assert_eq!(img.tags.get(tag::ROLE).map(String::as_str), Some(tag::ROLE_IMAGE));
 
     // Parameter: new value, description kept, previous version labeled.
-    let p = provider
-        .get_parameter(&fleet.parameter)
-        .await
-        .expect("parameter");
+    let p = provider.get_parameter(&fleet.parameter).await.expect("parameter");
     assert_eq!(p.value, new_image.as_str());
     assert_eq!(p.description.as_deref(), Some(DESCRIPTION));
-    let history = provider
-        .parameter_history(&fleet.parameter)
-        .await
-        .expect("history");
-    assert!(
-        history[0].labels.iter().any(|l| l == "repave-previous"),
-        "{history:?}"
-    );
+    let history = provider.parameter_history(&fleet.parameter).await.expect("history");
+    assert!(history[0].labels.iter().any(|l| l == "repave-previous"), "{history:?}");
 
     // Builder (and test instance) terminated.
     let mut builders = Tags::new();
     builders.insert(tag::ROLE.into(), tag::ROLE_BUILDER.into());
     let b = provider.list_instances(&builders).await.expect("builders");
     assert_eq!(b.len(), 1, "exactly one builder was launched");
-    assert!(
-        b.iter().all(|i| i.state == InstanceState::Terminated),
-        "{b:?}"
-    );
+    assert!(b.iter().all(|i| i.state == InstanceState::Terminated), "{b:?}");
     let mut tests = Tags::new();
     tests.insert(tag::ROLE.into(), tag::ROLE_TEST.into());
     assert!(provider
@@ -114,37 +94,23 @@ async fn full_run_and_rollback(kind: SpecKind) {
     // Every member replaced by one on the new image.
     let after = moto.member_images(&fleet.group).await;
     assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.iter().all(|(_, img)| img == new_image.as_str()), "{after:?}");
     assert!(
-        after.iter().all(|(_, img)| img == new_image.as_str()),
-        "{after:?}"
-    );
-    assert!(
-        after
-            .iter()
-            .all(|(id, _)| !before.iter().any(|(b, _)| b == id)),
+        after.iter().all(|(id, _)| !before.iter().any(|(b, _)| b == id)),
         "all instances are new"
     );
 
     // The launch spec names the new image and carries the base's data.
     let g = provider.describe_group(&fleet.group).await.expect("group");
-    let spec = provider
-        .describe_launch_spec(&g.launch_spec)
-        .await
-        .expect("spec");
+    let spec = provider.describe_launch_spec(&g.launch_spec).await.expect("spec");
     assert_eq!(spec.image, new_image);
     assert_eq!(spec.spec.instance_type.as_deref(), Some("t3.micro"));
-    assert_eq!(
-        spec.spec.security_groups,
-        vec![fleet.security_group.clone()]
-    );
+    assert_eq!(spec.spec.security_groups, vec![fleet.security_group.clone()]);
     match kind {
         SpecKind::Template => {
             let lt = fleet.launch_template.as_deref().expect("lt");
             assert_eq!(g.launch_spec.name, lt);
-            assert_eq!(
-                g.launch_spec.version, 2,
-                "group on the numbered new version"
-            );
+            assert_eq!(g.launch_spec.version, 2, "group on the numbered new version");
             let v = moto
                 .ec2
                 .describe_launch_template_versions()
@@ -153,14 +119,8 @@ async fn full_run_and_rollback(kind: SpecKind) {
                 .send()
                 .await
                 .expect("versions");
-            let data = v.launch_template_versions()[0]
-                .launch_template_data()
-                .expect("data");
-            assert_eq!(
-                data.key_name(),
-                Some("web-key"),
-                "full data copied: key pair"
-            );
+            let data = v.launch_template_versions()[0].launch_template_data().expect("data");
+            assert_eq!(data.key_name(), Some("web-key"), "full data copied: key pair");
             assert_eq!(
                 data.metadata_options()
                     .and_then(|m| m.http_tokens())
@@ -182,17 +142,13 @@ async fn full_run_and_rollback(kind: SpecKind) {
                 .await
                 .expect("asg");
             assert_eq!(
-                raw.auto_scaling_groups()[0]
-                    .launch_template()
-                    .and_then(|t| t.version()),
+                raw.auto_scaling_groups()[0].launch_template().and_then(|t| t.version()),
                 Some("2")
             );
         }
         SpecKind::Configuration => {
             assert!(
-                g.launch_spec
-                    .name
-                    .starts_with(repave_aws::LAUNCH_CONFIGURATION_PREFIX),
+                g.launch_spec.name.starts_with(repave_aws::LAUNCH_CONFIGURATION_PREFIX),
                 "{:?}",
                 g.launch_spec
             );
@@ -220,10 +176,7 @@ async fn full_run_and_rollback(kind: SpecKind) {
         .await
         .expect("rollback");
     assert_succeeded(&out);
-    let p = provider
-        .get_parameter(&fleet.parameter)
-        .await
-        .expect("parameter");
+    let p = provider.get_parameter(&fleet.parameter).await.expect("parameter");
     assert_eq!(p.value, fleet.golden);
     assert_eq!(
         p.description.as_deref(),
@@ -231,20 +184,14 @@ async fn full_run_and_rollback(kind: SpecKind) {
         "description survives rollback"
     );
     let g = provider.describe_group(&fleet.group).await.expect("group");
-    let spec = provider
-        .describe_launch_spec(&g.launch_spec)
-        .await
-        .expect("spec");
+    let spec = provider.describe_launch_spec(&g.launch_spec).await.expect("spec");
     assert_eq!(spec.image.as_str(), fleet.golden);
     let back = moto.member_images(&fleet.group).await;
     assert_eq!(back.len(), 3);
     assert!(back.iter().all(|(_, img)| img == &fleet.golden), "{back:?}");
 
     let calls = provider.api_calls();
-    assert!(
-        calls.get("SendCommand").copied().unwrap_or(0) >= 2,
-        "{calls:?}"
-    );
+    assert!(calls.get("SendCommand").copied().unwrap_or(0) >= 2, "{calls:?}");
     assert!(!calls.contains_key("ListCommandInvocations"));
 }
 
@@ -289,10 +236,7 @@ async fn twenty_instance_roll_api_calls() {
         CancellationToken::new(),
         opts,
     );
-    let out = engine
-        .start("web", &pipeline, RunKind::Roll)
-        .await
-        .expect("roll");
+    let out = engine.start("web", &pipeline, RunKind::Roll).await.expect("roll");
     assert_succeeded(&out);
     let roll = out.summary.roll.expect("roll report");
     assert_eq!(roll.replaced, 20);
@@ -446,11 +390,7 @@ async fn parameters_keep_description_type_and_labels() {
         .await
         .expect("put with description");
     assert_eq!(
-        p.get_parameter("golden")
-            .await
-            .expect("get")
-            .description
-            .as_deref(),
+        p.get_parameter("golden").await.expect("get").description.as_deref(),
         Some("new words")
     );
     // Missing things are NotFound, with the AWS code in the message.
@@ -468,10 +408,7 @@ async fn lookups_of_missing_things_are_not_found() {
         .await
         .expect_err("no image");
     assert!(e.is_not_found(), "{e}");
-    let e = p
-        .describe_group("no-such-group")
-        .await
-        .expect_err("no group");
+    let e = p.describe_group("no-such-group").await.expect_err("no group");
     assert!(e.is_not_found(), "{e}");
     let none = p
         .describe_instances(&[repave_core::InstanceId::new("i-0123456789abcdef0")])
@@ -546,13 +483,9 @@ async fn preflight_reads_and_reports_without_changing_anything() {
         .await
         .expect("latest");
     let members = moto.member_images(&fleet.group).await;
-    p.set_instance_protection(
-        &fleet.group,
-        &repave_core::InstanceId::new(&members[0].0),
-        true,
-    )
-    .await
-    .expect("protect");
+    p.set_instance_protection(&fleet.group, &repave_core::InstanceId::new(&members[0].0), true)
+        .await
+        .expect("protect");
     let mut broken = pipeline.clone();
     broken.parameter = "/repave/missing".into();
     let found = p.preflight(&broken).await.expect("preflight");
@@ -564,12 +497,7 @@ async fn preflight_reads_and_reports_without_changing_anything() {
     // Read-only: no instance was launched by the dry run.
     let after = moto.member_images(&fleet.group).await;
     assert_eq!(after.len(), 2);
-    let all = moto
-        .ec2
-        .describe_instances()
-        .send()
-        .await
-        .expect("instances");
+    let all = moto.ec2.describe_instances().send().await.expect("instances");
     let running = all
         .reservations()
         .iter()
@@ -608,10 +536,7 @@ async fn referenced_images_cover_templates_configurations_and_instances() {
             "{img} referenced: {refs:?}"
         );
     }
-    assert!(
-        !refs.contains(&repave_core::ImageId::new(&unreferenced)),
-        "{refs:?}"
-    );
+    assert!(!refs.contains(&repave_core::ImageId::new(&unreferenced)), "{refs:?}");
 }
 
 /// A Windows fleet: the bake goes through AWS-RunPowerShellScript and
@@ -630,16 +555,9 @@ async fn windows_fleet_bakes_through_windows_update() {
     assert_succeeded(&out);
     let new_image = out.summary.new_image.clone().expect("new image");
     let after = moto.member_images(&fleet.group).await;
-    assert!(
-        after.iter().all(|(_, img)| img == new_image.as_str()),
-        "{after:?}"
-    );
+    assert!(after.iter().all(|(_, img)| img == new_image.as_str()), "{after:?}");
     let commands = moto.ssm.list_commands().send().await.expect("commands");
-    let docs: Vec<&str> = commands
-        .commands()
-        .iter()
-        .filter_map(|c| c.document_name())
-        .collect();
+    let docs: Vec<&str> = commands.commands().iter().filter_map(|c| c.document_name()).collect();
     assert!(docs.contains(&"AWS-RunPowerShellScript"), "{docs:?}");
     assert!(docs.contains(&"AWS-InstallWindowsUpdates"), "{docs:?}");
     assert!(!docs.contains(&"AWS-RunShellScript"), "{docs:?}");
@@ -649,9 +567,7 @@ async fn windows_fleet_bakes_through_windows_update() {
         .find(|c| c.document_name() == Some("AWS-InstallWindowsUpdates"))
         .expect("scan");
     assert_eq!(
-        scan.parameters()
-            .and_then(|p| p.get("Action"))
-            .map(|v| v.as_slice()),
+        scan.parameters().and_then(|p| p.get("Action")).map(|v| v.as_slice()),
         Some(&["Scan".to_string()][..])
     );
 }

@@ -8,8 +8,15 @@
 use std::process::Command;
 
 fn repave(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_repave")).args(args).output().expect("run repave");
-    assert!(out.status.success(), "repave {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_repave"))
+        .args(args)
+        .output()
+        .expect("run repave");
+    assert!(
+        out.status.success(),
+        "repave {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
@@ -22,7 +29,11 @@ fn main() {
     let seconds = env("BENCH_SECONDS", 5).to_string();
     let instances = env("BENCH_INSTANCES", 16);
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("repave.toml");
     std::fs::write(
         &config,
@@ -32,15 +43,39 @@ fn main() {
     let c = config.display().to_string();
     repave(&["--config", &c, "--json", "local", "up"]);
     let status = repave(&["--config", &c, "--json", "status"]);
-    let direct = status[0]["instances"][0]["address"].as_str().expect("instance address").to_string();
+    let direct = status[0]["instances"][0]["address"]
+        .as_str()
+        .expect("instance address")
+        .to_string();
     let balancer = format!("127.0.0.1:{port}");
-    let run = |target: &str| repave(&["--json", "load", "--target", target, "--connections", &connections, "--seconds", &seconds]);
+    let run = |target: &str| {
+        repave(&[
+            "--json",
+            "load",
+            "--target",
+            target,
+            "--connections",
+            &connections,
+            "--seconds",
+            &seconds,
+        ])
+    };
     let via = run(&balancer);
     let one = run(&direct);
-    let _ = Command::new(env!("CARGO_BIN_EXE_repave")).args(["--config", &c, "local", "down"]).output();
+    let _ = Command::new(env!("CARGO_BIN_EXE_repave"))
+        .args(["--config", &c, "local", "down"])
+        .output();
     let rps = |v: &serde_json::Value| v["per_second"].as_f64().unwrap_or(0.0);
     println!("balancer benchmark: {connections} keep-alive connections, {seconds}s each, {instances} instances behind the balancer");
-    println!("  through the balancer     {:>9.0} req/s  ({} failed)", rps(&via), via["failed"]);
-    println!("  directly to one instance {:>9.0} req/s  ({} failed)", rps(&one), one["failed"]);
+    println!(
+        "  through the balancer     {:>9.0} req/s  ({} failed)",
+        rps(&via),
+        via["failed"]
+    );
+    println!(
+        "  directly to one instance {:>9.0} req/s  ({} failed)",
+        rps(&one),
+        one["failed"]
+    );
     println!("  ratio balancer / direct  {:>9.2}", rps(&via) / rps(&one).max(1.0));
 }

@@ -27,31 +27,47 @@ pub fn load(cli: &Cli) -> Result<Loaded, Exit> {
         ))
     })?;
     let config = repave_core::config::parse_bytes(&bytes, &path.display().to_string()).map_err(Exit::bad_input)?;
-    let config_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let config_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let state_dir = match (&cli.state_dir, &config.state_dir) {
         (Some(d), _) => d.clone(),
         (None, Some(d)) if d.is_absolute() => d.clone(),
         (None, Some(d)) => config_dir.join(d),
         (None, None) => config_dir.join(".repave"),
     };
-    Ok(Loaded { config, config_dir, state_dir })
+    Ok(Loaded {
+        config,
+        config_dir,
+        state_dir,
+    })
 }
 
 impl Loaded {
     /// The pipeline by name, or the only one.
     pub fn pipeline(&self, name: Option<&str>) -> Result<(String, Pipeline), Exit> {
         match name {
-            Some(n) => self.config.pipelines.get(n).map(|p| (n.to_string(), p.clone())).ok_or_else(|| {
-                let known: Vec<&str> = self.config.pipelines.keys().map(String::as_str).collect();
-                Exit::bad_input(anyhow!("unknown pipeline {n:?} (known: {})", known.join(", ")))
-            }),
+            Some(n) => self
+                .config
+                .pipelines
+                .get(n)
+                .map(|p| (n.to_string(), p.clone()))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = self.config.pipelines.keys().map(String::as_str).collect();
+                    Exit::bad_input(anyhow!("unknown pipeline {n:?} (known: {})", known.join(", ")))
+                }),
             None if self.config.pipelines.len() == 1 => {
                 let (n, p) = self.config.pipelines.iter().next().expect("one pipeline");
                 Ok((n.clone(), p.clone()))
             }
             None => {
                 let known: Vec<&str> = self.config.pipelines.keys().map(String::as_str).collect();
-                Err(Exit::bad_input(anyhow!("several pipelines defined; name one of: {}", known.join(", "))))
+                Err(Exit::bad_input(anyhow!(
+                    "several pipelines defined; name one of: {}",
+                    known.join(", ")
+                )))
             }
         }
     }
@@ -75,7 +91,9 @@ impl Loaded {
 
     pub async fn aws(&self) -> Result<repave_aws::AwsProvider, Exit> {
         let cfg = self.config.providers.aws.clone().unwrap_or_default();
-        let options = repave_aws::AwsOptions { empty_patch_output_is_clean: cfg.emulator };
+        let options = repave_aws::AwsOptions {
+            empty_patch_output_is_clean: cfg.emulator,
+        };
         repave_aws::AwsProvider::from_config(&cfg, options)
             .await
             .context("configuring the AWS provider")
@@ -87,7 +105,14 @@ impl Loaded {
     pub fn engine_options(&self, pipeline: &Pipeline) -> repave_engine::EngineOptions {
         let mut opts = repave_engine::EngineOptions::default();
         if pipeline.provider == "aws" {
-            let poll = self.config.providers.aws.clone().unwrap_or_default().poll_interval.get();
+            let poll = self
+                .config
+                .providers
+                .aws
+                .clone()
+                .unwrap_or_default()
+                .poll_interval
+                .get();
             opts.tick = poll;
             opts.poll = poll.min(std::time::Duration::from_secs(5));
             opts.lease_ttl = opts.lease_ttl.max(poll * 6);
@@ -97,7 +122,13 @@ impl Loaded {
 
     pub async fn local(&self) -> Result<LocalClient, Exit> {
         let local = self.config.providers.local.clone().unwrap_or_default();
-        let feed = local.feed.as_ref().map(|f| if f.is_absolute() { f.clone() } else { self.config_dir.join(f) });
+        let feed = local.feed.as_ref().map(|f| {
+            if f.is_absolute() {
+                f.clone()
+            } else {
+                self.config_dir.join(f)
+            }
+        });
         let client = start_local(&self.state_dir, feed.as_deref()).await?;
         for (name, g) in &local.groups {
             let parameter = self
@@ -117,7 +148,9 @@ impl Loaded {
 }
 
 pub async fn start_local(state_dir: &Path, feed: Option<&Path>) -> Result<LocalClient, Exit> {
-    let exe = std::env::current_exe().context("locating the repave executable").map_err(Exit::failed)?;
+    let exe = std::env::current_exe()
+        .context("locating the repave executable")
+        .map_err(Exit::failed)?;
     LocalClient::ensure_running(state_dir, &exe, feed)
         .await
         .with_context(|| format!("starting the local fleet process in {}", state_dir.display()))
@@ -156,7 +189,9 @@ pub async fn wait_healthy(client: &LocalClient, group: &str, n: u32) -> Result<(
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
-            return Err(Exit::failed(anyhow!("group {group}: only {healthy}/{n} instances healthy after 60s")));
+            return Err(Exit::failed(anyhow!(
+                "group {group}: only {healthy}/{n} instances healthy after 60s"
+            )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -18,10 +18,16 @@ pub struct Exit {
 
 impl Exit {
     pub fn bad_input(e: impl Into<anyhow::Error>) -> Self {
-        Exit { code: BAD_INPUT, error: e.into() }
+        Exit {
+            code: BAD_INPUT,
+            error: e.into(),
+        }
     }
     pub fn failed(e: impl Into<anyhow::Error>) -> Self {
-        Exit { code: FAILED, error: e.into() }
+        Exit {
+            code: FAILED,
+            error: e.into(),
+        }
     }
 }
 

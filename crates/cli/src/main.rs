@@ -19,9 +19,16 @@ fn main() {
     if let Command::Pkg { args } = &cli.command {
         std::process::exit(repave_local::pkg::main(args));
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let json = cli.json;
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
@@ -65,10 +72,16 @@ async fn dispatch(cli: Cli) -> Result<i32, Exit> {
             LocalCommand::Daemon { state_dir, feed } => commands::local::daemon(state_dir, feed.as_deref()).await,
         },
         Command::DemoApp { port, root } => {
-            repave_local::demo_app::run(*port, root.clone()).await.map_err(Exit::failed)?;
+            repave_local::demo_app::run(*port, root.clone())
+                .await
+                .map_err(Exit::failed)?;
             Ok(exit::OK)
         }
-        Command::Load { target, connections, seconds } => demo::load_command(&cli, target, *connections, *seconds).await,
+        Command::Load {
+            target,
+            connections,
+            seconds,
+        } => demo::load_command(&cli, target, *connections, *seconds).await,
         Command::Pkg { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -20,7 +20,12 @@ impl Bars {
         if quiet {
             multi.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Self { multi, steps: Mutex::new(HashMap::new()), roll: Mutex::new(None), quiet }
+        Self {
+            multi,
+            steps: Mutex::new(HashMap::new()),
+            roll: Mutex::new(None),
+            quiet,
+        }
     }
 
     /// A line above the bars (or plain stderr without a terminal).
@@ -51,7 +56,9 @@ impl Observer for Bars {
                 let pb = self.spinner(step);
                 self.steps.lock().expect("bars").insert(step.clone(), pb);
             }
-            EngineEvent::StepFinished { step, elapsed, resumed, .. } => {
+            EngineEvent::StepFinished {
+                step, elapsed, resumed, ..
+            } => {
                 let pb = self.steps.lock().expect("bars").remove(step);
                 let note = if *resumed { " (resumed)" } else { "" };
                 let line = format!("✓ {step:<18} {:>6.1}s{note}", elapsed.as_secs_f64());
@@ -82,7 +89,12 @@ impl Observer for Bars {
                     pb.abandon();
                 }
             }
-            EngineEvent::RollTick { status, replaced, total, .. } => {
+            EngineEvent::RollTick {
+                status,
+                replaced,
+                total,
+                ..
+            } => {
                 let mut roll = self.roll.lock().expect("bars");
                 let pb = roll.get_or_insert_with(|| {
                     let pb = self.multi.add(ProgressBar::new(u64::from(*total)));
@@ -102,8 +114,11 @@ impl Observer for Bars {
             }
             EngineEvent::Log { step, message, .. } => {
                 // Step start/finish lines are the spinners' job.
-                let lifecycle = [" started", " done", " resumed"].iter().any(|s| message == &format!("{step}{s}"));
-                let worth_a_line = matches!(step.as_str(), "patch" | "scan" | "retain" | "cleanup") || message.starts_with("abort");
+                let lifecycle = [" started", " done", " resumed"]
+                    .iter()
+                    .any(|s| message == &format!("{step}{s}"));
+                let worth_a_line =
+                    matches!(step.as_str(), "patch" | "scan" | "retain" | "cleanup") || message.starts_with("abort");
                 if worth_a_line && !lifecycle {
                     self.println(&format!("  {message}"));
                 }

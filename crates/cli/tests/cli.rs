@@ -39,15 +39,27 @@ fn bad_configs_exit_2_with_position() {
 fn binary_config_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("repave.toml"), [0xff, 0xfe, 0x00, 0x01]).unwrap();
-    let ran = Repave::new().in_dir(dir.path()).args(["--json", "run"]).run().expect_code(2);
-    assert!(ran.json()["error"].as_str().unwrap().contains("repave.toml:1:"), "{}", ran.stdout);
+    let ran = Repave::new()
+        .in_dir(dir.path())
+        .args(["--json", "run"])
+        .run()
+        .expect_code(2);
+    assert!(
+        ran.json()["error"].as_str().unwrap().contains("repave.toml:1:"),
+        "{}",
+        ran.stdout
+    );
 }
 
 #[test]
 fn missing_config_names_the_file_and_the_way_out() {
     let dir = tempfile::tempdir().unwrap();
     let ran = Repave::new().in_dir(dir.path()).args(["run"]).run().expect_code(2);
-    assert!(ran.stderr.contains("repave.toml") && ran.stderr.contains("repave init"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("repave.toml") && ran.stderr.contains("repave init"),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]
@@ -55,7 +67,10 @@ fn demo_refuses_a_non_empty_state_dir() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("precious"), "x").unwrap();
     let s = dir.path().display().to_string();
-    let ran = Repave::new().args(["demo", "--state-dir", s.as_str()]).run().expect_code(2);
+    let ran = Repave::new()
+        .args(["demo", "--state-dir", s.as_str()])
+        .run()
+        .expect_code(2);
     assert!(ran.stderr.contains("not empty"), "{}", ran.stderr);
     assert!(dir.path().join("precious").exists());
 }
@@ -64,7 +79,9 @@ fn demo_refuses_a_non_empty_state_dir() {
 fn help_lists_exit_codes() {
     let ran = Repave::new().args(["--help"]).run().expect_code(0);
     assert!(ran.stdout.contains("Exit codes"), "{}", ran.stdout);
-    for cmd in ["demo", "init", "validate", "run", "bake", "roll", "rollback", "resume", "status", "history", "logs", "local"] {
+    for cmd in [
+        "demo", "init", "validate", "run", "bake", "roll", "rollback", "resume", "status", "history", "logs", "local",
+    ] {
         assert!(ran.stdout.contains(cmd), "{cmd} missing from --help");
     }
 }

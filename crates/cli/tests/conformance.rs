@@ -3,16 +3,20 @@
 
 mod common;
 
-use common::{fleet_lock, FleetGuard, Repave};
+use common::{FleetGuard, Repave};
 use repave_core::ImageId;
 use repave_sim::conformance::{run, Fixture};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_provider_passes_the_conformance_suite() {
-    let _l = fleet_lock();
+    // The only test in this binary: no fleet lock needed.
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("repave.toml");
     std::fs::write(
         &config,
@@ -22,8 +26,15 @@ async fn local_provider_passes_the_conformance_suite() {
     let c = config.display().to_string();
     let state = dir.path().join(".repave");
     let _guard = FleetGuard(state.clone());
-    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
-    let st = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+    Repave::new()
+        .args(["--config", c.as_str(), "local", "up"])
+        .run()
+        .expect_code(0);
+    let st = Repave::new()
+        .args(["--config", c.as_str(), "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json();
     let image = st[0]["parameter"]["versions"][0]["value"].as_str().unwrap().to_string();
     let client = repave_local::LocalClient::connect(&state).await.unwrap();
     let fx = Fixture {

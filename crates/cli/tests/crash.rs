@@ -10,7 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -28,7 +32,10 @@ fn kill_9_mid_roll_then_resume() {
     .unwrap();
     let c = config.display().to_string();
     let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
+    Repave::new()
+        .args(["--config", c.as_str(), "local", "up"])
+        .run()
+        .expect_code(0);
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 1_000_000);
@@ -45,8 +52,15 @@ fn kill_9_mid_roll_then_resume() {
         assert!(Instant::now() < deadline, "roll never started");
         let hist = Repave::new().args(["--config", c.as_str(), "--json", "history"]).run();
         if let Some(id) = hist.json().get(0).and_then(|r| r["id"].as_str()).map(str::to_string) {
-            let logs = Repave::new().args(["--config", c.as_str(), "--json", "logs", id.as_str()]).run().json();
-            let drained = logs["events"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap_or("").starts_with("drain "));
+            let logs = Repave::new()
+                .args(["--config", c.as_str(), "--json", "logs", id.as_str()])
+                .run()
+                .json();
+            let drained = logs["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["message"].as_str().unwrap_or("").starts_with("drain "));
             if drained {
                 break id;
             }
@@ -59,12 +73,23 @@ fn kill_9_mid_roll_then_resume() {
     // The fleet keeps serving without its orchestrator; status names the
     // interrupted run and what resume will do.
     std::thread::sleep(Duration::from_millis(500));
-    let st = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+    let st = Repave::new()
+        .args(["--config", c.as_str(), "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json();
     let interrupted = &st[0]["interrupted"];
     assert_eq!(interrupted[0]["run"], run_id.as_str(), "{st:#}");
-    assert!(interrupted[0]["resume"].as_str().unwrap().contains("roll"), "{interrupted}");
+    assert!(
+        interrupted[0]["resume"].as_str().unwrap().contains("roll"),
+        "{interrupted}"
+    );
 
-    let v = Repave::new().args(["--config", c.as_str(), "--json", "resume", run_id.as_str()]).run().expect_code(0).json();
+    let v = Repave::new()
+        .args(["--config", c.as_str(), "--json", "resume", run_id.as_str()])
+        .run()
+        .expect_code(0)
+        .json();
     assert_eq!(v["state"], "succeeded");
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, errors) = load.join().unwrap();
@@ -73,14 +98,28 @@ fn kill_9_mid_roll_then_resume() {
 
     // Every instance on the new image; one image created, not two.
     let new_image = v["summary"]["new_image"].as_str().unwrap();
-    let st = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+    let st = Repave::new()
+        .args(["--config", c.as_str(), "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json();
     let instances = st[0]["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 4);
     assert!(instances.iter().all(|i| i["image"] == new_image), "{instances:?}");
-    let logs = Repave::new().args(["--config", c.as_str(), "--json", "logs", run_id.as_str()]).run().json();
-    let creates = logs["steps"].as_array().unwrap().iter().filter(|s| s["name"] == "create_image").count();
+    let logs = Repave::new()
+        .args(["--config", c.as_str(), "--json", "logs", run_id.as_str()])
+        .run()
+        .json();
+    let creates = logs["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "create_image")
+        .count();
     assert_eq!(creates, 1);
     // No root left behind but the four members'.
-    let roots = std::fs::read_dir(dir.path().join(".repave/local/instances")).unwrap().count();
+    let roots = std::fs::read_dir(dir.path().join(".repave/local/instances"))
+        .unwrap()
+        .count();
     assert_eq!(roots, 4, "instance roots left behind");
 }

@@ -14,17 +14,43 @@ struct Mount(PathBuf);
 impl Mount {
     fn tmpfs(at: &Path, size: &str) -> Mount {
         std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().expect("run mount");
-        assert!(out.status.success(), "this test needs to mount a tmpfs (run as root): {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a tmpfs (run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Mount(at.to_path_buf())
     }
     fn remount(&self, opts: &str) {
-        let out = Command::new("mount").args(["-o", &format!("remount,{opts}")]).arg(&self.0).output().unwrap();
-        assert!(out.status.success(), "remount {opts}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount {opts}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     fn used_kib(&self) -> u64 {
-        let out = Command::new("df").args(["--output=used", "-k"]).arg(&self.0).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+        let out = Command::new("df")
+            .args(["--output=used", "-k"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -38,7 +64,11 @@ impl Drop for Mount {
 fn full_or_read_only_image_store_fails_cleanly() {
     let _l = fleet_lock();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("repave.toml");
     std::fs::write(
         &config,
@@ -49,8 +79,15 @@ fn full_or_read_only_image_store_fails_cleanly() {
     // The image store gets its own small filesystem.
     let blobs = Mount::tmpfs(&dir.path().join(".repave/local/blobs"), "4m");
     let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
-    let before = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+    Repave::new()
+        .args(["--config", c.as_str(), "local", "up"])
+        .run()
+        .expect_code(0);
+    let before = Repave::new()
+        .args(["--config", c.as_str(), "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json();
 
     for (what, opts, reason) in [
         ("full", format!("size={}k", blobs.used_kib().max(4)), "No space left"),
@@ -64,17 +101,41 @@ fn full_or_read_only_image_store_fails_cleanly() {
         let err = v["summary"]["error"].as_str().unwrap();
         assert!(err.contains("create_image") || err.contains("image"), "{what}: {err}");
         assert!(err.contains(reason), "{what}: the OS's reason is in the message: {err}");
-        let after = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
-        assert_eq!(before[0]["parameter"], after[0]["parameter"], "{what}: nothing published");
-        assert_eq!(before[0]["group"]["launch_spec"], after[0]["group"]["launch_spec"], "{what}");
-        let images = Repave::new().args(["--config", c.as_str(), "--json", "images"]).run().expect_code(0).json();
-        assert_eq!(images.as_array().unwrap().len(), 1, "{what}: no half-made image registered: {images}");
+        let after = Repave::new()
+            .args(["--config", c.as_str(), "--json", "status"])
+            .run()
+            .expect_code(0)
+            .json();
+        assert_eq!(
+            before[0]["parameter"], after[0]["parameter"],
+            "{what}: nothing published"
+        );
+        assert_eq!(
+            before[0]["group"]["launch_spec"], after[0]["group"]["launch_spec"],
+            "{what}"
+        );
+        let images = Repave::new()
+            .args(["--config", c.as_str(), "--json", "images"])
+            .run()
+            .expect_code(0)
+            .json();
+        assert_eq!(
+            images.as_array().unwrap().len(),
+            1,
+            "{what}: no half-made image registered: {images}"
+        );
         // The builder is gone.
-        let roots = std::fs::read_dir(dir.path().join(".repave/local/instances")).unwrap().count();
+        let roots = std::fs::read_dir(dir.path().join(".repave/local/instances"))
+            .unwrap()
+            .count();
         assert_eq!(roots, 2, "{what}: builder root left behind");
         blobs.remount("rw,size=4m");
     }
     // With room again, the same pipeline runs through.
-    let v = Repave::new().args(["--config", c.as_str(), "--json", "run"]).run().expect_code(0).json();
+    let v = Repave::new()
+        .args(["--config", c.as_str(), "--json", "run"])
+        .run()
+        .expect_code(0)
+        .json();
     assert_eq!(v["state"], "succeeded");
 }

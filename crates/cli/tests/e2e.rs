@@ -36,7 +36,12 @@ fn demo_eight_instances_zero_failed_requests() {
     assert!(v["roll"]["lower_bound_seconds"].as_f64().unwrap() > 0.0);
     assert!(v["roll"]["max_live"].as_u64().unwrap() <= v["roll"]["max_total"].as_u64().unwrap());
     // Severities Critical+Important, at least 3 days old: the demo feed has some.
-    let installed: Vec<&str> = v["installed_updates"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    let installed: Vec<&str> = v["installed_updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
     assert!(!installed.is_empty());
     for u in v["installed_updates"].as_array().unwrap() {
         let sev = u["severity"].as_str().unwrap();
@@ -64,13 +69,25 @@ fn unhealthy_new_image_rolls_back_without_failed_requests() {
     let by_image = v["requests"]["by_image"].as_object().unwrap();
     assert_eq!(by_image.keys().collect::<Vec<_>>(), vec![before], "{by_image:?}");
     assert!(v["error"].as_str().unwrap().contains("not healthy"), "{}", v["error"]);
-    let steps: Vec<&str> = v["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert!(steps.contains(&"rollback_roll") && steps.contains(&"rollback_verify"), "{steps:?}");
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"rollback_roll") && steps.contains(&"rollback_verify"),
+        "{steps:?}"
+    );
 
     // Parameter and launch spec back on the old image, the fleet with them.
     let config = dir.path().join("state/repave.toml");
     let c = config.display().to_string();
-    let status = Repave::new().args(["--config", c.as_str(), "--json", "status"]).run().expect_code(0).json();
+    let status = Repave::new()
+        .args(["--config", c.as_str(), "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json();
     let p = &status[0];
     let versions = p["parameter"]["versions"].as_array().unwrap();
     assert_eq!(versions.last().unwrap()["value"], before);
@@ -110,11 +127,19 @@ parameter = "latestAmi"
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn status(config: &str) -> Value {
-    Repave::new().args(["--config", config, "--json", "status"]).run().expect_code(0).json()
+    Repave::new()
+        .args(["--config", config, "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json()
 }
 
 #[test]
@@ -124,23 +149,63 @@ fn failed_patch_publishes_nothing_and_leaves_no_builder() {
     // A hostile feed entry: an update that writes outside the instance root.
     let feed = r#"[{"id":"KB-EVIL","package":"evil","version":"1","severity":"Critical","classification":"SecurityUpdates","released":"2020-01-01","files":{"/etc/passwd":"x"}}]"#;
     let feed_path = write(dir.path(), "feed.json", feed);
-    let config = write(dir.path(), "repave.toml", &local_config(dir.path(), free_port(), "", Some(&feed_path)));
+    let config = write(
+        dir.path(),
+        "repave.toml",
+        &local_config(dir.path(), free_port(), "", Some(&feed_path)),
+    );
     let _guard = FleetGuard(dir.path().join("state"));
     let before = status(&config);
-    let ran = Repave::new().args(["--config", config.as_str(), "--json", "run", "web"]).run().expect_code(1);
+    let ran = Repave::new()
+        .args(["--config", config.as_str(), "--json", "run", "web"])
+        .run()
+        .expect_code(1);
     let v = ran.json();
     assert_eq!(v["state"], "failed");
     let err = v["summary"]["error"].as_str().unwrap();
     assert!(err.contains("patch"), "{err}");
     let after = status(&config);
-    assert_eq!(before[0]["parameter"]["versions"], after[0]["parameter"]["versions"], "parameter untouched");
-    assert_eq!(before[0]["group"]["launch_spec"], after[0]["group"]["launch_spec"], "launch spec untouched");
-    assert!(!dir.path().join("/etc/passwd-not-written-here").exists());
+    assert_eq!(
+        before[0]["parameter"]["versions"], after[0]["parameter"]["versions"],
+        "parameter untouched"
+    );
+    assert_eq!(
+        before[0]["group"]["launch_spec"], after[0]["group"]["launch_spec"],
+        "launch spec untouched"
+    );
+    // The hostile update did not write outside the instance root.
+    assert_ne!(std::fs::read_to_string("/etc/passwd").unwrap(), "x");
     // The builder is gone: no instance of this run is alive.
-    let logs = Repave::new().args(["--config", config.as_str(), "--json", "logs", v["run"].as_str().unwrap()]).run().expect_code(0).json();
-    let events: Vec<&str> = logs["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
-    assert!(events.iter().any(|m| m.starts_with("terminating builder")), "{events:#?}");
-    let builder = logs["steps"].as_array().unwrap().iter().find(|s| s["name"] == "launch_builder").unwrap()["output"]["builder"].as_str().unwrap().to_string();
+    let logs = Repave::new()
+        .args([
+            "--config",
+            config.as_str(),
+            "--json",
+            "logs",
+            v["run"].as_str().unwrap(),
+        ])
+        .run()
+        .expect_code(0)
+        .json();
+    let events: Vec<&str> = logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|m| m.starts_with("terminating builder")),
+        "{events:#?}"
+    );
+    let builder = logs["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "launch_builder")
+        .unwrap()["output"]["builder"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let instances_root = dir.path().join("state/local/instances").join(&builder);
     assert!(!instances_root.exists(), "builder root {instances_root:?} left behind");
 }
@@ -152,15 +217,28 @@ fn patch_timeout_fails_the_run() {
     let config = write(
         dir.path(),
         "repave.toml",
-        &local_config(dir.path(), free_port(), "[pipelines.web.patch]\ntimeout = \"1ms\"\n", None),
+        &local_config(
+            dir.path(),
+            free_port(),
+            "[pipelines.web.patch]\ntimeout = \"1ms\"\n",
+            None,
+        ),
     );
     let _guard = FleetGuard(dir.path().join("state"));
-    let v = Repave::new().args(["--config", config.as_str(), "--json", "run"]).run().expect_code(1).json();
+    let v = Repave::new()
+        .args(["--config", config.as_str(), "--json", "run"])
+        .run()
+        .expect_code(1)
+        .json();
     assert_eq!(v["state"], "failed");
     let err = v["summary"]["error"].as_str().unwrap();
     assert!(err.contains("TimedOut") || err.contains("timed out"), "{err}");
     let st = status(&config);
-    assert_eq!(st[0]["parameter"]["versions"].as_array().unwrap().len(), 1, "nothing published");
+    assert_eq!(
+        st[0]["parameter"]["versions"].as_array().unwrap().len(),
+        1,
+        "nothing published"
+    );
 }
 
 #[test]
@@ -170,27 +248,58 @@ fn run_then_history_logs_status_and_rollback() {
     let config = write(
         dir.path(),
         "repave.toml",
-        &local_config(dir.path(), free_port(), "[pipelines.web.rollout]\nwarmup = \"500ms\"\n", None),
+        &local_config(
+            dir.path(),
+            free_port(),
+            "[pipelines.web.rollout]\nwarmup = \"500ms\"\n",
+            None,
+        ),
     );
     let _guard = FleetGuard(dir.path().join("state"));
-    let v = Repave::new().args(["--config", config.as_str(), "--json", "run", "web"]).run().expect_code(0).json();
+    let v = Repave::new()
+        .args(["--config", config.as_str(), "--json", "run", "web"])
+        .run()
+        .expect_code(0)
+        .json();
     let new_image = v["summary"]["new_image"].as_str().unwrap().to_string();
     let source = v["summary"]["source_image"].as_str().unwrap().to_string();
     let st = status(&config);
     let versions = st[0]["parameter"]["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[1]["value"], new_image.as_str());
-    assert!(versions[0]["labels"].as_array().unwrap().iter().any(|l| l == "repave-previous"));
-    let hist = Repave::new().args(["--config", config.as_str(), "--json", "history"]).run().expect_code(0).json();
+    assert!(versions[0]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "repave-previous"));
+    let hist = Repave::new()
+        .args(["--config", config.as_str(), "--json", "history"])
+        .run()
+        .expect_code(0)
+        .json();
     assert_eq!(hist.as_array().unwrap().len(), 1);
-    let logs = Repave::new().args(["--config", config.as_str(), "logs", v["run"].as_str().unwrap()]).run().expect_code(0);
-    assert!(logs.stdout.contains("create_image") && logs.stdout.contains("publish"), "{}", logs.stdout);
+    let logs = Repave::new()
+        .args(["--config", config.as_str(), "logs", v["run"].as_str().unwrap()])
+        .run()
+        .expect_code(0);
+    assert!(
+        logs.stdout.contains("create_image") && logs.stdout.contains("publish"),
+        "{}",
+        logs.stdout
+    );
 
     // Rollback: parameter, launch spec and fleet back on the source image.
-    let rb = Repave::new().args(["--config", config.as_str(), "--json", "rollback"]).run().expect_code(0).json();
+    let rb = Repave::new()
+        .args(["--config", config.as_str(), "--json", "rollback"])
+        .run()
+        .expect_code(0)
+        .json();
     assert_eq!(rb["summary"]["new_image"], source.as_str());
     let st = status(&config);
-    assert_eq!(st[0]["parameter"]["versions"].as_array().unwrap().last().unwrap()["value"], source.as_str());
+    assert_eq!(
+        st[0]["parameter"]["versions"].as_array().unwrap().last().unwrap()["value"],
+        source.as_str()
+    );
     for i in st[0]["instances"].as_array().unwrap() {
         assert_eq!(i["image"], source.as_str());
     }

@@ -10,7 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn config(dir: &Path, port: u16, desired: u32) -> String {
@@ -34,7 +38,10 @@ fn two_runs_on_one_group_exactly_one_proceeds() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), free_port(), 2);
     let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
+    Repave::new()
+        .args(["--config", c.as_str(), "local", "up"])
+        .run()
+        .expect_code(0);
     let spawn = || {
         std::process::Command::new(common::exe())
             .args(["--config", c.as_str(), "--json", "run"])
@@ -55,8 +62,17 @@ fn two_runs_on_one_group_exactly_one_proceeds() {
     let err = lost["error"].as_str().unwrap();
     assert!(err.contains(holder), "the refusal names the holder {holder}: {err}");
     // The refused run created nothing: one image was baked.
-    let images = Repave::new().args(["--config", c.as_str(), "--json", "images"]).run().expect_code(0).json();
-    let baked: Vec<&str> = images.as_array().unwrap().iter().filter_map(|i| i["tags"]["repave:run"].as_str()).collect();
+    let images = Repave::new()
+        .args(["--config", c.as_str(), "--json", "images"])
+        .run()
+        .expect_code(0)
+        .json();
+    let baked: Vec<&str> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["tags"]["repave:run"].as_str())
+        .collect();
     assert_eq!(baked, vec![holder], "only the holder's run baked an image");
 }
 
@@ -65,7 +81,9 @@ fn slow_get(addr: &str, ms: u64) -> Result<String, String> {
     let s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut r = BufReader::new(s);
-    r.get_mut().write_all(format!("GET /slow?ms={ms} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).map_err(|e| e.to_string())?;
+    r.get_mut()
+        .write_all(format!("GET /slow?ms={ms} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut status = String::new();
     r.read_line(&mut status).map_err(|e| e.to_string())?;
     let mut rest = Vec::new();
@@ -80,7 +98,10 @@ fn slow_requests_in_flight_during_drain_all_complete() {
     let port = free_port();
     let c = config(dir.path(), port, 3);
     let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
+    Repave::new()
+        .args(["--config", c.as_str(), "local", "up"])
+        .run()
+        .expect_code(0);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Six clients, each sending 2–5 s requests back to back for the whole
     // roll: whichever instance drains has several in flight.
@@ -101,7 +122,11 @@ fn slow_requests_in_flight_during_drain_all_complete() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let v = Repave::new().args(["--config", c.as_str(), "--json", "run"]).run().expect_code(0).json();
+    let v = Repave::new()
+        .args(["--config", c.as_str(), "--json", "run"])
+        .run()
+        .expect_code(0)
+        .json();
     assert_eq!(v["summary"]["roll"]["replaced"], 3);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
@@ -123,7 +148,16 @@ fn many_connections_during_a_roll_of_sixteen() {
     let _guard = FleetGuard(state.clone());
     let s = state.display().to_string();
     let v = Repave::new()
-        .args(["demo", "--json", "--instances", "16", "--clients", "256", "--state-dir", s.as_str()])
+        .args([
+            "demo",
+            "--json",
+            "--instances",
+            "16",
+            "--clients",
+            "256",
+            "--state-dir",
+            s.as_str(),
+        ])
         .run()
         .expect_code(0)
         .json();

@@ -44,20 +44,41 @@ impl Rng {
 }
 
 fn newest_run(store: &Store) -> Option<repave_store::RunRecord> {
-    store.list_runs(&RunFilter { limit: Some(1), ..Default::default() }).unwrap().into_iter().next()
+    store
+        .list_runs(&RunFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .next()
 }
 
 fn images(c: &str) -> Vec<serde_json::Value> {
-    Repave::new().args(["--config", c, "--json", "images"]).run().expect_code(0).json().as_array().unwrap().clone()
+    Repave::new()
+        .args(["--config", c, "--json", "images"])
+        .run()
+        .expect_code(0)
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]
 fn kill_9_anywhere_then_resume() {
     let _l = fleet_lock();
-    let seed: u64 = std::env::var("REPAVE_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026);
+    let seed: u64 = std::env::var("REPAVE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2026);
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("repave.toml");
     std::fs::write(
         &config,
@@ -70,7 +91,10 @@ fn kill_9_anywhere_then_resume() {
     .unwrap();
     let c = config.display().to_string();
     let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new().args(["--config", c.as_str(), "local", "up"]).run().expect_code(0);
+    Repave::new()
+        .args(["--config", c.as_str(), "local", "up"])
+        .run()
+        .expect_code(0);
     let store = Store::open(&dir.path().join(".repave/repave.db")).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,16 +135,34 @@ fn kill_9_anywhere_then_resume() {
             *interrupted_in.entry("before the run existed".into()).or_default() += 1;
             continue;
         };
-        let running = store.steps(&run.id).unwrap().into_iter().find(|s| s.state == StepState::Running).map(|s| s.name);
-        *interrupted_in.entry(running.clone().unwrap_or_else(|| "between steps".into())).or_default() += 1;
+        let running = store
+            .steps(&run.id)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.state == StepState::Running)
+            .map(|s| s.name);
+        *interrupted_in
+            .entry(running.clone().unwrap_or_else(|| "between steps".into()))
+            .or_default() += 1;
 
         let state = store.get_run(&run.id).unwrap().unwrap().state;
         if !state.is_terminal() {
-            let v = Repave::new().args(["--config", c.as_str(), "--json", "resume", run.id.as_str()]).run();
-            assert_eq!(v.code, 0, "kill {i} in {running:?}: resume failed\n{}\n{}", v.stdout, v.stderr);
+            let v = Repave::new()
+                .args(["--config", c.as_str(), "--json", "resume", run.id.as_str()])
+                .run();
+            assert_eq!(
+                v.code, 0,
+                "kill {i} in {running:?}: resume failed\n{}\n{}",
+                v.stdout, v.stderr
+            );
         }
         let record = store.get_run(&run.id).unwrap().unwrap();
-        assert_eq!(record.state.as_str(), "succeeded", "kill {i} in {running:?}: {:?}", record.error);
+        assert_eq!(
+            record.state.as_str(),
+            "succeeded",
+            "kill {i} in {running:?}: {:?}",
+            record.error
+        );
         check_invariants(&c, dir.path(), &run.id.to_string(), i);
     }
     stop.store(true, Ordering::Relaxed);
@@ -137,14 +179,25 @@ fn check_invariants(c: &str, dir: &Path, run: &str, i: u64) {
     let of_run: Vec<_> = all.iter().filter(|img| img["tags"]["repave:run"] == run).collect();
     assert_eq!(of_run.len(), 1, "kill {i}: run {run} created {} images", of_run.len());
     let image = of_run[0]["id"].as_str().unwrap();
-    let st = Repave::new().args(["--config", c, "--json", "status"]).run().expect_code(0).json();
-    let existing: Vec<&str> = all.iter().filter(|i| i["state"] == "available").map(|i| i["id"].as_str().unwrap()).collect();
+    let st = Repave::new()
+        .args(["--config", c, "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json();
+    let existing: Vec<&str> = all
+        .iter()
+        .filter(|i| i["state"] == "available")
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
     // The current golden image exists; older values may have been retired by
     // retention only once outside the rollback window.
     let versions = st[0]["parameter"]["versions"].as_array().unwrap();
     let current = versions.last().unwrap()["value"].as_str().unwrap();
     assert_eq!(current, image, "kill {i}: parameter not on the run's image");
-    assert!(existing.contains(&current), "kill {i}: golden parameter names a missing image {current}");
+    assert!(
+        existing.contains(&current),
+        "kill {i}: golden parameter names a missing image {current}"
+    );
     let instances = st[0]["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 3, "kill {i}: {instances:?}");
     assert!(instances.iter().all(|m| m["image"] == image), "kill {i}: {instances:?}");
@@ -155,6 +208,9 @@ fn check_invariants(c: &str, dir: &Path, run: &str, i: u64) {
         .collect();
     let members: Vec<&str> = instances.iter().map(|m| m["id"].as_str().unwrap()).collect();
     for r in &roots {
-        assert!(members.contains(&r.as_str()), "kill {i}: instance root {r} left behind (members {members:?})");
+        assert!(
+            members.contains(&r.as_str()),
+            "kill {i}: instance root {r} left behind (members {members:?})"
+        );
     }
 }

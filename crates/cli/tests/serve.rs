@@ -51,13 +51,7 @@ impl Serve {
     fn start(config: &Path, log: &str) -> Serve {
         let stderr = std::fs::File::create(config.with_file_name(log)).unwrap();
         let mut child = Command::new(exe())
-            .args([
-                "--config",
-                config.to_str().unwrap(),
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--config", config.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
             .env("REPAVE_TOKEN", TOKEN)
             .env("REPAVE_LOG", "warn")
             .env_remove("REPAVE_CONFIG")
@@ -87,19 +81,13 @@ impl Serve {
 
     fn terminate(&mut self) -> i32 {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", pid.as_str()])
-            .status()
-            .unwrap();
+        Command::new("kill").args(["-TERM", pid.as_str()]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not exit within 60s of SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "serve did not exit within 60s of SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -113,13 +101,7 @@ impl Drop for Serve {
 }
 
 /// One HTTP/1.1 request (`Connection: close`); returns status and body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or("");
@@ -136,10 +118,7 @@ fn http(
     s.read_to_string(&mut raw).unwrap();
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(rest)
     } else {
         rest.to_string()
@@ -219,15 +198,9 @@ fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
             }
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
-            let status = if i == 0 {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
+            let status = if i == 0 { "500 Internal Server Error" } else { "200 OK" };
             if i > 0 {
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&body).into_owned());
+                seen.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
             }
             let _ = write!(
                 conn,
@@ -270,29 +243,14 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
     );
     let (status, _) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"nope"}"#);
     assert_eq!(status, 404);
-    let (status, _) = post(
-        a,
-        "/api/runs",
-        Some(TOKEN),
-        r#"{"pipeline":"web","kind":"sideways"}"#,
-    );
+    let (status, _) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"sideways"}"#);
     assert_eq!(status, 400);
 
     // Start; a second run on the same group gets 409 naming the holder.
-    let (status, started) = post(
-        a,
-        "/api/runs",
-        Some(TOKEN),
-        r#"{"pipeline":"web","kind":"run"}"#,
-    );
+    let (status, started) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
     assert_eq!(status, 202, "{started}");
     let run = started["run"]["id"].as_str().unwrap().to_string();
-    let (status, conflict) = post(
-        a,
-        "/api/runs",
-        Some(TOKEN),
-        r#"{"pipeline":"web","kind":"roll"}"#,
-    );
+    let (status, conflict) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"roll"}"#);
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["holder"], run.as_str());
 
@@ -310,12 +268,7 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
     let (status, cancelled) = post(a, &format!("/api/runs/{run}/cancel"), Some(TOKEN), "");
     assert_eq!(status, 202, "{cancelled}");
     assert_eq!(
-        wait_state(
-            a,
-            &run,
-            &["paused", "succeeded", "failed"],
-            Duration::from_secs(60)
-        ),
+        wait_state(a, &run, &["paused", "succeeded", "failed"], Duration::from_secs(60)),
         "paused"
     );
     let (status, resumed) = post(a, &format!("/api/runs/{run}/resume"), Some(TOKEN), "");
@@ -330,22 +283,13 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
         "succeeded"
     );
     // A finished run can be neither cancelled nor resumed.
-    assert_eq!(
-        post(a, &format!("/api/runs/{run}/cancel"), Some(TOKEN), "").0,
-        409
-    );
-    assert_eq!(
-        post(a, &format!("/api/runs/{run}/resume"), Some(TOKEN), "").0,
-        409
-    );
+    assert_eq!(post(a, &format!("/api/runs/{run}/cancel"), Some(TOKEN), "").0, 409);
+    assert_eq!(post(a, &format!("/api/runs/{run}/resume"), Some(TOKEN), "").0, 409);
 
     // Runs, filters, detail with steps and events, progress samples.
     let listed = get(a, "/api/runs?pipeline=web&state=succeeded");
     assert_eq!(listed[0]["id"], run.as_str());
-    assert_eq!(
-        get(a, "/api/runs?state=failed").as_array().unwrap().len(),
-        0
-    );
+    assert_eq!(get(a, "/api/runs?state=failed").as_array().unwrap().len(), 0);
     assert_eq!(http(a, "GET", "/api/runs?state=bogus", None, None).0, 400);
     assert_eq!(http(a, "GET", "/api/runs/run-nope", None, None).0, 404);
     let detail = get(a, &format!("/api/runs/{run}"));
@@ -355,16 +299,10 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert!(
-        steps.contains(&"patch") && steps.contains(&"roll"),
-        "{steps:?}"
-    );
+    assert!(steps.contains(&"patch") && steps.contains(&"roll"), "{steps:?}");
     assert!(detail["events"].as_array().unwrap().len() > 10);
     let progress = get(a, &format!("/api/runs/{run}/progress"));
-    assert!(
-        !progress["samples"].as_array().unwrap().is_empty(),
-        "{progress}"
-    );
+    assert!(!progress["samples"].as_array().unwrap().is_empty(), "{progress}");
 
     // Fleet: every instance on the golden image, its manifest from the patch step.
     let fleet = get(a, "/api/fleet");
@@ -413,10 +351,7 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
         "/api/images/diff",
         "/metrics",
     ] {
-        assert!(
-            spec["paths"].get(p).is_some(),
-            "{p} missing from /openapi.json"
-        );
+        assert!(spec["paths"].get(p).is_some(), "{p} missing from /openapi.json");
     }
     let (status, metrics) = http(a, "GET", "/metrics", None, None);
     assert_eq!(status, 200);
@@ -438,17 +373,8 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
     );
     let (status, page) = http(a, "GET", &format!("/runs/{run}"), None, None);
     assert!(status == 200 && page.contains("id=\"chart\"") && page.contains("create_image"));
-    let (status, page) = http(
-        a,
-        "GET",
-        &format!("/fleet?a={parent}&b={golden}"),
-        None,
-        None,
-    );
-    assert!(
-        status == 200 && page.contains(&format!("{updates} added")),
-        "{page}"
-    );
+    let (status, page) = http(a, "GET", &format!("/fleet?a={parent}&b={golden}"), None, None);
+    assert!(status == 200 && page.contains(&format!("{updates} added")), "{page}");
 
     // Webhooks: started and succeeded for each run, after one retried 500.
     let want = |event: &str, run: &str| format!("\"event\":\"{event}\"") + &format!("|{run}");
@@ -458,8 +384,7 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
             let (ev, r) = w.split_once('|').unwrap();
             seen.iter().any(|b| b.contains(ev) && b.contains(r))
         };
-        (has(want("started", &run)) && has(want("succeeded", &run)) && has(want("succeeded", &rb)))
-            .then_some(())
+        (has(want("started", &run)) && has(want("succeeded", &run)) && has(want("succeeded", &rb))).then_some(())
     });
 }
 
@@ -467,9 +392,7 @@ fn chromium(args: &[&str]) -> String {
     let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| Path::new(p).exists());
-    let bin = bin.expect(
-        "chromium is not installed (apt-get install -y chromium): the browser test needs it",
-    );
+    let bin = bin.expect("chromium is not installed (apt-get install -y chromium): the browser test needs it");
     let profile = tempfile::tempdir().unwrap();
     let profile_arg = format!("--user-data-dir={}", profile.path().display());
     let out = Command::new(bin)
@@ -522,12 +445,7 @@ fn dashboard_chart_moves_during_a_roll_in_headless_chromium() {
     let _guard = FleetGuard(dir.path().join(".repave"));
     let serve = Serve::start(&config, "serve.log");
     let a = serve.addr.as_str();
-    let (status, started) = post(
-        a,
-        "/api/runs",
-        Some(TOKEN),
-        r#"{"pipeline":"web","kind":"run"}"#,
-    );
+    let (status, started) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
     assert_eq!(status, 202, "{started}");
     let run = started["run"]["id"].as_str().unwrap().to_string();
     wait_for("roll samples", Duration::from_secs(90), || {
@@ -555,14 +473,9 @@ fn dashboard_chart_moves_during_a_roll_in_headless_chromium() {
         samples2 > samples1,
         "the chart grew while the roll ran: {samples1} → {samples2}"
     );
+    assert!(new2 > new1 || new2 == 4, "new instances went up: {new1} → {new2}");
     assert!(
-        new2 > new1 || new2 == 4,
-        "new instances went up: {new1} → {new2}"
-    );
-    assert!(
-        std::fs::metadata(&shot)
-            .map(|m| m.len() > 10_000)
-            .unwrap_or(false),
+        std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false),
         "screenshot {} saved",
         shot.display()
     );
@@ -593,12 +506,7 @@ fn sigterm_mid_roll_then_restart_finishes_with_zero_failed_requests() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 5_000_000);
     let a = serve.addr.clone();
-    let (status, started) = post(
-        &a,
-        "/api/runs",
-        Some(TOKEN),
-        r#"{"pipeline":"web","kind":"run"}"#,
-    );
+    let (status, started) = post(&a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
     assert_eq!(status, 202, "{started}");
     let run = started["run"]["id"].as_str().unwrap().to_string();
     // Mid-roll: the first new instances are up.
@@ -613,10 +521,7 @@ fn sigterm_mid_roll_then_restart_finishes_with_zero_failed_requests() {
     });
     assert_eq!(serve.terminate(), 0, "serve exits cleanly on SIGTERM");
     let store = repave_store::Store::open(&dir.path().join(".repave/repave.db")).unwrap();
-    let record = store
-        .get_run(&repave_core::RunId::new(run.clone()))
-        .unwrap()
-        .unwrap();
+    let record = store.get_run(&repave_core::RunId::new(run.clone())).unwrap().unwrap();
     assert_eq!(
         record.state.as_str(),
         "paused",
@@ -640,10 +545,7 @@ fn sigterm_mid_roll_then_restart_finishes_with_zero_failed_requests() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("server shutdown")));
+        .any(|e| e["message"].as_str().unwrap().starts_with("server shutdown")));
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, errors) = load.join().unwrap();
     assert!(ok > 100, "load ran: {ok} ok");
@@ -658,12 +560,7 @@ fn sigterm_mid_bake_then_restart_finishes_the_run() {
     let _guard = FleetGuard(dir.path().join(".repave"));
     let mut serve = Serve::start(&config, "serve1.log");
     let a = serve.addr.clone();
-    let (status, started) = post(
-        &a,
-        "/api/runs",
-        Some(TOKEN),
-        r#"{"pipeline":"web","kind":"run"}"#,
-    );
+    let (status, started) = post(&a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
     assert_eq!(status, 202, "{started}");
     let run = started["run"]["id"].as_str().unwrap().to_string();
     wait_for("the builder", Duration::from_secs(60), || {
@@ -712,13 +609,7 @@ fn a_bad_window_is_refused_at_start_with_its_pipeline() {
     .unwrap();
     let _guard = FleetGuard(dir.path().join(".repave"));
     let ran = common::Repave::new()
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--config", config.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
         .run();
     assert!(
         !dir.path().join(".repave").exists(),
@@ -726,9 +617,8 @@ fn a_bad_window_is_refused_at_start_with_its_pipeline() {
     );
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(
-        ran.stderr.contains(
-            "pipelines.web.window: timezone: unknown IANA time zone \"Mars/Olympus_Mons\""
-        ),
+        ran.stderr
+            .contains("pipelines.web.window: timezone: unknown IANA time zone \"Mars/Olympus_Mons\""),
         "{}",
         ran.stderr
     );

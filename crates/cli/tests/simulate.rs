@@ -64,10 +64,7 @@ fn json_carries_the_prediction() {
     assert!(v["api_calls_by_op"]["describe_group"].as_u64().unwrap() > 0);
     let roll = v["roll_seconds"].as_f64().unwrap();
     let lb = v["lower_bound_seconds"].as_f64().unwrap();
-    assert!(
-        roll > 0.0 && lb > 0.0 && lb <= roll * 1.01,
-        "{roll} vs {lb}"
-    );
+    assert!(roll > 0.0 && lb > 0.0 && lb <= roll * 1.01, "{roll} vs {lb}");
     assert!((v["efficiency"].as_f64().unwrap() - lb / roll).abs() < 1e-9);
     assert!(v["min_in_service"].as_u64() >= v["floor"].as_u64(), "{v}");
     assert_eq!(v["floor"], 36);
@@ -122,15 +119,7 @@ fn short_window_does_not_fit_and_human_output_says_so() {
         .json();
     assert_eq!(v["fits_window"], false);
     let out = Repave::new()
-        .args([
-            "--config",
-            &cfg,
-            "simulate",
-            "--instances",
-            "10",
-            "--window",
-            "10m",
-        ])
+        .args(["--config", &cfg, "simulate", "--instances", "10", "--window", "10m"])
         .run()
         .expect_code(0);
     for want in [
@@ -140,11 +129,7 @@ fn short_window_does_not_fit_and_human_output_says_so() {
         "min in service:",
         "fits window:      no",
     ] {
-        assert!(
-            out.stdout.contains(want),
-            "{want:?} not in:\n{}",
-            out.stdout
-        );
+        assert!(out.stdout.contains(want), "{want:?} not in:\n{}", out.stdout);
     }
 }
 

@@ -75,7 +75,11 @@ pub fn format_duration(d: Duration) -> String {
     }
     if ms < 60_000 {
         let s = ms as f64 / 1000.0;
-        return if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{s:.1}s") };
+        return if ms.is_multiple_of(1000) {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{s:.1}s")
+        };
     }
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
@@ -111,7 +115,13 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        let ok = [("30s", 30_000), ("5m", 300_000), ("1h30m", 5_400_000), ("250ms", 250), ("2d", 172_800_000)];
+        let ok = [
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("250ms", 250),
+            ("2d", 172_800_000),
+        ];
         for (s, ms) in ok {
             assert_eq!(parse_duration(s).unwrap(), Duration::from_millis(ms), "{s}");
         }

@@ -28,7 +28,11 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn new(kind: ErrorKind, operation: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind, operation: operation.into(), message: message.into() }
+        Self {
+            kind,
+            operation: operation.into(),
+            message: message.into(),
+        }
     }
     pub fn not_found(operation: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, operation, message)

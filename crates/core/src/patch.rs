@@ -126,7 +126,10 @@ impl PatchSelection {
             return Decision::Severity(u.severity.clone());
         }
         if !self.classifications.is_empty()
-            && !self.classifications.iter().any(|c| c.eq_ignore_ascii_case(&u.classification))
+            && !self
+                .classifications
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&u.classification))
         {
             return Decision::Classification(u.classification.clone());
         }
@@ -153,7 +156,10 @@ impl PatchSelection {
         let mut out = Vec::new();
         for s in &self.severities {
             if !SEVERITIES.iter().any(|k| k.eq_ignore_ascii_case(s)) {
-                out.push(format!("severities: unknown severity {s:?} (expected one of {})", SEVERITIES.join(", ")));
+                out.push(format!(
+                    "severities: unknown severity {s:?} (expected one of {})",
+                    SEVERITIES.join(", ")
+                ));
             }
         }
         for c in &self.classifications {
@@ -217,18 +223,54 @@ mod tests {
             exclude: exc.iter().map(|x| x.to_string()).collect(),
         };
         let cases: Vec<(&str, PatchSelection, Vec<&str>)> = vec![
-            ("everything dated", s(&[], &[], 0, &[], &[]), vec!["KB1", "KB2", "KB3", "KB4", "KB5"]),
-            ("critical+important", s(&["Critical", "Important"], &[], 0, &[], &[]), vec!["KB1", "KB2", "KB5"]),
-            ("security only", s(&[], &["SecurityUpdates"], 0, &[], &[]), vec!["KB1", "KB2"]),
+            (
+                "everything dated",
+                s(&[], &[], 0, &[], &[]),
+                vec!["KB1", "KB2", "KB3", "KB4", "KB5"],
+            ),
+            (
+                "critical+important",
+                s(&["Critical", "Important"], &[], 0, &[], &[]),
+                vec!["KB1", "KB2", "KB5"],
+            ),
+            (
+                "security only",
+                s(&[], &["SecurityUpdates"], 0, &[], &[]),
+                vec!["KB1", "KB2"],
+            ),
             ("age 7 days", s(&[], &[], 7, &[], &[]), vec!["KB1", "KB2", "KB3", "KB4"]),
-            ("age 10 days (boundary: 10 days old counts)", s(&[], &[], 10, &[], &[]), vec!["KB1", "KB2", "KB3", "KB4"]),
+            (
+                "age 10 days (boundary: 10 days old counts)",
+                s(&[], &[], 10, &[], &[]),
+                vec!["KB1", "KB2", "KB3", "KB4"],
+            ),
             ("age 11 days", s(&[], &[], 11, &[], &[]), vec!["KB1", "KB3", "KB4"]),
             ("age 30 drops everything", s(&[], &[], 30, &[], &[]), vec![]),
-            ("include beats filters", s(&["Critical"], &[], 30, &["KB4"], &[]), vec!["KB4"]),
-            ("exclude beats include", s(&[], &[], 0, &["KB4"], &["KB4"]), vec!["KB1", "KB2", "KB3", "KB5"]),
-            ("exclude by package", s(&[], &[], 0, &[], &["pkg-KB1"]), vec!["KB2", "KB3", "KB4", "KB5"]),
-            ("case-insensitive severity", s(&["critical"], &[], 0, &[], &[]), vec!["KB1", "KB5"]),
-            ("include bad date", s(&["Low"], &[], 0, &["KB6"], &[]), vec!["KB4", "KB6"]),
+            (
+                "include beats filters",
+                s(&["Critical"], &[], 30, &["KB4"], &[]),
+                vec!["KB4"],
+            ),
+            (
+                "exclude beats include",
+                s(&[], &[], 0, &["KB4"], &["KB4"]),
+                vec!["KB1", "KB2", "KB3", "KB5"],
+            ),
+            (
+                "exclude by package",
+                s(&[], &[], 0, &[], &["pkg-KB1"]),
+                vec!["KB2", "KB3", "KB4", "KB5"],
+            ),
+            (
+                "case-insensitive severity",
+                s(&["critical"], &[], 0, &[], &[]),
+                vec!["KB1", "KB5"],
+            ),
+            (
+                "include bad date",
+                s(&["Low"], &[], 0, &["KB6"], &[]),
+                vec!["KB4", "KB6"],
+            ),
         ];
         let feed = feed();
         for (name, sel, want) in cases {
@@ -249,7 +291,10 @@ mod tests {
 
     #[test]
     fn problems_named() {
-        let sel = PatchSelection { severities: vec!["Severe".into()], ..Default::default() };
+        let sel = PatchSelection {
+            severities: vec!["Severe".into()],
+            ..Default::default()
+        };
         assert!(sel.problems()[0].contains("Severe"));
     }
 }

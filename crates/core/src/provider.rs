@@ -153,13 +153,20 @@ pub trait Instances: Send + Sync {
 pub enum CommandDocument {
     /// A shell script (`sh -c` locally, AWS-RunShellScript on AWS). Values go
     /// in `env`, never spliced into the script.
-    Shell { script: String, env: BTreeMap<String, String> },
+    Shell {
+        script: String,
+        env: BTreeMap<String, String>,
+    },
     /// List the updates applicable to the instance (AWS: Windows Update scan
     /// / RunPatchBaseline Scan). Output: JSON array of [`Update`].
     ScanUpdates { selection: PatchSelection },
     /// Install exactly these update ids (frozen at bake start). Output: JSON
     /// [`InstallReport`].
-    InstallUpdates { selection: PatchSelection, ids: Vec<String>, allow_reboot: bool },
+    InstallUpdates {
+        selection: PatchSelection,
+        ids: Vec<String>,
+        allow_reboot: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

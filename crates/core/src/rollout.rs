@@ -125,14 +125,7 @@ pub fn concurrency(n: u32, policy: &RollPolicy) -> u32 {
 }
 
 /// `T_lb = ceil(N / k) × (t_launch + t_ready + warmup) + t_drain`.
-pub fn lower_bound(
-    n: u32,
-    k: u32,
-    launch: Duration,
-    ready: Duration,
-    warmup: Duration,
-    drain: Duration,
-) -> Duration {
+pub fn lower_bound(n: u32, k: u32, launch: Duration, ready: Duration, warmup: Duration, drain: Duration) -> Duration {
     let waves = n.div_ceil(k.max(1));
     (launch + ready + warmup) * waves + drain
 }
@@ -151,10 +144,7 @@ pub struct Member {
 
 impl Member {
     fn live(&self) -> bool {
-        !matches!(
-            self.lifecycle,
-            Lifecycle::Terminating | Lifecycle::Terminated
-        )
+        !matches!(self.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated)
     }
     fn target_state(&self) -> TargetState {
         self.target.map(|t| t.0).unwrap_or(TargetState::Unused)

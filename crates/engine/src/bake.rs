@@ -8,8 +8,8 @@ use crate::error::EngineError;
 use crate::executor::Ctx;
 use repave_core::patch::Update;
 use repave_core::provider::{
-    tag, CommandDocument, CommandRequest, CommandResult, CommandStatus, CreateImageRequest, ImageState,
-    InstallReport, InstanceSpec, InstanceState, LaunchRequest, Tags,
+    tag, CommandDocument, CommandRequest, CommandResult, CommandStatus, CreateImageRequest, ImageState, InstallReport,
+    InstanceSpec, InstanceState, LaunchRequest, Tags,
 };
 use repave_core::{ImageId, InstanceId};
 use serde::{Deserialize, Serialize};
@@ -66,22 +66,29 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
         e => e,
     })?;
     let source = ImageId::new(param.value.trim());
-    let image = retry("resolve", || p.describe_image(&source)).await.map_err(|e| match e {
-        EngineError::Provider { source: s, .. } if s.is_not_found() => {
-            EngineError::Preflight(format!("golden parameter {name:?} points at {source}, which does not exist"))
-        }
-        e => e,
-    })?;
+    let image = retry("resolve", || p.describe_image(&source))
+        .await
+        .map_err(|e| match e {
+            EngineError::Provider { source: s, .. } if s.is_not_found() => EngineError::Preflight(format!(
+                "golden parameter {name:?} points at {source}, which does not exist"
+            )),
+            e => e,
+        })?;
     if image.state != ImageState::Available {
-        return Err(EngineError::Preflight(format!("source image {source} is {:?}, not available", image.state)));
+        return Err(EngineError::Preflight(format!(
+            "source image {source} is {:?}, not available",
+            image.state
+        )));
     }
     let group = &ctx.pipeline.group;
-    let g = retry("resolve", || p.describe_group(group)).await.map_err(|e| match e {
-        EngineError::Provider { source, .. } if source.is_not_found() => {
-            EngineError::Preflight(format!("group {group:?} does not exist"))
-        }
-        e => e,
-    })?;
+    let g = retry("resolve", || p.describe_group(group))
+        .await
+        .map_err(|e| match e {
+            EngineError::Provider { source, .. } if source.is_not_found() => {
+                EngineError::Preflight(format!("group {group:?} does not exist"))
+            }
+            e => e,
+        })?;
     retry("resolve", || p.describe_launch_spec(&g.launch_spec)).await?;
     Ok(ResolveOutput {
         source_image: source,
@@ -99,7 +106,11 @@ pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOu
     // that is already gone.
     let attempt = existing.len();
     if let Some(i) = existing.into_iter().find(|i| !i.state.is_gone()) {
-        ctx.log("launch_builder", format!("reusing builder {} of this run", i.id), serde_json::Value::Null);
+        ctx.log(
+            "launch_builder",
+            format!("reusing builder {} of this run", i.id),
+            serde_json::Value::Null,
+        );
         return Ok(BuilderOutput { builder: i.id });
     }
     let b = &ctx.pipeline.builder;
@@ -120,7 +131,13 @@ pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOu
 }
 
 /// Poll `f` until it yields a value or `timeout` passes.
-pub(crate) async fn wait_for<T, F, Fut>(ctx: &Ctx<'_>, step: &str, what: &str, timeout: Duration, mut f: F) -> Result<T, EngineError>
+pub(crate) async fn wait_for<T, F, Fut>(
+    ctx: &Ctx<'_>,
+    step: &str,
+    what: &str,
+    timeout: Duration,
+    mut f: F,
+) -> Result<T, EngineError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, EngineError>>,
@@ -134,13 +151,23 @@ where
             return Ok(v);
         }
         if start.elapsed() >= timeout {
-            return Err(EngineError::Timeout { step: step.into(), seconds: timeout.as_secs(), what: what.into() });
+            return Err(EngineError::Timeout {
+                step: step.into(),
+                seconds: timeout.as_secs(),
+                what: what.into(),
+            });
         }
         tokio::time::sleep(ctx.poll()).await;
     }
 }
 
-async fn wait_state(ctx: &Ctx<'_>, step: &str, id: &InstanceId, want: InstanceState, timeout: Duration) -> Result<(), EngineError> {
+async fn wait_state(
+    ctx: &Ctx<'_>,
+    step: &str,
+    id: &InstanceId,
+    want: InstanceState,
+    timeout: Duration,
+) -> Result<(), EngineError> {
     let p = ctx.provider();
     wait_for(ctx, step, &format!("{id} to be {want:?}"), timeout, || async {
         let got = retry(step, || p.describe_instances(std::slice::from_ref(id))).await?;
@@ -166,12 +193,19 @@ pub async fn wait_ready(ctx: &Ctx<'_>, id: &InstanceId, step: &str) -> Result<()
         ctx,
         step,
         id,
-        CommandDocument::Shell { script: "true".into(), env: BTreeMap::new() },
+        CommandDocument::Shell {
+            script: "true".into(),
+            env: BTreeMap::new(),
+        },
         timeout,
     )
     .await?;
     if res.status != CommandStatus::Success {
-        return Err(EngineError::Timeout { step: step.into(), seconds: timeout.as_secs(), what: format!("command channel of {id}: {:?}", res.status) });
+        return Err(EngineError::Timeout {
+            step: step.into(),
+            seconds: timeout.as_secs(),
+            what: format!("command channel of {id}: {:?}", res.status),
+        });
     }
     Ok(())
 }
@@ -194,10 +228,16 @@ pub(crate) async fn run_command(
     };
     let id = retry(step, || p.send_command(req.clone())).await?;
     let margin = Duration::from_secs(30);
-    wait_for(ctx, step, &format!("command {id} on {instance}"), timeout + margin, || async {
-        let r = retry(step, || p.command_result(&id)).await?;
-        Ok(r.status.is_terminal().then_some(r))
-    })
+    wait_for(
+        ctx,
+        step,
+        &format!("command {id} on {instance}"),
+        timeout + margin,
+        || async {
+            let r = retry(step, || p.command_result(&id)).await?;
+            Ok(r.status.is_terminal().then_some(r))
+        },
+    )
     .await
 }
 
@@ -215,7 +255,14 @@ fn command_error(what: &str, r: &CommandResult) -> EngineError {
         "{what}: {:?} (exit code {}): {}",
         r.status,
         r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-        tail(if r.stderr.trim().is_empty() { &r.stdout } else { &r.stderr }, 400)
+        tail(
+            if r.stderr.trim().is_empty() {
+                &r.stdout
+            } else {
+                &r.stderr
+            },
+            400
+        )
     ))
 }
 
@@ -223,7 +270,11 @@ fn command_error(what: &str, r: &CommandResult) -> EngineError {
 pub async fn scan(ctx: &Ctx<'_>, id: &InstanceId) -> Result<ScanOutput, EngineError> {
     let out = scan_updates(ctx, id).await?;
     let ids: Vec<&str> = out.updates.iter().map(|u| u.id.as_str()).collect();
-    ctx.log("scan", format!("{} update(s) selected: {}", ids.len(), ids.join(", ")), serde_json::Value::Null);
+    ctx.log(
+        "scan",
+        format!("{} update(s) selected: {}", ids.len(), ids.join(", ")),
+        serde_json::Value::Null,
+    );
     Ok(out)
 }
 
@@ -250,7 +301,11 @@ pub async fn patch(ctx: &Ctx<'_>, id: &InstanceId, frozen: &ScanOutput) -> Resul
     while !remaining.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(EngineError::Timeout { step: "patch".into(), seconds: cfg.timeout.get().as_secs(), what: "installing updates".into() });
+            return Err(EngineError::Timeout {
+                step: "patch".into(),
+                seconds: cfg.timeout.get().as_secs(),
+                what: "installing updates".into(),
+            });
         }
         let doc = CommandDocument::InstallUpdates {
             selection: cfg.selection(),
@@ -264,28 +319,47 @@ pub async fn patch(ctx: &Ctx<'_>, id: &InstanceId, frozen: &ScanOutput) -> Resul
         let report: InstallReport = serde_json::from_str(r.stdout.trim())
             .map_err(|e| EngineError::Patch(format!("install output is not an install report: {e}")))?;
         if !report.failed.is_empty() {
-            return Err(EngineError::Patch(format!("updates failed to install: {}", report.failed.join(", "))));
+            return Err(EngineError::Patch(format!(
+                "updates failed to install: {}",
+                report.failed.join(", ")
+            )));
         }
         for u in report.installed {
             remaining.retain(|x| x != &u.id);
-            ctx.log("patch", format!("installed {} ({} {})", u.id, u.package, u.version), serde_json::Value::Null);
+            ctx.log(
+                "patch",
+                format!("installed {} ({} {})", u.id, u.package, u.version),
+                serde_json::Value::Null,
+            );
             installed.push(u);
         }
         if report.reboot_required {
             if !cfg.allow_reboot {
-                return Err(EngineError::Patch("an update requires a reboot and allow_reboot = false".into()));
+                return Err(EngineError::Patch(
+                    "an update requires a reboot and allow_reboot = false".into(),
+                ));
             }
             reboots += 1;
             if reboots > cfg.max_reboots {
-                return Err(EngineError::Patch(format!("still asking for a reboot after {} reboots", cfg.max_reboots)));
+                return Err(EngineError::Patch(format!(
+                    "still asking for a reboot after {} reboots",
+                    cfg.max_reboots
+                )));
             }
             // With AllowReboot the patch document reboots the instance
             // itself (SSM does; so does the local provider): wait for it to
             // answer again, then install what is left.
-            ctx.log("patch", format!("{id} rebooted (reboot {reboots}); continuing"), serde_json::Value::Null);
+            ctx.log(
+                "patch",
+                format!("{id} rebooted (reboot {reboots}); continuing"),
+                serde_json::Value::Null,
+            );
             wait_ready(ctx, id, "patch").await?;
         } else if !remaining.is_empty() {
-            return Err(EngineError::Patch(format!("install finished but left pending: {}", remaining.join(", "))));
+            return Err(EngineError::Patch(format!(
+                "install finished but left pending: {}",
+                remaining.join(", ")
+            )));
         }
     }
     // Re-scan: the frozen updates must all be gone now.
@@ -297,15 +371,28 @@ pub async fn patch(ctx: &Ctx<'_>, id: &InstanceId, frozen: &ScanOutput) -> Resul
         .map(|u| u.id.as_str())
         .collect();
     if !pending.is_empty() {
-        return Err(EngineError::Patch(format!("still pending after install: {}", pending.join(", "))));
+        return Err(EngineError::Patch(format!(
+            "still pending after install: {}",
+            pending.join(", ")
+        )));
     }
-    ctx.log("patch", format!("re-scan: none of the {} selected update(s) pending", frozen.updates.len()), serde_json::Value::Null);
+    ctx.log(
+        "patch",
+        format!(
+            "re-scan: none of the {} selected update(s) pending",
+            frozen.updates.len()
+        ),
+        serde_json::Value::Null,
+    );
     Ok(PatchOutput { installed, reboots })
 }
 
 pub async fn validate(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
     for (i, script) in ctx.pipeline.validate.iter().enumerate() {
-        let doc = CommandDocument::Shell { script: script.clone(), env: BTreeMap::new() };
+        let doc = CommandDocument::Shell {
+            script: script.clone(),
+            env: BTreeMap::new(),
+        };
         let r = run_command(ctx, "validate", id, doc, Duration::from_secs(600)).await?;
         if r.status != CommandStatus::Success {
             return Err(EngineError::Validate(format!(
@@ -322,16 +409,35 @@ pub async fn validate(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError>
 
 pub async fn stop_builder(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
     retry("stop_builder", || ctx.provider().stop_instance(id)).await?;
-    wait_state(ctx, "stop_builder", id, InstanceState::Stopped, Duration::from_secs(900)).await
+    wait_state(
+        ctx,
+        "stop_builder",
+        id,
+        InstanceState::Stopped,
+        Duration::from_secs(900),
+    )
+    .await
 }
 
-pub async fn create_image(ctx: &Ctx<'_>, builder: &InstanceId, resolved: &ResolveOutput, patched: &PatchOutput) -> Result<ImageOutput, EngineError> {
+pub async fn create_image(
+    ctx: &Ctx<'_>,
+    builder: &InstanceId,
+    resolved: &ResolveOutput,
+    patched: &PatchOutput,
+) -> Result<ImageOutput, EngineError> {
     let p = ctx.provider();
     let mut tags = run_tags(ctx, tag::ROLE_IMAGE);
     let existing = retry("create_image", || p.list_images(&tags)).await?;
-    let id = match existing.into_iter().find(|i| i.state != repave_core::provider::ImageState::Deregistered) {
+    let id = match existing
+        .into_iter()
+        .find(|i| i.state != repave_core::provider::ImageState::Deregistered)
+    {
         Some(i) => {
-            ctx.log("create_image", format!("reusing image {} of this run", i.id), serde_json::Value::Null);
+            ctx.log(
+                "create_image",
+                format!("reusing image {} of this run", i.id),
+                serde_json::Value::Null,
+            );
             i.id
         }
         None => {
@@ -354,16 +460,23 @@ pub async fn create_image(ctx: &Ctx<'_>, builder: &InstanceId, resolved: &Resolv
     };
     // Bounded only by the step timeout; a resumed run waits on the same image.
     let timeout = ctx.pipeline.image_timeout.get();
-    wait_for(ctx, "create_image", &format!("image {id} to be available"), timeout, || async {
-        let img = retry("create_image", || p.describe_image(&id)).await?;
-        match img.state {
-            ImageState::Available => Ok(Some(())),
-            ImageState::Failed | ImageState::Deregistered => {
-                Err(EngineError::Patch(format!("image {id} creation failed ({:?})", img.state)))
+    wait_for(
+        ctx,
+        "create_image",
+        &format!("image {id} to be available"),
+        timeout,
+        || async {
+            let img = retry("create_image", || p.describe_image(&id)).await?;
+            match img.state {
+                ImageState::Available => Ok(Some(())),
+                ImageState::Failed | ImageState::Deregistered => Err(EngineError::Patch(format!(
+                    "image {id} creation failed ({:?})",
+                    img.state
+                ))),
+                ImageState::Pending => Ok(None),
             }
-            ImageState::Pending => Ok(None),
-        }
-    })
+        },
+    )
     .await?;
     Ok(ImageOutput { image: id })
 }
@@ -401,9 +514,14 @@ async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineEr
     let tags = run_tags(ctx, tag::ROLE_TEST);
     let existing = retry("test_image", || p.list_instances(&tags)).await?;
     let attempt = existing.len();
-    let reusable = existing.iter().find(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running));
+    let reusable = existing
+        .iter()
+        .find(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running));
     // A test instance a killed run was stopping is not reused.
-    for i in existing.iter().filter(|i| matches!(i.state, InstanceState::Stopping | InstanceState::Stopped)) {
+    for i in existing
+        .iter()
+        .filter(|i| matches!(i.state, InstanceState::Stopping | InstanceState::Stopped))
+    {
         terminate(ctx, &i.id, "test_image").await?;
     }
     let id = match reusable {
@@ -439,15 +557,26 @@ async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineEr
     })
     .await;
     if let Err(e) = healthy {
-        return Err(EngineError::TestImage { image: image.to_string(), reason: format!("{e}; last probe: {}", last.lock().expect("lock")) });
+        return Err(EngineError::TestImage {
+            image: image.to_string(),
+            reason: format!("{e}; last probe: {}", last.lock().expect("lock")),
+        });
     }
     for script in &cfg.commands {
-        let doc = CommandDocument::Shell { script: script.clone(), env: BTreeMap::new() };
+        let doc = CommandDocument::Shell {
+            script: script.clone(),
+            env: BTreeMap::new(),
+        };
         let r = run_command(ctx, "test_image", &id, doc, timeout).await?;
         if r.status != CommandStatus::Success {
             return Err(EngineError::TestImage {
                 image: image.to_string(),
-                reason: format!("test command {script:?} failed: {:?} exit {:?}: {}", r.status, r.exit_code, tail(&r.stderr, 400)),
+                reason: format!(
+                    "test command {script:?} failed: {:?} exit {:?}: {}",
+                    r.status,
+                    r.exit_code,
+                    tail(&r.stderr, 400)
+                ),
             });
         }
     }
@@ -461,7 +590,11 @@ pub(crate) async fn mark_bad(ctx: &Ctx<'_>, image: &ImageId, reason: &str) {
     if let Err(e) = retry("mark_bad", || ctx.provider().tag_image(image, &tags)).await {
         tracing::warn!(%image, error = %e, "could not tag image as bad");
     }
-    ctx.log("cleanup", format!("image {image} marked bad: {reason}"), serde_json::Value::Null);
+    ctx.log(
+        "cleanup",
+        format!("image {image} marked bad: {reason}"),
+        serde_json::Value::Null,
+    );
 }
 
 /// On any failure before publish: terminate every builder and test instance
@@ -474,9 +607,17 @@ pub async fn cleanup(ctx: &Ctx<'_>) {
         match retry("cleanup", || p.list_instances(&tags)).await {
             Ok(list) => {
                 for i in list.into_iter().filter(|i| !i.state.is_gone()) {
-                    ctx.log("cleanup", format!("terminating {role} {}", i.id), serde_json::Value::Null);
+                    ctx.log(
+                        "cleanup",
+                        format!("terminating {role} {}", i.id),
+                        serde_json::Value::Null,
+                    );
                     if let Err(e) = retry("cleanup", || p.terminate_instance(&i.id)).await {
-                        ctx.log("cleanup", format!("could not terminate {}: {e}", i.id), serde_json::Value::Null);
+                        ctx.log(
+                            "cleanup",
+                            format!("could not terminate {}: {e}", i.id),
+                            serde_json::Value::Null,
+                        );
                         continue;
                     }
                     // Not cut short by cancellation: cleanup is what makes a
@@ -490,7 +631,11 @@ pub async fn cleanup(ctx: &Ctx<'_>) {
                     }
                 }
             }
-            Err(e) => ctx.log("cleanup", format!("could not list {role} instances: {e}"), serde_json::Value::Null),
+            Err(e) => ctx.log(
+                "cleanup",
+                format!("could not list {role} instances: {e}"),
+                serde_json::Value::Null,
+            ),
         }
     }
     let tags = run_tags(ctx, tag::ROLE_IMAGE);

@@ -19,7 +19,11 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
                 tracing::warn!(step, attempt, error = %e, "retrying");
-                let d = if e.kind == ErrorKind::Throttled { delay * 4 } else { delay };
+                let d = if e.kind == ErrorKind::Throttled {
+                    delay * 4
+                } else {
+                    delay
+                };
                 tokio::time::sleep(d).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }

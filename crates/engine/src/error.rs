@@ -20,7 +20,11 @@ pub enum EngineError {
     #[error("{step}: timed out after {seconds}s: {what}")]
     Timeout { step: String, seconds: u64, what: String },
     #[error("{step}: instance {instance} is {state}")]
-    InstanceGone { step: String, instance: String, state: String },
+    InstanceGone {
+        step: String,
+        instance: String,
+        state: String,
+    },
     #[error("roll aborted: {0}")]
     RollAborted(String),
     #[error("verify: {0}")]
@@ -31,7 +35,11 @@ pub enum EngineError {
     #[error("paused: {0}")]
     Paused(String),
     #[error("group {group} is being changed by run {holder} (lease until {expires_at})")]
-    Leased { group: String, holder: String, expires_at: i64 },
+    Leased {
+        group: String,
+        holder: String,
+        expires_at: i64,
+    },
     #[error("run {0} not found")]
     UnknownRun(String),
     #[error("run {run} is {state}; nothing to resume")]
@@ -42,6 +50,9 @@ pub enum EngineError {
 
 impl EngineError {
     pub fn provider(step: &str, source: ProviderError) -> Self {
-        EngineError::Provider { step: step.to_string(), source }
+        EngineError::Provider {
+            step: step.to_string(),
+            source,
+        }
     }
 }

@@ -6,13 +6,40 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    RunStarted { run: RunId, pipeline: String },
-    StepStarted { run: RunId, step: String },
-    StepFinished { run: RunId, step: String, elapsed: Duration, resumed: bool },
-    StepFailed { run: RunId, step: String, error: String },
-    Log { run: RunId, step: String, message: String },
-    RollTick { run: RunId, status: RollStatus, replaced: u32, total: u32 },
-    RunFinished { run: RunId, state: String },
+    RunStarted {
+        run: RunId,
+        pipeline: String,
+    },
+    StepStarted {
+        run: RunId,
+        step: String,
+    },
+    StepFinished {
+        run: RunId,
+        step: String,
+        elapsed: Duration,
+        resumed: bool,
+    },
+    StepFailed {
+        run: RunId,
+        step: String,
+        error: String,
+    },
+    Log {
+        run: RunId,
+        step: String,
+        message: String,
+    },
+    RollTick {
+        run: RunId,
+        status: RollStatus,
+        replaced: u32,
+        total: u32,
+    },
+    RunFinished {
+        run: RunId,
+        state: String,
+    },
 }
 
 pub trait Observer: Send + Sync {

@@ -93,7 +93,11 @@ impl Ctx<'_> {
         if let Err(e) = self.engine.store.append_event(&ev) {
             tracing::error!(error = %e, "could not append event");
         }
-        self.engine.observer.on_event(&EngineEvent::Log { run: self.run.id.clone(), step: step.into(), message });
+        self.engine.observer.on_event(&EngineEvent::Log {
+            run: self.run.id.clone(),
+            step: step.into(),
+            message,
+        });
     }
 
     /// Renew the group lease if it is past half its life; a lost lease (a
@@ -140,8 +144,19 @@ impl Ctx<'_> {
         self.keep_lease()?;
         let rec = store.begin_step(&self.run.id, name, &intent, self.now())?;
         let resumed = rec.attempts > 1;
-        self.engine.observer.on_event(&EngineEvent::StepStarted { run: self.run.id.clone(), step: name.into() });
-        self.log(name, if resumed { format!("{name} resumed") } else { format!("{name} started") }, intent);
+        self.engine.observer.on_event(&EngineEvent::StepStarted {
+            run: self.run.id.clone(),
+            step: name.into(),
+        });
+        self.log(
+            name,
+            if resumed {
+                format!("{name} resumed")
+            } else {
+                format!("{name} started")
+            },
+            intent,
+        );
         let started = Instant::now();
         match f().await {
             Ok(out) => {
@@ -199,7 +214,14 @@ impl Engine {
         cancel: CancellationToken,
         opts: EngineOptions,
     ) -> Self {
-        Self { provider, store, clock, observer, cancel, opts }
+        Self {
+            provider,
+            store,
+            clock,
+            observer,
+            cancel,
+            opts,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -228,11 +250,27 @@ impl Engine {
             config,
             now,
         })?;
-        let lease = match self.store.acquire_lease(&pipeline.group, run.id.as_str(), self.opts.lease_ttl, now) {
+        let lease = match self
+            .store
+            .acquire_lease(&pipeline.group, run.id.as_str(), self.opts.lease_ttl, now)
+        {
             Ok(l) => l,
-            Err(StoreError::LeaseHeld { group, holder, expires_at }) => {
-                self.store.set_run_state(&run.id, RunState::Cancelled, Some(&format!("group {group} leased by {holder}")), now)?;
-                return Err(EngineError::Leased { group, holder, expires_at: expires_at.millis() });
+            Err(StoreError::LeaseHeld {
+                group,
+                holder,
+                expires_at,
+            }) => {
+                self.store.set_run_state(
+                    &run.id,
+                    RunState::Cancelled,
+                    Some(&format!("group {group} leased by {holder}")),
+                    now,
+                )?;
+                return Err(EngineError::Leased {
+                    group,
+                    holder,
+                    expires_at: expires_at.millis(),
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -241,16 +279,33 @@ impl Engine {
 
     /// Continue an interrupted or paused run from its journal.
     pub async fn resume(&self, id: &RunId) -> Result<RunOutcome, EngineError> {
-        let run = self.store.get_run(id)?.ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
+        let run = self
+            .store
+            .get_run(id)?
+            .ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
         if run.state.is_terminal() {
-            return Err(EngineError::NotResumable { run: id.to_string(), state: run.state.as_str().to_string() });
+            return Err(EngineError::NotResumable {
+                run: id.to_string(),
+                state: run.state.as_str().to_string(),
+            });
         }
         let pipeline: Pipeline =
             serde_json::from_value(run.config.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
-        let lease = match self.store.acquire_lease(&run.group, run.id.as_str(), self.opts.lease_ttl, self.clock.now()) {
+        let lease = match self
+            .store
+            .acquire_lease(&run.group, run.id.as_str(), self.opts.lease_ttl, self.clock.now())
+        {
             Ok(l) => l,
-            Err(StoreError::LeaseHeld { group, holder, expires_at }) => {
-                return Err(EngineError::Leased { group, holder, expires_at: expires_at.millis() })
+            Err(StoreError::LeaseHeld {
+                group,
+                holder,
+                expires_at,
+            }) => {
+                return Err(EngineError::Leased {
+                    group,
+                    holder,
+                    expires_at: expires_at.millis(),
+                })
             }
             Err(e) => return Err(e.into()),
         };
@@ -258,14 +313,28 @@ impl Engine {
     }
 
     async fn drive(&self, run: RunRecord, pipeline: Pipeline, lease: Lease) -> Result<RunOutcome, EngineError> {
-        let ctx = Ctx { engine: self, run, pipeline, lease: Mutex::new(lease), last_roll: Mutex::new(None) };
+        let ctx = Ctx {
+            engine: self,
+            run,
+            pipeline,
+            lease: Mutex::new(lease),
+            last_roll: Mutex::new(None),
+        };
         let span = tracing::info_span!("run", run = %ctx.run.id, pipeline = %ctx.run.pipeline, group = %ctx.run.group);
         let _guard = span.enter();
-        self.store.set_run_state(&ctx.run.id, RunState::Running, None, self.clock.now())?;
-        self.observer.on_event(&EngineEvent::RunStarted { run: ctx.run.id.clone(), pipeline: ctx.run.pipeline.clone() });
+        self.store
+            .set_run_state(&ctx.run.id, RunState::Running, None, self.clock.now())?;
+        self.observer.on_event(&EngineEvent::RunStarted {
+            run: ctx.run.id.clone(),
+            pipeline: ctx.run.pipeline.clone(),
+        });
         // Which process drives the run: `status` tells an interrupted run
         // (its process gone) from a live one before the lease expires.
-        ctx.log("run", format!("driven by process {}", std::process::id()), serde_json::json!({ "pid": std::process::id() }));
+        ctx.log(
+            "run",
+            format!("driven by process {}", std::process::id()),
+            serde_json::json!({ "pid": std::process::id() }),
+        );
         let mut summary = RunSummary::default();
         let calls_before = self.provider.api_calls();
         let result = match ctx.run.kind {
@@ -277,13 +346,17 @@ impl Engine {
         let (state, error) = match &result {
             Ok(()) if summary.rolled_back => (RunState::RolledBack, summary.error.clone()),
             Ok(()) => (RunState::Succeeded, None),
-            Err(EngineError::Paused(reason)) => {
-                (RunState::Paused, Some(format!("paused: {reason}; `repave resume {}` continues", ctx.run.id)))
-            }
+            Err(EngineError::Paused(reason)) => (
+                RunState::Paused,
+                Some(format!("paused: {reason}; `repave resume {}` continues", ctx.run.id)),
+            ),
             Err(EngineError::Cancelled) => {
                 // A roll that was interrupted keeps its place: resumable.
                 if ctx.output::<PublishOutput>("publish")?.is_some() || ctx.run.kind == RunKind::Roll {
-                    (RunState::Paused, Some("cancelled during roll; `repave resume` continues".to_string()))
+                    (
+                        RunState::Paused,
+                        Some("cancelled during roll; `repave resume` continues".to_string()),
+                    )
                 } else {
                     (RunState::Cancelled, Some("cancelled".to_string()))
                 }
@@ -302,15 +375,23 @@ impl Engine {
             .collect();
         let summary_json = serde_json::to_value(&summary).expect("summary serializes");
         self.store.set_run_summary(&ctx.run.id, &summary_json)?;
-        self.store.set_run_state(&ctx.run.id, state, error.as_deref(), self.clock.now())?;
+        self.store
+            .set_run_state(&ctx.run.id, state, error.as_deref(), self.clock.now())?;
         let lease = ctx.lease.lock().expect("lease lock").clone();
         if !matches!(state, RunState::Paused) {
             if let Err(e) = self.store.release_lease(&lease) {
                 tracing::warn!(error = %e, "could not release lease");
             }
         }
-        self.observer.on_event(&EngineEvent::RunFinished { run: ctx.run.id.clone(), state: state.as_str().to_string() });
-        ctx.log("run", format!("run {}", state.as_str()), serde_json::json!({ "error": error }));
+        self.observer.on_event(&EngineEvent::RunFinished {
+            run: ctx.run.id.clone(),
+            state: state.as_str().to_string(),
+        });
+        ctx.log(
+            "run",
+            format!("run {}", state.as_str()),
+            serde_json::json!({ "error": error }),
+        );
         let steps = self
             .store
             .steps(&ctx.run.id)?
@@ -334,7 +415,9 @@ impl Engine {
 
 /// resolve → bake → test → (publish → roll → verify → retain).
 async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_it: bool) -> Result<(), EngineError> {
-    let resolved: ResolveOutput = ctx.step("resolve", serde_json::json!({}), || bake::resolve(ctx)).await?;
+    let resolved: ResolveOutput = ctx
+        .step("resolve", serde_json::json!({}), || bake::resolve(ctx))
+        .await?;
     summary.source_image = Some(resolved.source_image.clone());
     let baked = bake_image(ctx, &resolved, summary).await;
     let image = match baked {
@@ -350,9 +433,11 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
         return Ok(());
     }
     let published: PublishOutput = ctx
-        .step("publish", serde_json::json!({ "image": image, "previous": resolved }), || {
-            publish::publish(ctx, &image, &resolved)
-        })
+        .step(
+            "publish",
+            serde_json::json!({ "image": image, "previous": resolved }),
+            || publish::publish(ctx, &image, &resolved),
+        )
         .await?;
     if !roll_it {
         return Ok(());
@@ -375,37 +460,68 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
             return Ok(());
         }
     }
-    let deleted: Vec<ImageId> = ctx.step("retain", serde_json::json!({ "keep": ctx.pipeline.retention.keep }), || retain::retain(ctx, &published)).await?;
+    let deleted: Vec<ImageId> = ctx
+        .step(
+            "retain",
+            serde_json::json!({ "keep": ctx.pipeline.retention.keep }),
+            || retain::retain(ctx, &published),
+        )
+        .await?;
     summary.retained_deleted = deleted;
     Ok(())
 }
 
 async fn bake_image(ctx: &Ctx<'_>, resolved: &ResolveOutput, summary: &mut RunSummary) -> Result<ImageId, EngineError> {
     let src = resolved.source_image.clone();
-    let builder: BuilderOutput =
-        ctx.step("launch_builder", serde_json::json!({ "image": src }), || bake::launch_builder(ctx, &src)).await?;
+    let builder: BuilderOutput = ctx
+        .step("launch_builder", serde_json::json!({ "image": src }), || {
+            bake::launch_builder(ctx, &src)
+        })
+        .await?;
     let id = builder.builder.clone();
-    ctx.step("wait_ready", serde_json::json!({ "builder": id }), || bake::wait_ready(ctx, &id, "wait_ready")).await?;
+    ctx.step("wait_ready", serde_json::json!({ "builder": id }), || {
+        bake::wait_ready(ctx, &id, "wait_ready")
+    })
+    .await?;
     let selection = ctx.pipeline.patch.selection();
-    let scan: ScanOutput =
-        ctx.step("scan", serde_json::json!({ "selection": selection }), || bake::scan(ctx, &id)).await?;
+    let scan: ScanOutput = ctx
+        .step("scan", serde_json::json!({ "selection": selection }), || {
+            bake::scan(ctx, &id)
+        })
+        .await?;
     let ids: Vec<&str> = scan.updates.iter().map(|u| u.id.as_str()).collect();
-    let patched: PatchOutput =
-        ctx.step("patch", serde_json::json!({ "frozen": ids }), || bake::patch(ctx, &id, &scan)).await?;
+    let patched: PatchOutput = ctx
+        .step("patch", serde_json::json!({ "frozen": ids }), || {
+            bake::patch(ctx, &id, &scan)
+        })
+        .await?;
     summary.installed_updates = patched.installed.clone();
     if !ctx.pipeline.validate.is_empty() {
-        ctx.step("validate", serde_json::json!({ "commands": ctx.pipeline.validate }), || bake::validate(ctx, &id))
-            .await?;
+        ctx.step(
+            "validate",
+            serde_json::json!({ "commands": ctx.pipeline.validate }),
+            || bake::validate(ctx, &id),
+        )
+        .await?;
     }
-    ctx.step("stop_builder", serde_json::json!({ "builder": id }), || bake::stop_builder(ctx, &id)).await?;
+    ctx.step("stop_builder", serde_json::json!({ "builder": id }), || {
+        bake::stop_builder(ctx, &id)
+    })
+    .await?;
     let image: ImageOutput = ctx
-        .step("create_image", serde_json::json!({ "builder": id }), || bake::create_image(ctx, &id, resolved, &patched))
+        .step("create_image", serde_json::json!({ "builder": id }), || {
+            bake::create_image(ctx, &id, resolved, &patched)
+        })
         .await?;
-    ctx.step("terminate_builder", serde_json::json!({ "builder": id }), || bake::terminate(ctx, &id, "terminate_builder"))
-        .await?;
+    ctx.step("terminate_builder", serde_json::json!({ "builder": id }), || {
+        bake::terminate(ctx, &id, "terminate_builder")
+    })
+    .await?;
     if ctx.pipeline.test.enabled {
-        ctx.step("test_image", serde_json::json!({ "image": image.image }), || bake::test_image(ctx, &image.image))
-            .await?;
+        ctx.step("test_image", serde_json::json!({ "image": image.image }), || {
+            bake::test_image(ctx, &image.image)
+        })
+        .await?;
     }
     Ok(image.image)
 }
@@ -426,21 +542,34 @@ pub(crate) async fn roll_and_verify(
         .map(|v| v as u32);
     let base = match journaled.or(base_hint) {
         Some(b) => b,
-        None => crate::call::retry(roll_step, || ctx.provider().describe_group(&ctx.pipeline.group)).await?.desired,
+        None => {
+            crate::call::retry(roll_step, || ctx.provider().describe_group(&ctx.pipeline.group))
+                .await?
+                .desired
+        }
     };
     let intent = serde_json::json!({ "target": image, "policy": policy, "base_desired": base });
-    let report: RollReport =
-        ctx.step(roll_step, intent, || roll::roll(ctx, roll_step, image, policy, base)).await?;
-    ctx.step(verify_step, serde_json::json!({ "target": image }), || roll::verify(ctx, image)).await?;
+    let report: RollReport = ctx
+        .step(roll_step, intent, || roll::roll(ctx, roll_step, image, policy, base))
+        .await?;
+    ctx.step(verify_step, serde_json::json!({ "target": image }), || {
+        roll::verify(ctx, image)
+    })
+    .await?;
     Ok(report)
 }
 
 /// `repave roll`: put the group on the golden parameter's image.
 async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), EngineError> {
-    let resolved: ResolveOutput = ctx.step("resolve", serde_json::json!({}), || bake::resolve(ctx)).await?;
+    let resolved: ResolveOutput = ctx
+        .step("resolve", serde_json::json!({}), || bake::resolve(ctx))
+        .await?;
     let image = resolved.source_image.clone();
     summary.new_image = Some(image.clone());
-    ctx.step("set_launch_spec", serde_json::json!({ "image": image }), || publish::point_group_at(ctx, &image)).await?;
+    ctx.step("set_launch_spec", serde_json::json!({ "image": image }), || {
+        publish::point_group_at(ctx, &image)
+    })
+    .await?;
     let policy = RollPolicy::from(&ctx.pipeline.rollout);
     summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &image, &policy, None).await?);
     Ok(())
@@ -449,11 +578,20 @@ async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), Engine
 /// `repave rollback`: golden parameter and launch spec back to the previous
 /// image, and the fleet with them.
 async fn rollback_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), EngineError> {
-    let target: ImageId = ctx.step("resolve_previous", serde_json::json!({}), || publish::previous_image(ctx)).await?;
-    summary.new_image = Some(target.clone());
-    ctx.step("restore_parameter", serde_json::json!({ "image": target }), || publish::restore_parameter(ctx, &target))
+    let target: ImageId = ctx
+        .step("resolve_previous", serde_json::json!({}), || {
+            publish::previous_image(ctx)
+        })
         .await?;
-    ctx.step("set_launch_spec", serde_json::json!({ "image": target }), || publish::point_group_at(ctx, &target)).await?;
+    summary.new_image = Some(target.clone());
+    ctx.step("restore_parameter", serde_json::json!({ "image": target }), || {
+        publish::restore_parameter(ctx, &target)
+    })
+    .await?;
+    ctx.step("set_launch_spec", serde_json::json!({ "image": target }), || {
+        publish::point_group_at(ctx, &target)
+    })
+    .await?;
     let policy = RollPolicy::from(&ctx.pipeline.rollout);
     summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &target, &policy, None).await?);
     Ok(())

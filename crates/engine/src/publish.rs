@@ -38,10 +38,16 @@ pub async fn publish(ctx: &Ctx<'_>, image: &ImageId, resolved: &ResolveOutput) -
         retry("publish", || p.put_parameter(name, image.as_str(), None)).await?
     };
     let label = vec![PREVIOUS_LABEL.to_string()];
-    retry("publish", || p.label_parameter_version(name, resolved.parameter_version, &label)).await?;
+    retry("publish", || {
+        p.label_parameter_version(name, resolved.parameter_version, &label)
+    })
+    .await?;
     ctx.log(
         "publish",
-        format!("{name} = {image} (version {version}); launch spec {} v{}", launch_spec.name, launch_spec.version),
+        format!(
+            "{name} = {image} (version {version}); launch spec {} v{}",
+            launch_spec.name, launch_spec.version
+        ),
         serde_json::Value::Null,
     );
     Ok(PublishOutput {
@@ -74,8 +80,13 @@ pub async fn previous_image(ctx: &Ctx<'_>) -> Result<ImageId, EngineError> {
     let p = ctx.provider();
     let name = &ctx.pipeline.parameter;
     let history = retry("resolve_previous", || p.parameter_history(name)).await?;
-    let current = history.last().ok_or_else(|| EngineError::Preflight(format!("parameter {name} has no history")))?;
-    let labeled = history.iter().rev().find(|v| v.labels.iter().any(|l| l == PREVIOUS_LABEL) && v.value != current.value);
+    let current = history
+        .last()
+        .ok_or_else(|| EngineError::Preflight(format!("parameter {name} has no history")))?;
+    let labeled = history
+        .iter()
+        .rev()
+        .find(|v| v.labels.iter().any(|l| l == PREVIOUS_LABEL) && v.value != current.value);
     let prev = labeled
         .or_else(|| history.iter().rev().find(|v| v.value != current.value))
         .ok_or_else(|| EngineError::Preflight(format!("parameter {name} has no earlier value to roll back to")))?;
@@ -94,15 +105,27 @@ pub async fn restore_parameter(ctx: &Ctx<'_>, image: &ImageId) -> Result<u64, En
 
 /// A failure after publish: parameter and launch spec back to the previous
 /// version, the new image marked bad, instances already replaced rolled back.
-pub async fn rollback(ctx: &Ctx<'_>, published: &PublishOutput, bad: &ImageId, reason: &str) -> Result<RollReport, EngineError> {
-    ctx.step("rollback_publish", serde_json::json!({ "to": published.previous_image, "reason": reason }), || async {
-        let p = ctx.provider();
-        let group = &ctx.pipeline.group;
-        retry("rollback", || p.set_group_launch_spec(group, &published.previous_launch_spec)).await?;
-        restore_parameter(ctx, &published.previous_image).await?;
-        mark_bad(ctx, bad, reason).await;
-        Ok(())
-    })
+pub async fn rollback(
+    ctx: &Ctx<'_>,
+    published: &PublishOutput,
+    bad: &ImageId,
+    reason: &str,
+) -> Result<RollReport, EngineError> {
+    ctx.step(
+        "rollback_publish",
+        serde_json::json!({ "to": published.previous_image, "reason": reason }),
+        || async {
+            let p = ctx.provider();
+            let group = &ctx.pipeline.group;
+            retry("rollback", || {
+                p.set_group_launch_spec(group, &published.previous_launch_spec)
+            })
+            .await?;
+            restore_parameter(ctx, &published.previous_image).await?;
+            mark_bad(ctx, bad, reason).await;
+            Ok(())
+        },
+    )
     .await?;
     // Going back to a known-good image: no canary, no checkpoints, no
     // cutoff — the fleet should leave the bad image as fast as the floor
@@ -121,5 +144,13 @@ pub async fn rollback(ctx: &Ctx<'_>, published: &PublishOutput, bad: &ImageId, r
         .step(ctx.run_id(), "roll")?
         .and_then(|s| s.intent.get("base_desired").and_then(|v| v.as_u64()))
         .map(|v| v as u32);
-    roll_and_verify(ctx, "rollback_roll", "rollback_verify", &published.previous_image, &policy, base).await
+    roll_and_verify(
+        ctx,
+        "rollback_roll",
+        "rollback_verify",
+        &published.previous_image,
+        &policy,
+        base,
+    )
+    .await
 }

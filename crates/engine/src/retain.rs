@@ -54,11 +54,19 @@ pub async fn retain(ctx: &Ctx<'_>, published: &PublishOutput) -> Result<Vec<Imag
     let mut deleted = Vec::new();
     for img in images.iter().skip(keep) {
         if referenced.contains(&img.id) {
-            ctx.log("retain", format!("keeping {} beyond keep={keep}: still referenced", img.id), serde_json::Value::Null);
+            ctx.log(
+                "retain",
+                format!("keeping {} beyond keep={keep}: still referenced", img.id),
+                serde_json::Value::Null,
+            );
             continue;
         }
         retry("retain", || p.deregister_image(&img.id)).await?;
-        ctx.log("retain", format!("deregistered {} and its snapshots", img.id), serde_json::Value::Null);
+        ctx.log(
+            "retain",
+            format!("deregistered {} and its snapshots", img.id),
+            serde_json::Value::Null,
+        );
         deleted.push(img.id.clone());
     }
     Ok(deleted)

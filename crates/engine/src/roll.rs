@@ -6,8 +6,8 @@ use crate::call::retry;
 use crate::error::EngineError;
 use crate::events::EngineEvent;
 use crate::executor::Ctx;
-pub use crate::summary::RollSample;
 use crate::summary::RollReport;
+pub use crate::summary::RollSample;
 use repave_core::provider::{Lifecycle, Provider, TargetState};
 use repave_core::rollout::{self, Action, Member, Observation, Outcome, RollPolicy, RollProgress};
 use repave_core::{ImageId, InstanceId, Timestamp};
@@ -31,7 +31,12 @@ pub async fn observe(p: &dyn Provider, group: &str) -> Result<Observation, Engin
             target: by_id.get(&m.id).map(|t| (t.state, t.since)),
         })
         .collect();
-    Ok(Observation { desired: g.desired, min: g.min, max: g.max, members })
+    Ok(Observation {
+        desired: g.desired,
+        min: g.min,
+        max: g.max,
+        members,
+    })
 }
 
 #[derive(Default)]
@@ -60,7 +65,13 @@ fn median(v: &[i64]) -> i64 {
 /// `base`: the fleet's capacity without surge, journaled in the step's
 /// intent when the roll first started, so a resumed roll does not mistake
 /// its own surge for the fleet's size.
-pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId, policy: &RollPolicy, base: u32) -> Result<RollReport, EngineError> {
+pub async fn roll(
+    ctx: &Ctx<'_>,
+    step: &str,
+    target: &ImageId,
+    policy: &RollPolicy,
+    base: u32,
+) -> Result<RollReport, EngineError> {
     let mut meas = Measurements::default();
     let started = ctx.now();
     let result = roll_loop(ctx, step, target, policy, base, started, &mut meas).await;
@@ -98,7 +109,10 @@ async fn roll_loop(
     progress.cutoff = ctx.engine.opts.roll_cutoff;
     // Instances this roll deregistered before a restart are still draining.
     for m in &first.members {
-        if m.image != *target && matches!(m.target, Some((TargetState::Draining, _)) | None) && m.lifecycle == Lifecycle::InService {
+        if m.image != *target
+            && matches!(m.target, Some((TargetState::Draining, _)) | None)
+            && m.lifecycle == Lifecycle::InService
+        {
             progress.draining.insert(m.id.clone());
         }
     }
@@ -126,7 +140,11 @@ async fn roll_loop(
                 break;
             }
             Outcome::Abort { reason } => {
-                ctx.log(step, format!("abort: {reason}"), serde_json::to_value(&plan.status).unwrap_or_default());
+                ctx.log(
+                    step,
+                    format!("abort: {reason}"),
+                    serde_json::to_value(&plan.status).unwrap_or_default(),
+                );
                 return Err(EngineError::RollAborted(reason.clone()));
             }
             Outcome::Blocked { reason } => {
@@ -143,7 +161,11 @@ async fn roll_loop(
             // Window cutoff: nothing in flight, the rest waits for the next
             // window; the executor records the run as paused and resumable.
             Outcome::Paused { reason } => {
-                ctx.log(step, format!("paused: {reason}"), serde_json::to_value(&plan.status).unwrap_or_default());
+                ctx.log(
+                    step,
+                    format!("paused: {reason}"),
+                    serde_json::to_value(&plan.status).unwrap_or_default(),
+                );
                 return Err(EngineError::Paused(reason.clone()));
             }
         }
@@ -163,7 +185,14 @@ async fn roll_loop(
     Ok(progress.replaced)
 }
 
-fn report(ctx: &Ctx<'_>, target: &ImageId, policy: &RollPolicy, base: u32, started: Timestamp, meas: Measurements) -> RollReport {
+fn report(
+    ctx: &Ctx<'_>,
+    target: &ImageId,
+    policy: &RollPolicy,
+    base: u32,
+    started: Timestamp,
+    meas: Measurements,
+) -> RollReport {
     let total_old = meas.total_old;
     let ended = ctx.now();
     let k = rollout::concurrency(base, policy);
@@ -212,7 +241,9 @@ fn record(
     for m in &obs.members {
         if &m.image == target && m.launched_at >= started {
             if let Some((TargetState::Healthy, since)) = m.target {
-                meas.launch_ready.entry(m.id.clone()).or_insert(since.millis() - m.launched_at.millis());
+                meas.launch_ready
+                    .entry(m.id.clone())
+                    .or_insert(since.millis() - m.launched_at.millis());
             }
         }
         if progress.draining.contains(&m.id) {
@@ -226,7 +257,10 @@ fn record(
     }
     // Only count capacity once the roll has begun acting (the first
     // observation is the fleet as found).
-    meas.min_in_service = Some(meas.min_in_service.map_or(status.in_service, |m| m.min(status.in_service)));
+    meas.min_in_service = Some(
+        meas.min_in_service
+            .map_or(status.in_service, |m| m.min(status.in_service)),
+    );
     meas.max_live = meas.max_live.max(status.live);
     meas.replaced = progress.replaced;
     meas.samples.push(RollSample {
@@ -246,10 +280,18 @@ fn downsample(v: Vec<RollSample>, max: usize) -> Vec<RollSample> {
     }
     let step = v.len().div_ceil(max);
     // Keep the minimum of each bucket so dips stay visible.
-    v.chunks(step).map(|c| c.iter().min_by_key(|s| s.in_service).cloned().unwrap_or_default()).collect()
+    v.chunks(step)
+        .map(|c| c.iter().min_by_key(|s| s.in_service).cloned().unwrap_or_default())
+        .collect()
 }
 
-async fn act(ctx: &Ctx<'_>, step: &str, group: &str, action: &Action, meas: &mut Measurements) -> Result<(), EngineError> {
+async fn act(
+    ctx: &Ctx<'_>,
+    step: &str,
+    group: &str,
+    action: &Action,
+    meas: &mut Measurements,
+) -> Result<(), EngineError> {
     let p = ctx.provider();
     ctx.log(step, describe(action), serde_json::to_value(action).unwrap_or_default());
     match action {
@@ -271,8 +313,14 @@ fn describe(a: &Action) -> String {
     match a {
         Action::SetDesired { desired } => format!("set desired capacity to {desired}"),
         Action::Drain { instance } => format!("drain {instance}"),
-        Action::Terminate { instance, decrement: true } => format!("terminate {instance} (and lower desired)"),
-        Action::Terminate { instance, decrement: false } => format!("terminate {instance} (group replaces it)"),
+        Action::Terminate {
+            instance,
+            decrement: true,
+        } => format!("terminate {instance} (and lower desired)"),
+        Action::Terminate {
+            instance,
+            decrement: false,
+        } => format!("terminate {instance} (group replaces it)"),
     }
 }
 
@@ -282,29 +330,46 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
     let p = ctx.provider();
     let group = ctx.pipeline.group.clone();
     let last = std::sync::Mutex::new(String::new());
-    let r = crate::bake::wait_for(ctx, "verify", "fleet on the new image", Duration::from_secs(60), || async {
-        let obs = observe(p, &group).await?;
-        let live: Vec<&Member> = obs
-            .members
-            .iter()
-            .filter(|m| !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated | Lifecycle::Standby))
-            .collect();
-        let off: Vec<String> = live
-            .iter()
-            .filter(|m| &m.image != target && !m.protected)
-            .map(|m| format!("{} on {}", m.id, m.image))
-            .collect();
-        let sick: Vec<String> = live
-            .iter()
-            .filter(|m| !matches!(m.target, Some((TargetState::Healthy, _))))
-            .map(|m| m.id.to_string())
-            .collect();
-        if off.is_empty() && sick.is_empty() && live.len() as u32 == obs.desired {
-            return Ok(Some(()));
-        }
-        *last.lock().expect("lock") = format!("{} live / {} desired; not on target: [{}]; not healthy: [{}]", live.len(), obs.desired, off.join(", "), sick.join(", "));
-        Ok(None)
-    })
+    let r = crate::bake::wait_for(
+        ctx,
+        "verify",
+        "fleet on the new image",
+        Duration::from_secs(60),
+        || async {
+            let obs = observe(p, &group).await?;
+            let live: Vec<&Member> = obs
+                .members
+                .iter()
+                .filter(|m| {
+                    !matches!(
+                        m.lifecycle,
+                        Lifecycle::Terminating | Lifecycle::Terminated | Lifecycle::Standby
+                    )
+                })
+                .collect();
+            let off: Vec<String> = live
+                .iter()
+                .filter(|m| &m.image != target && !m.protected)
+                .map(|m| format!("{} on {}", m.id, m.image))
+                .collect();
+            let sick: Vec<String> = live
+                .iter()
+                .filter(|m| !matches!(m.target, Some((TargetState::Healthy, _))))
+                .map(|m| m.id.to_string())
+                .collect();
+            if off.is_empty() && sick.is_empty() && live.len() as u32 == obs.desired {
+                return Ok(Some(()));
+            }
+            *last.lock().expect("lock") = format!(
+                "{} live / {} desired; not on target: [{}]; not healthy: [{}]",
+                live.len(),
+                obs.desired,
+                off.join(", "),
+                sick.join(", ")
+            );
+            Ok(None)
+        },
+    )
     .await;
     r.map_err(|e| EngineError::Verify(format!("{e}: {}", last.lock().expect("lock"))))
 }

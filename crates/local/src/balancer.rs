@@ -96,10 +96,7 @@ struct GuardedBody {
 impl Body for GuardedBody {
     type Data = Bytes;
     type Error = hyper::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
@@ -263,15 +260,8 @@ impl Inner {
 
     async fn proxy(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let resp = self.forward(req).await;
-        let failed = resp.status() == StatusCode::SERVICE_UNAVAILABLE
-            || resp.status() == StatusCode::BAD_GATEWAY;
-        self.count(|s| {
-            if failed {
-                s.failed += 1
-            } else {
-                s.proxied += 1
-            }
-        });
+        let failed = resp.status() == StatusCode::SERVICE_UNAVAILABLE || resp.status() == StatusCode::BAD_GATEWAY;
+        self.count(|s| if failed { s.failed += 1 } else { s.proxied += 1 });
         resp
     }
 
@@ -290,12 +280,7 @@ impl Inner {
         } else {
             match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
                 Ok(c) => Some(c.to_bytes()),
-                Err(_) => {
-                    return status(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body too large or broken\n",
-                    )
-                }
+                Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken\n"),
             }
         };
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD);
@@ -366,11 +351,8 @@ impl Inner {
     async fn probe(&self, addr: &str) -> bool {
         let req = match Request::builder()
             .uri(format!("http://{addr}{}", self.health.path))
-            .body(
-                Empty::new()
-                    .map_err(|never: Infallible| match never {})
-                    .boxed_unsync(),
-            ) {
+            .body(Empty::new().map_err(|never: Infallible| match never {}).boxed_unsync())
+        {
             Ok(r) => r,
             Err(_) => return false,
         };
@@ -470,8 +452,7 @@ async fn drain_loop(inner: Arc<Inner>) {
         let mut t = inner.targets.lock().expect("balancer lock");
         t.retain(|_, x| {
             x.state != TargetState::Draining
-                || (x.in_flight.load(Ordering::SeqCst) > 0
-                    && x.drain_deadline.is_some_and(|d| now < d))
+                || (x.in_flight.load(Ordering::SeqCst) > 0 && x.drain_deadline.is_some_and(|d| now < d))
         });
     }
 }

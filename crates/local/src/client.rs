@@ -5,14 +5,11 @@
 
 use crate::daemon::Paths;
 use crate::error::LocalError;
-use crate::protocol::{
-    BalancerStats, GroupSetup, GroupSetupResult, ImageSource, LeakReport, Request, Response,
-};
+use crate::protocol::{BalancerStats, GroupSetup, GroupSetupResult, ImageSource, LeakReport, Request, Response};
 use async_trait::async_trait;
 use repave_core::provider::{
-    CommandRequest, CommandResult, Commands, CreateImageRequest, Group, Groups, HealthProbe, Image,
-    Images, Instance, Instances, LaunchRequest, LaunchSpec, LaunchSpecRef, Parameter, Parameters,
-    Provider, Tags, TargetHealth, Traffic,
+    CommandRequest, CommandResult, Commands, CreateImageRequest, Group, Groups, HealthProbe, Image, Images, Instance,
+    Instances, LaunchRequest, LaunchSpec, LaunchSpecRef, Parameter, Parameters, Provider, Tags, TargetHealth, Traffic,
 };
 use repave_core::{CommandId, ImageId, InstanceId, ProviderError};
 use std::path::{Path, PathBuf};
@@ -36,9 +33,7 @@ macro_rules! expect {
     ($resp:expr, $pat:pat => $out:expr) => {
         match $resp {
             $pat => Ok($out),
-            other => Err(LocalError::Protocol(format!(
-                "unexpected response {other:?}"
-            ))),
+            other => Err(LocalError::Protocol(format!("unexpected response {other:?}"))),
         }
     };
 }
@@ -56,11 +51,7 @@ impl LocalClient {
     /// Connect, or start `<exe> local daemon --state-dir DIR [--feed F]`
     /// detached (own session, output to `<state_dir>/logs/daemon.log`) and
     /// wait until it answers.
-    pub async fn ensure_running(
-        state_dir: &Path,
-        exe: &Path,
-        feed: Option<&Path>,
-    ) -> Result<LocalClient, LocalError> {
+    pub async fn ensure_running(state_dir: &Path, exe: &Path, feed: Option<&Path>) -> Result<LocalClient, LocalError> {
         if let Ok(c) = Self::connect(state_dir).await {
             return Ok(c);
         }
@@ -71,20 +62,13 @@ impl LocalClient {
             .append(true)
             .open(logs.join("daemon.log"))
             .map_err(|e| LocalError::io("opening daemon.log", e))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| LocalError::io("opening daemon.log", e))?;
+        let err = log.try_clone().map_err(|e| LocalError::io("opening daemon.log", e))?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("local")
-            .arg("daemon")
-            .arg("--state-dir")
-            .arg(state_dir);
+        cmd.arg("local").arg("daemon").arg("--state-dir").arg(state_dir);
         if let Some(f) = feed {
             cmd.arg("--feed").arg(f);
         }
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(err);
+        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err);
         // SAFETY: setsid is async-signal-safe; it detaches the daemon from
         // the caller's session so killing the CLI leaves the fleet serving.
         unsafe {
@@ -135,8 +119,7 @@ impl LocalClient {
                 source: e,
             })?;
         let (read, mut write) = stream.into_split();
-        let mut line =
-            serde_json::to_string(req).map_err(|e| LocalError::Protocol(e.to_string()))?;
+        let mut line = serde_json::to_string(req).map_err(|e| LocalError::Protocol(e.to_string()))?;
         line.push('\n');
         write
             .write_all(line.as_bytes())
@@ -150,9 +133,7 @@ impl LocalClient {
         if answer.is_empty() {
             return Err(LocalError::Protocol("daemon closed the connection".into()));
         }
-        match serde_json::from_str(&answer)
-            .map_err(|e| LocalError::Protocol(format!("bad answer: {e}")))?
-        {
+        match serde_json::from_str(&answer).map_err(|e| LocalError::Protocol(format!("bad answer: {e}")))? {
             Response::Error { kind, message } => Err(LocalError::Request { kind, message }),
             r => Ok(r),
         }
@@ -183,12 +164,7 @@ impl LocalClient {
     }
 
     /// Import an image from the built-in demo or a directory.
-    pub async fn import_image(
-        &self,
-        source: ImageSource,
-        name: &str,
-        tags: Tags,
-    ) -> Result<ImageId, LocalError> {
+    pub async fn import_image(&self, source: ImageSource, name: &str, tags: Tags) -> Result<ImageId, LocalError> {
         let source = absolute(source)?;
         expect!(self.call(&Request::ImportImage { source, name: name.into(), tags }).await?, Response::ImageId(i) => i)
     }
@@ -222,22 +198,16 @@ fn absolute(source: ImageSource) -> Result<ImageSource, LocalError> {
 #[async_trait]
 impl Images for LocalClient {
     async fn describe_image(&self, id: &ImageId) -> PResult<Image> {
-        Ok(
-            expect!(self.call(&Request::DescribeImage { id: id.clone() }).await?, Response::Image(i) => i)?,
-        )
+        Ok(expect!(self.call(&Request::DescribeImage { id: id.clone() }).await?, Response::Image(i) => i)?)
     }
     async fn create_image(&self, req: CreateImageRequest) -> PResult<ImageId> {
         Ok(expect!(self.call(&Request::CreateImage { req }).await?, Response::ImageId(i) => i)?)
     }
     async fn deregister_image(&self, id: &ImageId) -> PResult<()> {
-        Ok(self
-            .unit(Request::DeregisterImage { id: id.clone() })
-            .await?)
+        Ok(self.unit(Request::DeregisterImage { id: id.clone() }).await?)
     }
     async fn list_images(&self, tags: &Tags) -> PResult<Vec<Image>> {
-        Ok(
-            expect!(self.call(&Request::ListImages { tags: tags.clone() }).await?, Response::Images(i) => i)?,
-        )
+        Ok(expect!(self.call(&Request::ListImages { tags: tags.clone() }).await?, Response::Images(i) => i)?)
     }
     async fn tag_image(&self, id: &ImageId, tags: &Tags) -> PResult<()> {
         Ok(self
@@ -255,14 +225,10 @@ impl Instances for LocalClient {
         Ok(expect!(self.call(&Request::Launch { req }).await?, Response::Instance(i) => i)?)
     }
     async fn describe_instances(&self, ids: &[InstanceId]) -> PResult<Vec<Instance>> {
-        Ok(
-            expect!(self.call(&Request::DescribeInstances { ids: ids.to_vec() }).await?, Response::Instances(i) => i)?,
-        )
+        Ok(expect!(self.call(&Request::DescribeInstances { ids: ids.to_vec() }).await?, Response::Instances(i) => i)?)
     }
     async fn list_instances(&self, tags: &Tags) -> PResult<Vec<Instance>> {
-        Ok(
-            expect!(self.call(&Request::ListInstances { tags: tags.clone() }).await?, Response::Instances(i) => i)?,
-        )
+        Ok(expect!(self.call(&Request::ListInstances { tags: tags.clone() }).await?, Response::Instances(i) => i)?)
     }
     async fn stop_instance(&self, id: &InstanceId) -> PResult<()> {
         Ok(self.unit(Request::StopInstance { id: id.clone() }).await?)
@@ -271,14 +237,10 @@ impl Instances for LocalClient {
         Ok(self.unit(Request::StartInstance { id: id.clone() }).await?)
     }
     async fn reboot_instance(&self, id: &InstanceId) -> PResult<()> {
-        Ok(self
-            .unit(Request::RebootInstance { id: id.clone() })
-            .await?)
+        Ok(self.unit(Request::RebootInstance { id: id.clone() }).await?)
     }
     async fn terminate_instance(&self, id: &InstanceId) -> PResult<()> {
-        Ok(self
-            .unit(Request::TerminateInstance { id: id.clone() })
-            .await?)
+        Ok(self.unit(Request::TerminateInstance { id: id.clone() }).await?)
     }
     async fn probe_health(&self, id: &InstanceId, path: &str) -> PResult<HealthProbe> {
         let req = Request::ProbeHealth {
@@ -295,25 +257,16 @@ impl Commands for LocalClient {
         Ok(expect!(self.call(&Request::SendCommand { req }).await?, Response::CommandId(i) => i)?)
     }
     async fn command_result(&self, id: &CommandId) -> PResult<CommandResult> {
-        Ok(
-            expect!(self.call(&Request::CommandResult { id: id.clone() }).await?, Response::CommandResult(r) => r)?,
-        )
+        Ok(expect!(self.call(&Request::CommandResult { id: id.clone() }).await?, Response::CommandResult(r) => r)?)
     }
 }
 
 #[async_trait]
 impl Parameters for LocalClient {
     async fn get_parameter(&self, name: &str) -> PResult<Parameter> {
-        Ok(
-            expect!(self.call(&Request::GetParameter { name: name.into() }).await?, Response::Parameter(p) => p)?,
-        )
+        Ok(expect!(self.call(&Request::GetParameter { name: name.into() }).await?, Response::Parameter(p) => p)?)
     }
-    async fn put_parameter(
-        &self,
-        name: &str,
-        value: &str,
-        description: Option<&str>,
-    ) -> PResult<u64> {
+    async fn put_parameter(&self, name: &str, value: &str, description: Option<&str>) -> PResult<u64> {
         let req = Request::PutParameter {
             name: name.into(),
             value: value.into(),
@@ -322,16 +275,9 @@ impl Parameters for LocalClient {
         Ok(expect!(self.call(&req).await?, Response::Version(v) => v)?)
     }
     async fn parameter_history(&self, name: &str) -> PResult<Vec<Parameter>> {
-        Ok(
-            expect!(self.call(&Request::ParameterHistory { name: name.into() }).await?, Response::Parameters(p) => p)?,
-        )
+        Ok(expect!(self.call(&Request::ParameterHistory { name: name.into() }).await?, Response::Parameters(p) => p)?)
     }
-    async fn label_parameter_version(
-        &self,
-        name: &str,
-        version: u64,
-        labels: &[String],
-    ) -> PResult<()> {
+    async fn label_parameter_version(&self, name: &str, version: u64, labels: &[String]) -> PResult<()> {
         Ok(self
             .unit(Request::LabelParameterVersion {
                 name: name.into(),
@@ -345,20 +291,14 @@ impl Parameters for LocalClient {
 #[async_trait]
 impl Groups for LocalClient {
     async fn describe_group(&self, name: &str) -> PResult<Group> {
-        Ok(
-            expect!(self.call(&Request::DescribeGroup { name: name.into() }).await?, Response::Group(g) => g)?,
-        )
+        Ok(expect!(self.call(&Request::DescribeGroup { name: name.into() }).await?, Response::Group(g) => g)?)
     }
     async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> PResult<LaunchSpec> {
         Ok(
             expect!(self.call(&Request::DescribeLaunchSpec { spec: spec.clone() }).await?, Response::LaunchSpec(s) => s)?,
         )
     }
-    async fn create_launch_spec_version(
-        &self,
-        base: &LaunchSpecRef,
-        image: &ImageId,
-    ) -> PResult<LaunchSpecRef> {
+    async fn create_launch_spec_version(&self, base: &LaunchSpecRef, image: &ImageId) -> PResult<LaunchSpecRef> {
         let req = Request::CreateLaunchSpecVersion {
             base: base.clone(),
             image: image.clone(),
@@ -381,12 +321,7 @@ impl Groups for LocalClient {
             })
             .await?)
     }
-    async fn terminate_group_instance(
-        &self,
-        group: &str,
-        instance: &InstanceId,
-        decrement: bool,
-    ) -> PResult<()> {
+    async fn terminate_group_instance(&self, group: &str, instance: &InstanceId, decrement: bool) -> PResult<()> {
         let req = Request::TerminateGroupInstance {
             group: group.into(),
             instance: instance.clone(),
@@ -394,12 +329,7 @@ impl Groups for LocalClient {
         };
         Ok(self.unit(req).await?)
     }
-    async fn set_instance_protection(
-        &self,
-        group: &str,
-        instance: &InstanceId,
-        protected: bool,
-    ) -> PResult<()> {
+    async fn set_instance_protection(&self, group: &str, instance: &InstanceId, protected: bool) -> PResult<()> {
         let req = Request::SetInstanceProtection {
             group: group.into(),
             instance: instance.clone(),
@@ -412,9 +342,7 @@ impl Groups for LocalClient {
 #[async_trait]
 impl Traffic for LocalClient {
     async fn target_health(&self, group: &str) -> PResult<Vec<TargetHealth>> {
-        Ok(
-            expect!(self.call(&Request::TargetHealth { group: group.into() }).await?, Response::Targets(t) => t)?,
-        )
+        Ok(expect!(self.call(&Request::TargetHealth { group: group.into() }).await?, Response::Targets(t) => t)?)
     }
     async fn deregister_target(&self, group: &str, instance: &InstanceId) -> PResult<()> {
         Ok(self

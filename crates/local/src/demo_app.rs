@@ -30,11 +30,7 @@ pub async fn run(port: u16, root: PathBuf) -> std::io::Result<()> {
 
 /// Serve on an already-bound listener until `shutdown`, then finish
 /// in-flight requests (graceful) and return.
-pub async fn serve(
-    listener: TcpListener,
-    root: PathBuf,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, root: PathBuf, shutdown: CancellationToken) -> std::io::Result<()> {
     let root = Arc::new(root);
     let tracker = TaskTracker::new();
     loop {
@@ -52,8 +48,7 @@ pub async fn serve(
                 let root = root.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req, &root).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -99,11 +94,10 @@ fn query_ms(query: Option<&str>) -> u64 {
 async fn handle(req: Request<hyper::body::Incoming>, root: &Path) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/" => {
-            let installed: Vec<repave_core::patch::Update> =
-                std::fs::read_to_string(root.join(crate::pkg::INSTALLED))
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or_default();
+            let installed: Vec<repave_core::patch::Update> = std::fs::read_to_string(root.join(crate::pkg::INSTALLED))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
             let body = serde_json::json!({
                 "instance": std::env::var("REPAVE_INSTANCE_ID").unwrap_or_default(),
                 "image": std::env::var("REPAVE_IMAGE_ID").unwrap_or_default(),

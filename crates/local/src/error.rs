@@ -8,10 +8,7 @@ use repave_core::{ErrorKind, ProviderError};
 pub enum LocalError {
     /// No daemon answers on the socket (not started, or it died).
     #[error("no local daemon at {socket}: {source}")]
-    Connect {
-        socket: String,
-        source: std::io::Error,
-    },
+    Connect { socket: String, source: std::io::Error },
     /// Spawning the daemon failed or it did not answer in time.
     #[error("starting the local daemon: {0}")]
     StartDaemon(String),
@@ -23,10 +20,7 @@ pub enum LocalError {
     Request { kind: ErrorKind, message: String },
     /// Local IO (state, blobs, roots, sockets).
     #[error("{action}: {source}")]
-    Io {
-        action: String,
-        source: std::io::Error,
-    },
+    Io { action: String, source: std::io::Error },
 }
 
 impl LocalError {
@@ -55,9 +49,7 @@ impl LocalError {
     /// How the engine should treat it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LocalError::Connect { .. } | LocalError::Protocol(_) | LocalError::StartDaemon(_) => {
-                ErrorKind::Transient
-            }
+            LocalError::Connect { .. } | LocalError::Protocol(_) | LocalError::StartDaemon(_) => ErrorKind::Transient,
             LocalError::Request { kind, .. } => *kind,
             LocalError::Io { .. } => ErrorKind::Transient,
         }

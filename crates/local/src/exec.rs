@@ -39,10 +39,7 @@ impl Tail {
     fn finish(self) -> String {
         let text = String::from_utf8_lossy(&self.buf).into_owned();
         if self.dropped > 0 {
-            format!(
-                "[output truncated: first {} bytes dropped]\n{text}",
-                self.dropped
-            )
+            format!("[output truncated: first {} bytes dropped]\n{text}", self.dropped)
         } else {
             text
         }

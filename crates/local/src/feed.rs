@@ -6,14 +6,7 @@ use crate::util::{format_date, today_days};
 use repave_core::patch::Update;
 use std::path::Path;
 
-fn update(
-    id: &str,
-    package: &str,
-    version: &str,
-    severity: &str,
-    class: &str,
-    age_days: i64,
-) -> Update {
+fn update(id: &str, package: &str, version: &str, severity: &str, class: &str, age_days: i64) -> Update {
     Update {
         id: id.into(),
         package: package.into(),
@@ -31,22 +24,8 @@ fn update(
 /// a reboot.
 pub fn demo_feed() -> Vec<Update> {
     let mut feed = vec![
-        update(
-            "openssl-3.0.13",
-            "openssl",
-            "3.0.13",
-            "Critical",
-            "SecurityUpdates",
-            40,
-        ),
-        update(
-            "openssl-3.0.15",
-            "openssl",
-            "3.0.15",
-            "Important",
-            "SecurityUpdates",
-            3,
-        ),
+        update("openssl-3.0.13", "openssl", "3.0.13", "Critical", "SecurityUpdates", 40),
+        update("openssl-3.0.15", "openssl", "3.0.15", "Important", "SecurityUpdates", 3),
         update(
             "kernel-6.1.0-18",
             "kernel",
@@ -55,24 +34,10 @@ pub fn demo_feed() -> Vec<Update> {
             "CriticalUpdates",
             20,
         ),
-        update(
-            "curl-8.5.0",
-            "curl",
-            "8.5.0",
-            "Important",
-            "SecurityUpdates",
-            30,
-        ),
+        update("curl-8.5.0", "curl", "8.5.0", "Important", "SecurityUpdates", 30),
         update("curl-8.6.0", "curl", "8.6.0", "Moderate", "Updates", 1),
         update("tzdata-2024b", "tzdata", "2024b", "Low", "Updates", 60),
-        update(
-            "nginx-1.24.1",
-            "nginx",
-            "1.24.1",
-            "Moderate",
-            "SecurityUpdates",
-            14,
-        ),
+        update("nginx-1.24.1", "nginx", "1.24.1", "Moderate", "SecurityUpdates", 14),
         update("nginx-1.26.0", "nginx", "1.26.0", "Low", "FeaturePacks", 7),
         update(
             "libxml2-2.9.16",
@@ -83,22 +48,8 @@ pub fn demo_feed() -> Vec<Update> {
             10,
         ),
         update("e1000e-3.8.7", "e1000e", "3.8.7", "Low", "Drivers", 90),
-        update(
-            "libxml2-2.11.7",
-            "libxml2",
-            "2.11.7",
-            "Moderate",
-            "UpdateRollups",
-            5,
-        ),
-        update(
-            "tzdata-2024c",
-            "tzdata",
-            "2024c",
-            "Unspecified",
-            "Updates",
-            2,
-        ),
+        update("libxml2-2.11.7", "libxml2", "2.11.7", "Moderate", "UpdateRollups", 5),
+        update("tzdata-2024c", "tzdata", "2024c", "Unspecified", "Updates", 2),
     ];
     for u in &mut feed {
         u.files.insert(
@@ -112,8 +63,7 @@ pub fn demo_feed() -> Vec<Update> {
 
 /// Read a feed file: a JSON array of [`Update`].
 pub fn load(path: &Path) -> Result<Vec<Update>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading feed {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading feed {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("parsing feed {}: {e}", path.display()))
 }
 

@@ -105,10 +105,7 @@ impl BlobStore {
         for (rel, entry) in manifest {
             let data = std::fs::read(self.path(&entry.hash))?;
             if sha256_hex(&data) != entry.hash {
-                return Err(io::Error::other(format!(
-                    "blob {} for {rel} is corrupt",
-                    entry.hash
-                )));
+                return Err(io::Error::other(format!("blob {} for {rel} is corrupt", entry.hash)));
             }
             let path = dest.join(rel);
             if let Some(parent) = path.parent() {

@@ -36,8 +36,7 @@ pub fn main(args: &[String]) -> i32 {
 /// Compare versions segment by segment, numerically where both are numbers
 /// (so 2.9.14 < 2.11.7 and 6.1.0-10 < 6.1.0-18).
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let split =
-        |s: &str| -> Vec<String> { s.split(['.', '-', '_', '+']).map(String::from).collect() };
+    let split = |s: &str| -> Vec<String> { s.split(['.', '-', '_', '+']).map(String::from).collect() };
     let (xa, xb) = (split(a), split(b));
     for (x, y) in xa.iter().zip(xb.iter()) {
         let o = match (x.parse::<u64>(), y.parse::<u64>()) {
@@ -71,9 +70,7 @@ fn read_feed() -> Result<Vec<Update>, String> {
 
 fn read_selection() -> Result<PatchSelection, String> {
     match std::env::var("REPAVE_SELECTION") {
-        Ok(s) if !s.trim().is_empty() => {
-            serde_json::from_str(&s).map_err(|e| format!("REPAVE_SELECTION: {e}"))
-        }
+        Ok(s) if !s.trim().is_empty() => serde_json::from_str(&s).map_err(|e| format!("REPAVE_SELECTION: {e}")),
         _ => Ok(PatchSelection::default()),
     }
 }
@@ -98,10 +95,7 @@ fn applicable(u: &Update, installed: &[Update]) -> bool {
 pub fn scan(root: &Path) -> Result<String, String> {
     let feed = read_feed()?;
     let installed = read_installed(root)?;
-    let candidates: Vec<Update> = feed
-        .into_iter()
-        .filter(|u| applicable(u, &installed))
-        .collect();
+    let candidates: Vec<Update> = feed.into_iter().filter(|u| applicable(u, &installed)).collect();
     let chosen: Vec<&Update> = read_selection()?.select(&candidates, today()?);
     serde_json::to_string(&chosen).map_err(|e| e.to_string())
 }

@@ -33,9 +33,7 @@ pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
         Ok(stat) => !matches!(
-            stat.rsplit(')')
-                .next()
-                .and_then(|s| s.trim_start().chars().next()),
+            stat.rsplit(')').next().and_then(|s| s.trim_start().chars().next()),
             Some('Z' | 'X')
         ),
         Err(_) => true,
@@ -84,22 +82,14 @@ impl ProcHandle {
 
 /// Start `argv` (no shell) in `cwd` with `env`, output appended to `log`, in a
 /// new process group.
-pub fn spawn(
-    argv: &[String],
-    cwd: &Path,
-    env: &[(String, String)],
-    log: &Path,
-) -> std::io::Result<ProcHandle> {
+pub fn spawn(argv: &[String], cwd: &Path, env: &[(String, String)], log: &Path) -> std::io::Result<ProcHandle> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command"))?;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)

@@ -4,8 +4,8 @@
 
 use repave_core::config::HealthCheck;
 use repave_core::provider::{
-    CommandRequest, CommandResult, CreateImageRequest, Group, HealthProbe, Image, Instance,
-    LaunchRequest, LaunchSpec, LaunchSpecRef, Parameter, Tags, TargetHealth,
+    CommandRequest, CommandResult, CreateImageRequest, Group, HealthProbe, Image, Instance, LaunchRequest, LaunchSpec,
+    LaunchSpecRef, Parameter, Tags, TargetHealth,
 };
 use repave_core::{CommandId, ErrorKind, ImageId, InstanceId};
 use serde::{Deserialize, Serialize};

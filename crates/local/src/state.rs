@@ -95,9 +95,6 @@ impl State {
 
     /// The launch spec version `r`, if it exists.
     pub fn launch_spec(&self, r: &LaunchSpecRef) -> Option<&LaunchSpec> {
-        self.launch_specs
-            .get(&r.name)?
-            .iter()
-            .find(|s| s.version == r.version)
+        self.launch_specs.get(&r.name)?.iter().find(|s| s.version == r.version)
     }
 }

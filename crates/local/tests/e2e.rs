@@ -6,9 +6,8 @@ mod common;
 use common::*;
 use repave_core::patch::{PatchSelection, Update};
 use repave_core::provider::{
-    CommandDocument, CommandRequest, CommandResult, CommandStatus, Commands, CreateImageRequest,
-    Groups, Images, InstallReport, InstanceSpec, InstanceState, Instances, LaunchRequest,
-    Lifecycle, Parameters, TargetState, Traffic,
+    CommandDocument, CommandRequest, CommandResult, CommandStatus, Commands, CreateImageRequest, Groups, Images,
+    InstallReport, InstanceSpec, InstanceState, Instances, LaunchRequest, Lifecycle, Parameters, TargetState, Traffic,
 };
 use repave_core::{ErrorKind, ImageId, InstanceId};
 use repave_local::{ImageSource, LocalClient};
@@ -35,11 +34,7 @@ async fn builder(fx: &Fixture) -> InstanceId {
         .import_image(ImageSource::BuiltinDemo, "base", Default::default())
         .await
         .unwrap();
-    fx.client
-        .launch(launch_req(&image, vec![], ""))
-        .await
-        .unwrap()
-        .id
+    fx.client.launch(launch_req(&image, vec![], "")).await.unwrap().id
 }
 
 async fn run_command(
@@ -65,10 +60,7 @@ async fn run_command(
 fn shell(script: &str, env: &[(&str, &str)]) -> CommandDocument {
     CommandDocument::Shell {
         script: script.into(),
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 
@@ -125,11 +117,7 @@ async fn image_is_immutable() {
     // Writing to the stopped instance's root must not reach the image.
     std::fs::write(root.join("etc/app.txt"), "v2").unwrap();
     std::fs::write(root.join("README"), "scribbled").unwrap();
-    let copy = fx
-        .client
-        .launch(launch_req(&image, vec![], ""))
-        .await
-        .unwrap();
+    let copy = fx.client.launch(launch_req(&image, vec![], "")).await.unwrap();
     assert_eq!(
         std::fs::read_to_string(fx.root(&copy.id).join("etc/app.txt")).unwrap(),
         "v1"
@@ -147,17 +135,8 @@ async fn image_is_immutable() {
     let before = count();
     fx.client.terminate_instance(&copy.id).await.unwrap();
     fx.client.deregister_image(&image).await.unwrap();
-    assert_eq!(
-        count(),
-        before - 1,
-        "only the blob of etc/app.txt=v1 was unique"
-    );
-    assert!(fx
-        .client
-        .describe_image(&image)
-        .await
-        .unwrap_err()
-        .is_not_found());
+    assert_eq!(count(), before - 1, "only the blob of etc/app.txt=v1 was unique");
+    assert!(fx.client.describe_image(&image).await.unwrap_err().is_not_found());
     let report = fx.client.leak_report().await.unwrap();
     assert!(!report.roots.contains(&copy.id));
     let t = report.instances.iter().find(|i| i.id == copy.id).unwrap();
@@ -175,9 +154,7 @@ async fn parameter_history_labels_description() {
     let c = &fx.client;
     assert!(c.get_parameter("/golden").await.unwrap_err().is_not_found());
     assert_eq!(
-        c.put_parameter("/golden", "img-1", Some("golden image"))
-            .await
-            .unwrap(),
+        c.put_parameter("/golden", "img-1", Some("golden image")).await.unwrap(),
         1
     );
     assert_eq!(c.put_parameter("/golden", "img-2", None).await.unwrap(), 2);
@@ -189,12 +166,7 @@ async fn parameter_history_labels_description() {
     c.label_parameter_version("/golden", 1, &["previous".into()])
         .await
         .unwrap();
-    assert_eq!(
-        c.put_parameter("/golden", "img-3", Some("new text"))
-            .await
-            .unwrap(),
-        3
-    );
+    assert_eq!(c.put_parameter("/golden", "img-3", Some("new text")).await.unwrap(), 3);
     c.label_parameter_version("/golden", 2, &["previous".into()])
         .await
         .unwrap();
@@ -225,10 +197,7 @@ async fn reconciler_replaces_killed_instance_while_serving() {
     let setup = group("web", 2);
     let created = fx.client.ensure_group(setup.clone()).await.unwrap();
     assert!(created.created);
-    assert!(
-        !fx.client.ensure_group(setup).await.unwrap().created,
-        "idempotent"
-    );
+    assert!(!fx.client.ensure_group(setup).await.unwrap().created, "idempotent");
     assert_eq!(
         fx.client.get_parameter("/web/golden").await.unwrap().value,
         created.image.to_string()
@@ -294,9 +263,7 @@ async fn draining_target_finishes_in_flight_request() {
     };
     let busy = wait_for("request in flight", Duration::from_secs(5), || async {
         let h = fx.client.target_health("drain").await.unwrap();
-        h.iter()
-            .find(|t| t.in_flight == Some(1))
-            .map(|t| t.instance.clone())
+        h.iter().find(|t| t.in_flight == Some(1)).map(|t| t.instance.clone())
     })
     .await;
     let other = members.iter().find(|m| **m != busy).unwrap().clone();
@@ -353,11 +320,7 @@ async fn commands_timeout_output_exit_env() {
     )
     .await;
     assert_eq!((r.status, r.exit_code), (CommandStatus::Failed, Some(3)));
-    assert!(
-        r.stdout.len() <= 64 * 1024 + 100,
-        "bounded: {}",
-        r.stdout.len()
-    );
+    assert!(r.stdout.len() <= 64 * 1024 + 100, "bounded: {}", r.stdout.len());
     assert!(r.stdout.contains("truncated") && r.stdout.ends_with("xEND\n"));
     assert_eq!(r.stderr, "oops\n");
 
@@ -374,13 +337,7 @@ async fn commands_timeout_output_exit_env() {
     assert_eq!(r.stdout, format!("{nasty}{}\n", root.display()));
     assert!(!root.join("pwned").exists() && !root.join("pwned2").exists());
 
-    let r = run_command(
-        c,
-        &id,
-        shell("printf 'a\\377b'", &[]),
-        Duration::from_secs(10),
-    )
-    .await;
+    let r = run_command(c, &id, shell("printf 'a\\377b'", &[]), Duration::from_secs(10)).await;
     assert_eq!(r.stdout, "a\u{FFFD}b", "invalid UTF-8 converted lossily");
 }
 
@@ -435,10 +392,7 @@ async fn pkg_scan_install_with_reboot() {
     let first = install(ids.clone()).await;
     assert!(first.reboot_required);
     let names: Vec<&str> = first.installed.iter().map(|u| u.id.as_str()).collect();
-    assert_eq!(
-        names,
-        vec!["openssl-3.0.13", "openssl-3.0.15", "kernel-6.1.0-18"]
-    );
+    assert_eq!(names, vec!["openssl-3.0.13", "openssl-3.0.15", "kernel-6.1.0-18"]);
     assert!(root.join("var/run/reboot-required").exists());
     let blocked = install(ids.clone()).await;
     assert!(
@@ -447,32 +401,17 @@ async fn pkg_scan_install_with_reboot() {
     );
 
     c.reboot_instance(&id).await.unwrap();
-    assert!(
-        !root.join("var/run/reboot-required").exists(),
-        "reboot clears var/run"
-    );
+    assert!(!root.join("var/run/reboot-required").exists(), "reboot clears var/run");
     let rest = scan(all.clone()).await;
     assert_eq!(rest.len(), 9);
     let second = install(rest.iter().map(|u| u.id.clone()).collect()).await;
     assert!(!second.reboot_required);
     assert_eq!(second.installed.len(), 9);
     assert!(scan(all).await.is_empty());
-    let installed: Vec<Update> = serde_json::from_str(
-        &std::fs::read_to_string(root.join("var/lib/pkg/installed.json")).unwrap(),
-    )
-    .unwrap();
-    let version = |p: &str| {
-        installed
-            .iter()
-            .find(|u| u.package == p)
-            .unwrap()
-            .version
-            .clone()
-    };
-    assert_eq!(
-        installed.iter().filter(|u| u.package == "openssl").count(),
-        1
-    );
+    let installed: Vec<Update> =
+        serde_json::from_str(&std::fs::read_to_string(root.join("var/lib/pkg/installed.json")).unwrap()).unwrap();
+    let version = |p: &str| installed.iter().find(|u| u.package == p).unwrap().version.clone();
+    assert_eq!(installed.iter().filter(|u| u.package == "openssl").count(), 1);
     assert_eq!(
         (version("openssl"), version("curl"), version("libxml2")),
         ("3.0.15".into(), "8.6.0".into(), "2.11.7".into())
@@ -509,24 +448,14 @@ fn pkg_tool_rejects_unknown_ids_and_escaping_paths() {
     ] {
         let out = run(&["pkg", "install"], ids, "2030-01-01");
         assert_eq!(out.status.code(), Some(1), "{ids}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(needle),
-            "{ids}"
-        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{ids}");
     }
     assert!(!dir.path().parent().unwrap().join("escape").exists());
     // REPAVE_TODAY decides ages: far in the future everything is old enough.
     let out = run(&["pkg", "scan"], "", "2099-01-01");
-    assert_eq!(
-        serde_json::from_slice::<Vec<Update>>(&out.stdout)
-            .unwrap()
-            .len(),
-        12
-    );
+    assert_eq!(serde_json::from_slice::<Vec<Update>>(&out.stdout).unwrap().len(), 12);
     let out = run(&["pkg", "scan"], "", "1999-01-01");
-    assert!(serde_json::from_slice::<Vec<Update>>(&out.stdout)
-        .unwrap()
-        .is_empty());
+    assert!(serde_json::from_slice::<Vec<Update>>(&out.stdout).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,19 +468,14 @@ async fn daemon_killed_and_restarted_adopts_instances() {
     let pid = fx.client.daemon_pid().await.unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     wait_for("daemon gone", Duration::from_secs(5), || async {
-        LocalClient::connect(fx.state_dir())
-            .await
-            .is_err()
-            .then_some(())
+        LocalClient::connect(fx.state_dir()).await.is_err().then_some(())
     })
     .await;
 
     // The fleet keeps running without its daemon.
     let http = http_client();
     for inst in &described {
-        let a = get(&http, inst.address.as_ref().unwrap(), "/")
-            .await
-            .unwrap();
+        let a = get(&http, inst.address.as_ref().unwrap(), "/").await.unwrap();
         assert_eq!(a.status, 200);
         assert!(a.body.contains(inst.id.as_str()));
     }
@@ -571,10 +495,7 @@ async fn daemon_killed_and_restarted_adopts_instances() {
     b.sort();
     assert_eq!(a, b, "the same instances, adopted");
     let answer = wait_for("balancer serving", Duration::from_secs(5), || async {
-        get(&http_client(), &addr, "/")
-            .await
-            .ok()
-            .filter(|a| a.status == 200)
+        get(&http_client(), &addr, "/").await.ok().filter(|a| a.status == 200)
     })
     .await;
     assert!(members.iter().any(|m| answer.body.contains(m.as_str())));
@@ -584,14 +505,10 @@ async fn daemon_killed_and_restarted_adopts_instances() {
     }
     // And the adopted instances still get replaced when they die.
     unsafe { libc::kill(fx.pid(&members[0]), libc::SIGKILL) };
-    wait_for(
-        "replacement after adoption",
-        Duration::from_secs(15),
-        || async {
-            let ids = wait_healthy(&client, "phoenix", 2).await;
-            (!ids.contains(&members[0])).then_some(())
-        },
-    )
+    wait_for("replacement after adoption", Duration::from_secs(15), || async {
+        let ids = wait_healthy(&client, "phoenix", 2).await;
+        (!ids.contains(&members[0])).then_some(())
+    })
     .await;
 
     let final_members = wait_healthy(&client, "phoenix", 2).await;
@@ -610,10 +527,7 @@ async fn daemon_killed_and_restarted_adopts_instances() {
             "instance process {pid} survived shutdown"
         );
     }
-    assert!(
-        LocalClient::connect(fx.state_dir()).await.is_err(),
-        "daemon exited"
-    );
+    assert!(LocalClient::connect(fx.state_dir()).await.is_err(), "daemon exited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,11 +556,7 @@ async fn group_scaling_and_unhealthy_replacement() {
     let newest = three.iter().find(|m| !old.contains(m)).unwrap().clone();
     let g = c.describe_group("scale").await.unwrap();
     assert_eq!(
-        g.members
-            .iter()
-            .find(|m| m.id == newest)
-            .unwrap()
-            .launch_spec,
+        g.members.iter().find(|m| m.id == newest).unwrap().launch_spec,
         Some(v2.clone())
     );
 
@@ -663,23 +573,14 @@ async fn group_scaling_and_unhealthy_replacement() {
     let two = wait_healthy(c, "scale", 2).await;
     assert!(two.contains(&newest) && !two.contains(&oldest), "{two:?}");
 
-    c.terminate_group_instance("scale", &newest, true)
-        .await
-        .unwrap();
+    c.terminate_group_instance("scale", &newest, true).await.unwrap();
     let one = wait_healthy(c, "scale", 1).await;
     assert_eq!(c.describe_group("scale").await.unwrap().desired, 1);
-    let e = c
-        .terminate_group_instance("scale", &one[0], true)
-        .await
-        .unwrap_err();
+    let e = c.terminate_group_instance("scale", &one[0], true).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Permanent, "below min: {e}");
 
     // A member failing its health check past the grace period is replaced.
-    std::fs::write(
-        fx.root(&one[0]).join("etc/demo-app.conf"),
-        "health = fail\n",
-    )
-    .unwrap();
+    std::fs::write(fx.root(&one[0]).join("etc/demo-app.conf"), "health = fail\n").unwrap();
     let replaced = wait_for("unhealthy replaced", Duration::from_secs(15), || async {
         let ids = wait_healthy(c, "scale", 1).await;
         (ids[0] != one[0]).then_some(ids)
@@ -702,18 +603,10 @@ async fn stop_is_graceful_and_start_resumes() {
         .unwrap();
     let req = launch_req(&image, repave_core::config::default_command(), "launch-1");
     let inst = c.launch(req.clone()).await.unwrap();
-    assert_eq!(
-        c.launch(req).await.unwrap().id,
-        inst.id,
-        "same token, same instance"
-    );
+    assert_eq!(c.launch(req).await.unwrap().id, inst.id, "same token, same instance");
     let addr = inst.address.clone().unwrap();
     wait_for("app up", Duration::from_secs(5), || async {
-        c.probe_health(&inst.id, "/health")
-            .await
-            .unwrap()
-            .healthy
-            .then_some(())
+        c.probe_health(&inst.id, "/health").await.unwrap().healthy.then_some(())
     })
     .await;
     let body = get(&http_client(), &addr, "/").await.unwrap().body;
@@ -734,28 +627,18 @@ async fn stop_is_graceful_and_start_resumes() {
         "in-flight request finished during stop"
     );
     assert_eq!(
-        c.describe_instances(std::slice::from_ref(&inst.id))
-            .await
-            .unwrap()[0]
-            .state,
+        c.describe_instances(std::slice::from_ref(&inst.id)).await.unwrap()[0].state,
         InstanceState::Stopped
     );
     assert!(!c.probe_health(&inst.id, "/health").await.unwrap().healthy);
     c.start_instance(&inst.id).await.unwrap();
     wait_for("app back", Duration::from_secs(5), || async {
-        c.probe_health(&inst.id, "/health")
-            .await
-            .unwrap()
-            .healthy
-            .then_some(())
+        c.probe_health(&inst.id, "/health").await.unwrap().healthy.then_some(())
     })
     .await;
     c.terminate_instance(&inst.id).await.unwrap();
     let leaks = c.leak_report().await.unwrap();
-    assert!(
-        leaks.live_processes.is_empty() && leaks.roots.is_empty(),
-        "{leaks:?}"
-    );
+    assert!(leaks.live_processes.is_empty() && leaks.roots.is_empty(), "{leaks:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,11 +661,7 @@ async fn install_with_allow_reboot_reboots_the_instance() {
     let r = run_command(&fx.client, &id, doc, Duration::from_secs(10)).await;
     let report: InstallReport = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(
-        report
-            .installed
-            .iter()
-            .map(|u| u.id.as_str())
-            .collect::<Vec<_>>(),
+        report.installed.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
         vec!["curl-8.5.0"]
     );
     assert!(!report.reboot_required);
@@ -825,18 +704,9 @@ async fn directory_image_runs_a_custom_command() {
         .await
         .unwrap();
     let out = fx.root(&inst.id).join("out.txt");
-    let port = inst
-        .address
-        .as_ref()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = inst.address.as_ref().unwrap().rsplit(':').next().unwrap().to_string();
     let text = wait_for("process output", Duration::from_secs(5), || async {
-        std::fs::read_to_string(&out)
-            .ok()
-            .filter(|t| t.lines().count() == 2)
+        std::fs::read_to_string(&out).ok().filter(|t| t.lines().count() == 2)
     })
     .await;
     assert_eq!(text, format!("hello from the image\n{} {port}\n", inst.id));

@@ -104,11 +104,7 @@ pub(crate) fn pipelines_json(shared: &Shared) -> serde_json::Value {
                 limit: Some(1),
                 ..Default::default()
             };
-            let last = shared
-                .store
-                .list_runs(&filter)
-                .ok()
-                .and_then(|r| r.into_iter().next());
+            let last = shared.store.list_runs(&filter).ok().and_then(|r| r.into_iter().next());
             json!({
                 "name": name,
                 "provider": p.provider,
@@ -136,10 +132,7 @@ pub(crate) struct RunsQuery {
     limit: Option<u32>,
 }
 
-pub(crate) async fn list_runs(
-    State(s): AppState,
-    Query(q): Query<RunsQuery>,
-) -> ApiResult<Json<Vec<RunView>>> {
+pub(crate) async fn list_runs(State(s): AppState, Query(q): Query<RunsQuery>) -> ApiResult<Json<Vec<RunView>>> {
     let state = match q.state.as_deref().filter(|v| !v.is_empty()) {
         Some(v) => Some(
             v.parse::<RunState>()
@@ -171,19 +164,13 @@ pub(crate) fn run_json(s: &Shared, id: &str) -> ApiResult<serde_json::Value> {
     Ok(json!({ "run": view, "summary": run.summary, "steps": steps, "events": events }))
 }
 
-pub(crate) async fn run_detail(
-    State(s): AppState,
-    Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn run_detail(State(s): AppState, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     run_json(&s, &id).map(Json)
 }
 
 /// Roll progress for the chart: live samples while this server drives the
 /// roll, else the samples the finished run's summary kept.
-pub(crate) async fn progress(
-    State(s): AppState,
-    Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn progress(State(s): AppState, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let run = get_run(&s, &id)?;
     let samples = match s.runs.progress(&id) {
         Some(samples) => json!(samples),
@@ -194,9 +181,7 @@ pub(crate) async fn progress(
                 .and_then(|sum| sum.get("roll"))
                 .filter(|r| !r.is_null());
             let start = roll.and_then(|r| r["started_at_ms"].as_i64()).unwrap_or(0);
-            let samples = roll
-                .and_then(|r| r["samples"].as_array().cloned())
-                .unwrap_or_default();
+            let samples = roll.and_then(|r| r["samples"].as_array().cloned()).unwrap_or_default();
             let v: Vec<_> = samples
                 .iter()
                 .map(|x| {
@@ -223,13 +208,11 @@ fn default_kind() -> String {
     "run".into()
 }
 
-pub(crate) async fn start_run(
-    State(s): AppState,
-    Json(body): Json<StartBody>,
-) -> ApiResult<Response> {
-    let kind: RunKind = body.kind.parse().map_err(|e: repave_store::UnknownName| {
-        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
-    })?;
+pub(crate) async fn start_run(State(s): AppState, Json(body): Json<StartBody>) -> ApiResult<Response> {
+    let kind: RunKind = body
+        .kind
+        .parse()
+        .map_err(|e: repave_store::UnknownName| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     if !s.config.pipelines.contains_key(&body.pipeline) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -249,11 +232,7 @@ pub(crate) async fn start_run(
 async fn started(s: &Arc<Shared>, what: Launch) -> ApiResult<Response> {
     let (id, _task) = launch(s, what, None).await?;
     let run = get_run(s, id.as_str())?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "run": RunView::new(&run, s) })),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run": RunView::new(&run, s) }))).into_response())
 }
 
 pub(crate) async fn cancel(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
@@ -271,11 +250,7 @@ pub(crate) async fn cancel(State(s): AppState, Path(id): Path<String>) -> ApiRes
         ));
     }
     crate::scheduler::append(&s, &run.id, "cancel requested through the API".into());
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "run": id, "cancelling": true })),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run": id, "cancelling": true }))).into_response())
 }
 
 pub(crate) async fn resume(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
@@ -331,10 +306,7 @@ pub(crate) struct DiffQuery {
     b: String,
 }
 
-pub(crate) async fn image_diff(
-    State(s): AppState,
-    Query(q): Query<DiffQuery>,
-) -> Json<fleet::ManifestDiff> {
+pub(crate) async fn image_diff(State(s): AppState, Query(q): Query<DiffQuery>) -> Json<fleet::ManifestDiff> {
     let bakes = fleet::bakes(&s);
     let (a, b) = (
         fleet::manifest(&bakes, &ImageId::new(q.a)),
@@ -343,10 +315,7 @@ pub(crate) async fn image_diff(
     Json(fleet::diff(a, b))
 }
 
-pub(crate) async fn image_manifest(
-    State(s): AppState,
-    Path(id): Path<String>,
-) -> Json<fleet::Manifest> {
+pub(crate) async fn image_manifest(State(s): AppState, Path(id): Path<String>) -> Json<fleet::Manifest> {
     Json(fleet::manifest(&fleet::bakes(&s), &ImageId::new(id)))
 }
 
@@ -370,9 +339,5 @@ pub(crate) async fn metrics(State(s): AppState) -> Response {
         .map(|(p, provider)| (p.clone(), provider.api_calls()))
         .collect();
     let body = s.metrics.render(&gauges, &calls);
-    (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

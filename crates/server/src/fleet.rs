@@ -40,16 +40,12 @@ pub(crate) fn bakes(shared: &Shared) -> BTreeMap<ImageId, Bake> {
                 .filter(|s| s.state == StepState::Done)
                 .and_then(|s| s.output)
         };
-        let Some(image) = output("create_image")
-            .and_then(|o| o.get("image").and_then(|i| i.as_str()).map(ImageId::new))
+        let Some(image) =
+            output("create_image").and_then(|o| o.get("image").and_then(|i| i.as_str()).map(ImageId::new))
         else {
             continue;
         };
-        let parent = output("resolve").and_then(|o| {
-            o.get("source_image")
-                .and_then(|i| i.as_str())
-                .map(ImageId::new)
-        });
+        let parent = output("resolve").and_then(|o| o.get("source_image").and_then(|i| i.as_str()).map(ImageId::new));
         let installed: Vec<Update> = output("patch")
             .and_then(|o| o.get("installed").cloned())
             .and_then(|v| serde_json::from_value(v).ok())
@@ -119,25 +115,10 @@ pub struct ManifestDiff {
 }
 
 pub(crate) fn diff(a: Manifest, b: Manifest) -> ManifestDiff {
-    let ids = |m: &Manifest| {
-        m.updates
-            .iter()
-            .map(|u| u.id.clone())
-            .collect::<BTreeSet<_>>()
-    };
+    let ids = |m: &Manifest| m.updates.iter().map(|u| u.id.clone()).collect::<BTreeSet<_>>();
     let (ia, ib) = (ids(&a), ids(&b));
-    let added = b
-        .updates
-        .iter()
-        .filter(|u| !ia.contains(&u.id))
-        .cloned()
-        .collect();
-    let removed = a
-        .updates
-        .iter()
-        .filter(|u| !ib.contains(&u.id))
-        .cloned()
-        .collect();
+    let added = b.updates.iter().filter(|u| !ia.contains(&u.id)).cloned().collect();
+    let removed = a.updates.iter().filter(|u| !ib.contains(&u.id)).cloned().collect();
     let common = ia.intersection(&ib).count();
     ManifestDiff {
         a,
@@ -238,11 +219,7 @@ pub(crate) async fn fleet(shared: &Shared) -> Vec<FleetGroup> {
             by_image.entry(golden.clone()).or_default();
         }
         for (image, (instances, in_service)) in by_image {
-            let created_at = provider
-                .describe_image(&image)
-                .await
-                .ok()
-                .map(|i| i.created_at);
+            let created_at = provider.describe_image(&image).await.ok().map(|i| i.created_at);
             g.images.push(FleetImage {
                 golden: g.golden_image.as_ref() == Some(&image),
                 manifest: manifest(&bakes, &image),

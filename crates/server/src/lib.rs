@@ -43,10 +43,7 @@ pub enum ServerError {
 
 /// Check every pipeline's window (cron expression, time zone, that it
 /// fires at all) without building anything; `Server::new` checks again.
-pub fn check_windows(
-    config: &repave_core::config::Config,
-    now: repave_core::Timestamp,
-) -> Result<(), ServerError> {
+pub fn check_windows(config: &repave_core::config::Config, now: repave_core::Timestamp) -> Result<(), ServerError> {
     for (name, p) in &config.pipelines {
         let Some(w) = &p.window else { continue };
         let error = |message| ServerError::Window {
@@ -99,8 +96,7 @@ impl Server {
             })
         };
         let bg = background.clone();
-        let notifier =
-            tokio::spawn(async move { notifier_shared.notifier.run(on_result, bg).await });
+        let notifier = tokio::spawn(async move { notifier_shared.notifier.run(on_result, bg).await });
         lifecycle::recover(&shared).await;
         let scheduler = tokio::spawn(scheduler::run(shared.clone(), background.clone()));
         let app = router(shared.clone());
@@ -162,8 +158,7 @@ async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
     } else {
         next.run(req).await
     };
-    s.metrics
-        .api_call(method.as_str(), &route, resp.status().as_u16());
+    s.metrics.api_call(method.as_str(), &route, resp.status().as_u16());
     resp
 }
 
@@ -176,10 +171,5 @@ fn authorized(token: Option<&str>, req: &Request) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     // Compare in time independent of where the first difference is.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }

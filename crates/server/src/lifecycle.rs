@@ -103,10 +103,7 @@ fn process_alive(pid: u32) -> bool {
 /// Stop every run this process drives at a safe point; bounded by the
 /// shutdown grace.
 pub(crate) async fn stop_runs(shared: &Arc<Shared>) {
-    shared
-        .runs
-        .stopping
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    shared.runs.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     let live = shared.runs.live_runs();
     for (run, _) in &live {
         let id = RunId::new(run.clone());
@@ -136,7 +133,9 @@ pub(crate) async fn stop_runs(shared: &Arc<Shared>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !shared.runs.tracker.is_empty() {
-        tracing::warn!("runs still busy after the shutdown grace; stopping them where they are (the journal resumes them)");
+        tracing::warn!(
+            "runs still busy after the shutdown grace; stopping them where they are (the journal resumes them)"
+        );
         for (run, _) in shared.runs.live_runs() {
             shared.runs.abort(&run);
         }

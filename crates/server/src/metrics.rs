@@ -51,20 +51,11 @@ impl Metrics {
             .or_default() += 1;
     }
     pub fn webhook(&self, result: &str) {
-        *self
-            .webhooks
-            .lock()
-            .expect("metrics")
-            .entry(result.into())
-            .or_default() += 1;
+        *self.webhooks.lock().expect("metrics").entry(result.into()).or_default() += 1;
     }
 
     /// `calls`: each pipeline's provider API calls by operation.
-    pub fn render(
-        &self,
-        fleet: &[FleetGauge],
-        calls: &[(String, BTreeMap<String, u64>)],
-    ) -> String {
+    pub fn render(&self, fleet: &[FleetGauge], calls: &[(String, BTreeMap<String, u64>)]) -> String {
         let mut out = String::new();
         let w = &mut out;
         header(
@@ -88,16 +79,8 @@ impl Metrics {
             "Step durations of runs driven by this server.",
         );
         for (s, (sum, count)) in self.steps.lock().expect("metrics").iter() {
-            let _ = writeln!(
-                w,
-                "repave_step_duration_seconds_sum{{step=\"{}\"}} {sum}",
-                esc(s)
-            );
-            let _ = writeln!(
-                w,
-                "repave_step_duration_seconds_count{{step=\"{}\"}} {count}",
-                esc(s)
-            );
+            let _ = writeln!(w, "repave_step_duration_seconds_sum{{step=\"{}\"}} {sum}", esc(s));
+            let _ = writeln!(w, "repave_step_duration_seconds_count{{step=\"{}\"}} {count}", esc(s));
         }
         header(
             w,
@@ -137,12 +120,7 @@ impl Metrics {
                 );
             }
         }
-        header(
-            w,
-            "repave_instances",
-            "gauge",
-            "Instances of a group by image.",
-        );
+        header(w, "repave_instances", "gauge", "Instances of a group by image.");
         for g in fleet {
             let _ = writeln!(
                 w,
@@ -190,7 +168,5 @@ fn header(w: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Label values: backslash, quote and newline escaped.
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -161,9 +161,7 @@ impl Observer for RunObserver {
                 if let Some(tx) = self.started.lock().expect("started").take() {
                     let _ = tx.send(run.clone());
                 }
-                shared
-                    .notifier
-                    .notify(RunNotice::new(run, pipeline, "started", None));
+                shared.notifier.notify(RunNotice::new(run, pipeline, "started", None));
             }
             EngineEvent::RollTick {
                 run,
@@ -184,15 +182,9 @@ impl Observer for RunObserver {
                 };
                 shared.runs.push_sample(run.as_str(), sample);
             }
-            EngineEvent::StepFinished {
-                run, step, elapsed, ..
-            } => {
+            EngineEvent::StepFinished { run, step, elapsed, .. } => {
                 shared.metrics.step_finished(step, *elapsed);
-                if shared
-                    .runs
-                    .stopping
-                    .load(std::sync::atomic::Ordering::SeqCst)
-                {
+                if shared.runs.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                     // Shutdown: a step just reached its safe end. A rolling
                     // run pauses through its token; a baking one is dropped
                     // here and resumed from the journal on the next start.
@@ -206,12 +198,7 @@ impl Observer for RunObserver {
             EngineEvent::RunFinished { run, state } => {
                 shared.runs.finish(run.as_str());
                 shared.metrics.run_finished(&self.pipeline, state);
-                let error = shared
-                    .store
-                    .get_run(run)
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.error);
+                let error = shared.store.get_run(run).ok().flatten().and_then(|r| r.error);
                 let event = match state.as_str() {
                     "succeeded" => Some("succeeded"),
                     "failed" => Some("failed"),
@@ -219,9 +206,7 @@ impl Observer for RunObserver {
                     _ => None,
                 };
                 if let Some(e) = event {
-                    shared
-                        .notifier
-                        .notify(RunNotice::new(run, &self.pipeline, e, error));
+                    shared.notifier.notify(RunNotice::new(run, &self.pipeline, e, error));
                 }
             }
             _ => {}
@@ -263,17 +248,16 @@ pub(crate) async fn launch(
         cancel,
         // A scheduled run's roll stops starting replacements at the
         // window's cutoff and pauses once nothing is in flight.
-        repave_engine::EngineOptions { roll_cutoff: cutoff, ..shared.engine.clone() },
+        repave_engine::EngineOptions {
+            roll_cutoff: cutoff,
+            ..shared.engine.clone()
+        },
     );
     let pipeline = shared.config.pipelines.get(&pipeline_name).cloned();
     let mut task: RunTask = shared.runs.tracker.spawn(async move {
         match what {
-            Launch::Start {
-                pipeline: name,
-                kind,
-            } => {
-                let p = pipeline
-                    .ok_or_else(|| EngineError::Config(format!("unknown pipeline {name:?}")))?;
+            Launch::Start { pipeline: name, kind } => {
+                let p = pipeline.ok_or_else(|| EngineError::Config(format!("unknown pipeline {name:?}")))?;
                 engine.start(&name, &p, kind).await
             }
             Launch::Resume { run, .. } => engine.resume(&run).await,

@@ -26,8 +26,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             if let Some(open) = ws.open_at(now) {
                 let acted = shared.schedule(name).and_then(|s| s.last_window_start);
                 if acted != Some(open.start.millis()) {
-                    shared
-                        .update_schedule(name, |s| s.last_window_start = Some(open.start.millis()));
+                    shared.update_schedule(name, |s| s.last_window_start = Some(open.start.millis()));
                     fire(&shared, name, open).await;
                 }
             }
@@ -35,9 +34,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 wake = wake.min(next.start);
             }
         }
-        let nap = wake
-            .since(shared.clock.now())
-            .max(Duration::from_millis(10));
+        let nap = wake.since(shared.clock.now()).max(Duration::from_millis(10));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(nap) => {}
@@ -97,11 +94,7 @@ async fn fire(shared: &Arc<Shared>, pipeline: &str, open: Opening) {
             tokio::spawn(async move { supervise(&shared, &pipeline, id, task, open.cutoff).await });
         }
         Err(EngineError::Leased { holder, .. }) => {
-            skip(
-                shared,
-                pipeline,
-                format!("group is being changed by run {holder}"),
-            );
+            skip(shared, pipeline, format!("group is being changed by run {holder}"));
         }
         Err(e) => {
             skip(shared, pipeline, format!("could not start: {e}"));
@@ -114,13 +107,7 @@ async fn fire(shared: &Arc<Shared>, pipeline: &str, open: Opening) {
 /// once it is rolling (a bake is never cut in half: the roll then starts
 /// paused and goes on in the next window). With `only_if =
 /// "updates_available"`, stop it after its scan when nothing changed.
-async fn supervise(
-    shared: &Arc<Shared>,
-    pipeline: &str,
-    run: RunId,
-    mut task: RunTask,
-    cutoff: Timestamp,
-) {
+async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: RunTask, cutoff: Timestamp) {
     let only_if = shared
         .config
         .pipelines
@@ -150,9 +137,7 @@ async fn supervise(
             }
             let now = shared.clock.now();
             if now >= cutoff && is_rolling(shared, &run) {
-                let message = format!(
-                    "{CUTOFF_MARK}: no new replacement starts; the roll resumes in the next window"
-                );
+                let message = format!("{CUTOFF_MARK}: no new replacement starts; the roll resumes in the next window");
                 append(shared, &run, message);
                 shared.runs.cancel(run.as_str());
                 return;
@@ -200,10 +185,7 @@ fn nothing_to_do(store: &Store, pipeline: &str, run: &RunId) -> Option<Option<St
             .and_then(|s| s.output)
     };
     let scan = output(run, "scan")?;
-    let pending = scan
-        .get("updates")
-        .and_then(|u| u.as_array())
-        .map_or(0, |u| u.len());
+    let pending = scan.get("updates").and_then(|u| u.as_array()).map_or(0, |u| u.len());
     let source = output(run, "resolve").and_then(|o| o.get("source_image").cloned());
     let filter = RunFilter {
         pipeline: Some(pipeline.into()),
@@ -212,17 +194,12 @@ fn nothing_to_do(store: &Store, pipeline: &str, run: &RunId) -> Option<Option<St
         ..Default::default()
     };
     let runs = store.list_runs(&filter).unwrap_or_default();
-    let Some(last_good) = runs
-        .into_iter()
-        .find(|r| r.kind == RunKind::Run && r.id != *run)
-    else {
+    let Some(last_good) = runs.into_iter().find(|r| r.kind == RunKind::Run && r.id != *run) else {
         return Some(None);
     };
     let baked = output(&last_good.id, "create_image").and_then(|o| o.get("image").cloned());
     if pending == 0 && source.is_some() && source == baked {
-        let image = source
-            .and_then(|s| s.as_str().map(String::from))
-            .unwrap_or_default();
+        let image = source.and_then(|s| s.as_str().map(String::from)).unwrap_or_default();
         return Some(Some(format!(
             "source image {image} unchanged since run {} and no update applies",
             last_good.id
@@ -259,13 +236,7 @@ pub(crate) fn append(shared: &Shared, run: &RunId, message: String) {
 }
 
 /// Failures in a row disable the schedule; a success resets the count.
-fn count_result(
-    shared: &Shared,
-    pipeline: &str,
-    run: Option<&RunId>,
-    state: &str,
-    error: Option<String>,
-) {
+fn count_result(shared: &Shared, pipeline: &str, run: Option<&RunId>, state: &str, error: Option<String>) {
     let max = shared
         .config
         .pipelines
@@ -294,11 +265,7 @@ fn count_result(
     if let Some(reason) = disabled {
         tracing::error!(pipeline, "schedule {reason}");
         if let Some(run) = run {
-            append(
-                shared,
-                run,
-                format!("schedule of pipeline {pipeline} {reason}"),
-            );
+            append(shared, run, format!("schedule of pipeline {pipeline} {reason}"));
         }
     }
 }
@@ -321,16 +288,10 @@ mod tests {
             })
             .unwrap();
         for (name, out) in steps {
-            store
-                .begin_step(&r.id, name, &json!({}), Timestamp(at))
-                .unwrap();
-            store
-                .finish_step(&r.id, name, out, Timestamp(at + 1))
-                .unwrap();
+            store.begin_step(&r.id, name, &json!({}), Timestamp(at)).unwrap();
+            store.finish_step(&r.id, name, out, Timestamp(at + 1)).unwrap();
         }
-        store
-            .set_run_state(&r.id, state, None, Timestamp(at + 2))
-            .unwrap();
+        store.set_run_state(&r.id, state, None, Timestamp(at + 2)).unwrap();
         r.id
     }
 
@@ -358,33 +319,20 @@ mod tests {
             );
             nothing_to_do(&store, "web", &id)
         };
-        let why = scanned(json!([]), "img-2")
-            .expect("scan done")
-            .expect("skipped");
-        assert!(
-            why.contains("img-2") && why.contains(good.as_str()),
-            "{why}"
-        );
+        let why = scanned(json!([]), "img-2").expect("scan done").expect("skipped");
+        assert!(why.contains("img-2") && why.contains(good.as_str()), "{why}");
         assert_eq!(
             scanned(json!([{ "id": "KB1" }]), "img-2"),
             Some(None),
             "an update applies"
         );
-        assert_eq!(
-            scanned(json!([]), "img-9"),
-            Some(None),
-            "the golden image changed"
-        );
+        assert_eq!(scanned(json!([]), "img-9"), Some(None), "the golden image changed");
         let unscanned = run(
             &store,
             20,
             &[("resolve", json!({ "source_image": "img-2" }))],
             RunState::Running,
         );
-        assert_eq!(
-            nothing_to_do(&store, "web", &unscanned),
-            None,
-            "scan not done yet"
-        );
+        assert_eq!(nothing_to_do(&store, "web", &unscanned), None, "scan not done yet");
     }
 }

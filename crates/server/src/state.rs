@@ -109,11 +109,7 @@ impl Shared {
     }
 
     pub fn schedule(&self, pipeline: &str) -> Option<ScheduleState> {
-        self.schedules
-            .lock()
-            .expect("schedules")
-            .get(pipeline)
-            .cloned()
+        self.schedules.lock().expect("schedules").get(pipeline).cloned()
     }
 
     pub fn update_schedule(&self, pipeline: &str, f: impl FnOnce(&mut ScheduleState)) {

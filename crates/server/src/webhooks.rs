@@ -48,10 +48,7 @@ impl RunNotice {
             "rolled_back" => "failed and was rolled back :rewind:",
             other => other,
         };
-        let mut t = format!(
-            "repave: run {} of pipeline {} {what}",
-            self.run, self.pipeline
-        );
+        let mut t = format!("repave: run {} of pipeline {} {what}", self.run, self.pipeline);
         if let Some(e) = &self.error {
             t.push_str(&format!(": {e}"));
         }
@@ -97,11 +94,7 @@ impl Notifier {
 
     /// Deliver queued notices until `shutdown`; each delivery is its own
     /// task so one slow receiver does not delay the others.
-    pub async fn run(
-        &self,
-        on_result: Arc<dyn Fn(&str) + Send + Sync>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(&self, on_result: Arc<dyn Fn(&str) + Send + Sync>, shutdown: CancellationToken) {
         let Some(mut rx) = self.rx.lock().expect("notifier").take() else {
             return;
         };
@@ -118,9 +111,7 @@ impl Notifier {
             {
                 let (client, hook, on_result) = (client.clone(), hook.clone(), on_result.clone());
                 let body = notice.body(&hook.format).to_string();
-                tokio::spawn(
-                    async move { deliver(&client, &hook.url, body, on_result.as_ref()).await },
-                );
+                tokio::spawn(async move { deliver(&client, &hook.url, body, on_result.as_ref()).await });
             }
         }
     }
@@ -139,9 +130,7 @@ struct Clients {
 fn clients() -> Clients {
     let http = Client::builder(TokioExecutor::new()).build_http();
     let https = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => {
-            Some(Client::builder(TokioExecutor::new()).build(b.https_only().enable_http1().build()))
-        }
+        Ok(b) => Some(Client::builder(TokioExecutor::new()).build(b.https_only().enable_http1().build())),
         Err(e) => {
             tracing::warn!(error = %e, "no system root certificates: https webhooks will fail");
             None
@@ -150,12 +139,7 @@ fn clients() -> Clients {
     Clients { http, https }
 }
 
-async fn deliver(
-    client: &Clients,
-    url: &str,
-    body: String,
-    on_result: &(dyn Fn(&str) + Send + Sync),
-) {
+async fn deliver(client: &Clients, url: &str, body: String, on_result: &(dyn Fn(&str) + Send + Sync)) {
     let mut wait = FIRST_BACKOFF;
     for attempt in 1..=ATTEMPTS {
         match post(client, url, body.clone()).await {
@@ -208,31 +192,18 @@ mod tests {
     use super::*;
 
     fn notice(event: &str) -> RunNotice {
-        RunNotice::new(
-            &RunId::new("run-1"),
-            "web",
-            event,
-            Some("roll aborted".into()),
-        )
+        RunNotice::new(&RunId::new("run-1"), "web", event, Some("roll aborted".into()))
     }
 
     #[test]
     fn json_and_slack_bodies() {
         let json = notice("rolled_back").body("json");
         assert_eq!(
-            (
-                json["event"].as_str(),
-                json["run"].as_str(),
-                json["pipeline"].as_str()
-            ),
+            (json["event"].as_str(), json["run"].as_str(), json["pipeline"].as_str()),
             (Some("rolled_back"), Some("run-1"), Some("web"))
         );
         let slack = notice("failed").body("slack");
-        assert_eq!(
-            slack.as_object().unwrap().len(),
-            1,
-            "Slack wants only text: {slack}"
-        );
+        assert_eq!(slack.as_object().unwrap().len(), 1, "Slack wants only text: {slack}");
         assert_eq!(
             slack["text"],
             "repave: run run-1 of pipeline web FAILED :x:: roll aborted"
@@ -248,13 +219,9 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let err = post(
-            &clients(),
-            &format!("https://127.0.0.1:{port}/hook"),
-            "{}".into(),
-        )
-        .await
-        .unwrap_err();
+        let err = post(&clients(), &format!("https://127.0.0.1:{port}/hook"), "{}".into())
+            .await
+            .unwrap_err();
         assert!(!err.contains("root certificates"), "{err}");
     }
 }

@@ -52,12 +52,7 @@ fn window(max_failures: u32) -> Window {
 
 async fn world(size: u32, faults: Faults, p: Pipeline) -> World {
     let clock = Arc::new(SimClock::new(Timestamp(EPOCH)));
-    let provider = Arc::new(SimProvider::new(
-        clock.clone(),
-        Latencies::default(),
-        faults,
-        7,
-    ));
+    let provider = Arc::new(SimProvider::new(clock.clone(), Latencies::default(), faults, 7));
     let base = provider.add_image("golden");
     provider.add_group("web", "latestAmi", &base, size);
     let store = Arc::new(Store::open_in_memory().unwrap());
@@ -75,7 +70,7 @@ async fn world(size: u32, faults: Faults, p: Pipeline) -> World {
             tick: Duration::from_secs(5),
             poll: Duration::from_secs(5),
             roll_cutoff: None,
-        lease_ttl: Duration::from_secs(30 * 86_400),
+            lease_ttl: Duration::from_secs(30 * 86_400),
         },
         scheduler_tick: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(600),
@@ -100,11 +95,7 @@ fn runs(w: &World) -> Vec<repave_store::RunRecord> {
 }
 
 fn on_base(w: &World) -> u32 {
-    w.provider
-        .images_in_group("web")
-        .get(&w.base)
-        .copied()
-        .unwrap_or(0)
+    w.provider.images_in_group("web").get(&w.base).copied().unwrap_or(0)
 }
 
 fn at(days: i64, hours: i64) -> Timestamp {
@@ -121,10 +112,7 @@ async fn a_window_starts_the_run_the_cutoff_pauses_it_and_the_next_window_resume
     tokio::time::sleep(HOUR).await;
     let first = runs(&w);
     assert_eq!(first.len(), 1, "one run when the window opened");
-    assert!(
-        first[0].started_at >= at(0, 1)
-            && first[0].started_at < at(0, 1).plus(Duration::from_secs(120))
-    );
+    assert!(first[0].started_at >= at(0, 1) && first[0].started_at < at(0, 1).plus(Duration::from_secs(120)));
     // Past the cutoff (04:00) and the end (05:00) of the first window: the
     // 30-instance roll did not fit, it is paused with old instances left.
     tokio::time::sleep(HOUR * 5).await;
@@ -164,10 +152,7 @@ async fn a_window_starts_the_run_the_cutoff_pauses_it_and_the_next_window_resume
     // runs only after it succeeded).
     let all = runs(&w);
     assert!(
-        all.iter()
-            .filter(|r| r.started_at < done.ended_at.unwrap())
-            .count()
-            == 1,
+        all.iter().filter(|r| r.started_at < done.ended_at.unwrap()).count() == 1,
         "{all:?}"
     );
     w.shutdown.cancel();

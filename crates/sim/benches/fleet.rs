@@ -59,16 +59,7 @@ fn main() {
         .unwrap_or_default();
     println!(
         "{:<34} {:>9} {:>9} {:>9} {:>10} {:>7} {:>9} {:>11} {:>8} {:>8}",
-        "case",
-        "state",
-        "roll",
-        "lower bd",
-        "lock-step",
-        "effic.",
-        "faster",
-        "min/floor",
-        "api",
-        "wall"
+        "case", "state", "roll", "lower bd", "lock-step", "effic.", "faster", "min/floor", "api", "wall"
     );
     let p = policy();
     if filter.is_empty() || filter == "a" {
@@ -96,7 +87,11 @@ fn main() {
         println!(
             "    goal: >= 25% faster than lock-step -> {:.1}% ({}); efficiency >= 0.95 at zero variance -> {:.3} ({})",
             100.0 * real.faster_than_lockstep,
-            if real.faster_than_lockstep >= 0.25 { "met" } else { "NOT met" },
+            if real.faster_than_lockstep >= 0.25 {
+                "met"
+            } else {
+                "NOT met"
+            },
             fixed.efficiency,
             if fixed.efficiency >= 0.95 { "met" } else { "NOT met" }
         );

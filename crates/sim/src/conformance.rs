@@ -103,31 +103,23 @@ pub async fn run<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> Outcome {
 async fn not_found_is_classified<P: Provider + ?Sized>(p: &P, _fx: &Fixture) -> Outcome {
     const CHECK: &str = "unknown resources are NotFound";
     let image = p.describe_image(&ImageId::new("ami-does-not-exist")).await;
-    ensure(
-        matches!(&image, Err(e) if e.kind == ErrorKind::NotFound),
-        CHECK,
-        || format!("describe_image: {image:?}"),
-    )?;
+    ensure(matches!(&image, Err(e) if e.kind == ErrorKind::NotFound), CHECK, || {
+        format!("describe_image: {image:?}")
+    })?;
     let param = p.get_parameter("/repave/conformance/does-not-exist").await;
-    ensure(
-        matches!(&param, Err(e) if e.kind == ErrorKind::NotFound),
-        CHECK,
-        || format!("get_parameter: {param:?}"),
-    )?;
+    ensure(matches!(&param, Err(e) if e.kind == ErrorKind::NotFound), CHECK, || {
+        format!("get_parameter: {param:?}")
+    })?;
     let described = call(
         CHECK,
-        p.describe_instances(&[InstanceId::new("i-does-not-exist")])
-            .await,
+        p.describe_instances(&[InstanceId::new("i-does-not-exist")]).await,
     )?;
     ensure(described.is_empty(), CHECK, || {
         format!("describe_instances returned {described:?} for an unknown id")
     })
 }
 
-async fn launch_is_idempotent_and_terminate_ends_terminated<P: Provider + ?Sized>(
-    p: &P,
-    fx: &Fixture,
-) -> Outcome {
+async fn launch_is_idempotent_and_terminate_ends_terminated<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> Outcome {
     const CHECK: &str = "launch is idempotent by token; terminate ends Terminated";
     let mut tags = Tags::new();
     tags.insert(tag::ROLE.into(), "conformance".into());
@@ -147,27 +139,17 @@ async fn launch_is_idempotent_and_terminate_ends_terminated<P: Provider + ?Sized
         format!("launched {} on {}, asked for {}", a.id, a.image, fx.image)
     })?;
     let listed = call(CHECK, p.list_instances(&tags).await)?;
-    ensure(
-        listed.iter().filter(|i| i.id == a.id).count() == 1,
-        CHECK,
-        || format!("list_instances by tags: {listed:?}"),
-    )?;
+    ensure(listed.iter().filter(|i| i.id == a.id).count() == 1, CHECK, || {
+        format!("list_instances by tags: {listed:?}")
+    })?;
     eventually(fx, CHECK, "the instance to run", || async {
-        let v = call(
-            CHECK,
-            p.describe_instances(std::slice::from_ref(&a.id)).await,
-        )?;
-        Ok(v.first()
-            .filter(|i| i.state == InstanceState::Running)
-            .map(|_| ()))
+        let v = call(CHECK, p.describe_instances(std::slice::from_ref(&a.id)).await)?;
+        Ok(v.first().filter(|i| i.state == InstanceState::Running).map(|_| ()))
     })
     .await?;
     call(CHECK, p.terminate_instance(&a.id).await)?;
     eventually(fx, CHECK, "the instance to be terminated", || async {
-        let v = call(
-            CHECK,
-            p.describe_instances(std::slice::from_ref(&a.id)).await,
-        )?;
+        let v = call(CHECK, p.describe_instances(std::slice::from_ref(&a.id)).await)?;
         Ok(v.first()
             .is_none_or(|i| i.state == InstanceState::Terminated)
             .then_some(()))
@@ -225,21 +207,16 @@ async fn commands_complete<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> Outcome
 async fn parameters_are_versioned<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> Outcome {
     const CHECK: &str = "parameters are versioned and keep their description";
     let name = fx.scratch_parameter.as_str();
-    let v1 = call(
-        CHECK,
-        p.put_parameter(name, "ami-1", Some("golden image")).await,
-    )?;
+    let v1 = call(CHECK, p.put_parameter(name, "ami-1", Some("golden image")).await)?;
     let v2 = call(CHECK, p.put_parameter(name, "ami-2", None).await)?;
     ensure(v2 == v1 + 1, CHECK, || format!("versions {v1} then {v2}"))?;
     let cur = call(CHECK, p.get_parameter(name).await)?;
     ensure(cur.value == "ami-2" && cur.version == v2, CHECK, || {
         format!("current: {cur:?}")
     })?;
-    ensure(
-        cur.description.as_deref() == Some("golden image"),
-        CHECK,
-        || format!("description lost: {:?}", cur.description),
-    )?;
+    ensure(cur.description.as_deref() == Some("golden image"), CHECK, || {
+        format!("description lost: {:?}", cur.description)
+    })?;
     call(
         CHECK,
         p.label_parameter_version(name, v1, &["repave-previous".to_string()])
@@ -256,31 +233,21 @@ async fn parameters_are_versioned<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> 
         .iter()
         .find(|h| h.version == v1)
         .is_some_and(|h| h.labels.iter().any(|l| l == "repave-previous"));
-    ensure(labeled, CHECK, || {
-        format!("label missing on version {v1}: {history:?}")
-    })
+    ensure(labeled, CHECK, || format!("label missing on version {v1}: {history:?}"))
 }
 
 async fn launch_spec_version_copies_data<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> Outcome {
     const CHECK: &str = "a new launch spec version copies its base and changes only the image";
     let g = call(CHECK, p.describe_group(&fx.group).await)?;
     let base = call(CHECK, p.describe_launch_spec(&g.launch_spec).await)?;
-    let new = call(
-        CHECK,
-        p.create_launch_spec_version(&g.launch_spec, &fx.image)
-            .await,
-    )?;
-    ensure(
-        new.name == base.name && new.version > base.version,
-        CHECK,
-        || format!("{new:?} from {:?}", g.launch_spec),
-    )?;
+    let new = call(CHECK, p.create_launch_spec_version(&g.launch_spec, &fx.image).await)?;
+    ensure(new.name == base.name && new.version > base.version, CHECK, || {
+        format!("{new:?} from {:?}", g.launch_spec)
+    })?;
     let got = call(CHECK, p.describe_launch_spec(&new).await)?;
-    ensure(
-        got.image == fx.image && got.spec == base.spec,
-        CHECK,
-        || format!("{got:?} vs base {base:?}"),
-    )?;
+    ensure(got.image == fx.image && got.spec == base.spec, CHECK, || {
+        format!("{got:?} vs base {base:?}")
+    })?;
     // The group still points where it did: creating a version is not using it.
     let after = call(CHECK, p.describe_group(&fx.group).await)?;
     ensure(after.launch_spec == g.launch_spec, CHECK, || {
@@ -304,10 +271,7 @@ async fn desired_capacity_is_respected<P: Provider + ?Sized>(p: &P, fx: &Fixture
         eventually(fx, CHECK, &format!("{want} live members"), || async {
             let g = call(CHECK, p.describe_group(&fx.group).await)?;
             if g.desired != want {
-                return Err(fail(
-                    CHECK,
-                    format!("desired reads {} after setting {want}", g.desired),
-                ));
+                return Err(fail(CHECK, format!("desired reads {} after setting {want}", g.desired)));
             }
             Ok((live(&g) == want as usize).then_some(()))
         })
@@ -323,20 +287,14 @@ async fn drain_ends_unused<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> Outcome
     const CHECK: &str = "a deregistered target drains and ends unused";
     let health = call(CHECK, p.target_health(&fx.group).await)?;
     let Some(t) = health.iter().find(|t| t.state == TargetState::Healthy) else {
-        return Err(fail(
-            CHECK,
-            format!("fixture group has no healthy target: {health:?}"),
-        ));
+        return Err(fail(CHECK, format!("fixture group has no healthy target: {health:?}")));
     };
     let id = t.instance.clone();
     call(CHECK, p.deregister_target(&fx.group, &id).await)?;
     let first = call(CHECK, p.target_health(&fx.group).await)?;
     let state = first.iter().find(|t| t.instance == id).map(|t| t.state);
     ensure(
-        matches!(
-            state,
-            None | Some(TargetState::Draining) | Some(TargetState::Unused)
-        ),
+        matches!(state, None | Some(TargetState::Draining) | Some(TargetState::Unused)),
         CHECK,
         || format!("right after deregistering: {state:?}"),
     )?;

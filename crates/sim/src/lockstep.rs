@@ -46,9 +46,7 @@ pub fn lockstep_with_batch(
         let mut slowest_ready = Duration::ZERO;
         let mut slowest_drain = Duration::ZERO;
         for _ in 0..n {
-            let ready = lat.draw(&mut rng, lat.launch)
-                + lat.draw(&mut rng, lat.boot)
-                + lat.draw(&mut rng, lat.health);
+            let ready = lat.draw(&mut rng, lat.launch) + lat.draw(&mut rng, lat.boot) + lat.draw(&mut rng, lat.health);
             slowest_ready = slowest_ready.max(ready);
             let slow = chance(&mut rng, faults.slow_drain_percent);
             slowest_drain = slowest_drain.max(lat.drain(&mut rng, slow));
@@ -76,16 +74,8 @@ mod tests {
     #[test]
     fn zero_variance_is_batches_times_one_wave() {
         let lat = Latencies::default().fixed();
-        let wave =
-            lat.launch + lat.boot + lat.health + lat.in_flight_tail + Duration::from_secs(60);
-        let got = lockstep_roll_seconds(
-            1000,
-            90,
-            Duration::from_secs(60),
-            &lat,
-            &Faults::default(),
-            1,
-        );
+        let wave = lat.launch + lat.boot + lat.health + lat.in_flight_tail + Duration::from_secs(60);
+        let got = lockstep_roll_seconds(1000, 90, Duration::from_secs(60), &lat, &Faults::default(), 1);
         assert!((got - 10.0 * wave.as_secs_f64()).abs() < 1e-6, "{got}");
     }
 }

@@ -77,12 +77,7 @@ impl SimProvider {
 
     /// Count the call, and maybe throttle it.
     fn call(&self, op: &'static str) -> Result<()> {
-        *self
-            .calls
-            .lock()
-            .expect("calls lock")
-            .entry(op)
-            .or_default() += 1;
+        *self.calls.lock().expect("calls lock").entry(op).or_default() += 1;
         let mut w = self.world();
         let pct = w.faults.throttle_percent;
         if chance(&mut w.rng, pct) {
@@ -400,21 +395,11 @@ impl Instances for SimProvider {
             let lat = w.lat.clone();
             lat.draw(&mut w.rng, lat.stop)
         };
-        let i = w
-            .instances
-            .get_mut(id)
-            .ok_or_else(|| not_found("stop_instance", id))?;
+        let i = w.instances.get_mut(id).ok_or_else(|| not_found("stop_instance", id))?;
         match i.state(now) {
-            InstanceState::Running | InstanceState::Pending => {
-                i.stopping = Some((now, now.plus(d)))
-            }
+            InstanceState::Running | InstanceState::Pending => i.stopping = Some((now, now.plus(d))),
             InstanceState::Stopping | InstanceState::Stopped => {}
-            s => {
-                return Err(ProviderError::permanent(
-                    "stop_instance",
-                    format!("{id} is {s:?}"),
-                ))
-            }
+            s => return Err(ProviderError::permanent("stop_instance", format!("{id} is {s:?}"))),
         }
         Ok(())
     }
@@ -424,14 +409,8 @@ impl Instances for SimProvider {
         let now = self.now();
         let mut w = self.world();
         let lat = w.lat.clone();
-        let (launch, boot) = (
-            lat.draw(&mut w.rng, lat.launch),
-            lat.draw(&mut w.rng, lat.boot),
-        );
-        let i = w
-            .instances
-            .get_mut(id)
-            .ok_or_else(|| not_found("start_instance", id))?;
+        let (launch, boot) = (lat.draw(&mut w.rng, lat.launch), lat.draw(&mut w.rng, lat.boot));
+        let i = w.instances.get_mut(id).ok_or_else(|| not_found("start_instance", id))?;
         if i.state(now) != InstanceState::Stopped {
             return Err(ProviderError::permanent(
                 "start_instance",
@@ -475,10 +454,7 @@ impl Instances for SimProvider {
         self.call("probe_health")?;
         let now = self.now();
         let w = self.world();
-        let i = w
-            .instances
-            .get(id)
-            .ok_or_else(|| not_found("probe_health", id))?;
+        let i = w.instances.get(id).ok_or_else(|| not_found("probe_health", id))?;
         // The probe reaches the instance directly: a `bad_image` fault only
         // breaks group instances (a bug only balancer traffic shows).
         let healthy = i.healthy(now);
@@ -511,9 +487,7 @@ impl Commands for SimProvider {
         let patched = inst.patched;
         let lat = w.lat.clone();
         let (took, ok, stdout) = match &req.document {
-            CommandDocument::Shell { .. } => {
-                (lat.draw(&mut w.rng, lat.command), true, String::new())
-            }
+            CommandDocument::Shell { .. } => (lat.draw(&mut w.rng, lat.command), true, String::new()),
             CommandDocument::ScanUpdates { .. } => {
                 let updates = if patched { vec![] } else { pending_updates() };
                 (
@@ -524,20 +498,14 @@ impl Commands for SimProvider {
             }
             CommandDocument::InstallUpdates { ids, .. } => {
                 let fail = w.faults.patch_failure;
-                let installed: Vec<Update> = pending_updates()
-                    .into_iter()
-                    .filter(|u| ids.contains(&u.id))
-                    .collect();
+                let installed: Vec<Update> = pending_updates().into_iter().filter(|u| ids.contains(&u.id)).collect();
                 let report = InstallReport {
                     failed: if fail { ids.clone() } else { vec![] },
                     installed: if fail { vec![] } else { installed },
                     reboot_required: false,
                 };
                 if !fail {
-                    w.instances
-                        .get_mut(&req.instance)
-                        .expect("instance")
-                        .patched = true;
+                    w.instances.get_mut(&req.instance).expect("instance").patched = true;
                 }
                 (
                     lat.draw(&mut w.rng, lat.updates),
@@ -566,14 +534,8 @@ impl Commands for SimProvider {
         self.call("command_result")?;
         let now = self.now();
         let w = self.world();
-        let c = w
-            .commands
-            .get(id)
-            .ok_or_else(|| not_found("command_result", id))?;
-        let gone = w
-            .instances
-            .get(&c.instance)
-            .is_none_or(|i| i.state(now).is_gone());
+        let c = w.commands.get(id).ok_or_else(|| not_found("command_result", id))?;
+        let gone = w.instances.get(&c.instance).is_none_or(|i| i.state(now).is_gone());
         let timed_out = c.done_at.since(c.starts_at) > c.timeout;
         let (status, code, stdout) = if timed_out && now >= c.starts_at.plus(c.timeout) {
             (CommandStatus::TimedOut, None, String::new())
@@ -611,12 +573,7 @@ impl Parameters for SimProvider {
             .ok_or_else(|| not_found("get_parameter", name))
     }
 
-    async fn put_parameter(
-        &self,
-        name: &str,
-        value: &str,
-        description: Option<&str>,
-    ) -> Result<u64> {
+    async fn put_parameter(&self, name: &str, value: &str, description: Option<&str>) -> Result<u64> {
         self.call("put_parameter")?;
         let now = self.now();
         let mut w = self.world();
@@ -646,12 +603,7 @@ impl Parameters for SimProvider {
             .ok_or_else(|| not_found("parameter_history", name))
     }
 
-    async fn label_parameter_version(
-        &self,
-        name: &str,
-        version: u64,
-        labels: &[String],
-    ) -> Result<()> {
+    async fn label_parameter_version(&self, name: &str, version: u64, labels: &[String]) -> Result<()> {
         self.call("label_parameter_version")?;
         let mut w = self.world();
         let history = w
@@ -678,10 +630,7 @@ impl Groups for SimProvider {
         let now = self.now();
         let mut w = self.world();
         w.reconcile(name, now);
-        let g = w
-            .groups
-            .get(name)
-            .ok_or_else(|| not_found("describe_group", name))?;
+        let g = w.groups.get(name).ok_or_else(|| not_found("describe_group", name))?;
         let members = g
             .members
             .iter()
@@ -715,19 +664,10 @@ impl Groups for SimProvider {
             .specs
             .get(&spec.name)
             .and_then(|v| v.iter().find(|s| s.version == spec.version).cloned())
-            .ok_or_else(|| {
-                not_found(
-                    "describe_launch_spec",
-                    format!("{} v{}", spec.name, spec.version),
-                )
-            })
+            .ok_or_else(|| not_found("describe_launch_spec", format!("{} v{}", spec.name, spec.version)))
     }
 
-    async fn create_launch_spec_version(
-        &self,
-        base: &LaunchSpecRef,
-        image: &ImageId,
-    ) -> Result<LaunchSpecRef> {
+    async fn create_launch_spec_version(&self, base: &LaunchSpecRef, image: &ImageId) -> Result<LaunchSpecRef> {
         self.call("create_launch_spec_version")?;
         let now = self.now();
         let mut w = self.world();
@@ -736,12 +676,8 @@ impl Groups for SimProvider {
             .get_mut(&base.name)
             .ok_or_else(|| not_found("create_launch_spec_version", &base.name))?;
         let src = versions.iter().find(|s| s.version == base.version).cloned();
-        let src = src.ok_or_else(|| {
-            not_found(
-                "create_launch_spec_version",
-                format!("{} v{}", base.name, base.version),
-            )
-        })?;
+        let src =
+            src.ok_or_else(|| not_found("create_launch_spec_version", format!("{} v{}", base.name, base.version)))?;
         let version = versions.iter().map(|s| s.version).max().unwrap_or(0) + 1;
         versions.push(LaunchSpec {
             name: base.name.clone(),
@@ -796,12 +732,7 @@ impl Groups for SimProvider {
         Ok(())
     }
 
-    async fn terminate_group_instance(
-        &self,
-        group: &str,
-        instance: &InstanceId,
-        decrement: bool,
-    ) -> Result<()> {
+    async fn terminate_group_instance(&self, group: &str, instance: &InstanceId, decrement: bool) -> Result<()> {
         self.call("terminate_group_instance")?;
         let now = self.now();
         let mut w = self.world();
@@ -815,10 +746,7 @@ impl Groups for SimProvider {
         if decrement {
             g.desired = g.desired.saturating_sub(1).max(g.min);
         }
-        let already = w
-            .instances
-            .get(instance)
-            .is_some_and(|i| i.terminating.is_some());
+        let already = w.instances.get(instance).is_some_and(|i| i.terminating.is_some());
         if !already {
             w.terminate(instance, now);
         }
@@ -826,19 +754,10 @@ impl Groups for SimProvider {
         Ok(())
     }
 
-    async fn set_instance_protection(
-        &self,
-        group: &str,
-        instance: &InstanceId,
-        protected: bool,
-    ) -> Result<()> {
+    async fn set_instance_protection(&self, group: &str, instance: &InstanceId, protected: bool) -> Result<()> {
         self.call("set_instance_protection")?;
         let mut w = self.world();
-        if !w
-            .groups
-            .get(group)
-            .is_some_and(|g| g.members.contains(instance))
-        {
+        if !w.groups.get(group).is_some_and(|g| g.members.contains(instance)) {
             return Err(not_found("set_instance_protection", instance));
         }
         w.instances.get_mut(instance).expect("member").protected = protected;
@@ -853,25 +772,15 @@ impl Traffic for SimProvider {
         let now = self.now();
         let mut w = self.world();
         w.reconcile(group, now);
-        let g = w
-            .groups
-            .get(group)
-            .ok_or_else(|| not_found("target_health", group))?;
-        Ok(g.members
-            .iter()
-            .filter_map(|id| w.instances[id].target(now))
-            .collect())
+        let g = w.groups.get(group).ok_or_else(|| not_found("target_health", group))?;
+        Ok(g.members.iter().filter_map(|id| w.instances[id].target(now)).collect())
     }
 
     async fn deregister_target(&self, group: &str, instance: &InstanceId) -> Result<()> {
         self.call("deregister_target")?;
         let now = self.now();
         let mut w = self.world();
-        if !w
-            .groups
-            .get(group)
-            .is_some_and(|g| g.members.contains(instance))
-        {
+        if !w.groups.get(group).is_some_and(|g| g.members.contains(instance)) {
             return Err(not_found("deregister_target", instance));
         }
         w.deregister(instance, now);
@@ -881,11 +790,7 @@ impl Traffic for SimProvider {
     async fn register_target(&self, group: &str, instance: &InstanceId) -> Result<()> {
         self.call("register_target")?;
         let mut w = self.world();
-        if !w
-            .groups
-            .get(group)
-            .is_some_and(|g| g.members.contains(instance))
-        {
+        if !w.groups.get(group).is_some_and(|g| g.members.contains(instance)) {
             return Err(not_found("register_target", instance));
         }
         w.instances.get_mut(instance).expect("member").drain = None;

@@ -104,10 +104,8 @@ pub struct StepSeconds {
 /// A minimal pipeline (for benches and tests): group and parameter named,
 /// everything else at its defaults.
 pub fn pipeline(group: &str, parameter: &str) -> Pipeline {
-    serde_json::from_value(
-        serde_json::json!({ "provider": "sim", "group": group, "parameter": parameter }),
-    )
-    .expect("minimal pipeline deserializes")
+    serde_json::from_value(serde_json::json!({ "provider": "sim", "group": group, "parameter": parameter }))
+        .expect("minimal pipeline deserializes")
 }
 
 /// Run `pipeline` on a simulated fleet in its own paused-clock runtime.

@@ -5,8 +5,8 @@ use crate::latency::{chance, Faults, Latencies};
 use rand_chacha::ChaCha8Rng;
 use repave_core::ids::{CommandId, ImageId, InstanceId, Timestamp};
 use repave_core::provider::{
-    Image, ImageState, Instance, InstanceState, LaunchSpec, LaunchSpecRef, Lifecycle, Parameter,
-    Tags, TargetHealth, TargetState,
+    Image, ImageState, Instance, InstanceState, LaunchSpec, LaunchSpecRef, Lifecycle, Parameter, Tags, TargetHealth,
+    TargetState,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -103,10 +103,7 @@ impl SimInstance {
     /// the group registered it (running).
     pub fn target(&self, now: Timestamp) -> Option<TargetHealth> {
         let state = self.state(now);
-        if self.standby
-            || state == InstanceState::Pending
-            || state.is_gone() && self.drain.is_none()
-        {
+        if self.standby || state == InstanceState::Pending || state.is_gone() && self.drain.is_none() {
             return None;
         }
         let (state, since) = match self.drain {
@@ -174,21 +171,14 @@ impl World {
     }
 
     /// A new instance with its whole future drawn now.
-    pub fn new_instance(
-        &mut self,
-        image: &ImageId,
-        tags: Tags,
-        group: Option<String>,
-        now: Timestamp,
-    ) -> InstanceId {
+    pub fn new_instance(&mut self, image: &ImageId, tags: Tags, group: Option<String>, now: Timestamp) -> InstanceId {
         let id = InstanceId::new(self.id("i"));
         let lat = self.lat.clone();
         let running_at = now.plus(lat.draw(&mut self.rng, lat.launch));
         let ready_at = running_at.plus(lat.draw(&mut self.rng, lat.boot));
         let baked = self.images.get(image).is_some_and(|i| i.baked);
         let broken = baked
-            && (self.faults.bad_image && group.is_some()
-                || chance(&mut self.rng, self.faults.never_healthy_percent));
+            && (self.faults.bad_image && group.is_some() || chance(&mut self.rng, self.faults.never_healthy_percent));
         let healthy_at = (!broken).then(|| ready_at.plus(lat.draw(&mut self.rng, lat.health)));
         self.instances.insert(
             id.clone(),
@@ -286,13 +276,7 @@ impl World {
                 .map(|id| &self.instances[id])
                 .filter(|i| !i.protected)
                 .collect();
-            victims.sort_by_key(|i| {
-                (
-                    Some(&i.image) == target_image.as_ref(),
-                    i.launched_at,
-                    i.id.clone(),
-                )
-            });
+            victims.sort_by_key(|i| (Some(&i.image) == target_image.as_ref(), i.launched_at, i.id.clone()));
             let chosen: Vec<InstanceId> = victims
                 .into_iter()
                 .take(live.len() - desired)

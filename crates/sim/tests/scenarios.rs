@@ -23,10 +23,7 @@ struct Ticks {
 impl Observer for Ticks {
     fn on_event(&self, e: &EngineEvent) {
         if let EngineEvent::RollTick { status, .. } = e {
-            self.seen
-                .lock()
-                .unwrap()
-                .push((self.clock.now(), status.clone()));
+            self.seen.lock().unwrap().push((self.clock.now(), status.clone()));
         }
     }
 }
@@ -40,12 +37,7 @@ struct Sim {
 
 fn sim(size: u32, faults: Faults) -> Sim {
     let clock = Arc::new(SimClock::new(Timestamp(1_767_578_400_000)));
-    let provider = Arc::new(SimProvider::new(
-        clock.clone(),
-        Latencies::default(),
-        faults,
-        11,
-    ));
+    let provider = Arc::new(SimProvider::new(clock.clone(), Latencies::default(), faults, 11));
     let base = provider.add_image("golden");
     provider.add_group(GROUP, "latestAmi", &base, size);
     let ticks = Arc::new(Ticks {
@@ -88,18 +80,11 @@ fn policy() -> Pipeline {
 }
 
 async fn run(s: &Sim, p: &Pipeline) -> RunOutcome {
-    s.engine
-        .start("web", p, RunKind::Run)
-        .await
-        .expect("run starts")
+    s.engine.start("web", p, RunKind::Run).await.expect("run starts")
 }
 
 fn on_base(s: &Sim) -> u32 {
-    s.provider
-        .images_in_group(GROUP)
-        .get(&s.base)
-        .copied()
-        .unwrap_or(0)
+    s.provider.images_in_group(GROUP).get(&s.base).copied().unwrap_or(0)
 }
 
 fn live(s: &Sim) -> u32 {
@@ -141,11 +126,7 @@ async fn canary_failure_rolls_back_after_the_canary_only() {
     assert!(err.contains("canary failed"), "{err}");
     // Exactly one instance was ever launched on the bad image.
     let launched = s.provider.launched_in_group(GROUP);
-    let bad: u32 = launched
-        .iter()
-        .filter(|(img, _)| **img != s.base)
-        .map(|(_, n)| n)
-        .sum();
+    let bad: u32 = launched.iter().filter(|(img, _)| **img != s.base).map(|(_, n)| n).sum();
     assert_eq!(bad, 1, "{launched:?}");
     assert_eq!(on_base(&s), 10, "fleet back on the old image");
 }
@@ -161,16 +142,9 @@ async fn checkpoint_pauses_for_its_time() {
     let seen = s.ticks.seen.lock().unwrap();
     let waiting: Vec<&(Timestamp, _)> = seen
         .iter()
-        .filter(|(_, st)| {
-            st.waiting
-                .as_deref()
-                .is_some_and(|w| w.contains("checkpoint 50%"))
-        })
+        .filter(|(_, st)| st.waiting.as_deref().is_some_and(|w| w.contains("checkpoint 50%")))
         .collect();
-    let (first, last) = (
-        waiting.first().expect("paused").0,
-        waiting.last().unwrap().0,
-    );
+    let (first, last) = (waiting.first().expect("paused").0, waiting.last().unwrap().0);
     assert!(
         last.since(first) >= Duration::from_secs(1190),
         "paused {:?}",
@@ -185,13 +159,8 @@ async fn checkpoint_pauses_for_its_time() {
 #[tokio::test(start_paused = true)]
 async fn protected_wait_stalls_then_times_out_with_reason() {
     let s = sim(6, Faults::default());
-    let first = s.provider.describe_group(GROUP).await.unwrap().members[0]
-        .id
-        .clone();
-    s.provider
-        .set_instance_protection(GROUP, &first, true)
-        .await
-        .unwrap();
+    let first = s.provider.describe_group(GROUP).await.unwrap().members[0].id.clone();
+    s.provider.set_instance_protection(GROUP, &first, true).await.unwrap();
     let mut p = policy();
     p.rollout.protected = HeldInstances::Wait;
     p.rollout.hold_timeout = HumanDuration::from_secs(900);
@@ -200,9 +169,7 @@ async fn protected_wait_stalls_then_times_out_with_reason() {
     assert_eq!(out.state, "failed");
     let err = out.summary.error.unwrap_or_default();
     assert!(
-        err.contains("timed out after 900s")
-            && err.contains(first.as_str())
-            && err.contains("hold_timeout"),
+        err.contains("timed out after 900s") && err.contains(first.as_str()) && err.contains("hold_timeout"),
         "{err}"
     );
     // Everything else was replaced while it waited.
@@ -250,11 +217,7 @@ async fn scale_in_mid_roll_takes_old_first() {
     while !run.is_finished() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let by_image = provider.images_in_group(GROUP);
-        let new: u32 = by_image
-            .iter()
-            .filter(|(i, _)| **i != base)
-            .map(|(_, n)| n)
-            .sum();
+        let new: u32 = by_image.iter().filter(|(i, _)| **i != base).map(|(_, n)| n).sum();
         if new > 0 && new_before.is_none() {
             new_before = Some(new);
             provider.autoscale(GROUP, provider.desired(GROUP) - 4);

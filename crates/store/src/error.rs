@@ -10,10 +10,7 @@ type Sql = rusqlite::Error;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("create state directory {path}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("open database {path}")]
     OpenDatabase { path: PathBuf, source: Sql },
     #[error("migrate database to schema version {version}")]
@@ -33,17 +30,9 @@ pub enum StoreError {
     #[error("run {id} not found")]
     RunNotFound { id: RunId },
     #[error("begin step {step} of run {run}")]
-    BeginStep {
-        run: RunId,
-        step: String,
-        source: Sql,
-    },
+    BeginStep { run: RunId, step: String, source: Sql },
     #[error("record end of step {step} of run {run}")]
-    EndStep {
-        run: RunId,
-        step: String,
-        source: Sql,
-    },
+    EndStep { run: RunId, step: String, source: Sql },
     #[error("step {step} of run {run} not found")]
     StepNotFound { run: RunId, step: String },
     #[error("read steps of run {run}")]
@@ -67,11 +56,7 @@ pub enum StoreError {
     #[error("read lease on group {group}")]
     ReadLease { group: String, source: Sql },
     #[error("lease on group {group} (token {token}, holder {holder}) is no longer held: expired or taken over")]
-    LeaseLost {
-        group: String,
-        holder: String,
-        token: i64,
-    },
+    LeaseLost { group: String, holder: String, token: i64 },
 }
 
 impl StoreError {

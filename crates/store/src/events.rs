@@ -33,12 +33,7 @@ impl Store {
 
     /// Up to `limit` events of `run` with id greater than `after` (0 for the
     /// first page), oldest first. Pass the last id seen to follow a run.
-    pub fn events(
-        &self,
-        run: &RunId,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
+    pub fn events(&self, run: &RunId, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
         let conn = self.conn();
         let query = || -> rusqlite::Result<Vec<EventRecord>> {
             let mut stmt = conn.prepare_cached(

@@ -25,13 +25,7 @@ impl Store {
     /// [`StoreError::LeaseHeld`] while another holder's lease is unexpired.
     /// The same holder re-acquiring keeps its token; taking over an expired
     /// or released lease gets the next token.
-    pub fn acquire_lease(
-        &self,
-        group: &str,
-        holder: &str,
-        ttl: Duration,
-        now: Timestamp,
-    ) -> Result<Lease, StoreError> {
+    pub fn acquire_lease(&self, group: &str, holder: &str, ttl: Duration, now: Timestamp) -> Result<Lease, StoreError> {
         let mut conn = self.conn();
         let err = |source| StoreError::AcquireLease {
             group: group.to_string(),
@@ -70,12 +64,7 @@ impl Store {
 
     /// Extend a lease that is still current and unexpired to `now + ttl`;
     /// otherwise [`StoreError::LeaseLost`] (acquire again instead).
-    pub fn renew_lease(
-        &self,
-        lease: &Lease,
-        ttl: Duration,
-        now: Timestamp,
-    ) -> Result<Lease, StoreError> {
+    pub fn renew_lease(&self, lease: &Lease, ttl: Duration, now: Timestamp) -> Result<Lease, StoreError> {
         let expires_at = now.plus(ttl);
         let changed = self
             .conn()
@@ -105,7 +94,10 @@ impl Store {
                 "UPDATE leases SET holder = NULL, expires_at = 0 WHERE group_name = ?1 AND holder = ?2 AND token = ?3",
                 params![lease.group, lease.holder, lease.token],
             )
-            .map_err(|source| StoreError::ReleaseLease { group: lease.group.clone(), source })?;
+            .map_err(|source| StoreError::ReleaseLease {
+                group: lease.group.clone(),
+                source,
+            })?;
         Ok(())
     }
 

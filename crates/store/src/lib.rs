@@ -16,8 +16,7 @@ mod types;
 
 pub use error::StoreError;
 pub use types::{
-    EventRecord, Lease, NewEvent, NewRun, RunFilter, RunKind, RunRecord, RunState, StepRecord,
-    StepState, UnknownName,
+    EventRecord, Lease, NewEvent, NewRun, RunFilter, RunKind, RunRecord, RunState, StepRecord, StepState, UnknownName,
 };
 
 use rusqlite::types::Type;
@@ -78,23 +77,40 @@ impl Store {
         let configure = |conn: &Connection| -> rusqlite::Result<()> {
             conn.busy_timeout(BUSY_TIMEOUT)?;
             // Readers never block the writer and the writer never blocks
-            // readers; an in-memory database answers "memory".
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+            // readers; an in-memory database answers "memory". The mode is
+            // persistent, so only the first opener has to switch it.
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+            }
             conn.pragma_update(None, "foreign_keys", true)
         };
-        configure(&conn).map_err(|source| StoreError::OpenDatabase { path, source })?;
+        // Switching to WAL takes an exclusive lock without consulting the
+        // busy handler, so two processes creating the database at the same
+        // moment can see SQLITE_BUSY: retry within the busy timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match configure(&conn) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => return Err(StoreError::OpenDatabase { path, source }),
+            }
+        }
         schema::migrate(&mut conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-        })
+        Ok(Store { conn: Mutex::new(conn) })
     }
 
     /// The connection. A panic while it was held leaves no open
     /// transaction behind (they roll back on drop), so poisoning is ignored.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -105,15 +121,11 @@ pub(crate) fn json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json:
 }
 
 /// A nullable JSON column.
-pub(crate) fn opt_json_at(
-    row: &Row<'_>,
-    idx: usize,
-) -> rusqlite::Result<Option<serde_json::Value>> {
+pub(crate) fn opt_json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<serde_json::Value>> {
     let text: Option<String> = row.get(idx)?;
     text.map(|t| parse_json(idx, &t)).transpose()
 }
 
 fn parse_json(idx: usize, text: &str) -> rusqlite::Result<serde_json::Value> {
-    serde_json::from_str(text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+    serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }

@@ -4,8 +4,7 @@ use crate::{json_at, opt_json_at, NewRun, RunFilter, RunRecord, RunState, Store,
 use repave_core::{RunId, Timestamp};
 use rusqlite::{params, OptionalExtension, Row};
 
-const COLUMNS: &str =
-    "id, pipeline, group_name, kind, provider, state, error, started_at, ended_at, config, summary";
+const COLUMNS: &str = "id, pipeline, group_name, kind, provider, state, error, started_at, ended_at, config, summary";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -29,9 +28,7 @@ pub(crate) fn run_id(now: Timestamp, suffix: &str) -> RunId {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    RunId(format!(
-        "run-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{suffix}"
-    ))
+    RunId(format!("run-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{suffix}"))
 }
 
 /// Howard Hinnant's civil_from_days: days since 1970-01-01 → (y, m, d).
@@ -65,7 +62,16 @@ impl Store {
             let inserted = conn.execute(
                 "INSERT INTO runs (id, pipeline, group_name, kind, provider, state, started_at, config)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![id.0, run.pipeline, run.group, run.kind, run.provider, RunState::Pending, run.now.0, run.config.to_string()],
+                params![
+                    id.0,
+                    run.pipeline,
+                    run.group,
+                    run.kind,
+                    run.provider,
+                    RunState::Pending,
+                    run.now.0,
+                    run.config.to_string()
+                ],
             );
             match inserted {
                 Ok(_) => {
@@ -84,10 +90,7 @@ impl Store {
                     })
                 }
                 // Same second and same random suffix: draw again.
-                Err(e)
-                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
-                        && attempt < 5 =>
-                {
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) && attempt < 5 => {
                     attempt += 1
                 }
                 Err(e) => return Err(err(e)),
@@ -101,10 +104,7 @@ impl Store {
         self.conn()
             .query_row(&sql, [&id.0], run_from_row)
             .optional()
-            .map_err(|source| StoreError::GetRun {
-                id: id.clone(),
-                source,
-            })
+            .map_err(|source| StoreError::GetRun { id: id.clone(), source })
     }
 
     /// Runs matching `filter`, newest first.
@@ -144,10 +144,7 @@ impl Store {
                 "UPDATE runs SET state = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
                 params![id.0, state, error, ended_at],
             )
-            .map_err(|source| StoreError::SetRunState {
-                id: id.clone(),
-                source,
-            })?;
+            .map_err(|source| StoreError::SetRunState { id: id.clone(), source })?;
         if changed == 0 {
             return Err(StoreError::RunNotFound { id: id.clone() });
         }
@@ -156,21 +153,14 @@ impl Store {
 
     /// Replace the run's summary (counts, images, timings; shown by
     /// `repave status`).
-    pub fn set_run_summary(
-        &self,
-        id: &RunId,
-        summary: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    pub fn set_run_summary(&self, id: &RunId, summary: &serde_json::Value) -> Result<(), StoreError> {
         let changed = self
             .conn()
             .execute(
                 "UPDATE runs SET summary = ?2 WHERE id = ?1",
                 params![id.0, summary.to_string()],
             )
-            .map_err(|source| StoreError::SetRunSummary {
-                id: id.clone(),
-                source,
-            })?;
+            .map_err(|source| StoreError::SetRunSummary { id: id.clone(), source })?;
         if changed == 0 {
             return Err(StoreError::RunNotFound { id: id.clone() });
         }
@@ -193,9 +183,6 @@ mod tests {
             run_id(Timestamp(1_709_208_000_000), "000000").0,
             "run-20240229-120000-000000"
         );
-        assert_eq!(
-            run_id(Timestamp(0), "ffffff").0,
-            "run-19700101-000000-ffffff"
-        );
+        assert_eq!(run_id(Timestamp(0), "ffffff").0, "run-19700101-000000-ffffff");
     }
 }

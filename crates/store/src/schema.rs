@@ -88,8 +88,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = i as u32 + 1;
         tx.execute_batch(sql).map_err(err(version))?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(err(version))?;
+        tx.pragma_update(None, "user_version", version).map_err(err(version))?;
     }
     tx.commit().map_err(err(SCHEMA_VERSION))
 }

@@ -23,8 +23,7 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
 
 fn read_step(conn: &Connection, run: &RunId, step: &str) -> rusqlite::Result<Option<StepRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM steps WHERE run_id = ?1 AND name = ?2");
-    conn.query_row(&sql, params![run.0, step], step_from_row)
-        .optional()
+    conn.query_row(&sql, params![run.0, step], step_from_row).optional()
 }
 
 /// Next position in the run's step order.
@@ -79,36 +78,17 @@ impl Store {
         output: &serde_json::Value,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.end_step(
-            run,
-            step,
-            StepState::Done,
-            Some(output.to_string()),
-            None,
-            now,
-        )
+        self.end_step(run, step, StepState::Done, Some(output.to_string()), None, now)
     }
 
     /// The step failed with `error`.
-    pub fn fail_step(
-        &self,
-        run: &RunId,
-        step: &str,
-        error: &str,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
+    pub fn fail_step(&self, run: &RunId, step: &str, error: &str, now: Timestamp) -> Result<(), StoreError> {
         self.end_step(run, step, StepState::Failed, None, Some(error), now)
     }
 
     /// The step is not needed (e.g. image test disabled). It need not have
     /// begun; `reason` is stored as the output `{"skipped": reason}`.
-    pub fn skip_step(
-        &self,
-        run: &RunId,
-        step: &str,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
+    pub fn skip_step(&self, run: &RunId, step: &str, reason: &str, now: Timestamp) -> Result<(), StoreError> {
         let output = serde_json::json!({ "skipped": reason }).to_string();
         let sql = format!(
             "INSERT INTO steps (run_id, name, seq, state, intent, output, attempts, started_at, ended_at)
@@ -117,10 +97,7 @@ impl Store {
                  state = excluded.state, output = excluded.output, error = NULL, ended_at = excluded.ended_at"
         );
         self.conn()
-            .execute(
-                &sql,
-                params![run.0, step, StepState::Skipped, output, now.0],
-            )
+            .execute(&sql, params![run.0, step, StepState::Skipped, output, now.0])
             .map_err(|source| StoreError::EndStep {
                 run: run.clone(),
                 step: step.to_string(),
@@ -144,7 +121,11 @@ impl Store {
                 "UPDATE steps SET state = ?3, output = ?4, error = ?5, ended_at = ?6 WHERE run_id = ?1 AND name = ?2",
                 params![run.0, step, state, output, error, now.0],
             )
-            .map_err(|source| StoreError::EndStep { run: run.clone(), step: step.to_string(), source })?;
+            .map_err(|source| StoreError::EndStep {
+                run: run.clone(),
+                step: step.to_string(),
+                source,
+            })?;
         if changed == 0 {
             return Err(StoreError::StepNotFound {
                 run: run.clone(),

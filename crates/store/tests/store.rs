@@ -37,20 +37,11 @@ fn run_lifecycle() {
     assert_eq!(run.state, RunState::Pending);
     assert_eq!(store.get_run(&run.id).unwrap().unwrap(), run);
 
-    store
-        .set_run_state(&run.id, RunState::Running, None, at(1))
-        .unwrap();
+    store.set_run_state(&run.id, RunState::Running, None, at(1)).unwrap();
     assert_eq!(store.get_run(&run.id).unwrap().unwrap().ended_at, None);
+    store.set_run_summary(&run.id, &json!({ "replaced": 4 })).unwrap();
     store
-        .set_run_summary(&run.id, &json!({ "replaced": 4 }))
-        .unwrap();
-    store
-        .set_run_state(
-            &run.id,
-            RunState::RolledBack,
-            Some("health check failed"),
-            at(60),
-        )
+        .set_run_state(&run.id, RunState::RolledBack, Some("health check failed"), at(60))
         .unwrap();
     let got = store.get_run(&run.id).unwrap().unwrap();
     assert_eq!(got.state, RunState::RolledBack);
@@ -73,9 +64,7 @@ fn list_runs_newest_first_with_filters() {
     let a = store.create_run(&new_run("web", at(0))).unwrap();
     let b = store.create_run(&new_run("api", at(10))).unwrap();
     let c = store.create_run(&new_run("web", at(20))).unwrap();
-    store
-        .set_run_state(&c.id, RunState::Succeeded, None, at(30))
-        .unwrap();
+    store.set_run_state(&c.id, RunState::Succeeded, None, at(30)).unwrap();
     let ids = |f: RunFilter| {
         store
             .list_runs(&f)
@@ -84,10 +73,7 @@ fn list_runs_newest_first_with_filters() {
             .map(|r| r.id)
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        ids(RunFilter::default()),
-        [c.id.clone(), b.id.clone(), a.id.clone()]
-    );
+    assert_eq!(ids(RunFilter::default()), [c.id.clone(), b.id.clone(), a.id.clone()]);
     assert_eq!(
         ids(RunFilter {
             pipeline: Some("web".into()),
@@ -145,21 +131,11 @@ fn steps_record_intent_then_output_and_resume() {
         .unwrap();
 
     store
-        .begin_step(
-            &run,
-            "launch_builder",
-            &json!({ "token": "run-x/launch" }),
-            at(3),
-        )
+        .begin_step(&run, "launch_builder", &json!({ "token": "run-x/launch" }), at(3))
         .unwrap();
     // The process dies here; a resumed run begins the step again.
     let resumed = store
-        .begin_step(
-            &run,
-            "launch_builder",
-            &json!({ "token": "run-x/launch" }),
-            at(100),
-        )
+        .begin_step(&run, "launch_builder", &json!({ "token": "run-x/launch" }), at(100))
         .unwrap();
     assert_eq!(
         (resumed.state, resumed.attempts, resumed.started_at),
@@ -168,15 +144,10 @@ fn steps_record_intent_then_output_and_resume() {
     store
         .fail_step(&run, "launch_builder", "quota exceeded", at(101))
         .unwrap();
-    store
-        .skip_step(&run, "test_image", "test disabled", at(102))
-        .unwrap();
+    store.skip_step(&run, "test_image", "test disabled", at(102)).unwrap();
 
     let steps = store.steps(&run).unwrap();
-    let summary: Vec<_> = steps
-        .iter()
-        .map(|s| (s.name.as_str(), s.state, s.attempts))
-        .collect();
+    let summary: Vec<_> = steps.iter().map(|s| (s.name.as_str(), s.state, s.attempts)).collect();
     assert_eq!(
         summary,
         [
@@ -186,16 +157,10 @@ fn steps_record_intent_then_output_and_resume() {
         ]
     );
     assert_eq!(steps[0].output, Some(json!({ "image": "img-1" })));
-    assert_eq!(
-        (steps[0].started_at, steps[0].ended_at),
-        (at(1), Some(at(2)))
-    );
+    assert_eq!((steps[0].started_at, steps[0].ended_at), (at(1), Some(at(2))));
     assert_eq!(steps[1].error.as_deref(), Some("quota exceeded"));
     assert_eq!(steps[2].output, Some(json!({ "skipped": "test disabled" })));
-    assert_eq!(
-        store.step(&run, "launch_builder").unwrap().unwrap(),
-        steps[1]
-    );
+    assert_eq!(store.step(&run, "launch_builder").unwrap().unwrap(), steps[1]);
     assert!(store.step(&run, "publish").unwrap().is_none());
     assert!(matches!(
         store.finish_step(&run, "publish", &json!({}), at(1)),
@@ -234,10 +199,7 @@ fn events_are_ordered_and_append_only() {
     );
     assert_eq!(all[2].data, json!({ "i": 2 }));
     let page = store.events(&run, ids[1], 2).unwrap();
-    assert_eq!(
-        page.iter().map(|e| e.id).collect::<Vec<_>>(),
-        [ids[2], ids[3]]
-    );
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[2], ids[3]]);
 
     let bad_level = NewEvent {
         level: "debug".into(),
@@ -250,15 +212,9 @@ fn events_are_ordered_and_append_only() {
 
     // Even a raw connection to the file can't rewrite history.
     let raw = rusqlite::Connection::open(dir.path().join("state/repave.db")).unwrap();
-    for sql in [
-        "UPDATE events SET message = 'rewritten'",
-        "DELETE FROM events",
-    ] {
+    for sql in ["UPDATE events SET message = 'rewritten'", "DELETE FROM events"] {
         let err = raw.execute(sql, []).unwrap_err();
-        assert!(
-            err.to_string().contains("events are append-only"),
-            "{sql}: {err}"
-        );
+        assert!(err.to_string().contains("events are append-only"), "{sql}: {err}");
     }
     assert_eq!(store.events(&run, 0, 100).unwrap(), all);
 }
@@ -274,19 +230,13 @@ fn leases_fence_out_stale_holders() {
 
     // Held by someone else until it expires.
     match store.acquire_lease("web", "serve", ttl, at(10)) {
-        Err(StoreError::LeaseHeld {
-            holder, expires_at, ..
-        }) => assert_eq!((holder.as_str(), expires_at), ("cli-1", at(30))),
+        Err(StoreError::LeaseHeld { holder, expires_at, .. }) => {
+            assert_eq!((holder.as_str(), expires_at), ("cli-1", at(30)))
+        }
         other => panic!("expected LeaseHeld, got {other:?}"),
     }
     // The same holder re-acquires and keeps its token; renewing extends it.
-    assert_eq!(
-        store
-            .acquire_lease("web", "cli-1", ttl, at(10))
-            .unwrap()
-            .token,
-        1
-    );
+    assert_eq!(store.acquire_lease("web", "cli-1", ttl, at(10)).unwrap().token, 1);
     let a = store.renew_lease(&a, ttl, at(20)).unwrap();
     assert_eq!(a.expires_at, at(50));
     store.check_lease(&a, at(49)).unwrap();
@@ -319,13 +269,7 @@ fn leases_fence_out_stale_holders() {
     let c = store.acquire_lease("web", "cli-2", ttl, at(53)).unwrap();
     assert_eq!(c.token, 3);
     // Leases are per group.
-    assert_eq!(
-        store
-            .acquire_lease("api", "cli-1", ttl, at(53))
-            .unwrap()
-            .token,
-        1
-    );
+    assert_eq!(store.acquire_lease("api", "cli-1", ttl, at(53)).unwrap().token, 1);
 }
 
 #[test]
@@ -336,12 +280,9 @@ fn two_handles_on_one_file_see_each_other() {
     let two = Store::open(&path).unwrap();
     let run = one.create_run(&new_run("web", T0)).unwrap();
     assert_eq!(two.get_run(&run.id).unwrap().unwrap(), run);
-    two.begin_step(&run.id, "resolve", &json!({}), at(1))
-        .unwrap();
+    two.begin_step(&run.id, "resolve", &json!({}), at(1)).unwrap();
     assert_eq!(one.steps(&run.id).unwrap().len(), 1);
-    let lease = one
-        .acquire_lease("web", "one", Duration::from_secs(30), at(0))
-        .unwrap();
+    let lease = one.acquire_lease("web", "one", Duration::from_secs(30), at(0)).unwrap();
     assert!(matches!(
         two.acquire_lease("web", "two", Duration::from_secs(30), at(1)),
         Err(StoreError::LeaseHeld { .. })
@@ -389,40 +330,24 @@ fn reopening_keeps_data_and_migrations_are_idempotent() {
         assert_eq!(store.get_run(&run.id).unwrap().unwrap(), run);
     }
     let raw = rusqlite::Connection::open(&path).unwrap();
-    let version: u32 = raw
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let version: u32 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, Store::schema_version());
-    let mode: String = raw
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 
     // A database from a newer repave is refused, not silently downgraded.
     raw.pragma_update(None, "user_version", Store::schema_version() + 1)
         .unwrap();
     drop(raw);
-    assert!(matches!(
-        Store::open(&path),
-        Err(StoreError::SchemaTooNew { .. })
-    ));
+    assert!(matches!(Store::open(&path), Err(StoreError::SchemaTooNew { .. })));
 }
 
 #[test]
 fn enums_use_snake_case_names() {
     assert_eq!(RunState::RolledBack.as_str(), "rolled_back");
-    assert_eq!(
-        "rolled_back".parse::<RunState>().unwrap(),
-        RunState::RolledBack
-    );
-    assert_eq!(
-        serde_json::to_string(&RunState::RolledBack).unwrap(),
-        "\"rolled_back\""
-    );
-    assert_eq!(
-        serde_json::to_string(&RunKind::Rollback).unwrap(),
-        "\"rollback\""
-    );
+    assert_eq!("rolled_back".parse::<RunState>().unwrap(), RunState::RolledBack);
+    assert_eq!(serde_json::to_string(&RunState::RolledBack).unwrap(), "\"rolled_back\"");
+    assert_eq!(serde_json::to_string(&RunKind::Rollback).unwrap(), "\"rollback\"");
     assert!("done".parse::<RunState>().is_err());
     let terminal: Vec<_> = [
         RunState::Pending,
@@ -445,12 +370,7 @@ fn enums_use_snake_case_names() {
             RunState::Cancelled
         ]
     );
-    for kind in [
-        RunKind::Run,
-        RunKind::Bake,
-        RunKind::Roll,
-        RunKind::Rollback,
-    ] {
+    for kind in [RunKind::Run, RunKind::Bake, RunKind::Roll, RunKind::Rollback] {
         assert_eq!(kind.as_str().parse::<RunKind>().unwrap(), kind);
     }
 }

@@ -8,8 +8,7 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::config::Credentials;
 use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
-    SharedHttpConnector,
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -19,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The moto endpoint; tests fail (never skip) without it.
 pub fn endpoint() -> String {
     std::env::var("REPAVE_MOTO_ENDPOINT").unwrap_or_else(|_| {
-        panic!("REPAVE_MOTO_ENDPOINT is not set: start moto with `export REPAVE_MOTO_ENDPOINT=$(scripts/moto.sh start)`")
+        panic!(
+            "REPAVE_MOTO_ENDPOINT is not set: start moto with `export REPAVE_MOTO_ENDPOINT=$(scripts/moto.sh start)`"
+        )
     })
 }
 
@@ -51,19 +52,13 @@ struct AccountConnector {
 
 impl HttpConnector for AccountConnector {
     fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
-        request
-            .headers_mut()
-            .insert("x-moto-account-id", self.account.clone());
+        request.headers_mut().insert("x-moto-account-id", self.account.clone());
         self.inner.call(request)
     }
 }
 
 impl HttpClient for AccountClient {
-    fn http_connector(
-        &self,
-        settings: &HttpConnectorSettings,
-        components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
         SharedHttpConnector::new(AccountConnector {
             inner: self.inner.http_connector(settings, components),
             account: self.account.clone(),
@@ -214,11 +209,7 @@ impl Moto {
             .send()
             .await
             .expect("vpc");
-        let vpc = vpc
-            .vpc()
-            .and_then(|v| v.vpc_id())
-            .expect("vpc id")
-            .to_string();
+        let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
         let mut subnets = Vec::new();
         for (i, az) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
             let s = self
@@ -230,12 +221,7 @@ impl Moto {
                 .send()
                 .await
                 .expect("subnet");
-            subnets.push(
-                s.subnet()
-                    .and_then(|s| s.subnet_id())
-                    .expect("subnet id")
-                    .to_string(),
-            );
+            subnets.push(s.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string());
         }
         let sg = self
             .ec2
@@ -270,10 +256,7 @@ impl Moto {
             .send()
             .await
             .expect("target group");
-        let target_group = tg.target_groups()[0]
-            .target_group_arn()
-            .expect("tg arn")
-            .to_string();
+        let target_group = tg.target_groups()[0].target_group_arn().expect("tg arn").to_string();
         let lb = self
             .elb
             .create_load_balancer()
@@ -283,10 +266,7 @@ impl Moto {
             .send()
             .await
             .expect("alb");
-        let lb_arn = lb.load_balancers()[0]
-            .load_balancer_arn()
-            .expect("lb arn")
-            .to_string();
+        let lb_arn = lb.load_balancers()[0].load_balancer_arn().expect("lb arn").to_string();
         self.elb
             .create_listener()
             .load_balancer_arn(&lb_arn)
@@ -331,20 +311,13 @@ impl Moto {
                     .key_name("web-key")
                     .metadata_options(
                         aws_sdk_ec2::types::LaunchTemplateInstanceMetadataOptionsRequest::builder()
-                            .http_tokens(
-                                aws_sdk_ec2::types::LaunchTemplateHttpTokensState::Required,
-                            )
+                            .http_tokens(aws_sdk_ec2::types::LaunchTemplateHttpTokensState::Required)
                             .build(),
                     )
                     .tag_specifications(
                         aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder()
                             .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                            .tags(
-                                aws_sdk_ec2::types::Tag::builder()
-                                    .key("app")
-                                    .value("web")
-                                    .build(),
-                            )
+                            .tags(aws_sdk_ec2::types::Tag::builder().key("app").value("web").build())
                             .build(),
                     )
                     .build();

@@ -54,7 +54,7 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
             .into_iter()
             .filter(|i| i.state != ImageState::Deregistered)
             .collect();
-        images.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        images.sort_by_key(|i| std::cmp::Reverse(i.created_at));
         let keep = pipeline.retention.keep as usize;
         for (n, img) in images.iter().enumerate() {
             let bad = img.tags.get(tag::STATUS).map(String::as_str) == Some(tag::STATUS_BAD);
@@ -79,10 +79,21 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
             println!("nothing to clean up");
         }
         for a in &actions {
-            let what = a.get("instance").or(a.get("image")).and_then(|v| v.as_str()).unwrap_or("");
+            let what = a
+                .get("instance")
+                .or(a.get("image"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             let verb = a["action"].as_str().unwrap_or("");
-            let verb = if dry_run && verb != "keep" { format!("would {verb}") } else { verb.to_string() };
-            println!("{verb:<16} {what}  {}", a.get("why").or(a.get("role")).and_then(|v| v.as_str()).unwrap_or(""));
+            let verb = if dry_run && verb != "keep" {
+                format!("would {verb}")
+            } else {
+                verb.to_string()
+            };
+            println!(
+                "{verb:<16} {what}  {}",
+                a.get("why").or(a.get("role")).and_then(|v| v.as_str()).unwrap_or("")
+            );
         }
     }
     Ok(exit::OK)

@@ -9,7 +9,11 @@ use repave_store::RunFilter;
 pub fn run(cli: &Cli, pipeline: Option<&str>, limit: u32) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let store = loaded.store()?;
-    let filter = RunFilter { pipeline: pipeline.map(str::to_string), limit: Some(limit), ..Default::default() };
+    let filter = RunFilter {
+        pipeline: pipeline.map(str::to_string),
+        limit: Some(limit),
+        ..Default::default()
+    };
     let runs = store.list_runs(&filter).map_err(Exit::failed)?;
     if cli.json {
         crate::output::json(&runs);
@@ -19,7 +23,10 @@ pub fn run(cli: &Cli, pipeline: Option<&str>, limit: u32) -> Result<i32, Exit> {
         println!("no runs yet");
     }
     for r in runs {
-        let took = r.ended_at.map(|e| format!("{:.1}s", e.since(r.started_at).as_secs_f64())).unwrap_or_else(|| "-".into());
+        let took = r
+            .ended_at
+            .map(|e| format!("{:.1}s", e.since(r.started_at).as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{}  {:<8} {:<12} {:<11} {}  {:>8}  {}",
             r.id,
@@ -48,14 +55,36 @@ pub fn logs(cli: &Cli, run: &str) -> Result<i32, Exit> {
         crate::output::json(&serde_json::json!({ "run": record, "steps": steps, "events": events }));
         return Ok(exit::OK);
     }
-    println!("run {} ({} {}): {}", record.id, record.kind.as_str(), record.pipeline, record.state.as_str());
+    println!(
+        "run {} ({} {}): {}",
+        record.id,
+        record.kind.as_str(),
+        record.pipeline,
+        record.state.as_str()
+    );
     for s in &steps {
-        let took = s.ended_at.map(|e| format!("{:.1}s", e.since(s.started_at).as_secs_f64())).unwrap_or_else(|| "-".into());
-        println!("  {:<18} {:<8} {:>8}  attempts {}  {}", s.name, format!("{:?}", s.state).to_lowercase(), took, s.attempts, s.error.clone().unwrap_or_default());
+        let took = s
+            .ended_at
+            .map(|e| format!("{:.1}s", e.since(s.started_at).as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<18} {:<8} {:>8}  attempts {}  {}",
+            s.name,
+            format!("{:?}", s.state).to_lowercase(),
+            took,
+            s.attempts,
+            s.error.clone().unwrap_or_default()
+        );
     }
     println!();
     for e in &events {
-        println!("{}  {:<5} {:<16} {}", time(e.at.millis()), e.level, e.step.clone().unwrap_or_default(), e.message);
+        println!(
+            "{}  {:<5} {:<16} {}",
+            time(e.at.millis()),
+            e.level,
+            e.step.clone().unwrap_or_default(),
+            e.message
+        );
     }
     Ok(exit::OK)
 }

@@ -24,7 +24,11 @@ pub async fn run(cli: &Cli, pipeline: Option<&str>) -> Result<i32, Exit> {
             time(i.created_at.millis()),
             get(tag::RUN),
             get(tag::PARENT),
-            if get(tag::STATUS) == tag::STATUS_BAD { "  BAD" } else { "" }
+            if get(tag::STATUS) == tag::STATUS_BAD {
+                "  BAD"
+            } else {
+                ""
+            }
         );
         if let Some(m) = i.tags.get(tag::MANIFEST) {
             println!("    manifest {m}");

@@ -6,9 +6,13 @@ use anyhow::anyhow;
 pub fn run(cli: &Cli, force: bool) -> Result<i32, Exit> {
     let path = &cli.config;
     if path.exists() && !force {
-        return Err(Exit::bad_input(anyhow!("{} already exists (use --force to overwrite)", path.display())));
+        return Err(Exit::bad_input(anyhow!(
+            "{} already exists (use --force to overwrite)",
+            path.display()
+        )));
     }
-    std::fs::write(path, repave_core::config::starter_config()).map_err(|e| Exit::failed(anyhow!("writing {}: {e}", path.display())))?;
+    std::fs::write(path, repave_core::config::starter_config())
+        .map_err(|e| Exit::failed(anyhow!("writing {}: {e}", path.display())))?;
     if cli.json {
         crate::output::json(&serde_json::json!({ "written": path }));
     } else {

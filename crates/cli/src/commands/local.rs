@@ -22,7 +22,11 @@ pub async fn up(cli: &Cli) -> Result<i32, Exit> {
     } else {
         println!("local fleet up in {}", loaded.state_dir.display());
         for g in groups {
-            println!("  group {} behind http://{}", g["group"].as_str().unwrap_or(""), g["balancer"].as_str().unwrap_or(""));
+            println!(
+                "  group {} behind http://{}",
+                g["group"].as_str().unwrap_or(""),
+                g["balancer"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(exit::OK)
@@ -34,7 +38,11 @@ pub async fn down(cli: &Cli) -> Result<i32, Exit> {
         None => crate::context::load(cli)?.state_dir,
     };
     match LocalClient::connect(&state_dir).await {
-        Ok(client) => client.shutdown().await.context("stopping the local fleet").map_err(Exit::failed)?,
+        Ok(client) => client
+            .shutdown()
+            .await
+            .context("stopping the local fleet")
+            .map_err(Exit::failed)?,
         Err(_) => {
             if !cli.json {
                 println!("no local fleet running in {}", state_dir.display());
@@ -51,8 +59,17 @@ pub async fn down(cli: &Cli) -> Result<i32, Exit> {
 }
 
 pub async fn daemon(state_dir: &Path, feed: Option<&Path>) -> Result<i32, Exit> {
-    let exe = std::env::current_exe().context("locating the repave executable").map_err(Exit::failed)?;
-    let opts = DaemonOptions { state_dir: state_dir.to_path_buf(), exe, feed: feed.map(Path::to_path_buf) };
-    repave_local::daemon::run(opts).await.context("local fleet process").map_err(Exit::failed)?;
+    let exe = std::env::current_exe()
+        .context("locating the repave executable")
+        .map_err(Exit::failed)?;
+    let opts = DaemonOptions {
+        state_dir: state_dir.to_path_buf(),
+        exe,
+        feed: feed.map(Path::to_path_buf),
+    };
+    repave_local::daemon::run(opts)
+        .await
+        .context("local fleet process")
+        .map_err(Exit::failed)?;
     Ok(exit::OK)
 }

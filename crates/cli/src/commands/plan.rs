@@ -49,13 +49,25 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
                     g.name, g.max, max_total, pipeline.rollout.max_healthy_percent
                 ));
             }
-            for m in g.members.iter().filter(|m| !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated)) {
+            for m in g
+                .members
+                .iter()
+                .filter(|m| !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated))
+            {
                 let standby = m.lifecycle == Lifecycle::Standby;
                 if m.protected || standby {
-                    let how = if standby { pipeline.rollout.standby } else { pipeline.rollout.protected };
+                    let how = if standby {
+                        pipeline.rollout.standby
+                    } else {
+                        pipeline.rollout.protected
+                    };
                     held.push(json!({ "instance": m.id, "why": if standby { "standby" } else { "protected" }, "policy": how }));
                     if how == HeldInstances::Fail {
-                        problems.push(format!("{} is {} and the policy says fail", m.id, if standby { "standby" } else { "protected" }));
+                        problems.push(format!(
+                            "{} is {} and the policy says fail",
+                            m.id,
+                            if standby { "standby" } else { "protected" }
+                        ));
                     }
                 } else {
                     replace.push(json!({ "instance": m.id, "image": m.image }));
@@ -72,7 +84,10 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
     let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock);
     if let Some(l) = store.current_lease(&pipeline.group).map_err(Exit::failed)? {
         if l.expires_at > now {
-            problems.push(format!("group {} is leased by run {} (a second run would be refused)", pipeline.group, l.holder));
+            problems.push(format!(
+                "group {} is leased by run {} (a second run would be refused)",
+                pipeline.group, l.holder
+            ));
         }
     }
     let mut aws = serde_json::Value::Null;
@@ -101,18 +116,41 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
         crate::output::json(&out);
     } else {
         println!("plan for pipeline {name} ({}), read-only", pipeline.provider);
-        println!("  source image  {}", source.map(|s| s.to_string()).unwrap_or_else(|| "?".into()));
+        println!(
+            "  source image  {}",
+            source.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+        );
         if !group_json.is_null() {
             println!(
                 "  group         {} desired {} (floor {}, up to {} during the roll, {} at once)",
-                group_json["name"].as_str().unwrap_or(""), group_json["desired"], group_json["floor"], group_json["max_total"], group_json["concurrency"]
+                group_json["name"].as_str().unwrap_or(""),
+                group_json["desired"],
+                group_json["floor"],
+                group_json["max_total"],
+                group_json["concurrency"]
             );
         }
-        println!("  would create  builder from the golden image, an image, {}a launch spec version, a parameter version", if pipeline.test.enabled { "a test instance, " } else { "" });
+        println!(
+            "  would create  builder from the golden image, an image, {}a launch spec version, a parameter version",
+            if pipeline.test.enabled { "a test instance, " } else { "" }
+        );
         for h in &held {
-            println!("  held          {} ({}, policy {})", h["instance"].as_str().unwrap_or(""), h["why"].as_str().unwrap_or(""), h["policy"].as_str().unwrap_or(""));
+            println!(
+                "  held          {} ({}, policy {})",
+                h["instance"].as_str().unwrap_or(""),
+                h["why"].as_str().unwrap_or(""),
+                h["policy"].as_str().unwrap_or("")
+            );
         }
-        println!("  would replace {} instance(s): {}", replace.len(), replace.iter().filter_map(|r| r["instance"].as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "  would replace {} instance(s): {}",
+            replace.len(),
+            replace
+                .iter()
+                .filter_map(|r| r["instance"].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         if problems.is_empty() {
             println!("  no problems found");
         }

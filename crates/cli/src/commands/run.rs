@@ -16,7 +16,13 @@ pub async fn start(cli: &Cli, arg: &PipelineArg, kind: RunKind) -> Result<i32, E
     let store = loaded.store()?;
     let provider = loaded.provider(&pipeline).await?;
     let bars = Arc::new(Bars::new(cli.json));
-    let engine = engine(provider, store, bars, cancel_on_ctrl_c(), loaded.engine_options(&pipeline));
+    let engine = engine(
+        provider,
+        store,
+        bars,
+        cancel_on_ctrl_c(),
+        loaded.engine_options(&pipeline),
+    );
     let outcome = engine.start(&name, &pipeline, kind).await?;
     finish(cli, &outcome)
 }
@@ -32,12 +38,24 @@ pub async fn resume(cli: &Cli, run: &str) -> Result<i32, Exit> {
     let (_, pipeline) = loaded.pipeline(Some(&record.pipeline))?;
     let provider = loaded.provider(&pipeline).await?;
     let bars = Arc::new(Bars::new(cli.json));
-    let engine = engine(provider, store, bars, cancel_on_ctrl_c(), loaded.engine_options(&pipeline));
+    let engine = engine(
+        provider,
+        store,
+        bars,
+        cancel_on_ctrl_c(),
+        loaded.engine_options(&pipeline),
+    );
     let outcome = engine.resume(&id).await?;
     finish(cli, &outcome)
 }
 
-pub fn engine(provider: Arc<dyn Provider>, store: Arc<Store>, bars: Arc<Bars>, cancel: CancellationToken, opts: EngineOptions) -> Engine {
+pub fn engine(
+    provider: Arc<dyn Provider>,
+    store: Arc<Store>,
+    bars: Arc<Bars>,
+    cancel: CancellationToken,
+    opts: EngineOptions,
+) -> Engine {
     Engine::new(provider, store, Arc::new(SystemClock), bars, cancel, opts)
 }
 
@@ -83,17 +101,31 @@ pub fn print_outcome(o: &RunOutcome) {
             r.replaced,
             r.seconds,
             r.lower_bound_seconds,
-            if r.lower_bound_seconds > 0.0 { r.seconds / r.lower_bound_seconds } else { 0.0 },
+            if r.lower_bound_seconds > 0.0 {
+                r.seconds / r.lower_bound_seconds
+            } else {
+                0.0
+            },
             r.min_in_service,
             r.floor
         );
     }
     if !s.api_calls.is_empty() {
         let total: u64 = s.api_calls.values().sum();
-        println!("  api calls  {total} ({})", s.api_calls.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        println!(
+            "  api calls  {total} ({})",
+            s.api_calls
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if s.rolled_back {
-        println!("  rolled back to {}", s.source_image.as_ref().map(|i| i.to_string()).unwrap_or_default());
+        println!(
+            "  rolled back to {}",
+            s.source_image.as_ref().map(|i| i.to_string()).unwrap_or_default()
+        );
     }
     if let Some(e) = &s.error {
         println!("  error      {e}");

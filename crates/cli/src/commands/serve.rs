@@ -38,10 +38,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
     for (name, pipeline) in &config.pipelines {
         providers.insert(name.clone(), loaded.provider(pipeline).await?);
     }
-    let listen = args
-        .listen
-        .clone()
-        .unwrap_or_else(|| config.server.listen.clone());
+    let listen = args.listen.clone().unwrap_or_else(|| config.server.listen.clone());
     let opts = ServerOptions {
         config,
         token,
@@ -57,9 +54,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
         .await
         .with_context(|| format!("binding {listen}"))
         .map_err(Exit::failed)?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Exit::failed(anyhow!(e)))?;
+    let addr = listener.local_addr().map_err(|e| Exit::failed(anyhow!(e)))?;
     // Tests and scripts read the address from the first line.
     println!("listening on http://{addr}");
     let shutdown = CancellationToken::new();
@@ -69,10 +64,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
         eprintln!("shutting down: runs stop at the next safe point and resume on the next start");
         stop.cancel();
     });
-    server
-        .serve(listener, shutdown)
-        .await
-        .map_err(Exit::failed)?;
+    server.serve(listener, shutdown).await.map_err(Exit::failed)?;
     Ok(exit::OK)
 }
 
@@ -88,9 +80,7 @@ fn token(s: &repave_core::config::ServerConfig) -> Result<Option<String>, Exit> 
         Ok(_) => Err(Exit::bad_input(anyhow!(
             "${var}: the API token must be at least 16 characters"
         ))),
-        Err(_) if s.token_env.is_some() => Err(Exit::bad_input(anyhow!(
-            "${var} (server.token_env) is not set"
-        ))),
+        Err(_) if s.token_env.is_some() => Err(Exit::bad_input(anyhow!("${var} (server.token_env) is not set"))),
         Err(_) => {
             eprintln!("warning: no API token (set REPAVE_TOKEN): mutating API calls are refused");
             Ok(None)

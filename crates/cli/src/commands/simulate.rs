@@ -141,9 +141,7 @@ fn print_human(name: &str, r: &SimReport) {
         secs(r.window_seconds)
     );
     if r.exceeds_roll_timeout {
-        println!(
-            "  warning:          the roll outlasts rollout.timeout; the real run would time out"
-        );
+        println!("  warning:          the roll outlasts rollout.timeout; the real run would time out");
     }
     println!("  api calls:        {}", r.api_calls);
     for w in &r.warnings {

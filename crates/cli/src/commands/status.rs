@@ -20,7 +20,10 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
         let provider = loaded.provider(&pipeline).await?;
         let group = provider.describe_group(&pipeline.group).await.map_err(Exit::failed)?;
         let health = provider.target_health(&pipeline.group).await.map_err(Exit::failed)?;
-        let history = provider.parameter_history(&pipeline.parameter).await.map_err(Exit::failed)?;
+        let history = provider
+            .parameter_history(&pipeline.parameter)
+            .await
+            .map_err(Exit::failed)?;
         let current = history.last().map(|p| p.value.clone()).unwrap_or_default();
         let ids: Vec<_> = group.members.iter().map(|m| m.id.clone()).collect();
         let described = provider.describe_instances(&ids).await.map_err(Exit::failed)?;
@@ -40,20 +43,32 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
             })
             .collect();
         let runs = store
-            .list_runs(&RunFilter { pipeline: Some(name.clone()), limit: Some(5), ..Default::default() })
+            .list_runs(&RunFilter {
+                pipeline: Some(name.clone()),
+                limit: Some(5),
+                ..Default::default()
+            })
             .map_err(Exit::failed)?;
         // A run still "running" without a live lease was interrupted: say
         // what resume will do.
         let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock);
         let lease = store.current_lease(&pipeline.group).map_err(Exit::failed)?;
         let mut interrupted = Vec::new();
-        for r in runs.iter().filter(|r| matches!(r.state, RunState::Running | RunState::Paused)) {
-            let leased = lease.as_ref().is_some_and(|l| l.holder == r.id.as_str() && l.expires_at > now);
+        for r in runs
+            .iter()
+            .filter(|r| matches!(r.state, RunState::Running | RunState::Paused))
+        {
+            let leased = lease
+                .as_ref()
+                .is_some_and(|l| l.holder == r.id.as_str() && l.expires_at > now);
             if leased && r.state == RunState::Running && driver_alive(&store, &r.id) {
                 continue;
             }
             let steps = store.steps(&r.id).map_err(Exit::failed)?;
-            let next = steps.iter().find(|s| s.state != StepState::Done).map(|s| s.name.clone());
+            let next = steps
+                .iter()
+                .find(|s| s.state != StepState::Done)
+                .map(|s| s.name.clone());
             interrupted.push(json!({
                 "run": r.id, "state": r.state.as_str(),
                 "resume": format!("`repave resume {}` continues at step {}", r.id, next.unwrap_or_else(|| "the next step".into())),
@@ -91,14 +106,23 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
                 "  {}  {}{}  {:<11} {}",
                 i["id"].as_str().unwrap_or(""),
                 i["image"].as_str().unwrap_or(""),
-                if i["on_golden"].as_bool() == Some(true) { " (golden)" } else { "         " },
+                if i["on_golden"].as_bool() == Some(true) {
+                    " (golden)"
+                } else {
+                    "         "
+                },
                 i["lifecycle"].as_str().unwrap_or(""),
                 i["health"].as_str().unwrap_or("")
             );
         }
         println!("  parameter {}:", p["parameter"]["name"].as_str().unwrap_or(""));
         for v in p["parameter"]["versions"].as_array().into_iter().flatten() {
-            let labels: Vec<&str> = v["labels"].as_array().into_iter().flatten().filter_map(|l| l.as_str()).collect();
+            let labels: Vec<&str> = v["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str())
+                .collect();
             println!(
                 "    v{:<3} {}  {}  {}",
                 v["version"],
@@ -108,10 +132,19 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
             );
         }
         if let Some(r) = p["recent_runs"].as_array().and_then(|r| r.first()) {
-            println!("  last run {}: {}", r["id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""));
+            println!(
+                "  last run {}: {}",
+                r["id"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or("")
+            );
         }
         for i in p["interrupted"].as_array().into_iter().flatten() {
-            println!("  interrupted run {} ({}): {}", i["run"].as_str().unwrap_or(""), i["state"].as_str().unwrap_or(""), i["resume"].as_str().unwrap_or(""));
+            println!(
+                "  interrupted run {} ({}): {}",
+                i["run"].as_str().unwrap_or(""),
+                i["state"].as_str().unwrap_or(""),
+                i["resume"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(exit::OK)
@@ -124,7 +157,10 @@ fn driver_alive(store: &repave_store::Store, run: &repave_core::RunId) -> bool {
         Ok(e) => e,
         Err(_) => return true,
     };
-    let pid = events.iter().rev().find_map(|e| e.data.get("pid").and_then(|p| p.as_i64()));
+    let pid = events
+        .iter()
+        .rev()
+        .find_map(|e| e.data.get("pid").and_then(|p| p.as_i64()));
     match pid {
         // SAFETY: kill with signal 0 only checks that the process exists.
         Some(pid) => unsafe { libc::kill(pid as libc::pid_t, 0) == 0 },

@@ -8,7 +8,12 @@ pub fn run(cli: &Cli) -> Result<i32, Exit> {
     if cli.json {
         crate::output::json(&serde_json::json!({ "valid": true, "file": cli.config, "pipelines": names }));
     } else {
-        println!("{}: ok ({} pipeline(s): {})", cli.config.display(), names.len(), names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "{}: ok ({} pipeline(s): {})",
+            cli.config.display(),
+            names.len(),
+            names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(exit::OK)
 }

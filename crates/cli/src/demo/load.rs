@@ -92,7 +92,13 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, tasks, shared, started, clients }
+        Load {
+            stop,
+            tasks,
+            shared,
+            started,
+            clients,
+        }
     }
 
     /// Stop sending, wait for in-flight requests, report.
@@ -128,9 +134,17 @@ async fn one(client: &HttpClient, uri: &hyper::Uri) -> Result<String, String> {
         .map_err(|_| "timed out after 30s".to_string())?
         .map_err(|e| format!("request failed: {e}"))?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| format!("body failed: {e}"))?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body failed: {e}"))?
+        .to_bytes();
     if !status.is_success() {
-        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+        return Err(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ));
     }
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     Ok(v.get("image").and_then(|i| i.as_str()).unwrap_or("?").to_string())

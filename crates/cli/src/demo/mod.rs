@@ -22,16 +22,23 @@ const PIPELINE: &str = "demo";
 /// `repave load`: the demo's load generator on its own, for benchmarks.
 pub async fn load_command(cli: &Cli, target: &str, connections: u32, seconds: u64) -> Result<i32, Exit> {
     if !target.starts_with("127.0.0.1:") {
-        return Err(Exit::bad_input(anyhow!("--target must be 127.0.0.1:PORT (load only goes to loopback)")));
+        return Err(Exit::bad_input(anyhow!(
+            "--target must be 127.0.0.1:PORT (load only goes to loopback)"
+        )));
     }
     let seconds = seconds.clamp(1, 300);
     let load = load::Load::start(target, connections.clamp(1, 4096), false);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let r = load.finish().await;
     if cli.json {
-        crate::output::json(&json!({ "target": target, "connections": connections, "seconds": r.seconds, "total": r.total, "failed": r.failed, "per_second": r.per_second }));
+        crate::output::json(
+            &json!({ "target": target, "connections": connections, "seconds": r.seconds, "total": r.total, "failed": r.failed, "per_second": r.per_second }),
+        );
     } else {
-        println!("{target}: {} requests in {:.1}s, {:.0}/s, {} failed", r.total, r.seconds, r.per_second, r.failed);
+        println!(
+            "{target}: {} requests in {:.1}s, {:.0}/s, {} failed",
+            r.total, r.seconds, r.per_second, r.failed
+        );
     }
     Ok(if r.failed == 0 { exit::OK } else { exit::FAILED })
 }
@@ -39,20 +46,37 @@ pub async fn load_command(cli: &Cli, target: &str, connections: u32, seconds: u6
 pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
     let state_dir = fresh_state_dir(cli.state_dir.as_deref())?;
     let bars = Arc::new(Bars::new(cli.json));
-    bars.println(&format!("repave demo: {} instances, state in {}", args.instances, state_dir.display()));
+    bars.println(&format!(
+        "repave demo: {} instances, state in {}",
+        args.instances,
+        state_dir.display()
+    ));
 
     // The demo's config goes through the same parser and validator as a
     // user's, and stays in the state dir for `repave --config ... status`.
     let port = free_port().map_err(Exit::failed)?;
-    let feed = if args.break_image { Some(write_broken_feed(&state_dir)?) } else { None };
+    let feed = if args.break_image {
+        Some(write_broken_feed(&state_dir)?)
+    } else {
+        None
+    };
     let toml = demo_config(&state_dir, args, port, feed.as_deref());
     let config_path = state_dir.join("repave.toml");
-    std::fs::write(&config_path, &toml).context("writing the demo config").map_err(Exit::failed)?;
+    std::fs::write(&config_path, &toml)
+        .context("writing the demo config")
+        .map_err(Exit::failed)?;
     let config = repave_core::config::parse(&toml, &config_path.display().to_string()).map_err(Exit::failed)?;
     let pipeline = config.pipelines.get(PIPELINE).expect("demo pipeline").clone();
-    let loaded = crate::context::Loaded { config, config_dir: state_dir.clone(), state_dir: state_dir.clone() };
+    let loaded = crate::context::Loaded {
+        config,
+        config_dir: state_dir.clone(),
+        state_dir: state_dir.clone(),
+    };
 
-    let spin = bars.spinner(&format!("starting {} instances behind the load balancer", args.instances));
+    let spin = bars.spinner(&format!(
+        "starting {} instances behind the load balancer",
+        args.instances
+    ));
     let client = loaded.local().await?;
     let result = drive(cli, args, &loaded, &client, &pipeline, bars.clone(), spin).await;
     if !args.keep {
@@ -77,7 +101,10 @@ async fn drive(
     crate::context::wait_healthy(client, group, args.instances).await?;
     spin.finish_and_clear();
     let addr = client.balancer_address(group).await.map_err(Exit::failed)?;
-    bars.println(&format!("fleet healthy behind http://{addr}; driving load with {} keep-alive clients", args.clients));
+    bars.println(&format!(
+        "fleet healthy behind http://{addr}; driving load with {} keep-alive clients",
+        args.clients
+    ));
 
     let load_start_ms = SystemClock.now().millis();
     let load = load::Load::start(&addr, args.clients, true);
@@ -86,7 +113,13 @@ async fn drive(
 
     let store = loaded.store()?;
     let provider: Arc<dyn Provider> = Arc::new(client.clone());
-    let engine = crate::commands::run::engine(provider, store, bars.clone(), crate::commands::run::cancel_on_ctrl_c(), loaded.engine_options(pipeline));
+    let engine = crate::commands::run::engine(
+        provider,
+        store,
+        bars.clone(),
+        crate::commands::run::cancel_on_ctrl_c(),
+        loaded.engine_options(pipeline),
+    );
     let outcome = engine.start(PIPELINE, pipeline, RunKind::Run).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let traffic = load.finish().await;
@@ -102,7 +135,11 @@ async fn drive(
     let leaked = leaks(client, &group_now).await?;
 
     let roll = outcome.summary.roll.clone().unwrap_or_default();
-    let ratio = if roll.lower_bound_seconds > 0.0 { roll.seconds / roll.lower_bound_seconds } else { 0.0 };
+    let ratio = if roll.lower_bound_seconds > 0.0 {
+        roll.seconds / roll.lower_bound_seconds
+    } else {
+        0.0
+    };
     let report_path = loaded.state_dir.join("report.html");
     let mut summary = json!({
         "run": outcome.run,
@@ -138,7 +175,9 @@ async fn drive(
         "error": outcome.summary.error,
     });
     let html = report::render(&outcome, &traffic, load_start_ms, &summary);
-    std::fs::write(&report_path, html).context("writing the report").map_err(Exit::failed)?;
+    std::fs::write(&report_path, html)
+        .context("writing the report")
+        .map_err(Exit::failed)?;
     summary["report"] = json!(report_path);
 
     if cli.json {
@@ -159,7 +198,10 @@ fn print_summary(s: &serde_json::Value, outcome: &repave_engine::RunOutcome) {
     let r = &s["requests"];
     println!(
         "  requests   {} total, {} failed ({:.0}/s from {} keep-alive clients)",
-        r["total"], r["failed"], r["per_second"].as_f64().unwrap_or(0.0), r["clients"]
+        r["total"],
+        r["failed"],
+        r["per_second"].as_f64().unwrap_or(0.0),
+        r["clients"]
     );
     println!(
         "  fleet      {}/{} instances on the new image, {} leaked",
@@ -186,7 +228,10 @@ async fn leaks(client: &LocalClient, group: &repave_core::provider::Group) -> Re
             leaked.push(json!({ "instance": id, "what": "process alive" }));
         }
         for id in report.roots.iter().filter(|i| !members.contains(i)) {
-            let stopped_builder = report.instances.iter().any(|i| &i.id == id && i.state == repave_core::provider::InstanceState::Stopped);
+            let stopped_builder = report
+                .instances
+                .iter()
+                .any(|i| &i.id == id && i.state == repave_core::provider::InstanceState::Stopped);
             leaked.push(json!({ "instance": id, "what": if stopped_builder { "stopped instance root" } else { "root on disk" } }));
         }
         if leaked.is_empty() || Instant::now() >= deadline {
@@ -216,13 +261,18 @@ fn fresh_state_dir(given: Option<&Path>) -> Result<PathBuf, Exit> {
                     return Ok(d);
                 }
             }
-            Err(Exit::failed(anyhow!("could not create a demo state dir under {}", base.display())))
+            Err(Exit::failed(anyhow!(
+                "could not create a demo state dir under {}",
+                base.display()
+            )))
         }
     }
 }
 
 fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (t.subsec_nanos() ^ std::process::id().rotate_left(16)).wrapping_mul(2_654_435_761)
 }
 
@@ -248,7 +298,9 @@ fn write_broken_feed(state_dir: &Path) -> Result<PathBuf, Exit> {
         files,
     });
     let path = state_dir.join("broken-feed.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&feed).expect("feed")).context("writing the feed").map_err(Exit::failed)?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&feed).expect("feed"))
+        .context("writing the feed")
+        .map_err(Exit::failed)?;
     Ok(path)
 }
 
@@ -258,7 +310,9 @@ fn date(days: i64) -> String {
 
 fn demo_config(state_dir: &Path, args: &DemoArgs, port: u16, feed: Option<&Path>) -> String {
     let n = args.instances;
-    let feed_line = feed.map(|f| format!("feed = {:?}\n", f.display().to_string())).unwrap_or_default();
+    let feed_line = feed
+        .map(|f| format!("feed = {:?}\n", f.display().to_string()))
+        .unwrap_or_default();
     format!(
         r#"# Written by `repave demo`.
 state_dir = {state:?}

@@ -10,7 +10,10 @@ const H: f64 = 220.0;
 const PAD: f64 = 40.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 struct Axis {
@@ -34,13 +37,28 @@ impl Axis {
         );
         for i in 0..=5 {
             let t = self.t_max * i as f64 / 5.0;
-            let _ = write!(out, r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{t:.0}s</text>"##, self.x(t), H - PAD + 16.0);
+            let _ = write!(
+                out,
+                r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{t:.0}s</text>"##,
+                self.x(t),
+                H - PAD + 16.0
+            );
         }
         for i in 0..=4 {
             let v = self.y_max * i as f64 / 4.0;
-            let _ = write!(out, r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{v:.0}</text>"##, PAD - 4.0, self.y(v) + 4.0);
+            let _ = write!(
+                out,
+                r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{v:.0}</text>"##,
+                PAD - 4.0,
+                self.y(v) + 4.0
+            );
         }
-        let _ = write!(out, r##"<text x="{PAD}" y="{:.1}" font-size="12">{}</text>"##, PAD - 10.0, esc(y_label));
+        let _ = write!(
+            out,
+            r##"<text x="{PAD}" y="{:.1}" font-size="12">{}</text>"##,
+            PAD - 10.0,
+            esc(y_label)
+        );
     }
 }
 
@@ -50,28 +68,46 @@ fn polyline(out: &mut String, pts: &[(f64, f64)], color: &str, dash: bool) {
     }
     let d: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
     let dash = if dash { r#" stroke-dasharray="6 4""# } else { "" };
-    let _ = write!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#, d.join(" "));
+    let _ = write!(
+        out,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
+        d.join(" ")
+    );
 }
 
 /// `load_start_ms`: wall-clock start of the load, the chart's zero.
 pub fn render(outcome: &RunOutcome, load: &LoadReport, load_start_ms: i64, json_summary: &serde_json::Value) -> String {
     let t_max = load.seconds.max(1.0);
-    let rolls: Vec<(&str, &RollReport)> = [("roll", outcome.summary.roll.as_ref()), ("rollback", outcome.summary.rollback_roll.as_ref())]
-        .into_iter()
-        .filter_map(|(n, r)| r.map(|r| (n, r)))
-        .collect();
+    let rolls: Vec<(&str, &RollReport)> = [
+        ("roll", outcome.summary.roll.as_ref()),
+        ("rollback", outcome.summary.rollback_roll.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(n, r)| r.map(|r| (n, r)))
+    .collect();
 
     // Capacity chart.
     // Round up to a multiple of 4 so the four gridlines land on integers.
-    let live_max = rolls.iter().flat_map(|(_, r)| r.samples.iter().map(|s| s.live)).max().unwrap_or(1) + 1;
+    let live_max = rolls
+        .iter()
+        .flat_map(|(_, r)| r.samples.iter().map(|s| s.live))
+        .max()
+        .unwrap_or(1)
+        + 1;
     let y_max = live_max.div_ceil(4) as f64 * 4.0;
     let ax = Axis { t_max, y_max };
     let mut cap = String::new();
-    ax.frame(&mut cap, "instances (in service = green, floor = red dashed, all = grey, on new image = blue)");
+    ax.frame(
+        &mut cap,
+        "instances (in service = green, floor = red dashed, all = grey, on new image = blue)",
+    );
     for (_, r) in &rolls {
         let at = |t_ms: i64| (r.started_at_ms + t_ms - load_start_ms) as f64 / 1000.0;
         let series = |f: &dyn Fn(&repave_engine::RollSample) -> u32| -> Vec<(f64, f64)> {
-            r.samples.iter().map(|s| (ax.x(at(s.t_ms)), ax.y(f(s) as f64))).collect()
+            r.samples
+                .iter()
+                .map(|s| (ax.x(at(s.t_ms)), ax.y(f(s) as f64)))
+                .collect()
         };
         polyline(&mut cap, &series(&|s| s.floor), "#c53030", true);
         polyline(&mut cap, &series(&|s| s.live), "#999", false);
@@ -81,8 +117,15 @@ pub fn render(outcome: &RunOutcome, load: &LoadReport, load_start_ms: i64, json_
 
     // Requests chart: per-second rates from the buckets.
     let per_sec = 1000.0 / load.bucket_ms as f64;
-    let r_max = load.buckets.iter().map(|b| (b.ok + b.failed) as f64 * per_sec).fold(1.0, f64::max);
-    let ax2 = Axis { t_max, y_max: r_max * 1.1 };
+    let r_max = load
+        .buckets
+        .iter()
+        .map(|b| (b.ok + b.failed) as f64 * per_sec)
+        .fold(1.0, f64::max);
+    let ax2 = Axis {
+        t_max,
+        y_max: r_max * 1.1,
+    };
     let mut req = String::new();
     ax2.frame(&mut req, "requests/s (ok = green, failed = red)");
     let bw = (ax2.x(load.bucket_ms as f64 / 1000.0) - ax2.x(0.0)).max(1.0);
@@ -91,9 +134,19 @@ pub fn render(outcome: &RunOutcome, load: &LoadReport, load_start_ms: i64, json_
         let x = ax2.x(t);
         let ok = b.ok as f64 * per_sec;
         let bad = b.failed as f64 * per_sec;
-        let _ = write!(req, r##"<rect x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="#68d391"/>"##, ax2.y(ok), ax2.y(0.0) - ax2.y(ok));
+        let _ = write!(
+            req,
+            r##"<rect x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="#68d391"/>"##,
+            ax2.y(ok),
+            ax2.y(0.0) - ax2.y(ok)
+        );
         if b.failed > 0 {
-            let _ = write!(req, r##"<rect x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="#e53e3e"/>"##, ax2.y(ok + bad), ax2.y(ok) - ax2.y(ok + bad));
+            let _ = write!(
+                req,
+                r##"<rect x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="#e53e3e"/>"##,
+                ax2.y(ok + bad),
+                ax2.y(ok) - ax2.y(ok + bad)
+            );
         }
     }
 
@@ -101,12 +154,30 @@ pub fn render(outcome: &RunOutcome, load: &LoadReport, load_start_ms: i64, json_
     let steps: String = outcome
         .steps
         .iter()
-        .map(|st| format!("<tr><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td></tr>", esc(&st.name), esc(&st.state), st.seconds, st.attempts))
+        .map(|st| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td></tr>",
+                esc(&st.name),
+                esc(&st.state),
+                st.seconds,
+                st.attempts
+            )
+        })
         .collect();
     let updates: String = s
         .installed_updates
         .iter()
-        .map(|u| format!("<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&u.id), esc(&u.package), esc(&u.version), esc(&u.severity), esc(&u.classification), esc(&u.released)))
+        .map(|u| {
+            format!(
+                "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&u.id),
+                esc(&u.package),
+                esc(&u.version),
+                esc(&u.severity),
+                esc(&u.classification),
+                esc(&u.released)
+            )
+        })
         .collect();
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>repave demo — {run}</title>

@@ -32,12 +32,8 @@ pub struct Ran {
 
 impl Ran {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
     pub fn expect_code(self, code: i32) -> Ran {
         assert_eq!(
@@ -77,14 +73,7 @@ impl Repave {
         self
     }
     pub fn run(mut self) -> Ran {
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = self
-            .cmd
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", self.display));
+        let Output { status, stdout, stderr } = self.cmd.output().unwrap_or_else(|e| panic!("{}: {e}", self.display));
         Ran {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -123,10 +112,8 @@ pub fn http_load(
             }
             let result = (|| -> Result<(), String> {
                 if conn.is_none() {
-                    let s =
-                        std::net::TcpStream::connect(&addr).map_err(|e| format!("connect: {e}"))?;
-                    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-                        .ok();
+                    let s = std::net::TcpStream::connect(&addr).map_err(|e| format!("connect: {e}"))?;
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok();
                     conn = Some(BufReader::new(s));
                 }
                 let c = conn.as_mut().expect("connection");

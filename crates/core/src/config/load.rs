@@ -34,13 +34,7 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     /// An error at byte `offset` of `src` (1:1 when unknown).
-    pub(crate) fn at(
-        file: &str,
-        src: &str,
-        offset: Option<usize>,
-        field: Option<String>,
-        message: String,
-    ) -> Self {
+    pub(crate) fn at(file: &str, src: &str, offset: Option<usize>, field: Option<String>, message: String) -> Self {
         let (line, col) = offset.map_or((1, 1), |o| locate::line_col(src, o));
         Self {
             file: file.into(),
@@ -73,13 +67,7 @@ pub fn parse_all(src: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
         let offset = e.span().map(|s| s.start);
         let path = offset.map(|o| locate::path_at(&doc, o)).unwrap_or_default();
         let field = (!path.is_empty()).then(|| locate::display_path(&path));
-        vec![ConfigError::at(
-            file,
-            src,
-            offset,
-            field,
-            clean(e.message()),
-        )]
+        vec![ConfigError::at(file, src, offset, field, clean(e.message()))]
     })?;
     let mut errors = validate::check(&config, &|path: &[Seg], message: String| {
         let field = Some(locate::display_path(path));
@@ -121,9 +109,7 @@ fn check_size(len: usize, file: &str) -> Result<(), ConfigError> {
     if len <= MAX_CONFIG_BYTES {
         return Ok(());
     }
-    let message = format!(
-        "file is {len} bytes; a repave config may be at most {MAX_CONFIG_BYTES} bytes (1 MiB)"
-    );
+    let message = format!("file is {len} bytes; a repave config may be at most {MAX_CONFIG_BYTES} bytes (1 MiB)");
     Err(ConfigError::at(file, "", None, None, message))
 }
 
@@ -135,10 +121,5 @@ fn nul_error(src: &str, offset: usize, file: &str) -> ConfigError {
 /// toml's messages end in a newline and sometimes span lines; keep them on
 /// one line so `file:line:col: field: message` stays greppable.
 fn clean(message: &str) -> String {
-    message
-        .trim()
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("; ")
+    message.trim().lines().map(str::trim).collect::<Vec<_>>().join("; ")
 }

@@ -22,9 +22,7 @@ pub(crate) fn display_path(path: &[Seg]) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                let bare = !k.is_empty()
-                    && k.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                let bare = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                 if bare {
                     out.push_str(k);
                 } else {
@@ -93,12 +91,7 @@ pub(crate) fn path_at(doc: &ImDocument<&str>, offset: usize) -> Vec<Seg> {
     best.map(|(_, p)| p).unwrap_or_default()
 }
 
-fn consider(
-    span: Option<Range<usize>>,
-    offset: usize,
-    path: &[Seg],
-    best: &mut Option<(usize, Vec<Seg>)>,
-) {
+fn consider(span: Option<Range<usize>>, offset: usize, path: &[Seg], best: &mut Option<(usize, Vec<Seg>)>) {
     let Some(span) = span else { return };
     let hit = span.contains(&offset) || (span.is_empty() && span.start == offset);
     if hit && best.as_ref().is_none_or(|(len, _)| span.len() <= *len) {
@@ -106,12 +99,7 @@ fn consider(
     }
 }
 
-fn walk_table(
-    table: &dyn TableLike,
-    offset: usize,
-    path: &mut Vec<Seg>,
-    best: &mut Option<(usize, Vec<Seg>)>,
-) {
+fn walk_table(table: &dyn TableLike, offset: usize, path: &mut Vec<Seg>, best: &mut Option<(usize, Vec<Seg>)>) {
     for (k, child) in table.iter() {
         path.push(Seg::Key(k.to_string()));
         consider(table.key(k).and_then(|key| key.span()), offset, path, best);
@@ -120,12 +108,7 @@ fn walk_table(
     }
 }
 
-fn walk_item(
-    item: &Item,
-    offset: usize,
-    path: &mut Vec<Seg>,
-    best: &mut Option<(usize, Vec<Seg>)>,
-) {
+fn walk_item(item: &Item, offset: usize, path: &mut Vec<Seg>, best: &mut Option<(usize, Vec<Seg>)>) {
     consider(item.span(), offset, path, best);
     match item {
         Item::Value(v) => walk_value(v, offset, path, best),
@@ -142,12 +125,7 @@ fn walk_item(
     }
 }
 
-fn walk_value(
-    value: &Value,
-    offset: usize,
-    path: &mut Vec<Seg>,
-    best: &mut Option<(usize, Vec<Seg>)>,
-) {
+fn walk_value(value: &Value, offset: usize, path: &mut Vec<Seg>, best: &mut Option<(usize, Vec<Seg>)>) {
     match value {
         Value::Array(a) => {
             for (i, el) in a.iter().enumerate() {

@@ -76,7 +76,9 @@ pub struct LocalGroup {
 }
 
 pub fn default_command() -> Vec<String> {
-    ["{repave}", "demo-app", "--port", "{port}", "--root", "{root}"].map(String::from).to_vec()
+    ["{repave}", "demo-app", "--port", "{port}", "--root", "{root}"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_image() -> String {
     "builtin:demo".into()
@@ -151,7 +153,13 @@ pub struct AwsProvider {
 
 impl Default for AwsProvider {
     fn default() -> Self {
-        Self { region: None, profile: None, endpoint_url: None, poll_interval: default_aws_poll(), emulator: false }
+        Self {
+            region: None,
+            profile: None,
+            endpoint_url: None,
+            poll_interval: default_aws_poll(),
+            emulator: false,
+        }
     }
 }
 
@@ -536,7 +544,10 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { keep: default_keep(), rollback_window: default_rollback_window() }
+        Self {
+            keep: default_keep(),
+            rollback_window: default_rollback_window(),
+        }
     }
 }
 fn default_rollback_window() -> HumanDuration {
@@ -599,7 +610,12 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), token: None, token_env: None, webhooks: vec![] }
+        Self {
+            listen: default_listen(),
+            token: None,
+            token_env: None,
+            webhooks: vec![],
+        }
     }
 }
 fn default_listen() -> String {

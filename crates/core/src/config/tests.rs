@@ -352,13 +352,7 @@ fn cases() -> Vec<Case> {
             Some("providers.local.groups.web.health_check.healthy_threshold"),
             "out of range 1..=10",
         ),
-        case(
-            "empty file",
-            "",
-            (1, 1),
-            Some("pipelines"),
-            "no pipelines defined",
-        ),
+        case("empty file", "", (1, 1), Some("pipelines"), "no pipelines defined"),
         case(
             "only comments",
             "# nothing yet\n",
@@ -375,11 +369,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "bad group name",
-            replace(
-                "[providers.local.groups.web]",
-                "[providers.local.groups.\"my group\"]",
-            )
-            .replace("group = \"web\"", "group = \"my group\""),
+            replace("[providers.local.groups.web]", "[providers.local.groups.\"my group\"]")
+                .replace("group = \"web\"", "group = \"my group\""),
             (1, 25),
             Some("providers.local.groups.\"my group\""),
             "invalid group name \"my group\"",
@@ -431,24 +422,14 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "non-UTF-8 bytes",
-            [
-                b"[pipelines.web]\nparameter = \"caf".as_slice(),
-                &[0xe9],
-                b"\"\n",
-            ]
-            .concat(),
+            [b"[pipelines.web]\nparameter = \"caf".as_slice(), &[0xe9], b"\"\n"].concat(),
             (2, 17),
             None,
             "not valid UTF-8 (byte 0xe9",
         ),
         case(
             "NUL byte",
-            [
-                b"[pipelines.web]\nprovider = \"lo".as_slice(),
-                &[0],
-                b"cal\"\n",
-            ]
-            .concat(),
+            [b"[pipelines.web]\nprovider = \"lo".as_slice(), &[0], b"cal\"\n"].concat(),
             (2, 15),
             None,
             "NUL byte",
@@ -476,15 +457,7 @@ fn malformed_configs_point_at_the_problem() {
         if !ok {
             failures.push(format!(
                 "{}: got {}:{} {:?} {:?}; want {}:{} {:?} ~{:?}",
-                c.name,
-                err.line,
-                err.col,
-                err.field,
-                err.message,
-                c.line,
-                c.col,
-                c.field,
-                c.message
+                c.name, err.line, err.col, err.field, err.message, c.line, c.col, c.field, c.message
             ));
         }
     }
@@ -494,7 +467,10 @@ fn malformed_configs_point_at_the_problem() {
 #[test]
 fn display_is_file_line_col_field_message() {
     let err = parse(&replace("port = 8080", "port = 80"), "etc/repave.toml").unwrap_err();
-    assert_eq!(err.to_string(), "etc/repave.toml:5:1: providers.local.groups.web.port: port 80 is privileged; use 1024 or higher");
+    assert_eq!(
+        err.to_string(),
+        "etc/repave.toml:5:1: providers.local.groups.web.port: port 80 is privileged; use 1024 or higher"
+    );
 }
 
 #[test]
@@ -505,11 +481,7 @@ fn huge_file_is_rejected_before_parsing() {
         parse(&big, "big.toml").unwrap_err(),
     ] {
         assert_eq!((err.line, err.col, err.field.as_deref()), (1, 1, None));
-        assert!(
-            err.message.contains("at most 1048576 bytes (1 MiB)"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("at most 1048576 bytes (1 MiB)"), "{}", err.message);
     }
 }
 
@@ -517,16 +489,10 @@ fn huge_file_is_rejected_before_parsing() {
 fn parse_all_reports_every_problem_in_order() {
     let src = replace("port = 8080", "port = 80").replace("desired = 2", "desired = 9");
     let errors = parse_all(&src, "r.toml").unwrap_err();
-    let fields: Vec<_> = errors
-        .iter()
-        .map(|e| e.field.clone().unwrap_or_default())
-        .collect();
+    let fields: Vec<_> = errors.iter().map(|e| e.field.clone().unwrap_or_default()).collect();
     assert_eq!(
         fields,
-        [
-            "providers.local.groups.web.desired",
-            "providers.local.groups.web.port"
-        ]
+        ["providers.local.groups.web.desired", "providers.local.groups.web.port"]
     );
 }
 
@@ -535,10 +501,7 @@ fn defaults_fill_in_and_base_is_valid() {
     let config = parse(BASE, "r.toml").unwrap();
     let p = &config.pipelines["web"];
     assert_eq!(p.rollout, Rollout::default());
-    assert_eq!(
-        config.providers.local.unwrap().groups["web"].command,
-        default_command()
-    );
+    assert_eq!(config.providers.local.unwrap().groups["web"].command, default_command());
 }
 
 #[test]
@@ -546,35 +509,22 @@ fn starter_config_parses_validates_and_round_trips() {
     let config = parse(starter_config(), "repave.toml").unwrap();
     let web = &config.pipelines["web"];
     assert_eq!(
-        (
-            web.provider.as_str(),
-            web.group.as_str(),
-            web.parameter.as_str()
-        ),
+        (web.provider.as_str(), web.group.as_str(), web.parameter.as_str()),
         ("local", "web", "latestAmi")
     );
     assert_eq!(web.patch.severities, ["Critical", "Important"]);
     assert_eq!(web.patch.min_age_days, 0);
     assert_eq!(
-        (
-            web.rollout.min_healthy_percent,
-            web.rollout.max_healthy_percent
-        ),
+        (web.rollout.min_healthy_percent, web.rollout.max_healthy_percent),
         (100, 150)
     );
     assert_eq!(web.retention.keep, 3);
     let group = &config.providers.local.as_ref().unwrap().groups["web"];
-    assert_eq!(
-        (group.desired, group.min, group.max, group.port),
-        (4, 2, 8, 8080)
-    );
+    assert_eq!((group.desired, group.min, group.max, group.port), (4, 2, 8, 8080));
     // Every table in the starter is explained by a comment right above it.
     let lines: Vec<&str> = starter_config().lines().collect();
     for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.starts_with('[')) {
-        assert!(
-            lines[i - 1].starts_with('#'),
-            "section {line} has no comment above it"
-        );
+        assert!(lines[i - 1].starts_with('#'), "section {line} has no comment above it");
     }
     // Serializing and parsing again gives the same config.
     let again = parse(&toml::to_string(&config).unwrap(), "again.toml").unwrap();
@@ -586,15 +536,7 @@ fn names() {
     for ok in ["web", "a", "0api", "web_2-x", &"a".repeat(63)] {
         assert!(is_valid_name(ok), "{ok}");
     }
-    for bad in [
-        "",
-        "Web",
-        "-web",
-        "_web",
-        "web.api",
-        "web api",
-        &"a".repeat(64),
-    ] {
+    for bad in ["", "Web", "-web", "_web", "web.api", "web api", &"a".repeat(64)] {
         assert!(!is_valid_name(bad), "{bad}");
     }
 }
@@ -623,9 +565,27 @@ fn serve_cases() -> Vec<Case> {
     let window = |body: &str| with(&format!("\n[pipelines.web.window]\n{body}\n"));
     let server = |body: &str| format!("[server]\n{body}\n\n{BASE}");
     vec![
-        case("window without duration", window("cron = \"0 2 * * *\""), (12, 1), Some("pipelines.web.window"), "missing field `duration`"),
-        case("empty cron", window("cron = \" \"\nduration = \"4h\""), (13, 1), Some("pipelines.web.window.cron"), "must not be empty"),
-        case("zero duration", window("cron = \"0 2 * * *\"\nduration = \"0s\""), (14, 1), Some("pipelines.web.window.duration"), "must be greater than zero"),
+        case(
+            "window without duration",
+            window("cron = \"0 2 * * *\""),
+            (12, 1),
+            Some("pipelines.web.window"),
+            "missing field `duration`",
+        ),
+        case(
+            "empty cron",
+            window("cron = \" \"\nduration = \"4h\""),
+            (13, 1),
+            Some("pipelines.web.window.cron"),
+            "must not be empty",
+        ),
+        case(
+            "zero duration",
+            window("cron = \"0 2 * * *\"\nduration = \"0s\""),
+            (14, 1),
+            Some("pipelines.web.window.duration"),
+            "must be greater than zero",
+        ),
         case(
             "cutoff as long as the window",
             window("cron = \"0 2 * * *\"\nduration = \"1h\"\ncutoff = \"1h\""),
@@ -647,9 +607,27 @@ fn serve_cases() -> Vec<Case> {
             Some("pipelines.web.window.max_consecutive_failures"),
             "must be at least 1",
         ),
-        case("unknown window field", window("cron = \"0 2 * * *\"\nduration = \"1h\"\nstart = 1"), (15, 1), Some("pipelines.web.window.start"), "unknown field `start`"),
-        case("bad listen", server("listen = \"localhost\""), (2, 1), Some("server.listen"), "\"localhost\" is not an address"),
-        case("short token", server("token = \"abc\""), (2, 1), Some("server.token"), "at least 16 characters"),
+        case(
+            "unknown window field",
+            window("cron = \"0 2 * * *\"\nduration = \"1h\"\nstart = 1"),
+            (15, 1),
+            Some("pipelines.web.window.start"),
+            "unknown field `start`",
+        ),
+        case(
+            "bad listen",
+            server("listen = \"localhost\""),
+            (2, 1),
+            Some("server.listen"),
+            "\"localhost\" is not an address",
+        ),
+        case(
+            "short token",
+            server("token = \"abc\""),
+            (2, 1),
+            Some("server.token"),
+            "at least 16 characters",
+        ),
         case(
             "token and token_env",
             server("token = \"0123456789abcdef\"\ntoken_env = \"T\""),
@@ -681,7 +659,10 @@ fn malformed_serve_configs_point_at_the_problem() {
         match parse_bytes(&c.src, "repave.toml") {
             Ok(_) => failures.push(format!("{}: parsed without error", c.name)),
             Err(err) => {
-                if (err.line, err.col) != (c.line, c.col) || err.field.as_deref() != c.field || !err.message.contains(c.message) {
+                if (err.line, err.col) != (c.line, c.col)
+                    || err.field.as_deref() != c.field
+                    || !err.message.contains(c.message)
+                {
                     failures.push(format!(
                         "{}: got {}:{} {:?} {:?}; want {}:{} {:?} ~{:?}",
                         c.name, err.line, err.col, err.field, err.message, c.line, c.col, c.field, c.message
@@ -698,7 +679,10 @@ fn window_and_server_parse_with_defaults() {
     let src = with("window = { cron = \"cron(0 1 ? * SUN *)\", duration = \"4h\", cutoff = \"1h\" }\n");
     let config = parse(&src, "repave.toml").unwrap();
     let w = config.pipelines["web"].window.as_ref().unwrap();
-    assert_eq!((w.timezone.as_str(), w.max_consecutive_failures, w.only_if.as_deref()), ("UTC", 3, None));
+    assert_eq!(
+        (w.timezone.as_str(), w.max_consecutive_failures, w.only_if.as_deref()),
+        ("UTC", 3, None)
+    );
     assert_eq!(config.server.listen, "127.0.0.1:8787");
     assert!(config.server.webhooks.is_empty());
 }

@@ -36,14 +36,10 @@ pub(crate) fn check(config: &Config, make: MakeError<'_>) -> Vec<ConfigError> {
 pub fn is_valid_name(s: &str) -> bool {
     let b = s.as_bytes();
     let body = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-';
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..].iter().all(body)
+    !b.is_empty() && b.len() <= 63 && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) && b[1..].iter().all(body)
 }
 
-const NAME_RULE: &str =
-    "use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit";
+const NAME_RULE: &str = "use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit";
 
 struct Checker<'a> {
     make: MakeError<'a>,
@@ -102,11 +98,7 @@ impl Checker<'_> {
         let Some(local) = &config.providers.local else {
             return;
         };
-        if local
-            .feed
-            .as_ref()
-            .is_some_and(|f| f.as_os_str().is_empty())
-        {
+        if local.feed.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
             self.err(
                 &["providers", "local", "feed"],
                 "must not be empty; leave it out for the demo feed",
@@ -133,16 +125,10 @@ impl Checker<'_> {
         if g.max == 0 {
             self.err(&at("max"), "must be at least 1");
         } else if g.max > 256 {
-            self.err(
-                &at("max"),
-                format!("{} is more than 256 local instances", g.max),
-            );
+            self.err(&at("max"), format!("{} is more than 256 local instances", g.max));
         }
         if g.min > g.max {
-            self.err(
-                &at("min"),
-                format!("min ({}) is greater than max ({})", g.min, g.max),
-            );
+            self.err(&at("min"), format!("min ({}) is greater than max ({})", g.min, g.max));
         } else if g.desired < g.min || g.desired > g.max {
             self.err(
                 &at("desired"),
@@ -167,17 +153,11 @@ impl Checker<'_> {
             );
         }
         if g.image.trim().is_empty() {
-            self.err(
-                &at("image"),
-                "must be \"builtin:demo\" or a directory to import",
-            );
+            self.err(&at("image"), "must be \"builtin:demo\" or a directory to import");
         } else if g.image.starts_with("builtin:") && g.image != "builtin:demo" {
             self.err(
                 &at("image"),
-                format!(
-                    "unknown builtin image {:?}; the only one is \"builtin:demo\"",
-                    g.image
-                ),
+                format!("unknown builtin image {:?}; the only one is \"builtin:demo\"", g.image),
             );
         }
         self.health_check(name, &g.health_check);
@@ -238,10 +218,7 @@ impl Checker<'_> {
                 } else {
                     known.join(", ")
                 };
-                let message = format!(
-                    "no group {:?} in [providers.local.groups] (defined: {known})",
-                    p.group
-                );
+                let message = format!("no group {:?} in [providers.local.groups] (defined: {known})", p.group);
                 self.err(&at("group"), message);
             }
         }
@@ -287,10 +264,7 @@ impl Checker<'_> {
         if param.is_empty() {
             self.err(&at, "must name the golden parameter, e.g. \"latestAmi\"");
         } else if param.len() > 2048 {
-            self.err(
-                &at,
-                format!("is {} characters long; at most 2048", param.len()),
-            );
+            self.err(&at, format!("is {} characters long; at most 2048", param.len()));
         } else if let Some(bad) = param.chars().find(|c| !allowed(*c)) {
             self.err(
                 &at,
@@ -309,19 +283,13 @@ impl Checker<'_> {
                 Some(("classifications", m)) => ("classifications", &p.patch.classifications, m),
                 _ => ("exclude", &p.patch.exclude, problem.as_str()),
             };
-            match values
-                .iter()
-                .position(|v| message.contains(&format!("{v:?}")))
-            {
+            match values.iter().position(|v| message.contains(&format!("{v:?}"))) {
                 Some(i) => self.err_index(&at(list), i, message),
                 None => self.err(&at(list), message),
             }
         }
         if p.patch.max_reboots > 10 {
-            self.err(
-                &at("max_reboots"),
-                format!("{} is more than 10", p.patch.max_reboots),
-            );
+            self.err(&at("max_reboots"), format!("{} is more than 10", p.patch.max_reboots));
         }
         self.positive(&at("timeout"), p.patch.timeout);
     }
@@ -342,16 +310,10 @@ impl Checker<'_> {
         }
         let (min, max) = (r.min_healthy_percent, r.max_healthy_percent);
         if min > 100 {
-            self.err(
-                &at("min_healthy_percent"),
-                format!("{min} is out of range 0..=100"),
-            );
+            self.err(&at("min_healthy_percent"), format!("{min} is out of range 0..=100"));
         }
         if !(100..=200).contains(&max) {
-            self.err(
-                &at("max_healthy_percent"),
-                format!("{max} is out of range 100..=200"),
-            );
+            self.err(&at("max_healthy_percent"), format!("{max} is out of range 100..=200"));
         }
         // Within the ranges min <= 100 <= max, so min <= max always holds;
         // the one bad combination left is 100/100.
@@ -385,9 +347,7 @@ impl Checker<'_> {
                 self.err_index(
                     &at("checkpoints"),
                     i,
-                    format!(
-                        "{pct} is not above the checkpoint before it ({last}); list them ascending"
-                    ),
+                    format!("{pct} is not above the checkpoint before it ({last}); list them ascending"),
                 );
             }
             last = last.max(pct);
@@ -421,7 +381,10 @@ impl Checker<'_> {
             let Some(w) = &p.window else { continue };
             let at = |k: &'static str| ["pipelines", name.as_str(), "window", k];
             if w.cron.trim().is_empty() {
-                self.err(&at("cron"), "must not be empty; e.g. \"0 2 * * TUE#2+3\" or \"cron(0 1 ? * SUN *)\"");
+                self.err(
+                    &at("cron"),
+                    "must not be empty; e.g. \"0 2 * * TUE#2+3\" or \"cron(0 1 ? * SUN *)\"",
+                );
             }
             if w.timezone.trim().is_empty() {
                 self.err(&at("timezone"), "must name an IANA time zone, e.g. \"Asia/Taipei\"");
@@ -439,7 +402,10 @@ impl Checker<'_> {
             }
             if let Some(cond) = &w.only_if {
                 if cond != "updates_available" {
-                    self.err(&at("only_if"), format!("unknown condition {cond:?}; expected \"updates_available\""));
+                    self.err(
+                        &at("only_if"),
+                        format!("unknown condition {cond:?}; expected \"updates_available\""),
+                    );
                 }
             }
             if w.max_consecutive_failures == 0 {
@@ -460,10 +426,18 @@ impl Checker<'_> {
         for (i, hook) in s.webhooks.iter().enumerate() {
             let path = ["server", "webhooks"];
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
-                self.err_index(&path, i, format!("url {:?} must start with http:// or https://", hook.url));
+                self.err_index(
+                    &path,
+                    i,
+                    format!("url {:?} must start with http:// or https://", hook.url),
+                );
             }
             if !matches!(hook.format.as_str(), "json" | "slack") {
-                self.err_index(&path, i, format!("unknown format {:?}; expected \"json\" or \"slack\"", hook.format));
+                self.err_index(
+                    &path,
+                    i,
+                    format!("unknown format {:?}; expected \"json\" or \"slack\"", hook.format),
+                );
             }
             for e in &hook.events {
                 if !matches!(e.as_str(), "started" | "succeeded" | "failed" | "rolled_back") {

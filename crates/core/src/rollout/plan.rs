@@ -63,12 +63,7 @@ fn abort(actions: Vec<Action>, p: RollProgress, status: RollStatus, reason: Stri
 }
 
 /// Decide the next actions. Pure: same inputs, same plan.
-pub fn plan(
-    obs: &Observation,
-    policy: &RollPolicy,
-    progress: &RollProgress,
-    now: Timestamp,
-) -> Plan {
+pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now: Timestamp) -> Plan {
     let mut p = progress.clone();
 
     // Desired capacity is read every tick: a change we did not make is the
@@ -76,8 +71,7 @@ pub fn plan(
     if let Some(last) = p.last_set_desired {
         if obs.desired != last {
             let delta = obs.desired as i64 - last as i64;
-            p.base_desired =
-                (p.base_desired as i64 + delta).clamp(obs.min as i64, obs.max as i64) as u32;
+            p.base_desired = (p.base_desired as i64 + delta).clamp(obs.min as i64, obs.max as i64) as u32;
             p.last_set_desired = Some(obs.desired);
         }
     }
@@ -91,19 +85,13 @@ pub fn plan(
 
     // Drain bookkeeping: forget instances that are gone.
     let live_ids: BTreeSet<&InstanceId> = live.iter().map(|m| &m.id).collect();
-    let gone: Vec<InstanceId> = p
-        .draining
-        .iter()
-        .filter(|id| !live_ids.contains(id))
-        .cloned()
-        .collect();
+    let gone: Vec<InstanceId> = p.draining.iter().filter(|id| !live_ids.contains(id)).cloned().collect();
     for id in gone {
         p.draining.remove(&id);
         p.replaced += 1;
     }
     p.draining_new.retain(|id| live_ids.contains(id));
-    let draining =
-        |p: &RollProgress, id: &InstanceId| p.draining.contains(id) || p.draining_new.contains(id);
+    let draining = |p: &RollProgress, id: &InstanceId| p.draining.contains(id) || p.draining_new.contains(id);
 
     // New instances that never turned healthy within the grace time.
     // (Surplus instances this roll drained before they turned healthy are
@@ -224,11 +212,7 @@ pub fn plan(
             p.stage += 1;
             p.stage_done_at = None;
         } else {
-            pausing = Some(format!(
-                "{} done; paused until {} ms",
-                s.label,
-                until.millis()
-            ));
+            pausing = Some(format!("{} done; paused until {} ms", s.label, until.millis()));
             break;
         }
     }
@@ -282,8 +266,7 @@ pub fn plan(
     }
     for m in &live {
         if p.draining_new.contains(&m.id) && drained(m, policy, now) {
-            let decrement =
-                !p.failed_new.contains(&m.id) && aim(old_remaining, replaced_now) < desired;
+            let decrement = !p.failed_new.contains(&m.id) && aim(old_remaining, replaced_now) < desired;
             if decrement {
                 desired -= 1;
             }
@@ -308,9 +291,7 @@ pub fn plan(
     for m in &failed {
         if !p.draining_new.contains(&m.id) {
             p.draining_new.insert(m.id.clone());
-            actions.push(Action::Drain {
-                instance: m.id.clone(),
-            });
+            actions.push(Action::Drain { instance: m.id.clone() });
         }
     }
 
@@ -346,18 +327,13 @@ pub fn plan(
             started += 1;
         }
         p.draining.insert(m.id.clone());
-        actions.push(Action::Drain {
-            instance: m.id.clone(),
-        });
+        actions.push(Action::Drain { instance: m.id.clone() });
     }
     if surplus > 0 {
         let mut spare: Vec<&&Member> = live
             .iter()
             .filter(|m| {
-                is_target(m)
-                    && !draining(&p, &m.id)
-                    && held(m, policy).is_none()
-                    && !p.failed_new.contains(&m.id)
+                is_target(m) && !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id)
             })
             .collect();
         spare.sort_by_key(|m| {
@@ -375,16 +351,14 @@ pub fn plan(
                 healthy -= 1;
             }
             p.draining_new.insert(m.id.clone());
-            actions.push(Action::Drain {
-                instance: m.id.clone(),
-            });
+            actions.push(Action::Drain { instance: m.id.clone() });
         }
     }
     // Lower desired directly when the excess was never launched, or when
     // only held instances could absorb it (the group never picks those).
-    let nothing_to_pair = !live.iter().any(|m| {
-        !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id)
-    });
+    let nothing_to_pair = !live
+        .iter()
+        .any(|m| !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id));
     if want < desired && ((nothing_to_pair && status.draining == 0) || live.len() as u32 <= want) {
         desired = want;
         actions.push(Action::SetDesired { desired });

@@ -46,10 +46,9 @@ fn case() -> impl Strategy<Value = Case> {
             any::<u64>(),
         ),
     )
-        .prop_filter(
-            "100/100 leaves no room",
-            |((_, min, max, _, _), _, _, _)| !(*min == 100 && *max == 100),
-        )
+        .prop_filter("100/100 leaves no room", |((_, min, max, _, _), _, _, _)| {
+            !(*min == 100 && *max == 100)
+        })
         .prop_map(
             |(
                 (n, min, max, warmup_ms, canary),
@@ -193,21 +192,13 @@ fn run(c: &Case) -> End {
         match &p.outcome {
             Outcome::Complete => {
                 let held = if c.protected_wait { 0 } else { 1 };
-                let old = m
-                    .members
-                    .iter()
-                    .filter(|x| x.0.image.as_str() == "old")
-                    .count();
+                let old = m.members.iter().filter(|x| x.0.image.as_str() == "old").count();
                 assert!(
                     old <= held * usize::from(m.members.iter().any(|x| x.0.protected)),
                     "old left after complete: {old}"
                 );
                 assert_eq!(m.members.len() as u32, p.progress.base_desired);
-                return if resumed {
-                    End::ResumedComplete
-                } else {
-                    End::Complete
-                };
+                return if resumed { End::ResumedComplete } else { End::Complete };
             }
             Outcome::Paused { .. } => {
                 assert!(pol.window_cutoff.is_some(), "paused without a cutoff");

@@ -73,9 +73,7 @@ impl Model {
     fn launch(&mut self, at: i64) {
         self.next_id += 1;
         let is_new = self.image.as_str() == "new";
-        let broken = is_new
-            && (self.broken_new
-                || (self.broken_pct > 0 && self.draw(100) < self.broken_pct as u64));
+        let broken = is_new && (self.broken_new || (self.broken_pct > 0 && self.draw(100) < self.broken_pct as u64));
         let latency = self.jittered(self.launch_ms);
         let healthy_at = if broken { None } else { Some(at + latency) };
         self.members.push((
@@ -119,8 +117,7 @@ impl Model {
                 Action::SetDesired { desired } => self.desired = *desired,
                 Action::Drain { instance } => {
                     let now = self.now;
-                    let stuck =
-                        self.stuck_drain_pct > 0 && self.draw(100) < self.stuck_drain_pct as u64;
+                    let stuck = self.stuck_drain_pct > 0 && self.draw(100) < self.stuck_drain_pct as u64;
                     let d = if stuck {
                         i64::MAX / 4
                     } else {
@@ -134,10 +131,7 @@ impl Model {
                     x.0.target = Some((TargetState::Draining, Timestamp(now)));
                     x.2 = Some(now + d);
                 }
-                Action::Terminate {
-                    instance,
-                    decrement,
-                } => {
+                Action::Terminate { instance, decrement } => {
                     let x = self
                         .members
                         .iter()
@@ -146,15 +140,10 @@ impl Model {
                     let t = self.members[x].0.target;
                     let drained = match t {
                         None | Some((TargetState::Unused, _)) => true,
-                        Some((TargetState::Draining, since)) => {
-                            self.now - since.0 >= self.drain_timeout_ms
-                        }
+                        Some((TargetState::Draining, since)) => self.now - since.0 >= self.drain_timeout_ms,
                         _ => false,
                     };
-                    assert!(
-                        drained,
-                        "terminated {instance} before drain finished: {t:?}"
-                    );
+                    assert!(drained, "terminated {instance} before drain finished: {t:?}");
                     self.members.remove(x);
                     if *decrement {
                         self.desired -= 1;
@@ -228,12 +217,7 @@ pub(super) fn policy(min: u32, max: u32) -> RollPolicy {
 }
 
 /// Drive a roll to its end; returns (ticks, elapsed ms, outcome).
-pub(super) fn drive(
-    model: &mut Model,
-    pol: &RollPolicy,
-    tick_ms: i64,
-    max_ticks: u32,
-) -> (u32, i64, Outcome) {
+pub(super) fn drive(model: &mut Model, pol: &RollPolicy, tick_ms: i64, max_ticks: u32) -> (u32, i64, Outcome) {
     let n = model.desired;
     let progress = RollProgress::new(ImageId::new("new"), n, Timestamp(model.now));
     drive_from(model, pol, progress, tick_ms, max_ticks)
@@ -337,13 +321,7 @@ fn broken_image_aborts() {
     let (_, _, outcome) = drive(&mut m, &policy(100, 150), 500, 10_000);
     assert!(matches!(outcome, Outcome::Abort { .. }), "{outcome:?}");
     // No old instance was drained: the floor protected the fleet.
-    assert_eq!(
-        m.members
-            .iter()
-            .filter(|x| x.0.image.as_str() == "old")
-            .count(),
-        4
-    );
+    assert_eq!(m.members.iter().filter(|x| x.0.image.as_str() == "old").count(), 4);
 }
 
 #[test]
@@ -399,10 +377,7 @@ fn drive_until(
 }
 
 fn new_count(m: &Model) -> usize {
-    m.members
-        .iter()
-        .filter(|x| x.0.image.as_str() == "new")
-        .count()
+    m.members.iter().filter(|x| x.0.image.as_str() == "new").count()
 }
 
 #[test]
@@ -423,14 +398,8 @@ fn canary_replaces_only_canaries_then_bakes() {
     let baked_from = m.now;
     assert_eq!(new_count(&m), 2, "only the canaries were replaced");
     // Nothing more starts during the bake.
-    let p = drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| {
-        p.progress.stage == 1
-    });
-    assert!(
-        m.now - baked_from >= 60_000,
-        "bake shortened: {}",
-        m.now - baked_from
-    );
+    let p = drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| p.progress.stage == 1);
+    assert!(m.now - baked_from >= 60_000, "bake shortened: {}", m.now - baked_from);
     assert_eq!(new_count(&m), 2);
     assert!(p.status.waiting.is_none());
     let (_, _, outcome) = drive_from(&mut m, &pol, progress, 100, 10_000);
@@ -453,13 +422,7 @@ fn failed_canary_aborts_after_the_canary_only() {
         Outcome::Abort { reason } => assert!(reason.starts_with("canary failed"), "{reason}"),
         o => panic!("{o:?}"),
     }
-    assert_eq!(
-        m.members
-            .iter()
-            .filter(|x| x.0.image.as_str() == "old")
-            .count(),
-        10
-    );
+    assert_eq!(m.members.iter().filter(|x| x.0.image.as_str() == "old").count(), 10);
     assert_eq!(new_count(&m), 1, "one canary launched, nothing more");
 }
 
@@ -477,19 +440,13 @@ fn checkpoints_pause_between_stages() {
         p.status.waiting.is_some()
     });
     assert!(
-        p.status
-            .waiting
-            .as_deref()
-            .unwrap_or("")
-            .contains("checkpoint 50%"),
+        p.status.waiting.as_deref().unwrap_or("").contains("checkpoint 50%"),
         "{:?}",
         p.status.waiting
     );
     assert_eq!(new_count(&m), 5);
     let paused_at = m.now;
-    drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| {
-        p.progress.stage == 1
-    });
+    drive_until(&mut m, &pol, &mut progress, 100, 2000, |_, p| p.progress.stage == 1);
     assert!(m.now - paused_at >= 30_000);
     let (_, _, outcome) = drive_from(&mut m, &pol, progress, 100, 10_000);
     assert_eq!(outcome, Outcome::Complete);
@@ -578,10 +535,7 @@ fn protected_wait_blocks_then_times_out_with_reason() {
     match &p.outcome {
         Outcome::Abort { reason } => {
             assert!(reason.starts_with("timed out after 5s"), "{reason}");
-            assert!(
-                reason.contains("i-0001") && reason.contains("hold_timeout"),
-                "{reason}"
-            );
+            assert!(reason.contains("i-0001") && reason.contains("hold_timeout"), "{reason}");
         }
         o => panic!("{o:?}"),
     }
@@ -645,16 +599,10 @@ fn scale_out_mid_roll_launches_new_and_completes_at_new_size() {
     let mut m = Model::new(6, 1000, 50);
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 6, Timestamp(m.now));
-    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
-        p.progress.replaced >= 2
-    });
+    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| p.progress.replaced >= 2);
     let before = new_count(&m);
     m.autoscale(4);
-    assert_eq!(
-        new_count(&m),
-        before + 4,
-        "scale-out launches on the new image"
-    );
+    assert_eq!(new_count(&m), before + 4, "scale-out launches on the new image");
     // The floor rises with the new capacity before the new instances are
     // up, so drive without the strict floor check.
     drive_until(&mut m, &pol, &mut progress, 100, 10_000, |_, p| {
@@ -670,9 +618,7 @@ fn scale_in_mid_roll_takes_old_first_and_completes() {
     let mut m = Model::new(20, 1000, 50);
     m.image = ImageId::new("new");
     let mut progress = RollProgress::new(ImageId::new("new"), 20, Timestamp(m.now));
-    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| {
-        p.progress.replaced >= 4
-    });
+    drive_until(&mut m, &pol, &mut progress, 100, 1000, |_, p| p.progress.replaced >= 4);
     let new_before = new_count(&m);
     m.autoscale(-8);
     assert_eq!(new_count(&m), new_before, "scale-in took old instances");
@@ -706,9 +652,7 @@ fn planner_drains_surplus_old_when_desired_drops_below_live() {
         .collect();
     assert!(!drained.is_empty(), "{:?}", p2.actions);
     assert!(
-        !p2.actions
-            .iter()
-            .any(|a| matches!(a, Action::SetDesired { .. })),
+        !p2.actions.iter().any(|a| matches!(a, Action::SetDesired { .. })),
         "{:?}",
         p2.actions
     );

@@ -15,9 +15,7 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("pkg") => repave_local::pkg::main(&args[1..]),
         Some("demo-app") => {
-            let port: u16 = flag(&args, "--port")
-                .and_then(|p| p.parse().ok())
-                .expect("--port");
+            let port: u16 = flag(&args, "--port").and_then(|p| p.parse().ok()).expect("--port");
             let root = PathBuf::from(flag(&args, "--root").expect("--root"));
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             match rt.block_on(repave_local::demo_app::run(port, root)) {

@@ -6,8 +6,7 @@ use crate::error::LocalError;
 use crate::protocol::ImageSource;
 use crate::state::ImageRecord;
 use repave_core::provider::{
-    CreateImageRequest, Image, ImageState, InstanceSpec, InstanceState, LaunchSpec, LaunchSpecRef,
-    Parameter, Tags,
+    CreateImageRequest, Image, ImageState, InstanceSpec, InstanceState, LaunchSpec, LaunchSpecRef, Parameter, Tags,
 };
 use repave_core::ImageId;
 use std::collections::BTreeSet;
@@ -16,12 +15,7 @@ fn has_tags(have: &Tags, want: &Tags) -> bool {
     want.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
-fn add_image(
-    cloud: &mut Cloud,
-    manifest: crate::images::Manifest,
-    name: &str,
-    tags: Tags,
-) -> ImageId {
+fn add_image(cloud: &mut Cloud, manifest: crate::images::Manifest, name: &str, tags: Tags) -> ImageId {
     let id = ImageId::new(crate::util::new_id("img"));
     let image = Image {
         id: id.clone(),
@@ -30,10 +24,7 @@ fn add_image(
         created_at: crate::util::now(),
         tags,
     };
-    cloud
-        .state
-        .images
-        .insert(id.clone(), ImageRecord { image, manifest });
+    cloud.state.images.insert(id.clone(), ImageRecord { image, manifest });
     id
 }
 
@@ -56,11 +47,7 @@ pub(crate) fn import_image(
 }
 
 /// Snapshot a stopped instance's root; the same token returns the same image.
-pub(crate) fn create_image(
-    shared: &Shared,
-    cloud: &mut Cloud,
-    req: CreateImageRequest,
-) -> Result<ImageId, LocalError> {
+pub(crate) fn create_image(shared: &Shared, cloud: &mut Cloud, req: CreateImageRequest) -> Result<ImageId, LocalError> {
     if !req.token.is_empty() {
         if let Some(id) = cloud.state.image_tokens.get(&req.token) {
             return Ok(id.clone());
@@ -90,11 +77,7 @@ pub(crate) fn create_image(
 }
 
 /// Remove the image and every blob nothing else references.
-pub(crate) fn deregister_image(
-    shared: &Shared,
-    cloud: &mut Cloud,
-    id: &ImageId,
-) -> Result<(), LocalError> {
+pub(crate) fn deregister_image(shared: &Shared, cloud: &mut Cloud, id: &ImageId) -> Result<(), LocalError> {
     if cloud.state.images.remove(id).is_none() {
         return Err(LocalError::not_found(format!("image {id}")));
     }
@@ -131,20 +114,13 @@ pub(crate) fn list_images(cloud: &Cloud, tags: &Tags) -> Vec<Image> {
         .collect()
 }
 
-pub(crate) fn tag_image(
-    shared: &Shared,
-    cloud: &mut Cloud,
-    id: &ImageId,
-    tags: &Tags,
-) -> Result<(), LocalError> {
+pub(crate) fn tag_image(shared: &Shared, cloud: &mut Cloud, id: &ImageId, tags: &Tags) -> Result<(), LocalError> {
     let rec = cloud
         .state
         .images
         .get_mut(id)
         .ok_or_else(|| LocalError::not_found(format!("image {id}")))?;
-    rec.image
-        .tags
-        .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    rec.image.tags.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
     shared.save(cloud)
 }
 
@@ -205,9 +181,7 @@ pub(crate) fn label_parameter(
         .get_mut(name)
         .ok_or_else(|| LocalError::not_found(format!("parameter {name}")))?;
     if !history.iter().any(|p| p.version == version) {
-        return Err(LocalError::not_found(format!(
-            "parameter {name} version {version}"
-        )));
+        return Err(LocalError::not_found(format!("parameter {name} version {version}")));
     }
     for p in history.iter_mut() {
         if p.version == version {
@@ -223,17 +197,8 @@ pub(crate) fn label_parameter(
     shared.save(cloud)
 }
 
-pub(crate) fn add_launch_spec(
-    cloud: &mut Cloud,
-    name: &str,
-    image: ImageId,
-    spec: InstanceSpec,
-) -> LaunchSpecRef {
-    let versions = cloud
-        .state
-        .launch_specs
-        .entry(name.to_string())
-        .or_default();
+pub(crate) fn add_launch_spec(cloud: &mut Cloud, name: &str, image: ImageId, spec: InstanceSpec) -> LaunchSpecRef {
+    let versions = cloud.state.launch_specs.entry(name.to_string()).or_default();
     let version = versions.last().map(|s| s.version + 1).unwrap_or(1);
     versions.push(LaunchSpec {
         name: name.into(),
@@ -248,10 +213,7 @@ pub(crate) fn add_launch_spec(
     }
 }
 
-pub(crate) fn describe_launch_spec(
-    cloud: &Cloud,
-    r: &LaunchSpecRef,
-) -> Result<LaunchSpec, LocalError> {
+pub(crate) fn describe_launch_spec(cloud: &Cloud, r: &LaunchSpecRef) -> Result<LaunchSpec, LocalError> {
     cloud
         .state
         .launch_spec(r)

@@ -75,11 +75,7 @@ async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image:
     let (program, args, reboot_allowed) = match &req.document {
         CommandDocument::Shell { script, env: vars } => {
             env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-            (
-                "sh".to_string(),
-                vec!["-c".to_string(), script.clone()],
-                false,
-            )
+            ("sh".to_string(), vec!["-c".to_string(), script.clone()], false)
         }
         CommandDocument::ScanUpdates { selection } => {
             env.push(("REPAVE_SELECTION".into(), selection_json(selection)));
@@ -119,8 +115,7 @@ async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image:
     };
     // Like SSM with AllowReboot: the instance reboots once the install says so.
     if reboot_allowed && result.status == CommandStatus::Success {
-        let wants = serde_json::from_str::<InstallReport>(result.stdout.trim())
-            .is_ok_and(|r| r.reboot_required);
+        let wants = serde_json::from_str::<InstallReport>(result.stdout.trim()).is_ok_and(|r| r.reboot_required);
         if wants {
             if let Err(e) = instances::stop(&shared, &req.instance, StopMode::Reboot).await {
                 result.status = CommandStatus::Failed;

@@ -8,8 +8,7 @@ use crate::error::LocalError;
 use crate::protocol::{GroupSetup, GroupSetupResult};
 use crate::state::GroupRecord;
 use repave_core::provider::{
-    Group, GroupMember, InstanceSpec, InstanceState, LaunchSpecRef, Lifecycle, Tags, TargetHealth,
-    TargetState,
+    Group, GroupMember, InstanceSpec, InstanceState, LaunchSpecRef, Lifecycle, Tags, TargetHealth, TargetState,
 };
 use repave_core::InstanceId;
 
@@ -72,12 +71,7 @@ pub(crate) fn set_group_launch_spec(
     shared.save(cloud)
 }
 
-pub(crate) fn set_desired(
-    shared: &Shared,
-    cloud: &mut Cloud,
-    group: &str,
-    desired: u32,
-) -> Result<(), LocalError> {
+pub(crate) fn set_desired(shared: &Shared, cloud: &mut Cloud, group: &str, desired: u32) -> Result<(), LocalError> {
     let g = group_mut(cloud, group)?;
     if desired < g.min || desired > g.max {
         return Err(LocalError::invalid(format!(
@@ -109,11 +103,7 @@ pub(crate) fn terminate_group_instance(
         .members
         .iter_mut()
         .find(|m| &m.id == instance)
-        .ok_or_else(|| {
-            LocalError::not_found(format!(
-                "instance {instance} is not a member of group {group}"
-            ))
-        })?;
+        .ok_or_else(|| LocalError::not_found(format!("instance {instance} is not a member of group {group}")))?;
     if m.terminating {
         return Ok(());
     }
@@ -136,11 +126,7 @@ pub(crate) fn set_protection(
         .members
         .iter_mut()
         .find(|m| &m.id == instance)
-        .ok_or_else(|| {
-            LocalError::not_found(format!(
-                "instance {instance} is not a member of group {group}"
-            ))
-        })?;
+        .ok_or_else(|| LocalError::not_found(format!("instance {instance} is not a member of group {group}")))?;
     m.protected = protected;
     shared.save(cloud)
 }
@@ -156,18 +142,17 @@ pub(crate) fn target_health(cloud: &Cloud, group: &str) -> Result<Vec<TargetHeal
     Ok(g.members
         .iter()
         .map(|m| {
-            b.and_then(|b| b.target(&m.id))
-                .unwrap_or_else(|| TargetHealth {
-                    instance: m.id.clone(),
-                    state: TargetState::Unused,
-                    since: cloud
-                        .state
-                        .instances
-                        .get(&m.id)
-                        .map(|r| r.instance.launched_at)
-                        .unwrap_or_default(),
-                    in_flight: Some(0),
-                })
+            b.and_then(|b| b.target(&m.id)).unwrap_or_else(|| TargetHealth {
+                instance: m.id.clone(),
+                state: TargetState::Unused,
+                since: cloud
+                    .state
+                    .instances
+                    .get(&m.id)
+                    .map(|r| r.instance.launched_at)
+                    .unwrap_or_default(),
+                in_flight: Some(0),
+            })
         })
         .collect())
 }
@@ -185,11 +170,7 @@ pub(crate) fn set_registered(
         .members
         .iter_mut()
         .find(|m| &m.id == instance)
-        .ok_or_else(|| {
-            LocalError::not_found(format!(
-                "instance {instance} is not a member of group {group}"
-            ))
-        })?;
+        .ok_or_else(|| LocalError::not_found(format!("instance {instance} is not a member of group {group}")))?;
     m.registered = registered;
     if !registered {
         if let Some(b) = cloud.balancers.get(group) {
@@ -226,12 +207,7 @@ pub(crate) fn ensure_group(
         setup.health_check.clone(),
         setup.deregistration_delay,
     )
-    .map_err(|e| {
-        LocalError::io(
-            format!("starting balancer of {} on port {}", setup.name, setup.port),
-            e,
-        )
-    })?;
+    .map_err(|e| LocalError::io(format!("starting balancer of {} on port {}", setup.name, setup.port), e))?;
     // Port 0 asks the OS for one; record the one we got.
     let port = balancer
         .address()
@@ -244,13 +220,7 @@ pub(crate) fn ensure_group(
         repave_core::provider::tag::ROLE.into(),
         repave_core::provider::tag::ROLE_IMAGE.into(),
     );
-    let image = match import_image(
-        shared,
-        cloud,
-        &setup.image,
-        &format!("{}-base", setup.name),
-        tags,
-    ) {
+    let image = match import_image(shared, cloud, &setup.image, &format!("{}-base", setup.name), tags) {
         Ok(i) => i,
         Err(e) => {
             balancer.stop();

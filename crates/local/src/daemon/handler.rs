@@ -43,9 +43,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             shutdown(shared).await;
             R::Unit
         }
-        Q::EnsureGroup { setup } => {
-            R::GroupSetup(groups::ensure_group(shared, &mut shared.cloud(), setup)?)
-        }
+        Q::EnsureGroup { setup } => R::GroupSetup(groups::ensure_group(shared, &mut shared.cloud(), setup)?),
         Q::ImportImage { source, name, tags } => R::ImageId(catalog::import_image(
             shared,
             &mut shared.cloud(),
@@ -72,9 +70,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             R::Stats(b.stats())
         }
         Q::DescribeImage { id } => R::Image(catalog::describe_image(&shared.cloud(), &id)?),
-        Q::CreateImage { req } => {
-            R::ImageId(catalog::create_image(shared, &mut shared.cloud(), req)?)
-        }
+        Q::CreateImage { req } => R::ImageId(catalog::create_image(shared, &mut shared.cloud(), req)?),
         Q::DeregisterImage { id } => {
             catalog::deregister_image(shared, &mut shared.cloud(), &id)?;
             R::Unit
@@ -84,12 +80,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             catalog::tag_image(shared, &mut shared.cloud(), &id, &tags)?;
             R::Unit
         }
-        Q::Launch { req } => R::Instance(instances::launch_locked(
-            shared,
-            &mut shared.cloud(),
-            req,
-            None,
-        )?),
+        Q::Launch { req } => R::Instance(instances::launch_locked(shared, &mut shared.cloud(), req, None)?),
         Q::DescribeInstances { ids } => {
             let cloud = shared.cloud();
             R::Instances(
@@ -159,24 +150,19 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             &value,
             description,
         )?),
-        Q::ParameterHistory { name } => {
-            R::Parameters(catalog::parameter_history(&shared.cloud(), &name)?)
-        }
-        Q::LabelParameterVersion {
-            name,
-            version,
-            labels,
-        } => {
+        Q::ParameterHistory { name } => R::Parameters(catalog::parameter_history(&shared.cloud(), &name)?),
+        Q::LabelParameterVersion { name, version, labels } => {
             catalog::label_parameter(shared, &mut shared.cloud(), &name, version, &labels)?;
             R::Unit
         }
         Q::DescribeGroup { name } => R::Group(groups::describe_group(&shared.cloud(), &name)?),
-        Q::DescribeLaunchSpec { spec } => {
-            R::LaunchSpec(catalog::describe_launch_spec(&shared.cloud(), &spec)?)
-        }
-        Q::CreateLaunchSpecVersion { base, image } => R::LaunchSpecRef(
-            catalog::create_launch_spec_version(shared, &mut shared.cloud(), &base, &image)?,
-        ),
+        Q::DescribeLaunchSpec { spec } => R::LaunchSpec(catalog::describe_launch_spec(&shared.cloud(), &spec)?),
+        Q::CreateLaunchSpecVersion { base, image } => R::LaunchSpecRef(catalog::create_launch_spec_version(
+            shared,
+            &mut shared.cloud(),
+            &base,
+            &image,
+        )?),
         Q::SetGroupLaunchSpec { group, spec } => {
             groups::set_group_launch_spec(shared, &mut shared.cloud(), &group, &spec)?;
             R::Unit
@@ -190,13 +176,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             instance,
             decrement,
         } => {
-            groups::terminate_group_instance(
-                shared,
-                &mut shared.cloud(),
-                &group,
-                &instance,
-                decrement,
-            )?;
+            groups::terminate_group_instance(shared, &mut shared.cloud(), &group, &instance, decrement)?;
             R::Unit
         }
         Q::SetInstanceProtection {

@@ -50,10 +50,7 @@ pub(crate) fn launch_locked(
     let root = shared.paths.root(&id);
     if let Err(e) = shared.blobs.materialize(&image.manifest, &root) {
         let _ = std::fs::remove_dir_all(shared.paths.instances.join(id.as_str()));
-        return Err(LocalError::io(
-            format!("materializing {} from {}", id, req.image),
-            e,
-        ));
+        return Err(LocalError::io(format!("materializing {} from {}", id, req.image), e));
     }
     let port = free_port().map_err(|e| LocalError::io("allocating a port", e))?;
     let rec = InstanceRecord {
@@ -72,10 +69,7 @@ pub(crate) fn launch_locked(
     };
     cloud.state.instances.insert(id.clone(), rec);
     if !req.token.is_empty() {
-        cloud
-            .state
-            .instance_tokens
-            .insert(req.token.clone(), id.clone());
+        cloud.state.instance_tokens.insert(req.token.clone(), id.clone());
     }
     if let Err(e) = boot_locked(shared, cloud, &id) {
         // A launch that cannot start leaves nothing behind.
@@ -92,11 +86,7 @@ pub(crate) fn launch_locked(
 }
 
 /// Start the instance's process (a boot: `var/run` is cleared first).
-pub(crate) fn boot_locked(
-    shared: &Shared,
-    cloud: &mut Cloud,
-    id: &InstanceId,
-) -> Result<(), LocalError> {
+pub(crate) fn boot_locked(shared: &Shared, cloud: &mut Cloud, id: &InstanceId) -> Result<(), LocalError> {
     let root = shared.paths.root(id);
     let _ = std::fs::remove_dir_all(root.join("var/run"));
     let rec = cloud
@@ -120,10 +110,7 @@ pub(crate) fn boot_locked(
             .collect();
         let env = vec![
             ("REPAVE_INSTANCE_ID".to_string(), id.to_string()),
-            (
-                "REPAVE_IMAGE_ID".to_string(),
-                rec.instance.image.to_string(),
-            ),
+            ("REPAVE_IMAGE_ID".to_string(), rec.instance.image.to_string()),
             (
                 "REPAVE_FEED".to_string(),
                 shared.paths.feed.to_string_lossy().to_string(),
@@ -153,11 +140,7 @@ pub(crate) enum StopMode {
 }
 
 /// Stop, reboot or terminate an instance, waiting for its process to exit.
-pub(crate) async fn stop(
-    shared: &Shared,
-    id: &InstanceId,
-    mode: StopMode,
-) -> Result<(), LocalError> {
+pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Result<(), LocalError> {
     let terminate = mode == StopMode::Terminate;
     let mut waited = Duration::ZERO;
     let handle = loop {
@@ -171,9 +154,7 @@ pub(crate) async fn stop(
                 .ok_or_else(|| LocalError::not_found(format!("instance {id}")))?;
             match rec.instance.state {
                 InstanceState::Terminated if terminate => return Ok(()),
-                InstanceState::Terminated => {
-                    return Err(LocalError::invalid(format!("instance {id} is terminated")))
-                }
+                InstanceState::Terminated => return Err(LocalError::invalid(format!("instance {id} is terminated"))),
                 InstanceState::Stopped if mode == StopMode::Stop => return Ok(()),
                 InstanceState::Stopped if mode == StopMode::Reboot => {
                     return Err(LocalError::invalid(format!(
@@ -265,10 +246,7 @@ pub(crate) fn alive(cloud: &Cloud, id: &InstanceId) -> bool {
     let Some(rec) = cloud.state.instances.get(id) else {
         return false;
     };
-    if !matches!(
-        rec.instance.state,
-        InstanceState::Running | InstanceState::Pending
-    ) {
+    if !matches!(rec.instance.state, InstanceState::Running | InstanceState::Pending) {
         return false;
     }
     rec.spec.command.is_empty() || cloud.procs.get(id).is_some_and(|h| h.is_alive())
@@ -294,10 +272,9 @@ async fn http_get(address: &str, path: &str, timeout: Duration) -> Result<u16, S
         let stream = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|e| format!("connect {address}: {e}"))?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let req = hyper::Request::builder()
             .uri(path)

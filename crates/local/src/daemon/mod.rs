@@ -140,24 +140,16 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
     let state_dir = std::fs::canonicalize(&opts.state_dir)
         .map_err(|e| LocalError::io(format!("resolving {}", opts.state_dir.display()), e))?;
     let paths = Paths::new(&state_dir);
-    for dir in [
-        &paths.local,
-        &paths.blobs,
-        &paths.instances,
-        &paths.instance_logs,
-    ] {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
+    for dir in [&paths.local, &paths.blobs, &paths.instances, &paths.instance_logs] {
+        std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
     }
     let _lock = lock_exclusive(&paths.lock)?;
     let feed = match &opts.feed {
         Some(f) => crate::feed::load(f).map_err(LocalError::StartDaemon)?,
         None => crate::feed::demo_feed(),
     };
-    let feed_json =
-        serde_json::to_vec_pretty(&feed).map_err(|e| LocalError::Protocol(e.to_string()))?;
-    crate::util::write_atomic(&paths.feed, &feed_json)
-        .map_err(|e| LocalError::io("writing feed", e))?;
+    let feed_json = serde_json::to_vec_pretty(&feed).map_err(|e| LocalError::Protocol(e.to_string()))?;
+    crate::util::write_atomic(&paths.feed, &feed_json).map_err(|e| LocalError::io("writing feed", e))?;
     let state = State::load(&paths.state).map_err(|e| LocalError::io("loading local state", e))?;
     let exe = std::fs::canonicalize(&opts.exe).unwrap_or(opts.exe.clone());
     let shared = Arc::new(Shared {
@@ -265,7 +257,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
             ),
         };
         let mut out = serde_json::to_string(&response).unwrap_or_else(|e| {
-            format!("{{\"type\":\"error\",\"value\":{{\"kind\":\"permanent\",\"message\":\"encoding response: {e}\"}}}}")
+            format!(
+                "{{\"type\":\"error\",\"value\":{{\"kind\":\"permanent\",\"message\":\"encoding response: {e}\"}}}}"
+            )
         });
         out.push('\n');
         if write.write_all(out.as_bytes()).await.is_err() {

@@ -45,12 +45,7 @@ fn tick(shared: &Arc<Shared>) {
         let g = cloud.state.groups[&name].clone();
         if !cloud.balancers.contains_key(&name) {
             // Retried every tick: after a daemon restart the port may still be busy.
-            match Balancer::start(
-                &name,
-                g.port,
-                g.health_check.clone(),
-                g.deregistration_delay,
-            ) {
+            match Balancer::start(&name, g.port, g.health_check.clone(), g.deregistration_delay) {
                 Ok(b) => {
                     cloud.balancers.insert(name.clone(), b);
                 }
@@ -122,8 +117,7 @@ fn tick(shared: &Arc<Shared>) {
                     {
                         b.register(&m.id, &addr);
                     }
-                } else if !m.registered && target.is_some_and(|t| t.state != TargetState::Draining)
-                {
+                } else if !m.registered && target.is_some_and(|t| t.state != TargetState::Draining) {
                     b.drain(&m.id);
                 }
             }
@@ -163,13 +157,7 @@ fn tick(shared: &Arc<Shared>) {
                 }
             }
         } else if live > g.desired {
-            let launched = |id: &InstanceId| {
-                cloud
-                    .state
-                    .instances
-                    .get(id)
-                    .map(|r| r.instance.launched_at)
-            };
+            let launched = |id: &InstanceId| cloud.state.instances.get(id).map(|r| r.instance.launched_at);
             let mut victims: Vec<(bool, u64, Option<repave_core::Timestamp>, usize)> = members
                 .iter()
                 .enumerate()

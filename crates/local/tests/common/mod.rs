@@ -36,22 +36,14 @@ impl Fixture {
     }
 
     pub fn root(&self, id: &repave_core::InstanceId) -> PathBuf {
-        self.dir
-            .path()
-            .join("local/instances")
-            .join(id.as_str())
-            .join("root")
+        self.dir.path().join("local/instances").join(id.as_str()).join("root")
     }
 
     /// The pid the daemon recorded for an instance.
     pub fn pid(&self, id: &repave_core::InstanceId) -> i32 {
-        let state: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.dir.path().join("local/state.json")).unwrap(),
-        )
-        .unwrap();
-        state["instances"][id.as_str()]["pid"]
-            .as_i64()
-            .expect("pid recorded") as i32
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("local/state.json")).unwrap()).unwrap();
+        state["instances"][id.as_str()]["pid"].as_i64().expect("pid recorded") as i32
     }
 }
 
@@ -130,11 +122,7 @@ pub struct Answer {
     pub target: Option<String>,
 }
 
-pub async fn get(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    addr: &str,
-    path: &str,
-) -> Result<Answer, String> {
+pub async fn get(client: &Client<HttpConnector, Empty<Bytes>>, addr: &str, path: &str) -> Result<Answer, String> {
     let uri: hyper::Uri = format!("http://{addr}{path}").parse().unwrap();
     let resp = client.get(uri).await.map_err(|e| format!("{e:?}"))?;
     let status = resp.status().as_u16();
@@ -143,12 +131,7 @@ pub async fn get(
         .get("x-repave-target")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok(Answer {
         status,
         body: String::from_utf8_lossy(&body).into(),

@@ -68,11 +68,7 @@ async fn index(State(s): AppState) -> Html<String> {
             _ => "none (manual runs only)".into(),
         };
         let next = match &p["next_window"] {
-            n if n.is_object() => format!(
-                "{} (cutoff {})",
-                time(n["start"].as_i64()),
-                time(n["cutoff"].as_i64())
-            ),
+            n if n.is_object() => format!("{} (cutoff {})", time(n["start"].as_i64()), time(n["cutoff"].as_i64())),
             _ => "-".into(),
         };
         let sched = match &p["schedule"] {
@@ -80,10 +76,7 @@ async fn index(State(s): AppState) -> Html<String> {
                 let mut t = if s["enabled"].as_bool() == Some(true) {
                     "enabled".to_string()
                 } else {
-                    format!(
-                        "<b class=\"bad\">{}</b>",
-                        esc(&str_of(&s["disabled_reason"]))
-                    )
+                    format!("<b class=\"bad\">{}</b>", esc(&str_of(&s["disabled_reason"])))
                 };
                 if let Some(skip) = s["last_skip"].as_str() {
                     let _ = write!(t, "<br><small>last window skipped: {}</small>", esc(skip));
@@ -183,22 +176,14 @@ async fn run_page(State(s): AppState, Path(id): Path<String>) -> Response {
         );
     }
     b.push_str("</table>");
-    let _ = write!(
-        b,
-        "<script>const RUN = \"{}\";\n{RUN_SCRIPT}</script>",
-        esc(&id)
-    );
+    let _ = write!(b, "<script>const RUN = \"{}\";\n{RUN_SCRIPT}</script>", esc(&id));
     page(&format!("run {id}"), &b).into_response()
 }
 
 /// The step timeline: one bar per step, placed and sized by its time.
 fn steps_html(steps: &serde_json::Value) -> String {
     let steps: Vec<&serde_json::Value> = steps.as_array().into_iter().flatten().collect();
-    let start = steps
-        .iter()
-        .filter_map(|s| s["started_at"].as_i64())
-        .min()
-        .unwrap_or(0);
+    let start = steps.iter().filter_map(|s| s["started_at"].as_i64()).min().unwrap_or(0);
     let end = steps
         .iter()
         .filter_map(|s| s["ended_at"].as_i64().or(s["started_at"].as_i64()))

@@ -76,7 +76,10 @@ pub fn parse(expr: &str) -> Result<Schedule, String> {
     if let Some(inner) = e.strip_prefix("cron(").and_then(|r| r.strip_suffix(')')) {
         let f: Vec<&str> = inner.split_whitespace().collect();
         if f.len() != 6 {
-            return Err(format!("cron({inner}) has {} fields; AWS cron has 6: minute hour day-of-month month day-of-week year", f.len()));
+            return Err(format!(
+                "cron({inner}) has {} fields; AWS cron has 6: minute hour day-of-month month day-of-week year",
+                f.len()
+            ));
         }
         return parse_fields(&f, true).map(Schedule::Cron);
     }
@@ -95,9 +98,7 @@ fn parse_rate(inner: &str) -> Result<Duration, String> {
     let (Some(n), Some(unit), None) = (it.next(), it.next(), it.next()) else {
         return Err(format!("rate({inner}): write rate(N minutes|hours|days)"));
     };
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("rate({inner}): {n:?} is not a number"))?;
+    let n: u64 = n.parse().map_err(|_| format!("rate({inner}): {n:?} is not a number"))?;
     if n == 0 {
         return Err(format!("rate({inner}): the period must be at least 1"));
     }
@@ -117,11 +118,7 @@ fn parse_rate(inner: &str) -> Result<Duration, String> {
 fn parse_fields(f: &[&str], aws: bool) -> Result<CronSpec, String> {
     let minutes = set_field(f[0], "minute", 0, 59, &[])?;
     let hours = set_field(f[1], "hour", 0, 23, &[])? as u32;
-    let days = if is_any(f[2]) {
-        None
-    } else {
-        Some(day_items(f[2])?)
-    };
+    let days = if is_any(f[2]) { None } else { Some(day_items(f[2])?) };
     let months = set_field(f[3], "month", 1, 12, &MONTHS)? as u16;
     let (dow, offset_days) = match f[4].split_once('+') {
         Some((d, n)) => (
@@ -132,9 +129,7 @@ fn parse_fields(f: &[&str], aws: bool) -> Result<CronSpec, String> {
         None => (f[4], 0),
     };
     if !(0..=31).contains(&offset_days) {
-        return Err(format!(
-            "day-of-week offset +{offset_days} is out of range 0..=31 days"
-        ));
+        return Err(format!("day-of-week offset +{offset_days} is out of range 0..=31 days"));
     }
     let weekdays = if is_any(dow) {
         None
@@ -183,18 +178,10 @@ fn set_field(s: &str, what: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u6
 }
 
 /// `*`, `a`, `a-b`, `a/s`, `a-b/s`, `*/s` → (first, last, step).
-fn range(
-    item: &str,
-    what: &str,
-    lo: u32,
-    hi: u32,
-    names: &[&str],
-) -> Result<(u32, u32, u32), String> {
+fn range(item: &str, what: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(u32, u32, u32), String> {
     let (body, step) = match item.split_once('/') {
         Some((b, s)) => {
-            let step: u32 = s
-                .parse()
-                .map_err(|_| format!("{what}: step {s:?} is not a number"))?;
+            let step: u32 = s.parse().map_err(|_| format!("{what}: step {s:?} is not a number"))?;
             if step == 0 {
                 return Err(format!("{what}: step must be at least 1"));
             }
@@ -205,10 +192,7 @@ fn range(
     let (a, b) = if body == "*" || body == "?" {
         (lo, hi)
     } else if let Some((a, b)) = body.split_once('-') {
-        (
-            value(a, what, lo, hi, names)?,
-            value(b, what, lo, hi, names)?,
-        )
+        (value(a, what, lo, hi, names)?, value(b, what, lo, hi, names)?)
     } else {
         let a = value(body, what, lo, hi, names)?;
         // `5/15` means 5, 20, 35, 50: a start with a step runs to the end.
@@ -245,9 +229,7 @@ fn day_items(s: &str) -> Result<Vec<DayItem>, String> {
             i => {
                 let (a, b, step) = range(i, "day-of-month", 1, 31, &[])?;
                 Ok(DayItem::Set(
-                    (a..=b)
-                        .step_by(step as usize)
-                        .fold(0, |bits, d| bits | 1 << d),
+                    (a..=b).step_by(step as usize).fold(0, |bits, d| bits | 1 << d),
                 ))
             }
         })
@@ -319,10 +301,7 @@ impl CronSpec {
         }
         if let Some(years) = &self.years {
             let y = d.year();
-            if !years
-                .iter()
-                .any(|&(a, b, s)| y >= a && y <= b && (y - a) % s == 0)
-            {
+            if !years.iter().any(|&(a, b, s)| y >= a && y <= b && (y - a) % s == 0) {
                 return false;
             }
         }

@@ -46,8 +46,8 @@ impl WindowSchedule {
     /// Parse a window's cron expression and time zone.
     pub fn parse(w: &Window) -> Result<Self, String> {
         let schedule = parse(&w.cron).map_err(|e| format!("cron: {e}"))?;
-        let timezone = TimeZone::get(&w.timezone)
-            .map_err(|_| format!("timezone: unknown IANA time zone {:?}", w.timezone))?;
+        let timezone =
+            TimeZone::get(&w.timezone).map_err(|_| format!("timezone: unknown IANA time zone {:?}", w.timezone))?;
         let duration = w.duration.get();
         let cutoff = w.cutoff.map(|c| c.get()).unwrap_or_default();
         Ok(Self {
@@ -113,11 +113,7 @@ fn next_cron(spec: &CronSpec, tz: &TimeZone, after: Timestamp) -> Option<Timesta
         if spec.has_date(day) {
             let best = (0..24i8)
                 .filter(|h| spec.has_hour(*h))
-                .flat_map(|h| {
-                    (0..60i8)
-                        .filter(|m| spec.has_minute(*m))
-                        .map(move |m| (h, m))
-                })
+                .flat_map(|h| (0..60i8).filter(|m| spec.has_minute(*m)).map(move |m| (h, m)))
                 .filter_map(|(h, m)| {
                     // `to_zoned` resolves gaps forward and folds to the
                     // earlier instant (RFC 5545 "compatible").

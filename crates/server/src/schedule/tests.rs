@@ -137,30 +137,10 @@ fn next_fire_table() {
             "2026-11-27T10:15:00Z",
         ),
         // Patch Tuesday (second Tuesday) and Patch Tuesday + N days.
-        (
-            "0 2 * * TUE#2",
-            "UTC",
-            "2026-11-01T00:00:00Z",
-            "2026-11-10T02:00:00Z",
-        ),
-        (
-            "0 2 * * TUE#2+3",
-            "UTC",
-            "2026-11-01T00:00:00Z",
-            "2026-11-13T02:00:00Z",
-        ),
-        (
-            "0 2 * * TUE#2+3",
-            "UTC",
-            "2026-11-14T00:00:00Z",
-            "2026-12-11T02:00:00Z",
-        ),
-        (
-            "0 2 * * TUE#4+7",
-            "UTC",
-            "2026-11-25T00:00:00Z",
-            "2026-12-01T02:00:00Z",
-        ),
+        ("0 2 * * TUE#2", "UTC", "2026-11-01T00:00:00Z", "2026-11-10T02:00:00Z"),
+        ("0 2 * * TUE#2+3", "UTC", "2026-11-01T00:00:00Z", "2026-11-13T02:00:00Z"),
+        ("0 2 * * TUE#2+3", "UTC", "2026-11-14T00:00:00Z", "2026-12-11T02:00:00Z"),
+        ("0 2 * * TUE#4+7", "UTC", "2026-11-25T00:00:00Z", "2026-12-01T02:00:00Z"),
         (
             "cron(0 2 ? * 3#2+1 *)",
             "UTC",
@@ -174,12 +154,7 @@ fn next_fire_table() {
             "2026-03-13T07:00:00Z",
         ),
         // rate(): multiples of the period since the Unix epoch.
-        (
-            "rate(7 days)",
-            "UTC",
-            "2026-11-26T06:33:00Z",
-            "2026-12-03T00:00:00Z",
-        ),
+        ("rate(7 days)", "UTC", "2026-11-26T06:33:00Z", "2026-12-03T00:00:00Z"),
         (
             "rate(1 hour)",
             "Europe/Berlin",
@@ -187,57 +162,24 @@ fn next_fire_table() {
             "2026-11-26T11:00:00Z",
         ),
         // Plain 5-field features.
-        (
-            "*/15 * * * *",
-            "UTC",
-            "2026-11-26T10:07:00Z",
-            "2026-11-26T10:15:00Z",
-        ),
+        ("*/15 * * * *", "UTC", "2026-11-26T10:07:00Z", "2026-11-26T10:15:00Z"),
         (
             "0 9-17/4 1,15 * *",
             "UTC",
             "2026-11-15T13:00:00Z",
             "2026-11-15T17:00:00Z",
         ),
-        (
-            "0 3 * * 5L",
-            "UTC",
-            "2026-11-26T00:00:00Z",
-            "2026-11-27T03:00:00Z",
-        ),
-        (
-            "0 0 L * *",
-            "UTC",
-            "2026-02-01T00:00:00Z",
-            "2026-02-28T00:00:00Z",
-        ),
-        (
-            "0 0 1 * MON",
-            "UTC",
-            "2026-11-26T06:00:00Z",
-            "2026-11-30T00:00:00Z",
-        ),
-        (
-            "0 0 * JUN-AUG 0",
-            "UTC",
-            "2026-11-26T06:00:00Z",
-            "2027-06-06T00:00:00Z",
-        ),
-        (
-            "0 0 * * 7",
-            "UTC",
-            "2026-11-26T06:00:00Z",
-            "2026-11-29T00:00:00Z",
-        ),
+        ("0 3 * * 5L", "UTC", "2026-11-26T00:00:00Z", "2026-11-27T03:00:00Z"),
+        ("0 0 L * *", "UTC", "2026-02-01T00:00:00Z", "2026-02-28T00:00:00Z"),
+        ("0 0 1 * MON", "UTC", "2026-11-26T06:00:00Z", "2026-11-30T00:00:00Z"),
+        ("0 0 * JUN-AUG 0", "UTC", "2026-11-26T06:00:00Z", "2027-06-06T00:00:00Z"),
+        ("0 0 * * 7", "UTC", "2026-11-26T06:00:00Z", "2026-11-29T00:00:00Z"),
     ];
     let mut failures = Vec::new();
     for (cron, tz, after, want) in table {
         match next_fire(ts(after), &window(cron, tz)) {
             Ok(got) if got == ts(want) => {}
-            Ok(got) => failures.push(format!(
-                "{cron} in {tz} after {after}: got {}, want {want}",
-                show(got)
-            )),
+            Ok(got) => failures.push(format!("{cron} in {tz} after {after}: got {}, want {want}", show(got))),
             Err(e) => failures.push(format!("{cron} in {tz}: {e}")),
         }
     }
@@ -295,27 +237,20 @@ fn bad_expressions_say_why() {
     ];
     for (expr, want) in table {
         let err = parse(expr).expect_err(expr);
-        assert!(
-            err.contains(want),
-            "{expr}: {err:?} does not contain {want:?}"
-        );
+        assert!(err.contains(want), "{expr}: {err:?} does not contain {want:?}");
     }
     let mut w = window("0 2 * * *", "Mars/Olympus_Mons");
     assert!(next_fire(Timestamp(0), &w)
         .unwrap_err()
         .contains("unknown IANA time zone"));
     w = window("cron(0 0 30 2 ? *)", "UTC");
-    assert!(next_fire(Timestamp(0), &w)
-        .unwrap_err()
-        .contains("never fires"));
+    assert!(next_fire(Timestamp(0), &w).unwrap_err().contains("never fires"));
 }
 
 #[test]
 fn openings_end_and_cut_off() {
     let s = WindowSchedule::parse(&window("0 2 * * *", "UTC")).unwrap();
-    let open = s
-        .open_at(ts("2026-11-26T03:00:00Z"))
-        .expect("open at 03:00");
+    let open = s.open_at(ts("2026-11-26T03:00:00Z")).expect("open at 03:00");
     assert_eq!(open.start, ts("2026-11-26T02:00:00Z"));
     assert_eq!(open.end, ts("2026-11-26T06:00:00Z"));
     assert_eq!(open.cutoff, ts("2026-11-26T05:00:00Z"));
