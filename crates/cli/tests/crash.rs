@@ -4,48 +4,21 @@
 
 mod common;
 
-use common::{fleet_lock, http_load, FleetGuard, Repave};
+use common::{fleet_lock, http_load, Fleet, Repave};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn kill_9_mid_roll_then_resume() {
     let _l = fleet_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("repave.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[providers.local.groups.web]\nmin = 4\nmax = 8\ndesired = 4\nport = {port}\n\n[pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n[pipelines.web.rollout]\nwarmup = \"3s\"\n"
-        ),
-    )
-    .unwrap();
-    let c = config.display().to_string();
-    let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new()
-        .args(["--config", c.as_str(), "local", "up"])
-        .run()
-        .expect_code(0);
-
+    let fleet = Fleet::new(4, 4, 8, "[pipelines.web.rollout]\nwarmup = \"3s\"\n");
+    fleet.up();
+    let (c, port) = (fleet.config.clone(), fleet.port);
     let stop = Arc::new(AtomicBool::new(false));
     let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 1_000_000);
 
-    let mut child = std::process::Command::new(common::exe())
-        .args(["--config", c.as_str(), "run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = fleet.spawn(&["run"]);
     // Kill it once the roll has started draining old instances.
     let deadline = Instant::now() + Duration::from_secs(60);
     let run_id = loop {
@@ -118,7 +91,7 @@ fn kill_9_mid_roll_then_resume() {
         .count();
     assert_eq!(creates, 1);
     // No root left behind but the four members'.
-    let roots = std::fs::read_dir(dir.path().join(".repave/local/instances"))
+    let roots = std::fs::read_dir(fleet.state_dir().join("local/instances"))
         .unwrap()
         .count();
     assert_eq!(roots, 4, "instance roots left behind");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fleet_lock, FleetGuard, Repave};
+use common::{fleet_lock, Fleet, Repave};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,26 +63,11 @@ impl Drop for Mount {
 #[test]
 fn full_or_read_only_image_store_fails_cleanly() {
     let _l = fleet_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.path().join("repave.toml");
-    std::fs::write(
-        &config,
-        format!("[providers.local.groups.web]\nmin = 2\nmax = 4\ndesired = 2\nport = {port}\n\n[pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n"),
-    )
-    .unwrap();
-    let c = config.display().to_string();
+    let fleet = Fleet::new(2, 2, 4, "");
+    let c = fleet.config.clone();
     // The image store gets its own small filesystem.
-    let blobs = Mount::tmpfs(&dir.path().join(".repave/local/blobs"), "4m");
-    let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new()
-        .args(["--config", c.as_str(), "local", "up"])
-        .run()
-        .expect_code(0);
+    let blobs = Mount::tmpfs(&fleet.state_dir().join("local/blobs"), "4m");
+    fleet.up();
     let before = Repave::new()
         .args(["--config", c.as_str(), "--json", "status"])
         .run()
@@ -125,7 +110,7 @@ fn full_or_read_only_image_store_fails_cleanly() {
             "{what}: no half-made image registered: {images}"
         );
         // The builder is gone.
-        let roots = std::fs::read_dir(dir.path().join(".repave/local/instances"))
+        let roots = std::fs::read_dir(fleet.state_dir().join("local/instances"))
             .unwrap()
             .count();
         assert_eq!(roots, 2, "{what}: builder root left behind");

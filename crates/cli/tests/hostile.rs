@@ -4,44 +4,29 @@
 
 mod common;
 
-use common::{fleet_lock, FleetGuard, Repave};
+use common::{fleet_lock, Fleet, FleetGuard, Repave};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn config(dir: &Path, port: u16, desired: u32) -> String {
-    let path = dir.join("repave.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[providers.local.groups.web]\nmin = {desired}\nmax = {}\ndesired = {desired}\nport = {port}\n\n\
-             [pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n\
-             [pipelines.web.rollout]\nwarmup = \"500ms\"\n",
-            desired * 2
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
+/// A fleet of `desired` (room to double) with a short warmup.
+fn fleet(desired: u32) -> Fleet {
+    let fleet = Fleet::new(
+        desired,
+        desired,
+        desired * 2,
+        "[pipelines.web.rollout]
+warmup = \"500ms\"
+",
+    );
+    fleet.up();
+    fleet
 }
 
 #[test]
 fn two_runs_on_one_group_exactly_one_proceeds() {
     let _l = fleet_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let c = config(dir.path(), free_port(), 2);
-    let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new()
-        .args(["--config", c.as_str(), "local", "up"])
-        .run()
-        .expect_code(0);
+    let fleet = fleet(2);
+    let c = fleet.config.clone();
     let spawn = || {
         std::process::Command::new(common::exe())
             .args(["--config", c.as_str(), "--json", "run"])
@@ -94,14 +79,8 @@ fn slow_get(addr: &str, ms: u64) -> Result<String, String> {
 #[test]
 fn slow_requests_in_flight_during_drain_all_complete() {
     let _l = fleet_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let c = config(dir.path(), port, 3);
-    let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new()
-        .args(["--config", c.as_str(), "local", "up"])
-        .run()
-        .expect_code(0);
+    let fleet = fleet(3);
+    let (c, port) = (fleet.config.clone(), fleet.port);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Six clients, each sending 2–5 s requests back to back for the whole
     // roll: whichever instance drains has several in flight.

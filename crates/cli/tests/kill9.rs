@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fleet_lock, http_load, FleetGuard, Repave};
+use common::{fleet_lock, http_load, Fleet, Repave};
 use repave_store::{RunFilter, StepState, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -73,29 +73,15 @@ fn kill_9_anywhere_then_resume() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_2026);
     let mut rng = Rng(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.path().join("repave.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[providers.local.groups.web]\nmin = 3\nmax = 6\ndesired = 3\nport = {port}\n\n\
-             [pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n\
-             [pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n"
-        ),
-    )
-    .unwrap();
-    let c = config.display().to_string();
-    let _guard = FleetGuard(dir.path().join(".repave"));
-    Repave::new()
-        .args(["--config", c.as_str(), "local", "up"])
-        .run()
-        .expect_code(0);
-    let store = Store::open(&dir.path().join(".repave/repave.db")).unwrap();
+    let fleet = Fleet::new(
+        3,
+        3,
+        6,
+        "[pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n",
+    );
+    fleet.up();
+    let (c, port) = (fleet.config.clone(), fleet.port);
+    let store = Store::open(&fleet.state_dir().join("repave.db")).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 5_000_000);
@@ -105,12 +91,7 @@ fn kill_9_anywhere_then_resume() {
         let target = STEPS[(i as usize) % STEPS.len()];
         let delay = Duration::from_millis(rng.next() % 250);
         let before = newest_run(&store).map(|r| r.id);
-        let mut child = std::process::Command::new(common::exe())
-            .args(["--config", c.as_str(), "run"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = fleet.spawn(&["run"]);
         // Wait for the target step to start (or the run to end), then a
         // seeded delay, then SIGKILL.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -163,7 +144,7 @@ fn kill_9_anywhere_then_resume() {
             "kill {i} in {running:?}: {:?}",
             record.error
         );
-        check_invariants(&c, dir.path(), &run.id.to_string(), i);
+        check_invariants(&c, &fleet.state_dir(), &run.id.to_string(), i);
     }
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, errors) = load.join().unwrap();
@@ -174,7 +155,7 @@ fn kill_9_anywhere_then_resume() {
     assert!(mid_step >= 6, "kills landed in too few steps: {interrupted_in:?}");
 }
 
-fn check_invariants(c: &str, dir: &Path, run: &str, i: u64) {
+fn check_invariants(c: &str, state: &Path, run: &str, i: u64) {
     let all = images(c);
     let of_run: Vec<_> = all.iter().filter(|img| img["tags"]["repave:run"] == run).collect();
     assert_eq!(of_run.len(), 1, "kill {i}: run {run} created {} images", of_run.len());
@@ -202,7 +183,7 @@ fn check_invariants(c: &str, dir: &Path, run: &str, i: u64) {
     assert_eq!(instances.len(), 3, "kill {i}: {instances:?}");
     assert!(instances.iter().all(|m| m["image"] == image), "kill {i}: {instances:?}");
     // Only the members have roots; no builder or test instance is alive.
-    let roots: Vec<String> = std::fs::read_dir(dir.join(".repave/local/instances"))
+    let roots: Vec<String> = std::fs::read_dir(state.join("local/instances"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -155,3 +155,81 @@ pub fn http_load(
         (ok, failed, errors)
     })
 }
+
+/// A local fleet for one test: a temp dir with a `repave.toml` (group and
+/// pipeline `web`, golden parameter `latestAmi`, the balancer on a free
+/// port), stopped when dropped.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub config: String,
+    pub port: u16,
+    _guard: FleetGuard,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Fleet {
+    /// `extra` is appended to the config (pipeline sections such as
+    /// `[pipelines.web.rollout]`).
+    pub fn new(min: u32, desired: u32, max: u32, extra: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let path = dir.path().join("repave.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[providers.local.groups.web]\nmin = {min}\nmax = {max}\ndesired = {desired}\nport = {port}\n\n\
+                 [pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let guard = FleetGuard(dir.path().join(".repave"));
+        Fleet {
+            config: path.display().to_string(),
+            port,
+            dir,
+            _guard: guard,
+        }
+    }
+
+    /// `repave local up`: returns once the group serves.
+    pub fn up(&self) -> &Self {
+        self.repave(["local", "up"]).expect_code(0);
+        self
+    }
+
+    /// Run repave with this fleet's config.
+    pub fn repave<I, S>(&self, args: I) -> Ran
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Repave::new().args(["--config", self.config.as_str()]).args(args).run()
+    }
+
+    /// `repave --json status` of the only pipeline.
+    pub fn status(&self) -> serde_json::Value {
+        self.repave(["--json", "status"]).expect_code(0).json()[0].clone()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join(".repave")
+    }
+
+    /// Spawn `repave --config … ARGS` in the background, output discarded.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(exe())
+            .args(["--config", self.config.as_str()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
