@@ -26,7 +26,8 @@ pub fn load(cli: &Cli) -> Result<Loaded, Exit> {
             path.display()
         ))
     })?;
-    let config = repave_core::config::parse_bytes(&bytes, &path.display().to_string()).map_err(Exit::bad_input)?;
+    let config = repave_core::config::parse_bytes_with(&bytes, &path.display().to_string(), &window_problems)
+        .map_err(Exit::bad_input)?;
     let config_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -195,4 +196,32 @@ pub async fn wait_healthy(client: &LocalClient, group: &str, n: u32) -> Result<(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Maintenance windows must parse (cron, time zone) and fire: checked with
+/// every other config error, so `validate` and every command catch them.
+fn window_problems(config: &repave_core::config::Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock);
+    for (name, p) in &config.pipelines {
+        let Some(w) = &p.window else { continue };
+        let problem = match repave_server::schedule::WindowSchedule::parse(w) {
+            Err(message) => Some(message),
+            Ok(ws) if ws.next_fire(now).is_none() => Some(format!("cron: {:?} never fires", w.cron)),
+            Ok(_) => None,
+        };
+        if let Some(message) = problem {
+            // The scheduler's messages start with the field they are about.
+            let field = ["timezone", "duration", "cutoff", "cron"]
+                .into_iter()
+                .find(|f| message.starts_with(f))
+                .unwrap_or("cron");
+            let message = message
+                .strip_prefix(field)
+                .map(|m| m.trim_start_matches(':').trim())
+                .unwrap_or(&message);
+            out.push((format!("pipelines.{name}.window.{field}"), message.to_string()));
+        }
+    }
+    out
 }

@@ -24,7 +24,28 @@ fn bad_configs_exit_2_with_position() {
         ("empty file", "", "no pipelines"),
         ("bad percent", "[providers.local.groups.web]\nmin = 1\nmax = 2\ndesired = 1\nport = 8080\n[pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"p\"\n[pipelines.web.rollout]\nmin_healthy_percent = 140\n", "repave.toml:11:"),
     ];
-    for (name, body, want) in cases {
+    let base = "[providers.local.groups.web]\nmin = 1\nmax = 2\ndesired = 1\nport = 8080\n[pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"p\"\n";
+    let tz = format!("{base}window = {{ cron = \"0 1 * * SUN\", timezone = \"Mars/Olympus\", duration = \"4h\", cutoff = \"1h\" }}\n");
+    let cron = format!("{base}window = {{ cron = \"0 1 * * FUNDAY\", timezone = \"Asia/Taipei\", duration = \"4h\", cutoff = \"1h\" }}\n");
+    let min_over_max = format!("{base}[pipelines.web.rollout]\nmin_healthy_percent = 100\nmax_healthy_percent = 100\n");
+    let huge = format!("{base}# {}\n", "x".repeat(5 * 1024 * 1024));
+    let outside = format!("state_dir = \"../../elsewhere\"\n{base}");
+    let more: Vec<(&str, &str, &str)> = vec![
+        (
+            "unknown time zone",
+            &tz,
+            "repave.toml:10:34: pipelines.web.window.timezone",
+        ),
+        ("invalid cron", &cron, "repave.toml:10:12: pipelines.web.window.cron"),
+        (
+            "no room to replace",
+            &min_over_max,
+            "repave.toml:12:1: pipelines.web.rollout.max_healthy_percent",
+        ),
+        ("5 MB file", &huge, "repave.toml:"),
+        ("state dir outside", &outside, "repave.toml:1:"),
+    ];
+    for (name, body, want) in cases.iter().copied().chain(more) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("repave.toml"), body).unwrap();
         let ran = Repave::new().in_dir(dir.path()).args(["validate"]).run();

@@ -55,6 +55,27 @@ pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
 /// Like [`parse`], but reports every semantic problem (sorted by position;
 /// never empty). Syntax and type errors stop at the first one.
 pub fn parse_all(src: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
+    parse_all_with(src, file, &|_| Vec::new())
+}
+
+/// Checks that live outside this crate (cron and time-zone parsing belong to
+/// the scheduler): given the parsed config, each returns problems as
+/// (dotted key path such as `pipelines.web.window.timezone`, message), and
+/// they are reported with the key's position like every other error.
+pub type ExtraCheck<'a> = &'a dyn Fn(&Config) -> Vec<(String, String)>;
+
+/// [`parse_bytes`] plus `extra` checks, first problem in document order.
+pub fn parse_bytes_with(bytes: &[u8], file: &str, extra: ExtraCheck<'_>) -> Result<Config, ConfigError> {
+    let config = parse_bytes(bytes, file)?;
+    let src = std::str::from_utf8(bytes).unwrap_or_default();
+    let problems = extra(&config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    parse_all_with(src, file, extra).map_err(|mut errors| errors.remove(0))
+}
+
+fn parse_all_with(src: &str, file: &str, extra: ExtraCheck<'_>) -> Result<Config, Vec<ConfigError>> {
     check_size(src.len(), file).map_err(|e| vec![e])?;
     if let Some(nul) = src.find('\0') {
         return Err(vec![nul_error(src, nul, file)]);
@@ -73,6 +94,17 @@ pub fn parse_all(src: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
         let field = Some(locate::display_path(path));
         ConfigError::at(file, src, locate::offset_of(&doc, path), field, message)
     });
+    for (dotted, message) in extra(&config) {
+        let path: Vec<Seg> = dotted.split('.').map(|k| Seg::Key(k.to_string())).collect();
+        let field = Some(locate::display_path(&path));
+        errors.push(ConfigError::at(
+            file,
+            src,
+            locate::offset_of(&doc, &path),
+            field,
+            message,
+        ));
+    }
     if errors.is_empty() {
         return Ok(config);
     }

@@ -8,7 +8,7 @@ mod starter;
 mod tests;
 mod validate;
 
-pub use load::{parse, parse_all, parse_bytes, ConfigError, MAX_CONFIG_BYTES};
+pub use load::{parse, parse_all, parse_bytes, parse_bytes_with, ConfigError, ExtraCheck, MAX_CONFIG_BYTES};
 pub use starter::starter_config;
 pub use validate::is_valid_name;
 
