@@ -60,6 +60,16 @@ pub fn today_days() -> i64 {
     repave_core::patch::epoch_days(now().millis())
 }
 
+/// Remove an instance root. A root that cannot be removed is logged (and
+/// shows up in the leak report), never silently kept.
+pub(crate) fn remove_root(root: &std::path::Path) {
+    match std::fs::remove_dir_all(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(root = %root.display(), error = %e, "could not remove instance root"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

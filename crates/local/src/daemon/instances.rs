@@ -49,7 +49,7 @@ pub(crate) fn launch_locked(
     let id = InstanceId::new(crate::util::new_id("i"));
     let root = shared.paths.root(&id);
     if let Err(e) = shared.blobs.materialize(&image.manifest, &root) {
-        let _ = std::fs::remove_dir_all(shared.paths.instances.join(id.as_str()));
+        crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
         return Err(LocalError::io(format!("materializing {} from {}", id, req.image), e));
     }
     let port = free_port().map_err(|e| LocalError::io("allocating a port", e))?;
@@ -73,7 +73,7 @@ pub(crate) fn launch_locked(
     }
     if let Err(e) = boot_locked(shared, cloud, &id) {
         // A launch that cannot start leaves nothing behind.
-        let _ = std::fs::remove_dir_all(shared.paths.instances.join(id.as_str()));
+        crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
         if let Some(r) = cloud.state.instances.get_mut(&id) {
             r.instance.state = InstanceState::Terminated;
         }
@@ -196,7 +196,7 @@ pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Re
     }
     let mut cloud = shared.cloud();
     if terminate {
-        let _ = std::fs::remove_dir_all(shared.paths.instances.join(id.as_str()));
+        crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
     }
     if let Some(rec) = cloud.state.instances.get_mut(id) {
         rec.pid = None;

@@ -204,7 +204,7 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
                 if let Some(pid) = rec.pid {
                     crate::process::signal_group(pid, libc::SIGKILL);
                 }
-                let _ = std::fs::remove_dir_all(shared.paths.instances.join(id.as_str()));
+                crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
                 let r = cloud.state.instances.get_mut(&id).expect("listed");
                 r.instance.state = InstanceState::Terminated;
                 r.instance.address = None;
