@@ -173,4 +173,38 @@ impl Provider for AwsProvider {
     fn api_calls(&self) -> BTreeMap<String, u64> {
         AwsProvider::api_calls(self)
     }
+    fn native_roll(&self) -> Option<&dyn repave_core::provider::NativeRoll> {
+        Some(self)
+    }
+}
+
+/// `strategy = "native"`: EC2 Auto Scaling Instance Refresh.
+#[async_trait::async_trait]
+impl repave_core::provider::NativeRoll for AwsProvider {
+    async fn start_native_roll(
+        &self,
+        group: &str,
+        rollout: &repave_core::config::Rollout,
+    ) -> repave_core::provider::Result<String> {
+        self.start_instance_refresh(group, rollout).await
+    }
+    async fn native_roll_status(
+        &self,
+        group: &str,
+        id: &str,
+    ) -> repave_core::provider::Result<repave_core::provider::NativeRollStatus> {
+        let r = self.instance_refresh(group, id).await?;
+        Ok(repave_core::provider::NativeRollStatus {
+            id: r.id,
+            state: format!("{:?}", r.state),
+            finished: r.state.is_terminal(),
+            succeeded: r.state == RefreshState::Successful,
+            percent_complete: r.percentage_complete,
+            instances_to_update: r.instances_to_update,
+            reason: r.reason,
+        })
+    }
+    async fn cancel_native_roll(&self, group: &str) -> repave_core::provider::Result<()> {
+        self.cancel_instance_refresh(group).await
+    }
 }

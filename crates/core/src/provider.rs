@@ -339,6 +339,33 @@ pub trait Traffic: Send + Sync {
     async fn register_target(&self, group: &str, instance: &InstanceId) -> Result<()>;
 }
 
+/// Where a cloud's own rolling replacement stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeRollStatus {
+    pub id: String,
+    /// The cloud's own word for the state ("InProgress", "Successful", ...).
+    pub state: String,
+    /// Nothing more will happen on its own.
+    pub finished: bool,
+    pub succeeded: bool,
+    pub percent_complete: u32,
+    pub instances_to_update: u32,
+    pub reason: Option<String>,
+}
+
+/// A cloud's own rolling replacement (AWS Instance Refresh), used by
+/// `strategy = "native"`: started, watched and reported in the same run
+/// record as repave's own engine.
+#[async_trait]
+pub trait NativeRoll: Send + Sync {
+    /// Replace the group's instances that differ from its launch spec. A
+    /// replacement already running for the group is returned (a resumed run
+    /// re-attaches instead of failing).
+    async fn start_native_roll(&self, group: &str, rollout: &crate::config::Rollout) -> Result<String>;
+    async fn native_roll_status(&self, group: &str, id: &str) -> Result<NativeRollStatus>;
+    async fn cancel_native_roll(&self, group: &str) -> Result<()>;
+}
+
 /// Everything the engine needs from a cloud.
 pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffic {
     /// Short name for logs and the run record ("local", "aws", "sim").
@@ -347,5 +374,9 @@ pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffi
     /// does not count them). The run summary reports the difference.
     fn api_calls(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
+    }
+    /// The cloud's own rolling replacement, where it has one.
+    fn native_roll(&self) -> Option<&dyn NativeRoll> {
+        None
     }
 }

@@ -534,6 +534,17 @@ pub(crate) async fn roll_and_verify(
     policy: &RollPolicy,
     base_hint: Option<u32>,
 ) -> Result<RollReport, EngineError> {
+    if ctx.pipeline.rollout.strategy == "native" {
+        let intent = serde_json::json!({ "target": image, "strategy": "native" });
+        let report: RollReport = ctx
+            .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image))
+            .await?;
+        ctx.step(verify_step, serde_json::json!({ "target": image }), || {
+            roll::verify(ctx, image)
+        })
+        .await?;
+        return Ok(report);
+    }
     let journaled = ctx
         .engine
         .store

@@ -8,6 +8,7 @@ mod call;
 mod error;
 mod events;
 mod executor;
+mod native;
 mod publish;
 mod retain;
 mod roll;

@@ -9,6 +9,7 @@ mod clock;
 pub mod conformance;
 mod latency;
 mod lockstep;
+mod native;
 mod provider;
 mod simulate;
 mod world;

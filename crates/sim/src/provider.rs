@@ -19,6 +19,8 @@ pub struct SimProvider {
     clock: Arc<SimClock>,
     world: Mutex<World>,
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// Native rolls in progress: group → (id, min healthy percent).
+    native: Mutex<HashMap<String, (String, u32)>>,
 }
 
 /// Updates every simulated builder finds until it is patched.
@@ -64,7 +66,12 @@ impl SimProvider {
             clock,
             world: Mutex::new(world),
             calls: Mutex::new(BTreeMap::new()),
+            native: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(crate) fn native_rolls(&self) -> MutexGuard<'_, HashMap<String, (String, u32)>> {
+        self.native.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn now(&self) -> Timestamp {
@@ -236,6 +243,12 @@ impl SimProvider {
 impl Provider for SimProvider {
     fn name(&self) -> &str {
         "sim"
+    }
+    fn native_roll(&self) -> Option<&dyn NativeRoll> {
+        Some(self)
+    }
+    fn api_calls(&self) -> BTreeMap<String, u64> {
+        SimProvider::api_calls(self)
     }
 }
 

@@ -330,3 +330,29 @@ async fn never_healthy_new_instances_abort_and_roll_back() {
         .contains("not healthy within 1800s"));
     assert_eq!(on_base(&s), 8);
 }
+
+#[tokio::test(start_paused = true)]
+async fn native_strategy_replaces_the_fleet_in_lock_step_batches() {
+    let s = sim(10, Faults::default());
+    let mut p = policy();
+    p.rollout.strategy = "native".into();
+    p.rollout.min_healthy_percent = 80;
+    let out = run(&s, &p).await;
+    assert_eq!(out.state, "succeeded", "{:?}", out.summary.error);
+    let roll = out.summary.roll.expect("roll report");
+    assert!(roll.seconds > 0.0);
+    assert_eq!(roll.replaced, 10);
+    assert_eq!(on_base(&s), 0, "every instance replaced");
+    assert_eq!(live(&s), 10);
+    // Watched and reported in the same run record.
+    let events = s.engine.store().events(&out.run, 0, 10_000).unwrap();
+    let native: Vec<&str> = events
+        .iter()
+        .filter(|e| e.message.starts_with("native roll"))
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(native.iter().any(|m| m.contains("started")), "{native:?}");
+    assert!(native.iter().any(|m| m.contains("Successful 100%")), "{native:?}");
+    // The engine's own planner did not drive it: no roll ticks.
+    assert!(s.ticks.seen.lock().unwrap().is_empty());
+}

@@ -161,16 +161,6 @@ fn cases() -> Vec<Case> {
             "needs provider \"aws\"",
         ),
         case(
-            "native on aws: not built yet",
-            format!(
-                "[providers.aws]\nregion = \"eu-west-1\"\n{}[pipelines.web.rollout]\nstrategy = \"native\"\n",
-                replace("provider = \"local\"", "provider = \"aws\"")
-            ),
-            (14, 1),
-            Some("pipelines.web.rollout.strategy"),
-            "not available in this version yet",
-        ),
-        case(
             "unknown strategy",
             rollout("strategy = \"blue-green\""),
             (13, 1),

@@ -298,13 +298,7 @@ impl Checker<'_> {
         let at = |k: &'static str| ["pipelines", pipeline, "rollout", k];
         match r.strategy.as_str() {
             "rolling" => {}
-            // The provider can start and watch an Instance Refresh, but the
-            // engine step that would use it is not built: refuse rather than
-            // silently roll with the other strategy.
-            "native" if provider == "aws" => self.err(
-                &at("strategy"),
-                "\"native\" (Instance Refresh) is not available in this version yet; use \"rolling\" (repave's engine)",
-            ),
+            "native" if provider == "aws" => {}
             "native" => self.err(
                 &at("strategy"),
                 "\"native\" (Instance Refresh) needs provider \"aws\"; use \"rolling\"",
