@@ -571,3 +571,121 @@ async fn windows_fleet_bakes_through_windows_update() {
         Some(&["Scan".to_string()][..])
     );
 }
+
+/// `gc`: leftover builders of finished or unknown runs are terminated, one
+/// of a run still going is kept; a bad image nothing references is
+/// deregistered, a bad image a launch template version still names is kept,
+/// and the golden image is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_cleans_tagged_leftovers_and_keeps_referenced_images() {
+    use repave_core::provider::{InstanceSpec, LaunchRequest};
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 2).await;
+    let provider = Arc::new(moto.provider());
+    let pipeline = pipeline(&fleet);
+    let store = Store::open_in_memory().expect("store");
+    let now = repave_core::ids::Clock::now(&SystemClock);
+
+    // A run that is still going (its builder must survive gc).
+    let live_run = store
+        .create_run(&repave_store::NewRun {
+            pipeline: "web".into(),
+            group: fleet.group.clone(),
+            kind: RunKind::Run,
+            provider: "aws".into(),
+            config: serde_json::Value::Null,
+            now,
+        })
+        .expect("run");
+    store
+        .set_run_state(&live_run.id, repave_store::RunState::Running, None, now)
+        .expect("state");
+    let leftover = |run: &str| {
+        let mut tags = Tags::new();
+        tags.insert(tag::ROLE.into(), tag::ROLE_BUILDER.into());
+        tags.insert(tag::RUN.into(), run.into());
+        tags.insert(tag::PIPELINE.into(), "web".into());
+        LaunchRequest {
+            image: repave_core::ImageId::new(&fleet.golden),
+            spec: InstanceSpec {
+                subnet: Some(fleet.subnets[0].clone()),
+                ..Default::default()
+            },
+            tags,
+            token: format!("gc-test-{run}"),
+        }
+    };
+    let orphan = provider
+        .launch(leftover("run-that-nobody-knows"))
+        .await
+        .expect("orphan");
+    let kept = provider.launch(leftover(live_run.id.as_str())).await.expect("kept");
+
+    // Two bad images of the pipeline: one referenced by a template version.
+    let mark_bad = |id: &str| {
+        let p = provider.clone();
+        let id = repave_core::ImageId::new(id);
+        async move {
+            let mut tags = Tags::new();
+            tags.insert(tag::PIPELINE.into(), "web".into());
+            tags.insert(tag::ROLE.into(), tag::ROLE_IMAGE.into());
+            tags.insert(tag::STATUS.into(), tag::STATUS_BAD.into());
+            p.tag_image(&id, &tags).await.expect("tag");
+            id
+        }
+    };
+    let unreferenced = mark_bad(&moto.make_image("bad-free", &fleet.subnets[0]).await).await;
+    let referenced = mark_bad(&moto.make_image("bad-in-v2", &fleet.subnets[0]).await).await;
+    let g = provider.describe_group(&fleet.group).await.expect("group");
+    provider
+        .create_launch_spec_version(&g.launch_spec, &referenced)
+        .await
+        .expect("v2");
+
+    let extra = provider.referenced_images().await.expect("refs");
+    let pipelines = vec![("web".to_string(), pipeline)];
+    let actions = repave_engine::gc(provider.as_ref(), &store, &pipelines, &extra, now, false)
+        .await
+        .expect("gc");
+    let did = |action: &str, what: &str| {
+        actions
+            .iter()
+            .any(|a| a.action == action && (a.instance.as_deref() == Some(what) || a.image.as_deref() == Some(what)))
+    };
+    assert!(did("terminate", orphan.id.as_str()), "{actions:?}");
+    assert!(did("keep", kept.id.as_str()), "{actions:?}");
+    assert!(did("deregister", unreferenced.as_str()), "{actions:?}");
+    assert!(did("keep", referenced.as_str()), "{actions:?}");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a.image.as_deref() == Some(fleet.golden.as_str())),
+        "{actions:?}"
+    );
+
+    let states = provider
+        .describe_instances(&[orphan.id.clone(), kept.id.clone()])
+        .await
+        .expect("describe");
+    let state = |id: &repave_core::InstanceId| states.iter().find(|i| &i.id == id).map(|i| i.state);
+    assert!(
+        state(&orphan.id).is_none_or(|s| s.is_gone()),
+        "orphan builder terminated"
+    );
+    assert_eq!(
+        state(&kept.id),
+        Some(InstanceState::Running),
+        "a live run's builder is kept"
+    );
+    assert!(
+        provider
+            .describe_image(&unreferenced)
+            .await
+            .is_err_and(|e| e.is_not_found()),
+        "deregistered"
+    );
+    provider
+        .describe_image(&referenced)
+        .await
+        .expect("referenced image kept");
+}
