@@ -24,6 +24,13 @@ pub struct Cli {
     /// config's `state_dir`, else `.repave` next to the config file.
     #[arg(long, global = true, env = "REPAVE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// AWS profile (overrides `[providers.aws] profile`; the standard
+    /// credential chain otherwise).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// AWS region (overrides `[providers.aws] region`).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 pub struct Loaded {
     pub config: Config,
+    /// `--profile` / `--region` for the AWS provider.
+    pub aws_overrides: (Option<String>, Option<String>),
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
 }
@@ -43,6 +45,7 @@ pub fn load(cli: &Cli) -> Result<Loaded, Exit> {
         config,
         config_dir,
         state_dir,
+        aws_overrides: (cli.profile.clone(), cli.region.clone()),
     })
 }
 
@@ -91,7 +94,13 @@ impl Loaded {
     }
 
     pub async fn aws(&self) -> Result<repave_aws::AwsProvider, Exit> {
-        let cfg = self.config.providers.aws.clone().unwrap_or_default();
+        let mut cfg = self.config.providers.aws.clone().unwrap_or_default();
+        if let Some(p) = &self.aws_overrides.0 {
+            cfg.profile = Some(p.clone());
+        }
+        if let Some(r) = &self.aws_overrides.1 {
+            cfg.region = Some(r.clone());
+        }
         let options = repave_aws::AwsOptions {
             empty_patch_output_is_clean: cfg.emulator,
         };

@@ -71,6 +71,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
         config,
         config_dir: state_dir.clone(),
         state_dir: state_dir.clone(),
+        aws_overrides: (None, None),
     };
 
     let spin = bars.spinner(&format!(

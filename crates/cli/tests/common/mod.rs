@@ -72,6 +72,10 @@ impl Repave {
         }
         self
     }
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
     pub fn run(mut self) -> Ran {
         let Output { status, stdout, stderr } = self.cmd.output().unwrap_or_else(|e| panic!("{}: {e}", self.display));
         Ran {
