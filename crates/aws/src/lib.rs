@@ -173,6 +173,9 @@ impl Provider for AwsProvider {
     fn api_calls(&self) -> BTreeMap<String, u64> {
         AwsProvider::api_calls(self)
     }
+    fn throttled_calls(&self) -> BTreeMap<String, u64> {
+        self.counter.throttled()
+    }
     fn native_roll(&self) -> Option<&dyn repave_core::provider::NativeRoll> {
         Some(self)
     }

@@ -122,6 +122,12 @@ async fn sdk_retries_throttling_and_counts_every_attempt() {
         .expect("retried to success");
     assert_eq!(img.state, ImageState::Pending);
     assert_eq!(p.api_calls().get("DescribeImages"), Some(&3));
+    use repave_core::provider::Provider;
+    assert_eq!(
+        p.throttled_calls().get("DescribeImages"),
+        Some(&2),
+        "both throttled attempts counted"
+    );
 }
 
 #[tokio::test]

@@ -375,6 +375,11 @@ pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffi
     fn api_calls(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
     }
+    /// API calls the cloud answered with throttling, by operation (SDK
+    /// retries included).
+    fn throttled_calls(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
     /// The cloud's own rolling replacement, where it has one.
     fn native_roll(&self) -> Option<&dyn NativeRoll> {
         None

@@ -338,6 +338,11 @@ pub(crate) async fn metrics(State(s): AppState) -> Response {
         .iter()
         .map(|(p, provider)| (p.clone(), provider.api_calls()))
         .collect();
-    let body = s.metrics.render(&gauges, &calls);
+    let throttled: Vec<_> = s
+        .providers
+        .iter()
+        .map(|(p, provider)| (p.clone(), provider.throttled_calls()))
+        .collect();
+    let body = s.metrics.render(&gauges, &calls, &throttled);
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

@@ -55,7 +55,12 @@ impl Metrics {
     }
 
     /// `calls`: each pipeline's provider API calls by operation.
-    pub fn render(&self, fleet: &[FleetGauge], calls: &[(String, BTreeMap<String, u64>)]) -> String {
+    pub fn render(
+        &self,
+        fleet: &[FleetGauge],
+        calls: &[(String, BTreeMap<String, u64>)],
+        throttled: &[(String, BTreeMap<String, u64>)],
+    ) -> String {
         let mut out = String::new();
         let w = &mut out;
         header(
@@ -115,6 +120,22 @@ impl Metrics {
                 let _ = writeln!(
                     w,
                     "repave_provider_api_calls_total{{pipeline=\"{}\",operation=\"{}\"}} {n}",
+                    esc(p),
+                    esc(op)
+                );
+            }
+        }
+        header(
+            w,
+            "repave_provider_throttled_calls_total",
+            "counter",
+            "Cloud API calls answered with throttling, by pipeline and operation.",
+        );
+        for (p, ops) in throttled {
+            for (op, n) in ops {
+                let _ = writeln!(
+                    w,
+                    "repave_provider_throttled_calls_total{{pipeline=\"{}\",operation=\"{}\"}} {n}",
                     esc(p),
                     esc(op)
                 );
