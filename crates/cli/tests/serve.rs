@@ -617,8 +617,10 @@ fn a_bad_window_is_refused_at_start_with_its_pipeline() {
     );
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(
-        ran.stderr
-            .contains("pipelines.web.window: timezone: unknown IANA time zone \"Mars/Olympus_Mons\""),
+        ran.stderr.contains("repave.toml:11:")
+            && ran
+                .stderr
+                .contains("pipelines.web.window.timezone: unknown IANA time zone \"Mars/Olympus_Mons\""),
         "{}",
         ran.stderr
     );
