@@ -71,6 +71,12 @@ pub enum Command {
     },
     /// Print the least-privilege IAM policy (JSON) an AWS pipeline needs.
     IamPolicy(PipelineArg),
+    /// Ask the process driving a run to stop at its next safe point (before
+    /// publish: clean up, `cancelled`; during the roll: `paused`, resumable).
+    Cancel {
+        /// Run id.
+        run: String,
+    },
     /// Continue an interrupted or paused run from its journal.
     Resume {
         /// Run id (see `repave history`).

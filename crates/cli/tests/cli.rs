@@ -101,7 +101,8 @@ fn help_lists_exit_codes() {
     let ran = Repave::new().args(["--help"]).run().expect_code(0);
     assert!(ran.stdout.contains("Exit codes"), "{}", ran.stdout);
     for cmd in [
-        "demo", "init", "validate", "run", "bake", "roll", "rollback", "resume", "status", "history", "logs", "local",
+        "demo", "init", "validate", "run", "bake", "roll", "rollback", "resume", "cancel", "status", "history", "logs",
+        "local",
     ] {
         assert!(ran.stdout.contains(cmd), "{cmd} missing from --help");
     }

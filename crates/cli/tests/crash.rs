@@ -96,3 +96,51 @@ fn kill_9_mid_roll_then_resume() {
         .count();
     assert_eq!(roots, 4, "instance roots left behind");
 }
+
+/// `repave cancel` from another process: a bake stops at its next safe
+/// point, cleans up and ends `cancelled` (exit 5); nothing is published.
+#[test]
+fn cancel_from_another_process_stops_a_bake_cleanly() {
+    let _l = fleet_lock();
+    let fleet = Fleet::new(2, 2, 4, "[pipelines.web.patch]\nmax_reboots = 3\n");
+    fleet.up();
+    let before = fleet.status();
+    let store = repave_store::Store::open(&fleet.state_dir().join("repave.db")).unwrap();
+    let mut child = std::process::Command::new(common::exe())
+        .args(["--config", fleet.config.as_str(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        assert!(Instant::now() < deadline, "the bake never reached its builder");
+        let runs = store
+            .list_runs(&repave_store::RunFilter {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        if let Some(r) = runs.first() {
+            if store.step(&r.id, "wait_ready").unwrap().is_some() {
+                break r.id.clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let v = fleet.repave(["--json", "cancel", run.as_str()]).expect_code(0).json();
+    assert_eq!(v["cancel_requested"], true);
+    assert_eq!(v["driven"], true);
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(5), "a cancelled run exits 5");
+    let record = store.get_run(&run).unwrap().unwrap();
+    assert_eq!(record.state.as_str(), "cancelled", "{:?}", record.error);
+    let after = fleet.status();
+    assert_eq!(before["parameter"], after["parameter"], "nothing published");
+    let roots = std::fs::read_dir(fleet.state_dir().join("local/instances"))
+        .unwrap()
+        .count();
+    assert_eq!(roots, 2, "the builder was cleaned up");
+    // A second cancel of an ended run is refused.
+    fleet.repave(["cancel", run.as_str()]).expect_code(2);
+}

@@ -62,6 +62,9 @@ pub(crate) struct Ctx<'a> {
     /// The last roll's report, also when it failed (its samples show what
     /// the fleet went through before the abort).
     pub last_roll: Mutex<Option<RollReport>>,
+    /// Id of the event that marked this driver's start: cancel requests
+    /// after it (from `repave cancel`, another process) stop this run.
+    driver_event: std::sync::atomic::AtomicI64,
 }
 
 impl Ctx<'_> {
@@ -114,8 +117,11 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Cancelled by this process (Ctrl-C, server shutdown) or by a cancel
+    /// request in the store (`repave cancel RUN` from anywhere).
     pub fn check_cancel(&self) -> Result<(), EngineError> {
-        if self.engine.cancel.is_cancelled() {
+        let after = self.driver_event.load(std::sync::atomic::Ordering::Relaxed);
+        if self.engine.cancel.is_cancelled() || self.engine.store.cancel_requested(&self.run.id, after)? {
             Err(EngineError::Cancelled)
         } else {
             Ok(())
@@ -319,6 +325,7 @@ impl Engine {
             pipeline,
             lease: Mutex::new(lease),
             last_roll: Mutex::new(None),
+            driver_event: std::sync::atomic::AtomicI64::new(0),
         };
         let span = tracing::info_span!("run", run = %ctx.run.id, pipeline = %ctx.run.pipeline, group = %ctx.run.group);
         let _guard = span.enter();
@@ -330,11 +337,17 @@ impl Engine {
         });
         // Which process drives the run: `status` tells an interrupted run
         // (its process gone) from a live one before the lease expires.
-        ctx.log(
-            "run",
-            format!("driven by process {}", std::process::id()),
-            serde_json::json!({ "pid": std::process::id() }),
-        );
+        let driver = NewEvent {
+            run: ctx.run.id.clone(),
+            at: self.clock.now(),
+            level: "info".into(),
+            step: Some("run".into()),
+            message: format!("driven by process {}", std::process::id()),
+            data: serde_json::json!({ "pid": std::process::id() }),
+        };
+        let driver_event = self.store.append_event(&driver)?;
+        ctx.driver_event
+            .store(driver_event, std::sync::atomic::Ordering::Relaxed);
         let mut summary = RunSummary::default();
         let calls_before = self.provider.api_calls();
         let result = match ctx.run.kind {

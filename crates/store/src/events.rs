@@ -17,7 +17,27 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
     })
 }
 
+/// Message of the event `repave cancel` appends: the process driving the
+/// run stops at its next safe point.
+pub const CANCEL_REQUESTED: &str = "cancel requested";
+
 impl Store {
+    /// Whether a cancel was requested for `run` after event `after` (the
+    /// event that marked the current driver's start: a resumed run is not
+    /// stopped again by an old request).
+    pub fn cancel_requested(&self, run: &RunId, after: i64) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE run_id = ?1 AND id > ?2 AND message = ?3)",
+                params![run.0, after, CANCEL_REQUESTED],
+                |r| r.get(0),
+            )
+            .map_err(|source| StoreError::ReadEvents {
+                run: run.clone(),
+                source,
+            })
+    }
+
     /// Append an event; returns its id (ids grow with every append, across
     /// runs). The level must be "info", "warn" or "error" and the run must
     /// exist.

@@ -15,6 +15,7 @@ mod steps;
 mod types;
 
 pub use error::StoreError;
+pub use events::CANCEL_REQUESTED;
 pub use types::{
     EventRecord, Lease, NewEvent, NewRun, RunFilter, RunKind, RunRecord, RunState, StepRecord, StepState, UnknownName,
 };

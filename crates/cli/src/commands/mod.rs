@@ -1,3 +1,4 @@
+pub mod cancel;
 pub mod gc;
 pub mod history;
 pub mod iam_policy;

@@ -152,7 +152,7 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
 
 /// Whether the process that last drove the run is still alive (the engine
 /// records its pid in the run's events).
-fn driver_alive(store: &repave_store::Store, run: &repave_core::RunId) -> bool {
+pub(crate) fn driver_alive(store: &repave_store::Store, run: &repave_core::RunId) -> bool {
     let events = match store.events(run, 0, 100_000) {
         Ok(e) => e,
         Err(_) => return true,
