@@ -234,3 +234,11 @@ fn window_problems(config: &repave_core::config::Config) -> Vec<(String, String)
     }
     out
 }
+
+/// A run by id; an unknown id is bad input (exit 2).
+pub fn run_record(store: &Store, run: &str) -> Result<repave_store::RunRecord, Exit> {
+    store
+        .get_run(&repave_core::RunId::new(run))
+        .map_err(Exit::failed)?
+        .ok_or_else(|| Exit::bad_input(anyhow!("run {run} not found (see `repave history`)")))
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fleet_lock, FleetGuard, Repave};
+use common::{fleet_lock, Fleet, FleetGuard, Repave};
 use serde_json::Value;
 use std::path::Path;
 
@@ -213,18 +213,8 @@ fn failed_patch_publishes_nothing_and_leaves_no_builder() {
 #[test]
 fn patch_timeout_fails_the_run() {
     let _l = fleet_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "repave.toml",
-        &local_config(
-            dir.path(),
-            free_port(),
-            "[pipelines.web.patch]\ntimeout = \"1ms\"\n",
-            None,
-        ),
-    );
-    let _guard = FleetGuard(dir.path().join("state"));
+    let fleet = Fleet::new(2, 2, 4, "[pipelines.web.patch]\ntimeout = \"1ms\"\n");
+    let config = fleet.config.clone();
     let v = Repave::new()
         .args(["--config", config.as_str(), "--json", "run"])
         .run()
@@ -244,18 +234,8 @@ fn patch_timeout_fails_the_run() {
 #[test]
 fn run_then_history_logs_status_and_rollback() {
     let _l = fleet_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "repave.toml",
-        &local_config(
-            dir.path(),
-            free_port(),
-            "[pipelines.web.rollout]\nwarmup = \"500ms\"\n",
-            None,
-        ),
-    );
-    let _guard = FleetGuard(dir.path().join("state"));
+    let fleet = Fleet::new(2, 2, 4, "[pipelines.web.rollout]\nwarmup = \"500ms\"\n");
+    let config = fleet.config.clone();
     let v = Repave::new()
         .args(["--config", config.as_str(), "--json", "run", "web"])
         .run()

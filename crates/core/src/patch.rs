@@ -104,6 +104,27 @@ pub fn parse_date_days(s: &str) -> Option<i64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
+/// (year, month, day) for days since the Unix epoch (Howard Hinnant's
+/// civil_from_days); the inverse of [`parse_date_days`].
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `YYYY-MM-DD` for days since the Unix epoch (the feed's date format).
+pub fn format_date_days(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         4 | 6 | 9 | 11 => 30,
@@ -285,6 +306,9 @@ mod tests {
         assert_eq!(parse_date_days("2000-03-01"), Some(11_017));
         assert_eq!(parse_date_days("2024-02-29"), Some(19_782));
         assert_eq!(parse_date_days("2023-02-29"), None);
+        for d in ["1970-01-01", "2000-02-29", "2024-12-31", "1969-07-20"] {
+            assert_eq!(format_date_days(parse_date_days(d).unwrap()), d);
+        }
         assert_eq!(parse_date_days("2023-13-01"), None);
         assert_eq!(parse_date_days("20230101"), None);
     }

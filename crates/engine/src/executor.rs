@@ -140,8 +140,15 @@ impl Ctx<'_> {
         if let Some(rec) = store.step(&self.run.id, name)? {
             if rec.state == StepState::Done {
                 if let Some(out) = rec.output {
-                    if let Ok(v) = serde_json::from_value(out) {
-                        return Ok(v);
+                    match serde_json::from_value(out) {
+                        Ok(v) => return Ok(v),
+                        // Journaled by another version of repave: the step
+                        // is idempotent, so it runs again — said, not hidden.
+                        Err(e) => self.log(
+                            name,
+                            format!("{name}: journaled output unreadable ({e}); running the step again"),
+                            serde_json::Value::Null,
+                        ),
                     }
                 }
             }

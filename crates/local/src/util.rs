@@ -40,20 +40,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM-DD` for days since the epoch (Howard Hinnant's civil_from_days).
-pub fn format_date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}")
-}
+/// `YYYY-MM-DD` for days since the epoch.
+pub use repave_core::patch::format_date_days as format_date;
 
 /// Days since the epoch today.
 pub fn today_days() -> i64 {

@@ -11,11 +11,8 @@ use repave_store::{NewEvent, CANCEL_REQUESTED};
 pub fn run(cli: &Cli, run: &str) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let store = loaded.store()?;
-    let id = repave_core::RunId::new(run);
-    let record = store
-        .get_run(&id)
-        .map_err(Exit::failed)?
-        .ok_or_else(|| Exit::bad_input(anyhow!("run {run} not found (see `repave history`)")))?;
+    let record = crate::context::run_record(&store, run)?;
+    let id = record.id.clone();
     if record.state.is_terminal() {
         return Err(Exit::bad_input(anyhow!(
             "run {run} already ended {}",

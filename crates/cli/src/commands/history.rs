@@ -3,7 +3,6 @@
 use crate::cli::Cli;
 use crate::exit::{self, Exit};
 use crate::output::time;
-use anyhow::anyhow;
 use repave_store::RunFilter;
 
 pub fn run(cli: &Cli, pipeline: Option<&str>, limit: u32) -> Result<i32, Exit> {
@@ -44,11 +43,8 @@ pub fn run(cli: &Cli, pipeline: Option<&str>, limit: u32) -> Result<i32, Exit> {
 pub fn logs(cli: &Cli, run: &str) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let store = loaded.store()?;
-    let id = repave_core::RunId::new(run);
-    let record = store
-        .get_run(&id)
-        .map_err(Exit::failed)?
-        .ok_or_else(|| Exit::bad_input(anyhow!("run {run} not found (see `repave history`)")))?;
+    let record = crate::context::run_record(&store, run)?;
+    let id = record.id.clone();
     let steps = store.steps(&id).map_err(Exit::failed)?;
     let events = store.events(&id, 0, 100_000).map_err(Exit::failed)?;
     if cli.json {

@@ -30,11 +30,8 @@ pub async fn start(cli: &Cli, arg: &PipelineArg, kind: RunKind) -> Result<i32, E
 pub async fn resume(cli: &Cli, run: &str) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let store = loaded.store()?;
-    let id = repave_core::RunId::new(run);
-    let record = store
-        .get_run(&id)
-        .map_err(Exit::failed)?
-        .ok_or_else(|| Exit::bad_input(anyhow::anyhow!("run {run} not found (see `repave history`)")))?;
+    let record = crate::context::run_record(&store, run)?;
+    let id = record.id.clone();
     let (_, pipeline) = loaded.pipeline(Some(&record.pipeline))?;
     let provider = loaded.provider(&pipeline).await?;
     let bars = Arc::new(Bars::new(cli.json));

@@ -294,7 +294,7 @@ fn write_broken_feed(state_dir: &Path) -> Result<PathBuf, Exit> {
         version: "2.0.0".into(),
         severity: "Critical".into(),
         classification: "CriticalUpdates".into(),
-        released: date(today - 30),
+        released: repave_core::patch::format_date_days(today - 30),
         reboot: false,
         files,
     });
@@ -303,10 +303,6 @@ fn write_broken_feed(state_dir: &Path) -> Result<PathBuf, Exit> {
         .context("writing the feed")
         .map_err(Exit::failed)?;
     Ok(path)
-}
-
-fn date(days: i64) -> String {
-    crate::output::time(days * 86_400_000)[..10].to_string()
 }
 
 fn demo_config(state_dir: &Path, args: &DemoArgs, port: u16, feed: Option<&Path>) -> String {

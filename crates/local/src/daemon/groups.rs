@@ -121,14 +121,21 @@ pub(crate) fn set_protection(
     instance: &InstanceId,
     protected: bool,
 ) -> Result<(), LocalError> {
-    let g = group_mut(cloud, group)?;
-    let m = g
+    let m = member_mut(cloud, group, instance)?;
+    m.protected = protected;
+    shared.save(cloud)
+}
+
+fn member_mut<'a>(
+    cloud: &'a mut Cloud,
+    group: &str,
+    instance: &InstanceId,
+) -> Result<&'a mut crate::state::MemberRecord, LocalError> {
+    group_mut(cloud, group)?
         .members
         .iter_mut()
         .find(|m| &m.id == instance)
-        .ok_or_else(|| LocalError::not_found(format!("instance {instance} is not a member of group {group}")))?;
-    m.protected = protected;
-    shared.save(cloud)
+        .ok_or_else(|| LocalError::not_found(format!("instance {instance} is not a member of group {group}")))
 }
 
 /// Every member's state at the group's balancer.
@@ -165,12 +172,7 @@ pub(crate) fn set_registered(
     instance: &InstanceId,
     registered: bool,
 ) -> Result<(), LocalError> {
-    let g = group_mut(cloud, group)?;
-    let m = g
-        .members
-        .iter_mut()
-        .find(|m| &m.id == instance)
-        .ok_or_else(|| LocalError::not_found(format!("instance {instance} is not a member of group {group}")))?;
+    let m = member_mut(cloud, group, instance)?;
     m.registered = registered;
     if !registered {
         if let Some(b) = cloud.balancers.get(group) {
