@@ -106,6 +106,13 @@ pub enum Command {
     Simulate(crate::commands::simulate::SimulateArgs),
     /// Scheduler for maintenance windows, HTTP JSON API, dashboard and /metrics in one process.
     Serve(crate::commands::serve::ServeArgs),
+    /// Show, enable or disable the maintenance-window schedules `repave
+    /// serve` follows (a schedule disables itself after
+    /// `max_consecutive_failures` failed runs and stays off until enabled).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Manage the local fleet's background process.
     Local {
         #[command(subcommand)]
@@ -143,6 +150,24 @@ pub enum Command {
 pub struct PipelineArg {
     /// Pipeline name from repave.toml (may be omitted when there is only one).
     pub pipeline: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Each windowed pipeline: enabled or why not, failures in a row.
+    Show {
+        /// Only this pipeline.
+        pipeline: Option<String>,
+    },
+    /// Enable a pipeline's schedule again (clears the failure count).
+    Enable { pipeline: String },
+    /// Disable a pipeline's schedule: its windows start nothing until enabled.
+    Disable {
+        pipeline: String,
+        /// Why (shown by `show`, the API and the dashboard).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -67,6 +67,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Exit> {
         Command::Logs { run } => commands::history::logs(&cli, run),
         Command::Simulate(args) => commands::simulate::run(&cli, args).await,
         Command::Serve(args) => commands::serve::run(&cli, args).await,
+        Command::Schedule { command } => commands::schedule::run(&cli, command),
         Command::Local { command } => match command {
             LocalCommand::Up => commands::local::up(&cli).await,
             LocalCommand::Down => commands::local::down(&cli).await,

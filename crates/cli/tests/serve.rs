@@ -348,6 +348,8 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
         "/api/runs/{id}/resume",
         "/api/runs/{id}/rollback",
         "/api/fleet",
+        "/api/webhooks",
+        "/api/pipelines/{name}/schedule",
         "/api/images/diff",
         "/metrics",
     ] {
@@ -386,6 +388,40 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
         };
         (has(want("started", &run)) && has(want("succeeded", &run)) && has(want("succeeded", &rb))).then_some(())
     });
+    // ... recorded in the outbox, which names hooks by digest, never by URL.
+    wait_for("outbox", Duration::from_secs(20), || {
+        let notices = get(a, "/api/webhooks");
+        let list = notices.as_array().unwrap();
+        assert!(!notices.to_string().contains(&hook.to_string()), "{notices}");
+        let delivered = list.iter().filter(|n| n["state"] == "delivered").count();
+        let retried = list.iter().any(|n| n["attempts"].as_u64() > Some(1));
+        (delivered == list.len() && delivered >= 4 && retried).then_some(())
+    });
+
+    // The schedule: disabled through the API (not without the token), seen
+    // by the CLI on the same store, enabled again by the CLI.
+    let body = r#"{"enabled":false,"reason":"change freeze"}"#;
+    assert_eq!(post(a, "/api/pipelines/web/schedule", None, body).0, 401);
+    assert_eq!(get(a, "/api/pipelines")[0]["schedule"]["enabled"], true);
+    assert_eq!(post(a, "/api/pipelines/nope/schedule", Some(TOKEN), body).0, 404);
+    let (status, changed) = post(a, "/api/pipelines/web/schedule", Some(TOKEN), body);
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["schedule"]["disabled_reason"], "change freeze");
+    let cli = |args: &[&str]| {
+        common::Repave::new()
+            .args(["--config", config.to_str().unwrap()])
+            .args(args.iter().copied())
+            .run()
+    };
+    let shown = cli(&["--json", "schedule", "show"]).expect_code(0).json();
+    assert_eq!(shown[0]["enabled"], false, "{shown}");
+    assert_eq!(shown[0]["disabled_reason"], "change freeze");
+    let (status, index) = http(a, "GET", "/", None, None);
+    assert!(status == 200 && index.contains("change freeze"), "{index}");
+    cli(&["schedule", "enable", "web"]).expect_code(0);
+    assert_eq!(get(a, "/api/pipelines")[0]["schedule"]["enabled"], true);
+    let err = cli(&["schedule", "enable", "nope"]).expect_code(2);
+    assert!(err.stderr.contains("unknown pipeline \"nope\""), "{}", err.stderr);
 }
 
 fn chromium(args: &[&str]) -> String {

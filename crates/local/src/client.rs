@@ -19,6 +19,8 @@ use tokio::net::UnixStream;
 
 /// How long `ensure_running` waits for a freshly spawned daemon.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `shutdown` waits for the daemon to stop answering.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 
 /// Client of the local daemon; implements every core provider trait.
 #[derive(Debug, Clone)]
@@ -148,9 +150,25 @@ impl LocalClient {
         expect!(self.call(&Request::Ping).await?, Response::Pong { pid } => pid)
     }
 
-    /// Stop balancers, terminate every instance, remove roots; the daemon exits.
+    /// Stop balancers, terminate every instance, remove roots; the daemon
+    /// exits. Returns once it no longer answers on its socket (bounded by
+    /// [`SHUTDOWN_WAIT`]), so a caller can start a new one right away.
     pub async fn shutdown(&self) -> Result<(), LocalError> {
-        self.unit(Request::Shutdown).await
+        self.unit(Request::Shutdown).await?;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while self.daemon_pid().await.is_ok() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LocalError::io(
+                    "waiting for the fleet process to exit",
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("still answering {} s after shutdown", SHUTDOWN_WAIT.as_secs()),
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Create the group with its image, launch spec and parameter unless it

@@ -346,3 +346,52 @@ pub(crate) async fn metrics(State(s): AppState) -> Response {
     let body = s.metrics.render(&gauges, &calls, &throttled);
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
+
+#[derive(Deserialize)]
+pub(crate) struct ScheduleChange {
+    enabled: bool,
+    reason: Option<String>,
+}
+
+/// Enable or disable a pipeline's schedule. Enabling clears the failure
+/// count; the state is stored, so it holds across restarts.
+pub(crate) async fn set_schedule(
+    State(s): AppState,
+    Path(name): Path<String>,
+    Json(change): Json<ScheduleChange>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if !s.config.pipelines.contains_key(&name) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline {name:?}")));
+    }
+    let reason = change
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "disabled through the API".into());
+    let updated = s
+        .update_schedule(&name, |st| {
+            st.enabled = change.enabled;
+            if change.enabled {
+                st.consecutive_failures = 0;
+                st.disabled_reason = None;
+            } else {
+                st.disabled_reason = Some(reason);
+            }
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("pipeline {name} has no window, so no schedule"),
+            )
+        })?;
+    tracing::info!(
+        pipeline = name,
+        enabled = updated.enabled,
+        "schedule changed through the API"
+    );
+    Ok(Json(json!({ "pipeline": name, "schedule": updated })))
+}
+
+/// The webhook outbox, newest first: what was sent, retried or given up.
+pub(crate) async fn webhook_notices(State(s): AppState) -> ApiResult<Json<Vec<repave_store::Notice>>> {
+    Ok(Json(s.store.notices(100)?))
+}

@@ -58,6 +58,9 @@ pub fn check_windows(config: &repave_core::config::Config, now: repave_core::Tim
     Ok(())
 }
 
+/// How long shutdown waits for due webhook notices to go out.
+const NOTICE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The scheduler, API and dashboard over one store.
 pub struct Server {
     shared: Arc<Shared>,
@@ -95,8 +98,9 @@ impl Server {
                 }
             })
         };
-        let bg = background.clone();
-        let notifier = tokio::spawn(async move { notifier_shared.notifier.run(on_result, bg).await });
+        let notifier_stop = CancellationToken::new();
+        let stop_notifier = notifier_stop.clone();
+        let notifier = tokio::spawn(async move { notifier_shared.notifier.run(on_result, stop_notifier).await });
         lifecycle::recover(&shared).await;
         let scheduler = tokio::spawn(scheduler::run(shared.clone(), background.clone()));
         let app = router(shared.clone());
@@ -109,8 +113,19 @@ impl Server {
         background.cancel();
         let _ = scheduler.await;
         lifecycle::stop_runs(&shared).await;
-        // Give queued notices (a run's "paused" is not one, "failed" may be)
-        // a moment; delivery tasks already running finish on their own.
+        // Give notices the stopped runs queued (a run's "paused" is not one,
+        // "failed" may be) a moment; what is still pending then stays in the
+        // store's outbox and goes out after the next start.
+        let grace = tokio::time::Instant::now() + NOTICE_GRACE;
+        while tokio::time::Instant::now() < grace
+            && shared
+                .store
+                .due_notices(shared.clock.now(), 1)
+                .is_ok_and(|due| !due.is_empty())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        notifier_stop.cancel();
         let _ = notifier.await;
         served.map_err(ServerError::Serve)
     }
@@ -119,6 +134,7 @@ impl Server {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/pipelines", get(api::pipelines))
+        .route("/api/pipelines/{name}/schedule", post(api::set_schedule))
         .route("/api/runs", get(api::list_runs).post(api::start_run))
         .route("/api/runs/{id}", get(api::run_detail))
         .route("/api/runs/{id}/progress", get(api::progress))
@@ -126,6 +142,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/runs/{id}/resume", post(api::resume))
         .route("/api/runs/{id}/rollback", post(api::rollback))
         .route("/api/fleet", get(api::fleet_view))
+        .route("/api/webhooks", get(api::webhook_notices))
         .route("/api/images/diff", get(api::image_diff))
         .route("/api/images/{id}/manifest", get(api::image_manifest))
         .route("/openapi.json", get(openapi::document))

@@ -42,6 +42,14 @@ pub fn spec() -> Value {
         },
         "paths": {
             "/api/pipelines": { "get": op("Pipelines with their window, next window, schedule state and last run", false, json!([]), json!({ "200": ok("pipelines") })) },
+            "/api/pipelines/{name}/schedule": { "post": {
+                "summary": "Enable or disable a pipeline's schedule: {\"enabled\": true} (enabling clears the failure count), {\"enabled\": false, \"reason\": \"...\"}",
+                "security": [{ "bearer": [] }],
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["enabled"],
+                    "properties": { "enabled": { "type": "boolean" }, "reason": { "type": "string" } } } } } },
+                "responses": { "200": ok("the schedule's new state"), "401": err("no or wrong bearer token; nothing changed"), "404": err("unknown pipeline, or it has no window") }
+            } },
             "/api/runs": {
                 "get": op("Runs, newest first", false, json!([q("pipeline", "only this pipeline"), q("state", "pending, running, paused, succeeded, failed, rolled_back, cancelled"), q("limit", "at most this many (default 100)")]), json!({ "200": ok("runs"), "400": err("unknown state") })),
                 "post": {
@@ -57,6 +65,7 @@ pub fn spec() -> Value {
             "/api/runs/{id}/cancel": { "post": op("Stop a run at its next safe point (a roll pauses, resumable)", true, id_param(), mutating_responses(json!({ "409": err("finished, or not driven by this server") }))) },
             "/api/runs/{id}/resume": { "post": op("Continue a paused or interrupted run", true, id_param(), mutating_responses(json!({ "409": err("finished, already running, or group leased") }))) },
             "/api/runs/{id}/rollback": { "post": op("Start a rollback run for the run's pipeline", true, id_param(), mutating_responses(json!({ "409": err("group leased") }))) },
+            "/api/webhooks": { "get": op("The webhook outbox, newest first: each notice's hook (a digest, never the URL), event, run, state (pending, delivered, failed), attempts and last error", false, json!([]), json!({ "200": ok("notices") })) },
             "/api/fleet": { "get": op("Instances by image, drift from the golden image, patch level", false, json!([]), json!({ "200": ok("groups") })) },
             "/api/images/diff": { "get": op("Difference between two images' patch manifests", false,
                 json!([{ "name": "a", "in": "query", "required": true, "schema": { "type": "string" } }, { "name": "b", "in": "query", "required": true, "schema": { "type": "string" } }]),

@@ -250,7 +250,7 @@ fn count_result(shared: &Shared, pipeline: &str, run: Option<&RunId>, state: &st
             s.consecutive_failures += 1;
             if s.consecutive_failures >= max && s.enabled {
                 let reason = format!(
-                    "disabled after {} consecutive failed runs (last: {}{}); restart `repave serve` to enable it again",
+                    "disabled after {} consecutive failed runs (last: {}{}); `repave schedule enable {pipeline}` enables it again",
                     s.consecutive_failures,
                     run.map(|r| r.to_string()).unwrap_or_else(|| "no run".into()),
                     error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()

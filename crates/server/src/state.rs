@@ -33,11 +33,15 @@ pub struct ServerOptions {
 }
 
 /// The scheduler's view of one pipeline (shown by the API and dashboard).
+/// `enabled`, `consecutive_failures` and `disabled_reason` live in the store
+/// (a schedule that disabled itself stays disabled across restarts, and
+/// `repave schedule enable` from another process takes effect at once); the
+/// rest is this process's memory.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ScheduleState {
     pub enabled: bool,
     pub consecutive_failures: u32,
-    /// Why the schedule disabled itself.
+    /// Why the schedule disabled itself (or who disabled it).
     pub disabled_reason: Option<String>,
     /// Why the last window did not start a run.
     pub last_skip: Option<String>,
@@ -90,7 +94,7 @@ impl Shared {
                 );
             }
         }
-        let notifier = Notifier::new(o.config.server.webhooks.clone());
+        let notifier = Notifier::new(o.config.server.webhooks.clone(), o.store.clone(), o.clock.clone());
         Ok(Arc::new(Shared {
             config: o.config,
             token: o.token,
@@ -108,13 +112,50 @@ impl Shared {
         }))
     }
 
+    /// The schedule of a pipeline with a window: this process's view with
+    /// the stored state laid over it.
     pub fn schedule(&self, pipeline: &str) -> Option<ScheduleState> {
-        self.schedules.lock().expect("schedules").get(pipeline).cloned()
+        let schedules = self.schedules.lock().expect("schedules");
+        let mut s = schedules.get(pipeline).cloned()?;
+        self.overlay_stored(pipeline, &mut s);
+        Some(s)
     }
 
-    pub fn update_schedule(&self, pipeline: &str, f: impl FnOnce(&mut ScheduleState)) {
-        if let Some(s) = self.schedules.lock().expect("schedules").get_mut(pipeline) {
-            f(s);
+    fn overlay_stored(&self, pipeline: &str, s: &mut ScheduleState) {
+        match self.store.schedule(pipeline) {
+            Ok(Some(rec)) => {
+                s.enabled = rec.enabled;
+                s.consecutive_failures = rec.consecutive_failures;
+                s.disabled_reason = rec.disabled_reason;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(pipeline, error = %e, "could not read the schedule's state; using this process's")
+            }
         }
+    }
+
+    /// Change a pipeline's schedule; the durable part is written to the
+    /// store when it changed. Returns the new state (`None` for a pipeline
+    /// without a window).
+    pub fn update_schedule(&self, pipeline: &str, f: impl FnOnce(&mut ScheduleState)) -> Option<ScheduleState> {
+        let mut schedules = self.schedules.lock().expect("schedules");
+        let s = schedules.get_mut(pipeline)?;
+        self.overlay_stored(pipeline, s);
+        let before = (s.enabled, s.consecutive_failures, s.disabled_reason.clone());
+        f(s);
+        if before != (s.enabled, s.consecutive_failures, s.disabled_reason.clone()) {
+            let rec = repave_store::ScheduleRecord {
+                pipeline: pipeline.to_string(),
+                enabled: s.enabled,
+                consecutive_failures: s.consecutive_failures,
+                disabled_reason: s.disabled_reason.clone(),
+                updated_at: self.clock.now(),
+            };
+            if let Err(e) = self.store.put_schedule(&rec) {
+                tracing::error!(pipeline, error = %e, "could not persist the schedule's state");
+            }
+        }
+        Some(s.clone())
     }
 }

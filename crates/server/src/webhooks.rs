@@ -1,17 +1,22 @@
 //! Webhooks on run start / success / failure / rollback: a JSON POST (or a
 //! Slack-compatible `{"text": ...}`), retried with exponential backoff.
-//! Delivery runs on its own task so a slow receiver never holds up a run.
+//! Notices go through the store's outbox (they outlive a restart); delivery
+//! runs on its own task so a slow receiver never holds up a run.
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use repave_core::config::Webhook;
+use repave_core::ids::Clock;
 use repave_core::RunId;
+use repave_store::Store;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Attempts per delivery; the waits between them double from `FIRST_BACKOFF`.
@@ -67,55 +72,122 @@ impl RunNotice {
     }
 }
 
-/// Queues notices; [`Notifier::run`] delivers them.
+/// Writes notices to the store's outbox; [`Notifier::run`] delivers them.
+/// A notice queued before a shutdown or a crash is delivered after the next
+/// start (at least once: one whose POST was in flight may be sent twice).
 pub(crate) struct Notifier {
     hooks: Arc<Vec<Webhook>>,
-    tx: mpsc::UnboundedSender<RunNotice>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<RunNotice>>>,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    wake: Notify,
+}
+
+/// What the outbox records instead of a hook's URL (chat webhook URLs are
+/// secrets): the first 16 hex digits of its SHA-256.
+pub fn hook_key(url: &str) -> String {
+    let digest = Sha256::digest(url.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The wait before attempt `attempt + 1` after `attempt` failed ones.
+fn backoff(attempts: u32) -> Duration {
+    FIRST_BACKOFF * 2u32.saturating_pow(attempts.saturating_sub(1))
 }
 
 impl Notifier {
-    pub fn new(hooks: Vec<Webhook>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(hooks: Vec<Webhook>, store: Arc<Store>, clock: Arc<dyn Clock>) -> Self {
         Self {
             hooks: Arc::new(hooks),
-            tx,
-            rx: Mutex::new(Some(rx)),
+            store,
+            clock,
+            wake: Notify::new(),
         }
     }
 
+    /// Queue `notice` for every hook that wants its event.
     pub fn notify(&self, notice: RunNotice) {
-        if !self.hooks.is_empty() {
-            // The receiver lives as long as the server; a closed queue
-            // means shutdown, when nothing is delivered any more.
-            let _ = self.tx.send(notice);
+        let now = self.clock.now();
+        for hook in self
+            .hooks
+            .iter()
+            .filter(|h| h.events.is_empty() || h.events.contains(&notice.event))
+        {
+            let body = notice.body(&hook.format).to_string();
+            if let Err(e) = self
+                .store
+                .queue_notice(&hook_key(&hook.url), &notice.event, Some(&notice.run), &body, now)
+            {
+                tracing::error!(error = %e, run = notice.run, event = notice.event, "could not queue a webhook notice");
+            }
         }
+        self.wake.notify_one();
     }
 
-    /// Deliver queued notices until `shutdown`; each delivery is its own
-    /// task so one slow receiver does not delay the others.
+    /// Deliver due notices until `shutdown`; each attempt is its own task
+    /// so one slow receiver does not delay the others.
     pub async fn run(&self, on_result: Arc<dyn Fn(&str) + Send + Sync>, shutdown: CancellationToken) {
-        let Some(mut rx) = self.rx.lock().expect("notifier").take() else {
-            return;
-        };
         let client = clients();
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let done = Arc::new(Notify::new());
         loop {
-            let notice = tokio::select! {
+            let now = self.clock.now();
+            let due = self.store.due_notices(now, 256).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "could not read the webhook outbox");
+                Vec::new()
+            });
+            for notice in due {
+                if !in_flight.lock().expect("in flight").insert(notice.id) {
+                    continue;
+                }
+                let Some(hook) = self.hooks.iter().find(|h| hook_key(&h.url) == notice.hook).cloned() else {
+                    let why = "the hook is no longer configured";
+                    let _ = self.store.record_attempt(notice.id, Some(why), None, now);
+                    in_flight.lock().expect("in flight").remove(&notice.id);
+                    on_result("failed");
+                    continue;
+                };
+                let (client, store, clock) = (client.clone(), self.store.clone(), self.clock.clone());
+                let (in_flight, done, on_result) = (in_flight.clone(), done.clone(), on_result.clone());
+                tokio::spawn(async move {
+                    let result = post(&client, &hook.url, notice.body.clone()).await;
+                    let attempts = notice.attempts + 1;
+                    let now = clock.now();
+                    let recorded = match &result {
+                        Ok(()) => {
+                            on_result("delivered");
+                            store.record_attempt(notice.id, None, None, now)
+                        }
+                        Err(e) => {
+                            tracing::warn!(hook = notice.hook, attempt = attempts, error = %e, "webhook delivery failed");
+                            let retry_at = (attempts < ATTEMPTS).then(|| now.plus(backoff(attempts)));
+                            on_result(if retry_at.is_some() { "retried" } else { "failed" });
+                            store.record_attempt(notice.id, Some(e), retry_at, now)
+                        }
+                    };
+                    if let Err(e) = recorded {
+                        tracing::error!(error = %e, "could not record a webhook attempt");
+                    }
+                    in_flight.lock().expect("in flight").remove(&notice.id);
+                    done.notify_one();
+                });
+            }
+            // Sleep until the next notice is due, a new one is queued, an
+            // attempt ends, or shutdown.
+            let next = self.store.next_notice_at().ok().flatten();
+            let nap = next.map_or(IDLE_CHECK, |at| at.since(self.clock.now()).clamp(MIN_NAP, IDLE_CHECK));
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
-                n = rx.recv() => match n { Some(n) => n, None => return },
-            };
-            for hook in self
-                .hooks
-                .iter()
-                .filter(|h| h.events.is_empty() || h.events.contains(&notice.event))
-            {
-                let (client, hook, on_result) = (client.clone(), hook.clone(), on_result.clone());
-                let body = notice.body(&hook.format).to_string();
-                tokio::spawn(async move { deliver(&client, &hook.url, body, on_result.as_ref()).await });
+                _ = self.wake.notified() => {}
+                _ = done.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
             }
         }
     }
 }
+
+/// Longest wait between looks at the outbox (another process may queue).
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+const MIN_NAP: Duration = Duration::from_millis(10);
 
 type HttpConnector = hyper_util::client::legacy::connect::HttpConnector;
 
@@ -137,28 +209,6 @@ fn clients() -> Clients {
         }
     };
     Clients { http, https }
-}
-
-async fn deliver(client: &Clients, url: &str, body: String, on_result: &(dyn Fn(&str) + Send + Sync)) {
-    let mut wait = FIRST_BACKOFF;
-    for attempt in 1..=ATTEMPTS {
-        match post(client, url, body.clone()).await {
-            Ok(()) => {
-                on_result("delivered");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(url, attempt, error = %e, "webhook delivery failed");
-                if attempt == ATTEMPTS {
-                    on_result("failed");
-                    return;
-                }
-                on_result("retried");
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-        }
-    }
 }
 
 async fn post(client: &Clients, url: &str, body: String) -> Result<(), String> {

@@ -24,6 +24,7 @@ struct World {
     shutdown: CancellationToken,
     served: tokio::task::JoinHandle<()>,
     clock: Arc<SimClock>,
+    pipeline: Pipeline,
 }
 
 fn policy(window: Window) -> Pipeline {
@@ -56,8 +57,27 @@ async fn world(size: u32, faults: Faults, p: Pipeline) -> World {
     let base = provider.add_image("golden");
     provider.add_group("web", "latestAmi", &base, size);
     let store = Arc::new(Store::open_in_memory().unwrap());
+    let (shutdown, served) = serve(&store, &provider, &clock, &p).await;
+    World {
+        provider,
+        store,
+        base,
+        shutdown,
+        served,
+        clock,
+        pipeline: p,
+    }
+}
+
+/// A server over this store, provider and clock, serving until cancelled.
+async fn serve(
+    store: &Arc<Store>,
+    provider: &Arc<SimProvider>,
+    clock: &Arc<SimClock>,
+    p: &Pipeline,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let mut config = Config::default();
-    config.pipelines.insert("web".into(), p);
+    config.pipelines.insert("web".into(), p.clone());
     let mut providers: BTreeMap<String, Arc<dyn repave_core::provider::Provider>> = BTreeMap::new();
     providers.insert("web".into(), provider.clone());
     let server = Server::new(ServerOptions {
@@ -80,14 +100,16 @@ async fn world(size: u32, faults: Faults, p: Pipeline) -> World {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let served = tokio::spawn(async move { server.serve(listener, stop).await.unwrap() });
-    World {
-        provider,
-        store,
-        base,
-        shutdown,
-        served,
-        clock,
-    }
+    (shutdown, served)
+}
+
+/// Stop the server and start a new one on the same store.
+async fn restart(w: &mut World) {
+    w.shutdown.cancel();
+    (&mut w.served).await.unwrap();
+    let (shutdown, served) = serve(&w.store, &w.provider, &w.clock, &w.pipeline).await;
+    w.shutdown = shutdown;
+    w.served = served;
 }
 
 fn runs(w: &World) -> Vec<repave_store::RunRecord> {
@@ -166,11 +188,31 @@ async fn consecutive_failures_disable_the_schedule() {
         patch_failure: true,
         ..Faults::default()
     };
-    let w = world(4, faults, policy(window(2))).await;
+    let mut w = world(4, faults, policy(window(2))).await;
     tokio::time::sleep(HOUR * 24 * 4).await;
     let all = runs(&w);
     // Two failed windows, then the schedule is off: the later windows start nothing.
     assert_eq!(all.len(), 2, "{all:?}");
+    // It stays off across a restart of the server (the state is stored) ...
+    let stored = w.store.schedule("web").unwrap().expect("schedule state stored");
+    assert!(!stored.enabled && stored.consecutive_failures == 2, "{stored:?}");
+    restart(&mut w).await;
+    tokio::time::sleep(HOUR * 24 * 2).await;
+    assert_eq!(runs(&w).len(), 2, "a restart must not enable a disabled schedule");
+    // ... until an operator enables it (what `repave schedule enable` writes,
+    // from another process: the running server sees it at the next window).
+    w.store
+        .put_schedule(&repave_store::ScheduleRecord {
+            enabled: true,
+            consecutive_failures: 0,
+            disabled_reason: None,
+            ..stored.clone()
+        })
+        .unwrap();
+    tokio::time::sleep(HOUR * 24).await;
+    let after = runs(&w);
+    assert_eq!(after.len(), 3, "the enabled schedule's next window runs: {after:?}");
+    assert_eq!(w.store.schedule("web").unwrap().unwrap().consecutive_failures, 1);
     assert!(all.iter().all(|r| r.state == RunState::Failed));
     let events = w.store.events(&all[0].id, 0, 10_000).unwrap();
     assert!(

@@ -55,6 +55,16 @@ pub enum StoreError {
     ReleaseLease { group: String, source: Sql },
     #[error("read lease on group {group}")]
     ReadLease { group: String, source: Sql },
+    #[error("read schedule of pipeline {pipeline}")]
+    ReadSchedule { pipeline: String, source: Sql },
+    #[error("write schedule of pipeline {pipeline}")]
+    WriteSchedule { pipeline: String, source: Sql },
+    #[error("queue webhook notice")]
+    QueueNotice { source: Sql },
+    #[error("read webhook outbox")]
+    ReadOutbox { source: Sql },
+    #[error("record delivery of webhook notice {id}")]
+    RecordNotice { id: i64, source: Sql },
     #[error("lease on group {group} (token {token}, holder {holder}) is no longer held: expired or taken over")]
     LeaseLost { group: String, holder: String, token: i64 },
 }

@@ -1,6 +1,6 @@
 //! repave-store: the durable journal in SQLite — runs, steps (intent before
 //! the side effect, output after), the append-only event audit, and group
-//! leases with fencing tokens. The schema and its migrations live here and
+//! leases with fencing tokens, the scheduler's state and the webhook outbox. The schema and its migrations live here and
 //! nowhere else.
 //!
 //! Several processes (CLI runs, `repave serve`) share one database file:
@@ -9,13 +9,17 @@
 mod error;
 mod events;
 mod leases;
+mod outbox;
 mod runs;
+mod schedules;
 mod schema;
 mod steps;
 mod types;
 
 pub use error::StoreError;
 pub use events::CANCEL_REQUESTED;
+pub use outbox::{Notice, NoticeState};
+pub use schedules::ScheduleRecord;
 pub use types::{
     EventRecord, Lease, NewEvent, NewRun, RunFilter, RunKind, RunRecord, RunState, StepRecord, StepState, UnknownName,
 };

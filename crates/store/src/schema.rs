@@ -64,6 +64,33 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL
     );
     "#,
+    // 2: the scheduler's state per pipeline (a schedule that disabled itself
+    // stays disabled across restarts) and the webhook outbox (a notice
+    // queued before a shutdown is delivered after the next start).
+    r#"
+    CREATE TABLE schedules (
+        pipeline              TEXT PRIMARY KEY,
+        enabled               INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        consecutive_failures  INTEGER NOT NULL,
+        disabled_reason       TEXT,
+        updated_at            INTEGER NOT NULL
+    );
+
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        hook        TEXT NOT NULL,     -- a digest of the hook's URL, never the URL
+        event       TEXT NOT NULL,
+        run_id      TEXT,
+        body        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts    INTEGER NOT NULL,
+        next_at     INTEGER NOT NULL,
+        last_error  TEXT,
+        created_at  INTEGER NOT NULL,
+        ended_at    INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox (state, next_at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -7,6 +7,7 @@ pub mod init;
 pub mod local;
 pub mod plan;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod simulate;
 pub mod status;

@@ -579,7 +579,7 @@ pub struct Window {
     #[serde(default)]
     pub only_if: Option<String>,
     /// After this many failed scheduled runs in a row the schedule disables
-    /// itself (until `repave serve` restarts).
+    /// itself (stored; `repave schedule enable PIPELINE` turns it back on).
     #[serde(default = "default_max_consecutive_failures")]
     pub max_consecutive_failures: u32,
 }
