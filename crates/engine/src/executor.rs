@@ -565,20 +565,7 @@ pub(crate) async fn roll_and_verify(
         .await?;
         return Ok(report);
     }
-    let journaled = ctx
-        .engine
-        .store
-        .step(ctx.run_id(), roll_step)?
-        .and_then(|s| s.intent.get("base_desired").and_then(|v| v.as_u64()))
-        .map(|v| v as u32);
-    let base = match journaled.or(base_hint) {
-        Some(b) => b,
-        None => {
-            crate::call::retry(roll_step, || ctx.provider().describe_group(&ctx.pipeline.group))
-                .await?
-                .desired
-        }
-    };
+    let base = roll::base_capacity(ctx, roll_step, base_hint).await?;
     let intent = serde_json::json!({ "target": image, "policy": policy, "base_desired": base });
     let report: RollReport = ctx
         .step(roll_step, intent, || roll::roll(ctx, roll_step, image, policy, base))

@@ -1,6 +1,6 @@
 //! The roll loop: observe the group and its balancer, ask the pure planner
 //! what to do, do it, repeat. Level-triggered: a restarted process rebuilds
-//! its place from what it observes plus the journaled base capacity.
+//! its place from what it observes plus the journaled capacity checkpoint.
 
 use crate::call::retry;
 use crate::error::EngineError;
@@ -37,6 +37,65 @@ pub async fn observe(p: &dyn Provider, group: &str) -> Result<Observation, Engin
         max: g.max,
         members,
     })
+}
+
+/// The roll's capacity bookkeeping, checkpointed on the roll step before the
+/// actions that change desired capacity (and again once they are done): the
+/// fleet's size without surge, and desired capacity before and after this
+/// tick's actions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    base_desired: u32,
+    desired_before: u32,
+    desired_after: u32,
+}
+
+/// The capacity a (re)started roll aims at, without its own surge. A roll
+/// that ran before left a checkpoint: its base stands unless desired
+/// capacity was changed outside the roll since (an autoscaler acting while
+/// the roll was paused or its process dead), which moves the base by as
+/// much. Otherwise the base journaled in the step's intent, the caller's
+/// hint, or the group's desired capacity now.
+pub(crate) async fn base_capacity(ctx: &Ctx<'_>, step: &str, hint: Option<u32>) -> Result<u32, EngineError> {
+    let rec = ctx.engine.store.step(ctx.run_id(), step)?;
+    let journaled = rec
+        .as_ref()
+        .and_then(|s| s.intent.get("base_desired"))
+        .and_then(|v| v.as_u64())
+        .map(|v| v as u32);
+    let checkpoint = rec
+        .and_then(|s| s.checkpoint)
+        .and_then(|c| serde_json::from_value::<Checkpoint>(c).ok());
+    let known = journaled.or(hint);
+    if checkpoint.is_none() {
+        if let Some(b) = known {
+            return Ok(b);
+        }
+    }
+    let g = retry(step, || ctx.provider().describe_group(&ctx.pipeline.group)).await?;
+    let Some(cp) = checkpoint else {
+        return Ok(g.desired);
+    };
+    let (lo, hi) = (
+        cp.desired_before.min(cp.desired_after),
+        cp.desired_before.max(cp.desired_after),
+    );
+    // Within the range the last tick's actions spanned: only the roll's own
+    // changes (some of them may not have happened before the stop).
+    if (lo..=hi).contains(&g.desired) {
+        return Ok(cp.base_desired);
+    }
+    let moved = g.desired as i64 - cp.desired_after as i64;
+    let base = (cp.base_desired as i64 + moved).clamp(g.min as i64, g.max as i64) as u32;
+    ctx.log(
+        step,
+        format!(
+            "desired capacity changed from {} to {} while the roll was stopped: it now aims at {base} instance(s)",
+            cp.desired_after, g.desired
+        ),
+        serde_json::json!({ "checkpoint": cp, "desired": g.desired, "base_desired": base }),
+    );
+    Ok(base)
 }
 
 #[derive(Default)]
@@ -120,6 +179,7 @@ async fn roll_loop(
     let total_old = first.members.iter().filter(|m| m.image != *target).count() as u32;
     let tick = ctx.engine.opts.tick;
     let mut blocked_since: Option<Timestamp> = None;
+    let mut checkpointed: Option<Checkpoint> = None;
     loop {
         ctx.check_cancel()?;
         ctx.keep_lease()?;
@@ -176,8 +236,26 @@ async fn roll_loop(
                 what: format!("roll not complete: {:?}", plan.status),
             });
         }
+        // Journal the capacity bookkeeping before acting on it.
+        let cp = Checkpoint {
+            base_desired: plan.progress.base_desired,
+            desired_before: obs.desired,
+            desired_after: plan.progress.last_set_desired.unwrap_or(obs.desired),
+        };
+        if checkpointed.as_ref().map(|c| (c.base_desired, c.desired_after)) != Some((cp.base_desired, cp.desired_after))
+        {
+            let json = serde_json::to_value(&cp).expect("checkpoint serializes");
+            ctx.engine.store.checkpoint_step(ctx.run_id(), step, &json)?;
+            checkpointed = Some(cp);
+        }
         for action in &plan.actions {
             act(ctx, step, &group, action, meas).await?;
+        }
+        // All done: desired is where the actions put it.
+        if let Some(c) = checkpointed.as_mut().filter(|c| c.desired_before != c.desired_after) {
+            c.desired_before = c.desired_after;
+            let json = serde_json::to_value(&*c).expect("checkpoint serializes");
+            ctx.engine.store.checkpoint_step(ctx.run_id(), step, &json)?;
         }
         progress = plan.progress;
         tokio::time::sleep(tick).await;

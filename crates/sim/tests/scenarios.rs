@@ -237,30 +237,62 @@ async fn scale_in_mid_roll_takes_old_first() {
     assert_eq!(live(&s), 8);
 }
 
-#[tokio::test(start_paused = true)]
-async fn cutoff_pauses_then_resume_finishes() {
-    let s = sim(30, Faults::default());
+/// A 30-instance roll (90 / 110 %) cut off after 20 minutes: paused.
+async fn paused_at_cutoff(s: &Sim) -> RunOutcome {
     let mut p = policy();
     p.rollout.min_healthy_percent = 90;
     p.rollout.max_healthy_percent = 110;
     p.rollout.window_cutoff = Some(HumanDuration::from_secs(1200));
-    let out = run(&s, &p).await;
+    let out = run(s, &p).await;
     assert_eq!(out.state, "paused", "{:?}", out.summary.error);
-    let left = on_base(&s);
-    assert!(left > 0 && left < 30, "{left} still old");
-    assert_eq!(live(&s), 30, "paused at base capacity");
-    let mut state = out.state;
+    out
+}
+
+/// Resume (one window each) until the run ends; `each` sees the old
+/// instances left before the window.
+async fn resume_until_done(s: &Sim, out: &RunOutcome, mut each: impl FnMut(&Sim, u32)) -> String {
+    let mut state = out.state.clone();
     let mut resumes = 0;
     while state == "paused" {
         resumes += 1;
         assert!(resumes < 20, "never finished");
-        let before = on_base(&s);
+        let before = on_base(s);
         state = s.engine.resume(&out.run).await.expect("resume").state;
-        assert!(on_base(&s) < before, "a window made no progress");
+        each(s, before);
     }
+    state
+}
+
+#[tokio::test(start_paused = true)]
+async fn cutoff_pauses_then_resume_finishes() {
+    let s = sim(30, Faults::default());
+    let out = paused_at_cutoff(&s).await;
+    let left = on_base(&s);
+    assert!(left > 0 && left < 30, "{left} still old");
+    assert_eq!(live(&s), 30, "paused at base capacity");
+    let state = resume_until_done(&s, &out, |s, before| {
+        assert!(on_base(s) < before, "a window made no progress")
+    })
+    .await;
     assert_eq!(state, "succeeded");
     assert_eq!(on_base(&s), 0);
     assert_eq!(live(&s), 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scale_out_while_paused_is_kept_by_the_resumed_roll() {
+    let s = sim(30, Faults::default());
+    let out = paused_at_cutoff(&s).await;
+    // The autoscaler adds 3 while the roll waits for its next window.
+    assert_eq!(s.provider.desired(GROUP), 30);
+    s.provider.autoscale(GROUP, 33);
+    let state = resume_until_done(&s, &out, |s, _| {
+        assert!(s.provider.desired(GROUP) >= 33, "the roll undid the scale-out")
+    })
+    .await;
+    assert_eq!(state, "succeeded");
+    assert_eq!(on_base(&s), 0);
+    assert_eq!((s.provider.desired(GROUP), live(&s)), (33, 33));
 }
 
 #[tokio::test(start_paused = true)]

@@ -91,6 +91,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outbox_due ON outbox (state, next_at);
     "#,
+    // 3: a long step's progress checkpoint (the roll's capacity bookkeeping),
+    // rewritten as the step goes and kept when the step is resumed.
+    r#"
+    ALTER TABLE steps ADD COLUMN checkpoint TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -5,7 +5,7 @@ use crate::{json_at, opt_json_at, StepRecord, StepState, Store, StoreError};
 use repave_core::{RunId, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-const COLUMNS: &str = "run_id, name, state, intent, output, error, attempts, started_at, ended_at";
+const COLUMNS: &str = "run_id, name, state, intent, output, error, attempts, started_at, ended_at, checkpoint";
 
 fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
     Ok(StepRecord {
@@ -18,6 +18,7 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
         attempts: row.get(6)?,
         started_at: Timestamp(row.get(7)?),
         ended_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
+        checkpoint: opt_json_at(row, 9)?,
     })
 }
 
@@ -70,6 +71,18 @@ impl Store {
         Ok(record)
     }
 
+    /// Record a running step's progress checkpoint (replacing the last one).
+    /// It survives the step being begun again, so a resumed step can pick
+    /// up what the interrupted attempt had reached.
+    pub fn checkpoint_step(&self, run: &RunId, step: &str, checkpoint: &serde_json::Value) -> Result<(), StoreError> {
+        self.update_step(
+            run,
+            step,
+            "UPDATE steps SET checkpoint = ?3 WHERE run_id = ?1 AND name = ?2",
+            params![run.0, step, checkpoint.to_string()],
+        )
+    }
+
     /// The step's side effect happened; record its output.
     pub fn finish_step(
         &self,
@@ -115,17 +128,21 @@ impl Store {
         error: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let changed = self
-            .conn()
-            .execute(
-                "UPDATE steps SET state = ?3, output = ?4, error = ?5, ended_at = ?6 WHERE run_id = ?1 AND name = ?2",
-                params![run.0, step, state, output, error, now.0],
-            )
-            .map_err(|source| StoreError::EndStep {
-                run: run.clone(),
-                step: step.to_string(),
-                source,
-            })?;
+        self.update_step(
+            run,
+            step,
+            "UPDATE steps SET state = ?3, output = ?4, error = ?5, ended_at = ?6 WHERE run_id = ?1 AND name = ?2",
+            params![run.0, step, state, output, error, now.0],
+        )
+    }
+
+    /// One UPDATE of an existing step's row.
+    fn update_step(&self, run: &RunId, step: &str, sql: &str, args: impl rusqlite::Params) -> Result<(), StoreError> {
+        let changed = self.conn().execute(sql, args).map_err(|source| StoreError::EndStep {
+            run: run.clone(),
+            step: step.to_string(),
+            source,
+        })?;
         if changed == 0 {
             return Err(StoreError::StepNotFound {
                 run: run.clone(),

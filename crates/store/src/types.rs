@@ -164,6 +164,8 @@ pub struct StepRecord {
     /// When the first attempt began.
     pub started_at: Timestamp,
     pub ended_at: Option<Timestamp>,
+    /// The latest progress checkpoint of a long step (kept across attempts).
+    pub checkpoint: Option<serde_json::Value>,
 }
 
 /// An audit event to append.

@@ -141,6 +141,18 @@ fn steps_record_intent_then_output_and_resume() {
         (resumed.state, resumed.attempts, resumed.started_at),
         (StepState::Running, 2, at(3))
     );
+    // A checkpoint is kept when the step is begun again.
+    store
+        .checkpoint_step(&run, "launch_builder", &json!({ "reached": 3 }))
+        .unwrap();
+    let again = store
+        .begin_step(&run, "launch_builder", &json!({ "token": "run-x/launch" }), at(100))
+        .unwrap();
+    assert_eq!((again.attempts, again.checkpoint), (3, Some(json!({ "reached": 3 }))));
+    assert!(matches!(
+        store.checkpoint_step(&run, "publish", &json!({})),
+        Err(StoreError::StepNotFound { .. })
+    ));
     store
         .fail_step(&run, "launch_builder", "quota exceeded", at(101))
         .unwrap();
@@ -152,7 +164,7 @@ fn steps_record_intent_then_output_and_resume() {
         summary,
         [
             ("resolve", StepState::Done, 1),
-            ("launch_builder", StepState::Failed, 2),
+            ("launch_builder", StepState::Failed, 3),
             ("test_image", StepState::Skipped, 0)
         ]
     );
