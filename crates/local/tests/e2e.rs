@@ -459,6 +459,56 @@ fn pkg_tool_rejects_unknown_ids_and_escaping_paths() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_results_and_tokens_outlive_the_fleet_process() {
+    let fx = Fixture::start().await;
+    let id = builder(&fx).await;
+    let send = |client: LocalClient, script: &'static str, token: &'static str| {
+        let id = id.clone();
+        async move {
+            client
+                .send_command(CommandRequest {
+                    instance: id,
+                    document: shell(script, &[]),
+                    timeout: Duration::from_secs(60),
+                    token: token.into(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let done = send(fx.client.clone(), "echo finished", "run-1/scan").await;
+    wait_for("command done", Duration::from_secs(15), || async {
+        let r = fx.client.command_result(&done).await.unwrap();
+        r.status.is_terminal().then_some(())
+    })
+    .await;
+    let running = send(fx.client.clone(), "sleep 30", "run-1/patch").await;
+    // The fleet process dies with one command finished and one running.
+    let pid = fx.client.daemon_pid().await.unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for("daemon gone", Duration::from_secs(5), || async {
+        LocalClient::connect(fx.state_dir()).await.is_err().then_some(())
+    })
+    .await;
+    let client = LocalClient::ensure_running(fx.state_dir(), std::path::Path::new(EXE), None)
+        .await
+        .unwrap();
+    // The finished command's result is still there ...
+    let r = client.command_result(&done).await.unwrap();
+    assert_eq!((r.status, r.stdout.trim()), (CommandStatus::Success, "finished"));
+    // ... the running one says what happened instead of vanishing ...
+    let r = client.command_result(&running).await.unwrap();
+    assert_eq!(r.status, CommandStatus::Failed);
+    assert!(
+        r.stderr.contains("fleet process stopped while this command ran"),
+        "{r:?}"
+    );
+    // ... and a retried token still names the command it started.
+    assert_eq!(send(client.clone(), "echo again", "run-1/scan").await, done);
+    assert_ne!(send(client.clone(), "echo new", "run-2/scan").await, done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_killed_and_restarted_adopts_instances() {
     let fx = Fixture::start().await;
     fx.client.ensure_group(group("phoenix", 2)).await.unwrap();

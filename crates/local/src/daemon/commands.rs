@@ -1,5 +1,8 @@
 //! The command channel: commands run asynchronously in the daemon, in the
-//! instance root, and their results wait in memory for `command_result`.
+//! instance root. Each command is also a file under `local/commands/`
+//! (written when it is accepted and when it ends), so a restarted fleet
+//! process still answers `command_result` and still recognises a retried
+//! token — like SSM, whose commands outlive the agent.
 
 use super::instances::{self, StopMode};
 use super::Shared;
@@ -7,8 +10,72 @@ use crate::error::LocalError;
 use repave_core::provider::{
     CommandDocument, CommandRequest, CommandResult, CommandStatus, InstallReport, InstanceState,
 };
-use repave_core::CommandId;
+use repave_core::{CommandId, InstanceId};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+
+/// Command files kept; the oldest beyond this are removed at start.
+const KEEP: usize = 1000;
+
+/// What a command file holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    token: String,
+    instance: InstanceId,
+    result: CommandResult,
+}
+
+fn persist(dir: &Path, stored: &Stored) {
+    let path = dir.join(format!("{}.json", stored.result.id));
+    let json = serde_json::to_vec(stored).expect("command serializes");
+    if let Err(e) = crate::util::write_atomic(&path, &json) {
+        tracing::error!(command = %stored.result.id, "could not record the command: {e}");
+    }
+}
+
+/// The commands a previous fleet process recorded. One it was still
+/// running cannot report any more: it is failed, saying why.
+pub(crate) fn load(dir: &Path) -> (HashMap<CommandId, CommandResult>, HashMap<String, CommandId>) {
+    let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| {
+            let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+            (modified, e.path())
+        })
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(KEEP);
+    for (_, path) in files.drain(..excess) {
+        let _ = std::fs::remove_file(path);
+    }
+    let (mut results, mut tokens) = (HashMap::new(), HashMap::new());
+    for (_, path) in files {
+        let Some(mut stored) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Stored>(&b).ok())
+        else {
+            tracing::warn!(file = %path.display(), "unreadable command record skipped");
+            continue;
+        };
+        if stored.result.status == CommandStatus::InProgress {
+            stored.result.status = CommandStatus::Failed;
+            stored
+                .result
+                .stderr
+                .push_str("the fleet process stopped while this command ran; its outcome is unknown (send it again)");
+            persist(dir, &stored);
+        }
+        if !stored.token.is_empty() {
+            tokens.insert(stored.token.clone(), stored.result.id.clone());
+        }
+        results.insert(stored.result.id.clone(), stored.result);
+    }
+    (results, tokens)
+}
 
 /// Accept a command (a token already used returns the same command id).
 pub(crate) fn send(shared: &Arc<Shared>, req: CommandRequest) -> Result<CommandId, LocalError> {
@@ -31,16 +98,22 @@ pub(crate) fn send(shared: &Arc<Shared>, req: CommandRequest) -> Result<CommandI
     }
     let image = rec.instance.image.to_string();
     let id = CommandId::new(crate::util::new_id("cmd"));
-    cloud.commands.insert(
-        id.clone(),
-        CommandResult {
-            id: id.clone(),
-            status: CommandStatus::InProgress,
-            exit_code: None,
-            stdout: String::new(),
-            stderr: String::new(),
+    let accepted = CommandResult {
+        id: id.clone(),
+        status: CommandStatus::InProgress,
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    persist(
+        &shared.paths.commands,
+        &Stored {
+            token: req.token.clone(),
+            instance: req.instance.clone(),
+            result: accepted.clone(),
         },
     );
+    cloud.commands.insert(id.clone(), accepted);
     if !req.token.is_empty() {
         cloud.command_tokens.insert(req.token.clone(), id.clone());
     }
@@ -124,5 +197,13 @@ async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image:
         }
     }
     tracing::info!(command = %id, instance = %req.instance, status = ?result.status, "command finished");
+    persist(
+        &shared.paths.commands,
+        &Stored {
+            token: req.token.clone(),
+            instance: req.instance.clone(),
+            result: result.clone(),
+        },
+    );
     shared.cloud().commands.insert(id, result);
 }

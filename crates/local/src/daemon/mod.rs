@@ -44,6 +44,8 @@ pub struct Paths {
     pub blobs: PathBuf,
     pub instances: PathBuf,
     pub instance_logs: PathBuf,
+    /// One JSON file per command: its token, instance and result.
+    pub commands: PathBuf,
     pub socket: PathBuf,
     pub feed: PathBuf,
     pub lock: PathBuf,
@@ -58,6 +60,7 @@ impl Paths {
             blobs: local.join("blobs"),
             instances: local.join("instances"),
             instance_logs: state_dir.join("logs").join("instances"),
+            commands: local.join("commands"),
             socket: local.join("daemon.sock"),
             feed: local.join("feed.json"),
             lock: local.join("daemon.lock"),
@@ -140,7 +143,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
     let state_dir = std::fs::canonicalize(&opts.state_dir)
         .map_err(|e| LocalError::io(format!("resolving {}", opts.state_dir.display()), e))?;
     let paths = Paths::new(&state_dir);
-    for dir in [&paths.local, &paths.blobs, &paths.instances, &paths.instance_logs] {
+    for dir in [
+        &paths.local,
+        &paths.blobs,
+        &paths.instances,
+        &paths.instance_logs,
+        &paths.commands,
+    ] {
         std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
     }
     let _lock = lock_exclusive(&paths.lock)?;
@@ -152,6 +161,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
     crate::util::write_atomic(&paths.feed, &feed_json).map_err(|e| LocalError::io("writing feed", e))?;
     let state = State::load(&paths.state).map_err(|e| LocalError::io("loading local state", e))?;
     let exe = std::fs::canonicalize(&opts.exe).unwrap_or(opts.exe.clone());
+    let (commands, command_tokens) = commands::load(&paths.commands);
     let shared = Arc::new(Shared {
         blobs: BlobStore::new(paths.blobs.clone()),
         paths: paths.clone(),
@@ -160,8 +170,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
             state,
             procs: HashMap::new(),
             balancers: HashMap::new(),
-            commands: HashMap::new(),
-            command_tokens: HashMap::new(),
+            commands,
+            command_tokens,
             busy: HashSet::new(),
             reaping: HashSet::new(),
         }),
