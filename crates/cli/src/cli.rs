@@ -106,9 +106,10 @@ pub enum Command {
     Simulate(crate::commands::simulate::SimulateArgs),
     /// Scheduler for maintenance windows, HTTP JSON API, dashboard and /metrics in one process.
     Serve(crate::commands::serve::ServeArgs),
-    /// Show, enable or disable the maintenance-window schedules `repave
-    /// serve` follows (a schedule disables itself after
-    /// `max_consecutive_failures` failed runs and stays off until enabled).
+    /// Show, enable or disable the window schedules `repave serve` follows.
+    ///
+    /// A schedule disables itself after `max_consecutive_failures` failed
+    /// runs in a row and stays off (across restarts) until enabled again.
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
@@ -163,6 +164,7 @@ pub enum ScheduleCommand {
     Enable { pipeline: String },
     /// Disable a pipeline's schedule: its windows start nothing until enabled.
     Disable {
+        /// Pipeline name.
         pipeline: String,
         /// Why (shown by `show`, the API and the dashboard).
         #[arg(long)]
