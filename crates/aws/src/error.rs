@@ -107,7 +107,21 @@ where
         }
         SdkError::TimeoutError(_) => ProviderError::transient(operation, format!("Timeout: {}", chain(&err))),
         SdkError::DispatchFailure(_) => {
-            ProviderError::transient(operation, format!("DispatchFailure: {}", chain(&err)))
+            let detail = chain(&err);
+            // No credentials will not appear by retrying: say what to do.
+            if detail.contains("no credentials found in chain")
+                || detail.contains("credentials provider was not properly configured")
+            {
+                return ProviderError::permanent(
+                    operation,
+                    format!(
+                        "no usable AWS credentials ({detail}); pass --profile NAME (or set AWS_PROFILE) for a \
+                         profile with keys, credential_process or SSO (`aws sso login` first), or run with \
+                         environment keys or an instance / container role"
+                    ),
+                );
+            }
+            ProviderError::transient(operation, format!("DispatchFailure: {detail}"))
         }
         SdkError::ResponseError(_) => ProviderError::transient(operation, format!("ResponseError: {}", chain(&err))),
         SdkError::ConstructionFailure(_) => {

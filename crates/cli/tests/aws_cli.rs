@@ -68,3 +68,72 @@ fn iam_policy_is_least_privilege_json() {
     );
     assert!(!text.contains("\"Action\":\"*\""), "no wildcard actions: {text}");
 }
+
+/// The standard credential chain, not just environment keys: a profile
+/// whose credentials come from `credential_process` (how SSO helpers and
+/// vaults hand them out) reaches the API; with no credentials at all the
+/// command fails saying so. HOME and the AWS files are the test's own.
+#[test]
+fn credential_process_profiles_are_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let marker = dir.path().join("creds-were-asked");
+    let script = dir.path().join("creds.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\": 1, \"AccessKeyId\": \"testing\", \"SecretAccessKey\": \"testing\"}}'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let aws_config = dir.path().join("aws-config");
+    std::fs::write(
+        &aws_config,
+        format!("[profile ops]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let run = |profile: Option<&str>| {
+        let mut r = Repave::new()
+            .args(["--config", c.as_str(), "--region", "us-east-1"])
+            .env("HOME", dir.path().to_str().unwrap())
+            .env("AWS_CONFIG_FILE", aws_config.to_str().unwrap())
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none").to_str().unwrap())
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ] {
+            r = r.env_remove(k);
+        }
+        if let Some(p) = profile {
+            r = r.args(["--profile", p]);
+        }
+        r.args(["--json", "plan"]).run()
+    };
+    let with = run(Some("ops"));
+    assert!(marker.exists(), "credential_process was not run:\n{}", with.stderr);
+    let v = with.expect_code(1).json();
+    assert!(
+        v["problems"]
+            .to_string()
+            .contains("/repave/cli-test/missing does not exist"),
+        "moto answered through the profile's credentials: {v}"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let without = run(None);
+    assert!(!marker.exists());
+    assert_ne!(without.code, 0, "{}", without.stdout);
+    let said = format!("{}{}", without.stdout, without.stderr);
+    assert!(
+        said.contains("no usable AWS credentials") && said.contains("--profile"),
+        "the error says what is missing and what to do: {said}"
+    );
+}

@@ -76,6 +76,10 @@ impl Repave {
         self.cmd.env(key, value);
         self
     }
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.cmd.env_remove(key);
+        self
+    }
     pub fn run(mut self) -> Ran {
         let Output { status, stdout, stderr } = self.cmd.output().unwrap_or_else(|e| panic!("{}: {e}", self.display));
         Ran {
