@@ -185,6 +185,7 @@ pub fn group_setup(name: &str, g: &LocalGroup, parameter: Option<String>, config
         health_check: g.health_check.clone(),
         deregistration_delay: g.deregistration_delay.get(),
         parameter,
+        scaling: g.scaling.clone(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! line back, over `<state_dir>/local/daemon.sock`. The socket layer only
 //! parses; the daemon's state owner executes the typed request.
 
-use repave_core::config::HealthCheck;
+use repave_core::config::{HealthCheck, Scaling};
 use repave_core::provider::{
     CommandRequest, CommandResult, CreateImageRequest, Group, HealthProbe, Image, Instance, LaunchRequest, LaunchSpec,
     LaunchSpecRef, Parameter, Tags, TargetHealth,
@@ -39,6 +39,9 @@ pub struct GroupSetup {
     pub deregistration_delay: Duration,
     /// Golden parameter to create, pointing at the image, if it does not exist.
     pub parameter: Option<String>,
+    /// Target-tracking scaling on requests per instance.
+    #[serde(default)]
+    pub scaling: Option<Scaling>,
 }
 
 /// What `ensure_group` found or made.

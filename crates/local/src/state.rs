@@ -59,6 +59,9 @@ pub struct GroupRecord {
     pub health_check: HealthCheck,
     pub deregistration_delay: Duration,
     pub members: Vec<MemberRecord>,
+    /// Target-tracking scaling (state files from before it read as none).
+    #[serde(default)]
+    pub scaling: Option<repave_core::config::Scaling>,
 }
 
 /// The whole persisted document.

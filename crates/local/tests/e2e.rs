@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use repave_core::duration::HumanDuration;
 use repave_core::patch::{PatchSelection, Update};
 use repave_core::provider::{
     CommandDocument, CommandRequest, CommandResult, CommandStatus, Commands, CreateImageRequest, Groups, Images,
@@ -578,6 +579,54 @@ async fn daemon_killed_and_restarted_adopts_instances() {
         );
     }
     assert!(LocalClient::connect(fx.state_dir()).await.is_err(), "daemon exited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_tracking_follows_the_request_rate() {
+    let fx = Fixture::start().await;
+    let c = &fx.client;
+    let mut setup = group("tracked", 1);
+    setup.scaling = Some(repave_core::config::Scaling {
+        target_requests_per_instance: 20,
+        scale_in_cooldown: HumanDuration::from_secs(1),
+    });
+    c.ensure_group(setup).await.unwrap();
+    wait_healthy(c, "tracked", 1).await;
+    let addr = c.balancer_address("tracked").await.unwrap();
+    // Four clients as fast as they go: far more than 20 req/s per instance,
+    // so the group grows to max (4), every request answered meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, failed, addr) = (stop.clone(), failed.clone(), addr.clone());
+        clients.push(tokio::spawn(async move {
+            let http = http_client();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+                match get(&http, &addr, "/").await {
+                    Ok(a) if a.status == 200 => {}
+                    other => failed.lock().unwrap().push(format!("{other:?}")),
+                }
+            }
+        }));
+    }
+    wait_for("scale out to max", Duration::from_secs(20), || async {
+        (c.describe_group("tracked").await.unwrap().desired == 4).then_some(())
+    })
+    .await;
+    wait_healthy(c, "tracked", 4).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in clients {
+        t.await.unwrap();
+    }
+    assert!(failed.lock().unwrap().is_empty(), "{:?}", failed.lock().unwrap());
+    // Quiet: back to min, one instance per cooldown.
+    wait_for("scale in to min", Duration::from_secs(30), || async {
+        let g = c.describe_group("tracked").await.unwrap();
+        (g.desired == 1 && g.members.len() == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,28 @@ pub struct LocalGroup {
     /// How long a draining target may keep in-flight requests.
     #[serde(default = "default_deregistration_delay")]
     pub deregistration_delay: HumanDuration,
+    /// Target-tracking scaling on requests per instance (none: desired
+    /// changes only when told).
+    #[serde(default)]
+    pub scaling: Option<Scaling>,
+}
+
+/// Target tracking, as an AWS target-tracking policy on
+/// `ALBRequestCountPerTarget`: desired capacity follows the balancer's
+/// request rate divided by the target, within min and max. Scale-out is
+/// immediate; scale-in goes one instance at a time, each after the rate has
+/// stayed low for `scale_in_cooldown`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaling {
+    /// Requests per second each in-service instance should carry.
+    pub target_requests_per_instance: u32,
+    #[serde(default = "default_scale_in_cooldown")]
+    pub scale_in_cooldown: HumanDuration,
+}
+
+fn default_scale_in_cooldown() -> HumanDuration {
+    HumanDuration::from_secs(60)
 }
 
 pub fn default_command() -> Vec<String> {

@@ -105,6 +105,23 @@ fn cases() -> Vec<Case> {
             "missing field `parameter`",
         ),
         case(
+            "scaling target of zero",
+            replace(
+                "port = 8080",
+                "port = 8080\nscaling = { target_requests_per_instance = 0 }",
+            ),
+            (6, 13),
+            Some("providers.local.groups.web.scaling.target_requests_per_instance"),
+            "must be at least 1 request per second",
+        ),
+        case(
+            "unknown scaling field",
+            replace("port = 8080", "port = 8080\nscaling = { target_cpu = 50 }"),
+            (6, 13),
+            Some("providers.local.groups.web.scaling.target_cpu"),
+            "unknown field `target_cpu`, expected `target_requests_per_instance` or `scale_in_cooldown`",
+        ),
+        case(
             "percentage out of range",
             rollout("min_healthy_percent = 101"),
             (13, 1),

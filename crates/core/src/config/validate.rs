@@ -161,6 +161,18 @@ impl Checker<'_> {
             );
         }
         self.health_check(name, &g.health_check);
+        if let Some(sc) = &g.scaling {
+            let at = |k: &'static str| ["providers", "local", "groups", name, "scaling", k];
+            if sc.target_requests_per_instance == 0 {
+                self.err(
+                    &at("target_requests_per_instance"),
+                    "must be at least 1 request per second",
+                );
+            }
+            if sc.scale_in_cooldown.get() < std::time::Duration::from_secs(1) {
+                self.err(&at("scale_in_cooldown"), "must be at least 1s");
+            }
+        }
     }
 
     fn health_check(&mut self, group: &str, h: &HealthCheck) {

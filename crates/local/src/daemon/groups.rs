@@ -257,6 +257,7 @@ pub(crate) fn ensure_group(
             health_check: setup.health_check,
             deregistration_delay: setup.deregistration_delay,
             members: Vec::new(),
+            scaling: setup.scaling,
         },
     );
     cloud.balancers.insert(setup.name, balancer);

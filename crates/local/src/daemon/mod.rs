@@ -3,6 +3,7 @@
 //! runs the group reconciler and one balancer per group, and keeps running
 //! when the engine that started it goes away.
 
+mod autoscale;
 mod catalog;
 mod commands;
 mod groups;
@@ -86,6 +87,8 @@ pub(crate) struct Cloud {
     pub busy: HashSet<InstanceId>,
     /// Group members with a removal job running.
     pub reaping: HashSet<InstanceId>,
+    /// Request-rate samples of groups with target-tracking scaling.
+    pub scalers: HashMap<String, autoscale::Scaler>,
 }
 
 /// Shared by the socket handlers, the reconciler and background jobs.
@@ -174,6 +177,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
             command_tokens,
             busy: HashSet::new(),
             reaping: HashSet::new(),
+            scalers: HashMap::new(),
         }),
         kick: tokio::sync::Notify::new(),
         shutdown: CancellationToken::new(),

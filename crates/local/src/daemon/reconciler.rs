@@ -2,7 +2,8 @@
 //! group mutation. Each tick compares every group with its desired state and
 //! acts: replace dead or long-unhealthy members, keep `desired` live members
 //! on the current launch spec, scale in oldest-spec-first with draining, and
-//! keep balancer registrations in line with each member's intent.
+//! keep balancer registrations in line with each member's intent, and (for
+//! groups with `scaling`) move desired capacity with the request rate.
 
 use super::instances::{self, StopMode};
 use super::Shared;
@@ -42,7 +43,7 @@ fn tick(shared: &Arc<Shared>) {
     let now = crate::util::now();
     let names: Vec<String> = cloud.state.groups.keys().cloned().collect();
     for name in names {
-        let g = cloud.state.groups[&name].clone();
+        let mut g = cloud.state.groups[&name].clone();
         if !cloud.balancers.contains_key(&name) {
             // Retried every tick: after a daemon restart the port may still be busy.
             match Balancer::start(&name, g.port, g.health_check.clone(), g.deregistration_delay) {
@@ -123,8 +124,33 @@ fn tick(shared: &Arc<Shared>) {
             }
         }
 
-        // Capacity.
+        // Target tracking moves desired capacity before it is acted on.
         let live = members.iter().filter(|m| !m.terminating).count() as u32;
+        if let (Some(sc), Some(b)) = (&g.scaling, &balancer) {
+            let settled = live == g.desired
+                && members
+                    .iter()
+                    .all(|m| !m.terminating && b.target(&m.id).is_some_and(|t| t.state == TargetState::Healthy));
+            let now = super::autoscale::Now {
+                at: std::time::Instant::now(),
+                proxied: b.stats().proxied,
+                desired: g.desired,
+                min: g.min,
+                max: g.max,
+                settled,
+            };
+            let scaler = cloud.scalers.entry(name.clone()).or_default();
+            if let Some((desired, why)) = super::autoscale::decide(scaler, sc, &now) {
+                tracing::info!(group = %name, "{why}");
+                g.desired = desired;
+                if let Some(gr) = cloud.state.groups.get_mut(&name) {
+                    gr.desired = desired;
+                }
+                changed = true;
+            }
+        }
+
+        // Capacity.
         if live < g.desired {
             for _ in live..g.desired {
                 let Some(spec) = cloud.state.launch_spec(&g.launch_spec).cloned() else {

@@ -88,6 +88,7 @@ pub fn group(name: &str, desired: u32) -> GroupSetup {
         },
         deregistration_delay: Duration::from_secs(5),
         parameter: Some(format!("/{name}/golden")),
+        scaling: None,
     }
 }
 
