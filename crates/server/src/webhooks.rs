@@ -141,7 +141,9 @@ impl Notifier {
                 }
                 let Some(hook) = self.hooks.iter().find(|h| hook_key(&h.url) == notice.hook).cloned() else {
                     let why = "the hook is no longer configured";
-                    let _ = self.store.record_attempt(notice.id, Some(why), None, now);
+                    if let Err(e) = self.store.record_attempt(notice.id, Some(why), None, now) {
+                        tracing::error!(error = %e, "could not record a webhook notice given up");
+                    }
                     in_flight.lock().expect("in flight").remove(&notice.id);
                     on_result("failed");
                     continue;
@@ -171,10 +173,18 @@ impl Notifier {
                     done.notify_one();
                 });
             }
-            // Sleep until the next notice is due, a new one is queued, an
-            // attempt ends, or shutdown.
-            let next = self.store.next_notice_at().ok().flatten();
-            let nap = next.map_or(IDLE_CHECK, |at| at.since(self.clock.now()).clamp(MIN_NAP, IDLE_CHECK));
+            // Sleep until the next notice not already in flight is due, a
+            // new one is queued, an attempt ends, or shutdown.
+            let now = self.clock.now();
+            let soon = self.store.due_notices(now.plus(IDLE_CHECK), 256).unwrap_or_default();
+            let next = {
+                let in_flight = in_flight.lock().expect("in flight");
+                soon.iter()
+                    .filter(|n| !in_flight.contains(&n.id))
+                    .map(|n| n.next_at)
+                    .min()
+            };
+            let nap = next.map_or(IDLE_CHECK, |at| at.since(now).clamp(MIN_NAP, IDLE_CHECK));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {}

@@ -107,16 +107,6 @@ impl Store {
         query().map_err(|source| StoreError::ReadOutbox { source })
     }
 
-    /// When the earliest pending notice is due, if any is pending.
-    pub fn next_notice_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.conn()
-            .query_row("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .map(|t| t.map(Timestamp))
-            .map_err(|source| StoreError::ReadOutbox { source })
-    }
-
     /// One attempt at notice `id` ended: delivered, retried at `retry_at`,
     /// or (no `retry_at`) given up.
     pub fn record_attempt(
@@ -149,14 +139,14 @@ mod tests {
     #[test]
     fn a_notice_is_due_retried_and_ends_delivered_or_failed() {
         let store = Store::open_in_memory().unwrap();
-        assert_eq!(store.next_notice_at().unwrap(), None);
+        let pending = |store: &Store| store.due_notices(Timestamp(i64::MAX), 10).unwrap();
+        assert!(pending(&store).is_empty());
         let a = store
             .queue_notice("h1", "started", Some("r-1"), "{}", Timestamp(100))
             .unwrap();
         let b = store
             .queue_notice("h2", "failed", None, "{\"x\":1}", Timestamp(100))
             .unwrap();
-        assert_eq!(store.next_notice_at().unwrap(), Some(Timestamp(100)));
         assert!(store.due_notices(Timestamp(99), 10).unwrap().is_empty());
         let due = store.due_notices(Timestamp(100), 10).unwrap();
         assert_eq!(due.iter().map(|n| n.id).collect::<Vec<_>>(), vec![a, b]);
@@ -166,7 +156,8 @@ mod tests {
             .record_attempt(a, Some("status 500"), Some(Timestamp(350)), Timestamp(100))
             .unwrap();
         store.record_attempt(b, Some("refused"), None, Timestamp(100)).unwrap();
-        assert_eq!(store.next_notice_at().unwrap(), Some(Timestamp(350)));
+        let later: Vec<_> = pending(&store).iter().map(|n| (n.id, n.next_at)).collect();
+        assert_eq!(later, vec![(a, Timestamp(350))], "b gave up; a is due again at 350");
         assert!(store.due_notices(Timestamp(349), 10).unwrap().is_empty());
         store.record_attempt(a, None, None, Timestamp(400)).unwrap();
         // A late second report on a finished notice changes nothing.
@@ -180,6 +171,6 @@ mod tests {
         assert_eq!(by_id(a).last_error, None);
         assert_eq!((by_id(b).state, by_id(b).attempts), (NoticeState::Failed, 1));
         assert_eq!(by_id(b).last_error.as_deref(), Some("refused"));
-        assert_eq!(store.next_notice_at().unwrap(), None);
+        assert!(pending(&store).is_empty());
     }
 }

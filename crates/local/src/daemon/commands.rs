@@ -50,7 +50,9 @@ pub(crate) fn load(dir: &Path) -> (HashMap<CommandId, CommandResult>, HashMap<St
     files.sort();
     let excess = files.len().saturating_sub(KEEP);
     for (_, path) in files.drain(..excess) {
-        let _ = std::fs::remove_file(path);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(file = %path.display(), "could not remove an old command record: {e}");
+        }
     }
     let (mut results, mut tokens) = (HashMap::new(), HashMap::new());
     for (_, path) in files {
