@@ -105,6 +105,8 @@ pub enum Command {
     /// bound, minimum capacity, whether it fits the window.
     Simulate(crate::commands::simulate::SimulateArgs),
     /// Scheduler for maintenance windows, HTTP JSON API, dashboard and /metrics in one process.
+    ///
+    /// One server per state dir: a second one exits 4 naming the first.
     Serve(crate::commands::serve::ServeArgs),
     /// Show, enable or disable the window schedules `repave serve` follows.
     ///

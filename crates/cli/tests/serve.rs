@@ -47,19 +47,22 @@ struct Serve {
     addr: String,
 }
 
+/// `repave --config CONFIG serve` on a free port, stdout piped.
+fn serve_command(config: &Path) -> Command {
+    let mut cmd = Command::new(exe());
+    cmd.args(["--config", config.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+        .env("REPAVE_TOKEN", TOKEN)
+        .env("REPAVE_LOG", "warn")
+        .env_remove("REPAVE_CONFIG")
+        .env_remove("REPAVE_STATE_DIR")
+        .stdout(Stdio::piped());
+    cmd
+}
+
 impl Serve {
     fn start(config: &Path, log: &str) -> Serve {
         let stderr = std::fs::File::create(config.with_file_name(log)).unwrap();
-        let mut child = Command::new(exe())
-            .args(["--config", config.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
-            .env("REPAVE_TOKEN", TOKEN)
-            .env("REPAVE_LOG", "warn")
-            .env_remove("REPAVE_CONFIG")
-            .env_remove("REPAVE_STATE_DIR")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        let mut child = serve_command(config).stderr(stderr).spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         // Bounded: the fleet process starts first (a few seconds at most).
@@ -82,14 +85,9 @@ impl Serve {
     fn terminate(&mut self) -> i32 {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", pid.as_str()]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "serve did not exit within 60s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_status(&mut self.child, Duration::from_secs(60))
+            .code()
+            .unwrap_or(-1)
     }
 }
 
@@ -660,4 +658,55 @@ fn a_bad_window_is_refused_at_start_with_its_pipeline() {
         "{}",
         ran.stderr
     );
+}
+
+/// One `repave serve` per state dir: a second one exits 4 naming the first
+/// (and starts nothing); after the first is killed with SIGKILL, a new one
+/// takes over at once instead of waiting out the lease.
+#[test]
+fn a_second_server_on_one_state_dir_is_refused() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port(), 1, "1s", "");
+    let _guard = FleetGuard(dir.path().join(".repave"));
+    let mut first = Serve::start(&config, "serve-a.log");
+    let second = serve_command(&config).stderr(Stdio::piped()).spawn().unwrap();
+    let out = wait_exit(second, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let pid = first.child.id();
+    assert!(
+        stderr.contains(&format!(
+            "another server (repave serve pid {pid}) is serving the state dir"
+        )),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    // SIGKILL: no release. The next server sees the holder gone and starts.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let started = Instant::now();
+    let third = Serve::start(&config, "serve-c.log");
+    assert!(started.elapsed() < Duration::from_secs(25), "waited out the lease");
+    assert_eq!(get(&third.addr, "/api/pipelines")[0]["name"], "web");
+}
+
+/// Wait for `child` to exit, at most `limit` (then kill it and fail).
+fn wait_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("repave serve did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(mut child: Child, limit: Duration) -> std::process::Output {
+    wait_status(&mut child, limit);
+    child.wait_with_output().unwrap()
 }

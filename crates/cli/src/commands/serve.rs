@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context as _};
 use repave_core::ids::{Clock as _, SystemClock};
 use repave_engine::EngineOptions;
 use repave_server::{Server, ServerOptions};
+use repave_store::{Lease, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
     repave_server::check_windows(&config, SystemClock.now()).map_err(Exit::bad_input)?;
     let token = token(&config.server)?;
     let store = loaded.store()?;
+    // One server per state dir, checked before anything starts.
+    let lease = take_serve_lease(&store, &loaded.state_dir)?;
     let mut providers = BTreeMap::new();
     for (name, pipeline) in &config.pipelines {
         providers.insert(name.clone(), loaded.provider(pipeline).await?);
@@ -42,7 +45,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
     let opts = ServerOptions {
         config,
         token,
-        store,
+        store: store.clone(),
         providers,
         clock: Arc::new(SystemClock),
         engine: EngineOptions::default(),
@@ -64,8 +67,69 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
         eprintln!("shutting down: runs stop at the next safe point and resume on the next start");
         stop.cancel();
     });
-    server.serve(listener, shutdown).await.map_err(Exit::failed)?;
+    let renewing = tokio::spawn(renew_serve_lease(store.clone(), lease.clone(), shutdown.clone()));
+    let served = server.serve(listener, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = renewing.await;
+    if let Err(e) = store.release_lease(&lease) {
+        tracing::warn!(error = %e, "could not release the serve lease; it expires by itself");
+    }
+    served.map_err(Exit::failed)?;
     Ok(exit::OK)
+}
+
+/// The lease that makes `repave serve` one per state dir. Its name is not a
+/// valid group name, so it never meets a group's lease.
+const SERVE_LEASE: &str = "@serve";
+const SERVE_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Take the serve lease, or say who holds it (exit code 4). A holder that
+/// died without releasing it (kill -9) is taken over at once when its pid is
+/// gone from this host, instead of after the TTL.
+fn take_serve_lease(store: &Store, state_dir: &std::path::Path) -> Result<Lease, Exit> {
+    let holder = format!("repave serve pid {}", std::process::id());
+    let acquire = || store.acquire_lease(SERVE_LEASE, &holder, SERVE_LEASE_TTL, SystemClock.now());
+    match acquire() {
+        Ok(lease) => Ok(lease),
+        Err(StoreError::LeaseHeld { holder: other, .. }) => {
+            let pid = other
+                .strip_prefix("repave serve pid ")
+                .and_then(|p| p.parse::<libc::pid_t>().ok());
+            // SAFETY: signal 0 only checks that the process exists.
+            let dead = pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0);
+            if dead {
+                if let Ok(Some(stale)) = store.current_lease(SERVE_LEASE) {
+                    if stale.holder == other {
+                        store.release_lease(&stale).map_err(Exit::failed)?;
+                        eprintln!("note: took over from {other}, which is gone");
+                        return acquire().map_err(Exit::failed);
+                    }
+                }
+            }
+            Err(Exit {
+                code: exit::LEASED,
+                error: anyhow!(
+                    "another server ({other}) is serving the state dir {}: stop it first, or give this one its own --state-dir",
+                    state_dir.display()
+                ),
+            })
+        }
+        Err(e) => Err(Exit::failed(e)),
+    }
+}
+
+/// Renew the serve lease until shutdown.
+async fn renew_serve_lease(store: Arc<Store>, mut lease: Lease, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SERVE_LEASE_TTL / 3) => {}
+        }
+        match store.renew_lease(&lease, SERVE_LEASE_TTL, SystemClock.now()) {
+            Ok(renewed) => lease = renewed,
+            Err(e) => tracing::error!(error = %e, "could not renew the serve lease"),
+        }
+    }
 }
 
 /// The API token: `[server] token`, else the variable `token_env` names,
