@@ -98,6 +98,13 @@ impl Drop for Serve {
     }
 }
 
+/// `POST /api/runs` for pipeline `web`, expecting 202; the new run's id.
+fn start_run(addr: &str) -> String {
+    let (status, started) = post(addr, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
+    assert_eq!(status, 202, "{started}");
+    started["run"]["id"].as_str().unwrap().to_string()
+}
+
 /// One HTTP/1.1 request (`Connection: close`); returns status and body.
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -245,9 +252,7 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
     assert_eq!(status, 400);
 
     // Start; a second run on the same group gets 409 naming the holder.
-    let (status, started) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
-    assert_eq!(status, 202, "{started}");
-    let run = started["run"]["id"].as_str().unwrap().to_string();
+    let run = start_run(a);
     let (status, conflict) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"roll"}"#);
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["holder"], run.as_str());
@@ -479,9 +484,7 @@ fn dashboard_chart_moves_during_a_roll_in_headless_chromium() {
     let _guard = FleetGuard(dir.path().join(".repave"));
     let serve = Serve::start(&config, "serve.log");
     let a = serve.addr.as_str();
-    let (status, started) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
-    assert_eq!(status, 202, "{started}");
-    let run = started["run"]["id"].as_str().unwrap().to_string();
+    let run = start_run(a);
     wait_for("roll samples", Duration::from_secs(90), || {
         let p = get(a, &format!("/api/runs/{run}/progress"));
         (p["samples"].as_array().unwrap().len() >= 2).then_some(())
@@ -540,9 +543,7 @@ fn sigterm_mid_roll_then_restart_finishes_with_zero_failed_requests() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = http_load(format!("127.0.0.1:{port}"), stop.clone(), 5_000_000);
     let a = serve.addr.clone();
-    let (status, started) = post(&a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
-    assert_eq!(status, 202, "{started}");
-    let run = started["run"]["id"].as_str().unwrap().to_string();
+    let run = start_run(&a);
     // Mid-roll: the first new instances are up.
     wait_for("the roll to be under way", Duration::from_secs(90), || {
         let p = get(&a, &format!("/api/runs/{run}/progress"));
@@ -594,9 +595,7 @@ fn sigterm_mid_bake_then_restart_finishes_the_run() {
     let _guard = FleetGuard(dir.path().join(".repave"));
     let mut serve = Serve::start(&config, "serve1.log");
     let a = serve.addr.clone();
-    let (status, started) = post(&a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
-    assert_eq!(status, 202, "{started}");
-    let run = started["run"]["id"].as_str().unwrap().to_string();
+    let run = start_run(&a);
     wait_for("the builder", Duration::from_secs(60), || {
         let d = get(&a, &format!("/api/runs/{run}"));
         d["steps"]

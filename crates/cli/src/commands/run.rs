@@ -13,16 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn start(cli: &Cli, arg: &PipelineArg, kind: RunKind) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let (name, pipeline) = loaded.pipeline(arg.pipeline.as_deref())?;
-    let store = loaded.store()?;
-    let provider = loaded.provider(&pipeline).await?;
-    let bars = Arc::new(Bars::new(cli.json));
-    let engine = engine(
-        provider,
-        store,
-        bars,
-        cancel_on_ctrl_c(),
-        loaded.engine_options(&pipeline),
-    );
+    let engine = driving_engine(cli, &loaded, &pipeline, loaded.store()?).await?;
     let outcome = engine.start(&name, &pipeline, kind).await?;
     finish(cli, &outcome)
 }
@@ -33,17 +24,28 @@ pub async fn resume(cli: &Cli, run: &str) -> Result<i32, Exit> {
     let record = crate::context::run_record(&store, run)?;
     let id = record.id.clone();
     let (_, pipeline) = loaded.pipeline(Some(&record.pipeline))?;
-    let provider = loaded.provider(&pipeline).await?;
+    let engine = driving_engine(cli, &loaded, &pipeline, store).await?;
+    let outcome = engine.resume(&id).await?;
+    finish(cli, &outcome)
+}
+
+/// The engine a `run` / `resume` in this terminal drives: the pipeline's
+/// provider, progress bars, Ctrl-C as cancel.
+async fn driving_engine(
+    cli: &Cli,
+    loaded: &crate::context::Loaded,
+    pipeline: &repave_core::config::Pipeline,
+    store: Arc<Store>,
+) -> Result<Engine, Exit> {
+    let provider = loaded.provider(pipeline).await?;
     let bars = Arc::new(Bars::new(cli.json));
-    let engine = engine(
+    Ok(engine(
         provider,
         store,
         bars,
         cancel_on_ctrl_c(),
-        loaded.engine_options(&pipeline),
-    );
-    let outcome = engine.resume(&id).await?;
-    finish(cli, &outcome)
+        loaded.engine_options(pipeline),
+    ))
 }
 
 pub fn engine(
