@@ -285,9 +285,24 @@ async fn desired_capacity_is_respected<P: Provider + ?Sized>(p: &P, fx: &Fixture
 
 async fn drain_ends_unused<P: Provider + ?Sized>(p: &P, fx: &Fixture) -> Outcome {
     const CHECK: &str = "a deregistered target drains and ends unused";
+    // A healthy target of a member in service: one the group is scaling in
+    // (after the previous check) may still answer healthy for a moment,
+    // and leaves the group under our feet.
+    let g = call(CHECK, p.describe_group(&fx.group).await)?;
+    let in_service = |id: &InstanceId| {
+        g.members
+            .iter()
+            .any(|m| &m.id == id && m.lifecycle == Lifecycle::InService)
+    };
     let health = call(CHECK, p.target_health(&fx.group).await)?;
-    let Some(t) = health.iter().find(|t| t.state == TargetState::Healthy) else {
-        return Err(fail(CHECK, format!("fixture group has no healthy target: {health:?}")));
+    let Some(t) = health
+        .iter()
+        .find(|t| t.state == TargetState::Healthy && in_service(&t.instance))
+    else {
+        return Err(fail(
+            CHECK,
+            format!("fixture group has no healthy in-service target: {health:?}"),
+        ));
     };
     let id = t.instance.clone();
     call(CHECK, p.deregister_target(&fx.group, &id).await)?;
