@@ -120,9 +120,6 @@ impl Shared {
     }
 }
 
-/// How long a starting daemon waits for the lock another one holds.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 fn lock_exclusive(path: &Path) -> Result<std::fs::File, LocalError> {
     use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
@@ -131,23 +128,14 @@ fn lock_exclusive(path: &Path) -> Result<std::fs::File, LocalError> {
         .write(true)
         .open(path)
         .map_err(|e| LocalError::io("opening daemon lock", e))?;
-    // A daemon that was just killed may still hold the lock for a moment
-    // after its socket stopped answering (the kernel closes its files one by
-    // one): wait briefly before calling the lock taken.
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(f);
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(LocalError::StartDaemon(format!(
-                "another daemon holds {}",
-                path.display()
-            )));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(LocalError::StartDaemon(format!(
+            "another daemon holds {}",
+            path.display()
+        )));
     }
+    Ok(f)
 }
 
 /// Run the daemon until a `shutdown` request.
