@@ -19,6 +19,8 @@ use tokio::net::UnixStream;
 
 /// How long `ensure_running` waits for a freshly spawned daemon.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Daemons `ensure_running` starts before it gives up.
+const START_ATTEMPTS: u32 = 3;
 /// How long `shutdown` waits for the daemon to stop answering.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 
@@ -80,36 +82,46 @@ impl LocalClient {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| LocalError::StartDaemon(format!("spawning {}: {e}", exe.display())))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(c) = Self::connect(state_dir).await {
-                // Reap the child in the background if it ever exits while we live.
-                std::thread::spawn(move || {
-                    let _ = child.wait();
-                });
-                return Ok(c);
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                // It may have lost the race to a daemon started concurrently
-                // (it exits on the lock): that one will answer shortly.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+        // A daemon killed a moment ago may still hold the lock after its
+        // socket stopped answering (the kernel closes its files one by one):
+        // the new one then exits at once, and a second try goes through.
+        let mut attempts = 0;
+        'spawn: loop {
+            attempts += 1;
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| LocalError::StartDaemon(format!("spawning {}: {e}", exe.display())))?;
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
                 if let Ok(c) = Self::connect(state_dir).await {
+                    // Reap the child in the background if it ever exits while we live.
+                    std::thread::spawn(move || {
+                        let _ = child.wait();
+                    });
                     return Ok(c);
                 }
-                return Err(LocalError::StartDaemon(format!(
-                    "daemon exited with {status}; see {}",
-                    logs.join("daemon.log").display()
-                )));
+                if let Ok(Some(status)) = child.try_wait() {
+                    // It may have lost the race to a daemon started concurrently
+                    // (it exits on the lock): that one will answer shortly.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if let Ok(c) = Self::connect(state_dir).await {
+                        return Ok(c);
+                    }
+                    if attempts < START_ATTEMPTS {
+                        continue 'spawn;
+                    }
+                    return Err(LocalError::StartDaemon(format!(
+                        "daemon exited with {status}; see {}",
+                        logs.join("daemon.log").display()
+                    )));
+                }
+                if Instant::now() > deadline {
+                    return Err(LocalError::StartDaemon(format!(
+                        "daemon did not answer within {START_TIMEOUT:?}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if Instant::now() > deadline {
-                return Err(LocalError::StartDaemon(format!(
-                    "daemon did not answer within {START_TIMEOUT:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
