@@ -7,7 +7,9 @@
 #                                  endpoint (http://127.0.0.1:PORT) on stdout.
 #   scripts/moto.sh stop [PORT]    stop the server started by `start`.
 #
-# Environment: MOTO_VENV (default target/moto-venv), MOTO_VERSION (pinned).
+# Environment: MOTO_VENV (default target/moto-venv), MOTO_VERSION (pinned),
+# REPAVE_MOTO_PORT (default port when PORT is not given: two checkouts can
+# run their suites side by side on different ports).
 # The tests read REPAVE_MOTO_ENDPOINT:
 #   export REPAVE_MOTO_ENDPOINT=$(scripts/moto.sh start)
 #   cargo test -p repave-aws
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 VENV="${MOTO_VENV:-target/moto-venv}"
 VERSION="${MOTO_VERSION:-5.2.5}"
 CMD="${1:-start}"
-PORT="${2:-5055}"
+PORT="${2:-${REPAVE_MOTO_PORT:-5055}}"
 PIDFILE="$VENV/moto-$PORT.pid"
 LOG="$VENV/moto-$PORT.log"
 
