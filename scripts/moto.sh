@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Start or stop a moto server for the repave-aws integration tests.
+# Start or stop the AWS-behaviour harness for the repave-aws tests: a moto
+# server with AWS's documented behaviour patched in
+# (crates/aws/harness/aws_harness.py says which, citing the AWS docs).
 #
 #   scripts/moto.sh start [PORT]   install moto in a venv if missing, start
-#                                  moto_server on 127.0.0.1:PORT (default
+#                                  the harness on 127.0.0.1:PORT (default
 #                                  5055), wait until it answers, print the
 #                                  endpoint (http://127.0.0.1:PORT) on stdout.
 #   scripts/moto.sh stop [PORT]    stop the server started by `start`.
@@ -49,7 +51,7 @@ case "$CMD" in
             echo "http://127.0.0.1:$PORT"
             exit 0
         fi
-        nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
+        nohup "$VENV/bin/python" crates/aws/harness/aws_harness.py -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
         echo $! >"$PIDFILE"
         for _ in $(seq 1 100); do
             if answers; then
