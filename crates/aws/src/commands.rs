@@ -89,10 +89,7 @@ impl AwsProvider {
         if let Some(p) = self.platforms.lock().expect("platform lock").get(id) {
             return Ok(*p);
         }
-        let found = self.describe_by_ids(std::slice::from_ref(id)).await?;
-        let i = found
-            .first()
-            .ok_or_else(|| crate::error::not_found("DescribeInstances", id))?;
+        let i = self.describe_visible(id).await?;
         let windows = i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
             || i.platform_details()
                 .is_some_and(|d| d.to_ascii_lowercase().contains("windows"));

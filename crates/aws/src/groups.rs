@@ -13,12 +13,17 @@
 
 use crate::convert::ts;
 use crate::error::{map_sdk, not_found};
+use crate::launch_template::{made_from, VersionRef};
 use crate::AwsProvider;
 use async_trait::async_trait;
-use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, LifecycleState};
+use aws_sdk_autoscaling::types::{
+    AutoScalingGroup, LaunchTemplate as AsgLaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification,
+    LifecycleState, MixedInstancesPolicy,
+};
 use repave_core::provider::{Group, GroupMember, Groups, LaunchSpec, LaunchSpecRef, Lifecycle, Result};
 use repave_core::{ImageId, InstanceId, ProviderError, Timestamp};
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Prefix of [`LaunchSpecRef::name`] for launch configurations.
 pub const LAUNCH_CONFIGURATION_PREFIX: &str = "lc:";
@@ -59,6 +64,21 @@ fn template_ref(t: &LaunchTemplateSpecification) -> Option<(String, Option<u64>,
     let key = t.launch_template_id().or(t.launch_template_name())?.to_string();
     let raw = t.version().unwrap_or("$Default").to_string();
     Some((key, raw.parse().ok(), raw))
+}
+
+/// The group's subnets (VPCZoneIdentifier is a comma-separated list).
+pub(crate) fn subnets(g: &AutoScalingGroup) -> Vec<String> {
+    g.vpc_zone_identifier()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub(crate) fn secs(v: Option<i32>) -> Option<Duration> {
+    v.filter(|v| *v >= 0).map(|v| Duration::from_secs(v as u64))
 }
 
 /// Validation errors that mean "no such instance in this group".
@@ -150,6 +170,152 @@ impl AwsProvider {
     }
 }
 
+/// A template reference with only its id (or only its name: AWS refuses both).
+pub(crate) fn template_spec(id_or_name: &str, version: String) -> LaunchTemplateSpecification {
+    let t = LaunchTemplateSpecification::builder().version(version);
+    if id_or_name.starts_with("lt-") {
+        t.launch_template_id(id_or_name).build()
+    } else {
+        t.launch_template_name(id_or_name).build()
+    }
+}
+
+fn names(t: &LaunchTemplateSpecification, id_or_name: &str) -> bool {
+    t.launch_template_id() == Some(id_or_name) || t.launch_template_name() == Some(id_or_name)
+}
+
+impl AwsProvider {
+    async fn point_at_template(&self, group: &str, id_or_name: &str, version: u64) -> Result<()> {
+        let g = self.describe_asg(group).await?;
+        let mixed = g.mixed_instances_policy().cloned();
+        let current = g
+            .launch_template()
+            .or_else(|| {
+                mixed
+                    .as_ref()
+                    .and_then(|m| m.launch_template())
+                    .and_then(|l| l.launch_template_specification())
+            })
+            .cloned();
+        let same_template = current.as_ref().is_some_and(|t| names(t, id_or_name));
+        let by = if same_template {
+            VersionRef::parse(current.as_ref().and_then(|t| t.version()))
+        } else {
+            VersionRef::Number(version)
+        };
+        // From which image to which: override templates on the same image
+        // follow the main one. On `$Latest` the new version is already the
+        // latest, so the group launched the one before it.
+        let to_image = self.template_image(id_or_name, version).await?;
+        let from_image = if same_template {
+            let now = self.current_number(id_or_name, by).await?;
+            let was = if by == VersionRef::Latest && now == version {
+                now.saturating_sub(1)
+            } else {
+                now
+            };
+            match was {
+                0 => None,
+                n => Some(self.template_image(id_or_name, n).await?),
+            }
+        } else {
+            None
+        };
+        self.make_current(id_or_name, by, version).await?;
+        let reference = match by {
+            VersionRef::Latest => "$Latest".to_string(),
+            VersionRef::Default => "$Default".to_string(),
+            VersionRef::Number(_) => version.to_string(),
+        };
+        let call = self.asg.update_auto_scaling_group().auto_scaling_group_name(group);
+        let call = match mixed {
+            Some(m) => {
+                let lt = m
+                    .launch_template()
+                    .cloned()
+                    .unwrap_or_else(|| AsgLaunchTemplate::builder().build());
+                let mut overrides = Vec::new();
+                for o in lt.overrides() {
+                    overrides.push(self.follow_override(o, from_image.as_ref(), &to_image).await?);
+                }
+                let policy = MixedInstancesPolicy::builder()
+                    .launch_template(
+                        AsgLaunchTemplate::builder()
+                            .launch_template_specification(template_spec(id_or_name, reference))
+                            .set_overrides(Some(overrides).filter(|o| !o.is_empty()))
+                            .build(),
+                    )
+                    .set_instances_distribution(m.instances_distribution().cloned())
+                    .build();
+                call.mixed_instances_policy(policy)
+            }
+            None if same_template && !matches!(by, VersionRef::Number(_)) => {
+                // $Latest / $Default now stand for `version`: the group's
+                // own reference is already right.
+                return Ok(());
+            }
+            None => call.launch_template(template_spec(id_or_name, reference)),
+        };
+        call.send().await.map_err(|e| map_sdk("UpdateAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    /// An override that names its own template follows the main template
+    /// when it launched the same image: onto a new version with `to` (or,
+    /// rolling back, onto the version repave made it from). Overrides on
+    /// another image (another architecture) are left as they are.
+    async fn follow_override(
+        &self,
+        o: &LaunchTemplateOverrides,
+        from: Option<&ImageId>,
+        to: &ImageId,
+    ) -> Result<LaunchTemplateOverrides> {
+        let copy = |spec: Option<LaunchTemplateSpecification>, image: Option<String>| {
+            LaunchTemplateOverrides::builder()
+                .set_instance_type(o.instance_type().map(str::to_string))
+                .set_weighted_capacity(o.weighted_capacity().map(str::to_string))
+                .set_instance_requirements(o.instance_requirements().cloned())
+                .set_launch_template_specification(spec)
+                .set_image_id(image)
+                .build()
+        };
+        // An override with its own image id on the old image follows too.
+        let image_id = o.image_id().map(|i| {
+            if Some(i) == from.map(|f| f.as_str()) {
+                to.to_string()
+            } else {
+                i.to_string()
+            }
+        });
+        let Some(t) = o.launch_template_specification() else {
+            return Ok(copy(None, image_id));
+        };
+        let Some(key) = t.launch_template_id().or(t.launch_template_name()) else {
+            return Ok(copy(Some(t.clone()), image_id));
+        };
+        let by = VersionRef::parse(t.version());
+        let now = self.current_number(key, by).await?;
+        let image = self.template_image(key, now).await?;
+        if Some(&image) != from || &image == to {
+            return Ok(copy(
+                Some(template_spec(key, t.version().unwrap_or("$Default").to_string())),
+                image_id,
+            ));
+        }
+        let base = match made_from(self.template_description(key, now).await?.as_deref()) {
+            Some(base) if &self.template_image(key, base).await? == to => base,
+            _ => self.create_template_version(key, now, to).await?.version,
+        };
+        self.make_current(key, by, base).await?;
+        let reference = match by {
+            VersionRef::Number(_) => base.to_string(),
+            VersionRef::Latest => "$Latest".into(),
+            VersionRef::Default => "$Default".into(),
+        };
+        Ok(copy(Some(template_spec(key, reference)), image_id))
+    }
+}
+
 #[async_trait]
 impl Groups for AwsProvider {
     /// One DescribeAutoScalingGroups, plus one batched DescribeInstances
@@ -167,15 +333,18 @@ impl Groups for AwsProvider {
             .map(InstanceId::new)
             .collect();
         let ec2 = self.member_facts(&ids).await?;
+        // A member EC2 does not show yet (eventual consistency right after
+        // launch) is left out: with its image unknown it must never be
+        // chosen to drain or terminate. It appears on a later tick.
         let members = g
             .instances()
             .iter()
-            .map(|i| {
+            .filter_map(|i| {
                 let id = i.instance_id().unwrap_or_default().to_string();
-                let (image, launched_at) = ec2
-                    .get(&InstanceId::new(&id))
-                    .cloned()
-                    .unwrap_or_else(|| (ImageId::new(i.image_id().unwrap_or_default()), Timestamp(0)));
+                let Some((image, launched_at)) = ec2.get(&InstanceId::new(&id)).cloned() else {
+                    tracing::debug!(instance = %id, "group member not visible in EC2 yet");
+                    return None;
+                };
                 let spec = if let Some(lc) = i.launch_configuration_name() {
                     Some(LaunchSpecRef {
                         name: format!("{LAUNCH_CONFIGURATION_PREFIX}{lc}"),
@@ -186,7 +355,7 @@ impl Groups for AwsProvider {
                         .and_then(template_ref)
                         .and_then(|(k, v, _)| v.map(|v| LaunchSpecRef { name: k, version: v }))
                 };
-                GroupMember {
+                Some(GroupMember {
                     id: InstanceId::new(id),
                     image,
                     lifecycle: lifecycle(i.lifecycle_state()),
@@ -194,7 +363,7 @@ impl Groups for AwsProvider {
                     protected: i.protected_from_scale_in().unwrap_or(false),
                     launched_at,
                     launch_spec: spec,
-                }
+                })
             })
             .collect();
         Ok(Group {
@@ -205,7 +374,13 @@ impl Groups for AwsProvider {
             launch_spec,
             members,
             balancer: None,
+            subnets: subnets(&g),
+            health: Default::default(),
         })
+    }
+
+    async fn health_timing(&self, name: &str) -> Result<repave_core::provider::HealthTiming> {
+        self.read_health_timing(name).await
     }
 
     async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> Result<LaunchSpec> {
@@ -224,24 +399,25 @@ impl Groups for AwsProvider {
         }
     }
 
-    /// UpdateAutoScalingGroup to the numbered template version, or to the
-    /// launch configuration.
+    /// Point the group at `spec` the way it names its launch spec: a launch
+    /// configuration by name; a template version by number, or through
+    /// `$Latest` / `$Default` kept as they are (see [`crate::launch_template`]);
+    /// inside a MixedInstancesPolicy only the template specifications
+    /// change, never the instances distribution or the overrides' types.
     async fn set_group_launch_spec(&self, group: &str, spec: &LaunchSpecRef) -> Result<()> {
-        let call = self.asg.update_auto_scaling_group().auto_scaling_group_name(group);
-        let call = match spec_kind(spec) {
-            SpecKind::Template { id_or_name, version } => {
-                let t = LaunchTemplateSpecification::builder().version(version.to_string());
-                let t = if id_or_name.starts_with("lt-") {
-                    t.launch_template_id(id_or_name)
-                } else {
-                    t.launch_template_name(id_or_name)
-                };
-                call.launch_template(t.build())
+        match spec_kind(spec) {
+            SpecKind::Configuration { name } => {
+                self.asg
+                    .update_auto_scaling_group()
+                    .auto_scaling_group_name(group)
+                    .launch_configuration_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk("UpdateAutoScalingGroup", e))?;
+                Ok(())
             }
-            SpecKind::Configuration { name } => call.launch_configuration_name(name),
-        };
-        call.send().await.map_err(|e| map_sdk("UpdateAutoScalingGroup", e))?;
-        Ok(())
+            SpecKind::Template { id_or_name, version } => self.point_at_template(group, id_or_name, version).await,
+        }
     }
 
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<()> {

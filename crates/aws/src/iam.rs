@@ -60,8 +60,11 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline) -> Value {
             "Effect": "Allow",
             "Action": [
                 "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeInstanceStatus",
-                "ec2:DescribeLaunchTemplateVersions", "autoscaling:DescribeAutoScalingGroups",
-                "autoscaling:DescribeLaunchConfigurations", "elasticloadbalancing:DescribeTargetHealth",
+                "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions",
+                "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
+                "autoscaling:DescribeLifecycleHooks", "autoscaling:DescribeInstanceRefreshes",
+                "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTargetGroups",
+                "elasticloadbalancing:DescribeTargetGroupAttributes",
                 "ssm:GetCommandInvocation", "ssm:DescribeInstancePatches"
             ],
             "Resource": "*"
@@ -98,13 +101,20 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline) -> Value {
             "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"],
             "Condition": requested
         }),
-        json!({ "Sid": "LaunchTemplateVersions", "Effect": "Allow", "Action": "ec2:CreateLaunchTemplateVersion", "Resource": ec2("launch-template", "*") }),
+        json!({
+            "Sid": "LaunchTemplateVersions",
+            "Effect": "Allow",
+            // ModifyLaunchTemplate: a group on $Default gets the new version as the default.
+            "Action": ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"],
+            "Resource": ec2("launch-template", "*")
+        }),
         json!({
             "Sid": "Group",
             "Effect": "Allow",
             "Action": [
                 "autoscaling:UpdateAutoScalingGroup", "autoscaling:SetDesiredCapacity",
-                "autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:SetInstanceProtection"
+                "autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:SetInstanceProtection",
+                "autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh"
             ],
             "Resource": group
         }),
@@ -140,15 +150,15 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline) -> Value {
             "Condition": { "StringEquals": { format!("ssm:resourceTag/{}", tag::PIPELINE): name } }
         }),
     ];
-    if pipeline.builder.instance_profile.is_some() {
-        statements.push(json!({
-            "Sid": "PassBuilderRole",
-            "Effect": "Allow",
-            "Action": "iam:PassRole",
-            "Resource": "*",
-            "Condition": { "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } }
-        }));
-    }
+    // The builder's profile, and the group's template's profile for the
+    // image test instance (launched from the group's launch template).
+    statements.push(json!({
+        "Sid": "PassInstanceRoles",
+        "Effect": "Allow",
+        "Action": "iam:PassRole",
+        "Resource": "*",
+        "Condition": { "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } }
+    }));
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
@@ -200,7 +210,7 @@ instance_profile = "builder"
             .as_array()
             .expect("statements")
             .iter()
-            .filter(|s| s["Resource"] == "*" && s["Sid"] != "Describe" && s["Sid"] != "PassBuilderRole")
+            .filter(|s| s["Resource"] == "*" && s["Sid"] != "Describe" && s["Sid"] != "PassInstanceRoles")
             .collect();
         assert!(mutating_on_star.is_empty(), "{mutating_on_star:?}");
     }

@@ -8,6 +8,9 @@ use aws_sdk_ec2::types::{ImageState as AwsImageState, ResourceType};
 use repave_core::provider::{CreateImageRequest, Image, ImageState, Images, Result, Tags};
 use repave_core::ImageId;
 
+/// How long a name EC2 calls a duplicate may stay unlisted.
+const DUPLICATE_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn state(s: Option<&AwsImageState>) -> ImageState {
     match s {
         Some(AwsImageState::Available) => ImageState::Available,
@@ -36,18 +39,18 @@ fn snapshot_ids(i: &aws_sdk_ec2::types::Image) -> Vec<String> {
 }
 
 impl AwsProvider {
-    async fn create_image_call(&self, req: &CreateImageRequest, snapshot_tags: bool) -> Result<ImageId> {
-        let mut call = self
+    async fn create_image_call(&self, req: &CreateImageRequest) -> Result<ImageId> {
+        let out = self
             .ec2
             .create_image()
             .instance_id(req.instance.as_str())
             .name(&req.name)
             .description(format!("repave image from {}", req.instance))
-            .tag_specifications(tag_spec(ResourceType::Image, &req.tags));
-        if snapshot_tags {
-            call = call.tag_specifications(tag_spec(ResourceType::Snapshot, &req.tags));
-        }
-        let out = call.send().await.map_err(|e| map_sdk("CreateImage", e))?;
+            .tag_specifications(tag_spec(ResourceType::Image, &req.tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &req.tags))
+            .send()
+            .await
+            .map_err(|e| map_sdk("CreateImage", e))?;
         out.image_id()
             .map(ImageId::new)
             .ok_or_else(|| crate::error::malformed("CreateImage", "no image id"))
@@ -95,36 +98,29 @@ impl Images for AwsProvider {
 
     /// CreateImage with the tags on the image and on its snapshots. An image
     /// of the same name (names are unique per account and region) is this
-    /// request's earlier attempt and is returned instead. Where snapshot
-    /// TagSpecifications are refused (moto answers 500: not implemented),
-    /// the image is created with image tags only and its snapshots are
-    /// tagged with CreateTags afterwards.
+    /// request's earlier attempt and is returned instead — also when EC2
+    /// refuses the name as a duplicate of an image it does not list yet
+    /// (eventual consistency right after an interrupted CreateImage).
     async fn create_image(&self, req: CreateImageRequest) -> Result<ImageId> {
         if let Some(id) = self.image_by_name(&req.name).await? {
             return Ok(id);
         }
-        let first = self.create_image_call(&req, true).await;
-        let err = match first {
-            Ok(id) => return Ok(id),
-            Err(e) if e.kind == repave_core::ErrorKind::Transient => e,
-            Err(e) => return Err(e),
-        };
-        if let Some(id) = self.image_by_name(&req.name).await? {
-            return Ok(id);
+        match self.create_image_call(&req).await {
+            Ok(id) => Ok(id),
+            Err(e) if e.message.starts_with("InvalidAMIName.Duplicate") => {
+                let deadline = tokio::time::Instant::now() + DUPLICATE_VISIBILITY;
+                loop {
+                    if let Some(id) = self.image_by_name(&req.name).await? {
+                        return Ok(id);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+            Err(e) => Err(e),
         }
-        tracing::warn!(error = %err, "CreateImage with snapshot tags failed; tagging snapshots separately");
-        let id = self.create_image_call(&req, false).await?;
-        let snapshots = snapshot_ids(&self.describe_raw(&id).await?);
-        if !snapshots.is_empty() {
-            self.ec2
-                .create_tags()
-                .set_resources(Some(snapshots))
-                .set_tags(Some(ec2_tags(&req.tags)))
-                .send()
-                .await
-                .map_err(|e| map_sdk("CreateTags", e))?;
-        }
-        Ok(id)
     }
 
     /// DeregisterImage, then DeleteSnapshot for every EBS snapshot it had.

@@ -3,17 +3,21 @@
 
 use crate::convert::{filter, from_ec2_tags, tag_filters, tag_spec, ts};
 use crate::error::{malformed, map_sdk};
+use crate::groups::{spec_kind, SpecKind};
 use crate::AwsProvider;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    ResourceType, SummaryStatus,
+    LaunchTemplateSpecification, ResourceType, SummaryStatus,
 };
 use repave_core::provider::{HealthProbe, Instance, InstanceState, Instances, LaunchRequest, Result, Tags};
 use repave_core::{ImageId, InstanceId};
 
 /// DescribeInstances takes at most this many ids in one filter.
 const BATCH: usize = 200;
+
+/// How long an instance may stay invisible before its absence is a fact.
+const INSTANCE_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn state(s: Option<&InstanceStateName>) -> InstanceState {
     match s {
@@ -66,6 +70,22 @@ impl AwsProvider {
         Ok(out)
     }
 
+    /// One instance this process is about to act on, waited for (bounded)
+    /// while EC2 does not show it yet: right after RunInstances its absence
+    /// is eventual consistency, not a fact.
+    pub(crate) async fn describe_visible(&self, id: &InstanceId) -> Result<aws_sdk_ec2::types::Instance> {
+        let deadline = tokio::time::Instant::now() + INSTANCE_VISIBILITY;
+        loop {
+            if let Some(i) = self.describe_by_ids(std::slice::from_ref(id)).await?.into_iter().next() {
+                return Ok(i);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(crate::error::not_found("DescribeInstances", id));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
     /// Instances by id in as few calls as possible. The `instance-id` filter
     /// (rather than `InstanceIds`) makes unknown ids vanish instead of failing
     /// the whole batch with InvalidInstanceID.NotFound.
@@ -102,14 +122,39 @@ impl Instances for AwsProvider {
             .min_count(1)
             .max_count(1)
             .client_token(token(&req.token))
-            .metadata_options(
-                InstanceMetadataOptionsRequest::builder()
-                    .http_tokens(HttpTokensState::Required)
-                    .build(),
-            )
             .tag_specifications(tag_spec(ResourceType::Instance, &req.tags))
             .tag_specifications(tag_spec(ResourceType::Volume, &req.tags))
             .set_subnet_id(spec.subnet.clone());
+        let template = spec.launch_template.as_ref().and_then(|t| match spec_kind(t) {
+            SpecKind::Template { id_or_name, version } => Some((id_or_name.to_string(), version)),
+            SpecKind::Configuration { .. } => None,
+        });
+        if let Some((id_or_name, version)) = &template {
+            // As the group launches: the template's version with the
+            // image overridden; everything else (type, security groups,
+            // profile, user data, metadata options) comes from it.
+            let t = LaunchTemplateSpecification::builder().version(version.to_string());
+            let t = if id_or_name.starts_with("lt-") {
+                t.launch_template_id(id_or_name)
+            } else {
+                t.launch_template_name(id_or_name)
+            };
+            call = call.launch_template(t.build());
+            let out = call.send().await.map_err(|e| map_sdk("RunInstances", e))?;
+            return out
+                .instances()
+                .first()
+                .map(instance)
+                .ok_or_else(|| malformed("RunInstances", "no instance in the reservation"));
+        }
+        call = call.metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::Required)
+                .build(),
+        );
+        if let Some(u) = &spec.user_data {
+            call = call.user_data(u);
+        }
         if let Some(t) = &spec.instance_type {
             call = call.instance_type(InstanceType::from(t.as_str()));
         }
@@ -184,10 +229,24 @@ impl Instances for AwsProvider {
         Ok(())
     }
 
-    /// EC2 status checks: healthy when running with instance and system
-    /// status both `ok`. (`path` is for HTTP probes; EC2 has none without a
-    /// balancer.)
-    async fn probe_health(&self, id: &InstanceId, _path: &str) -> Result<HealthProbe> {
+    /// EC2 status checks (running, instance and system status `ok`), then,
+    /// for an instance launched like a group's (tagged `repave:group`), the
+    /// application itself: `path` fetched on the instance, through SSM, on
+    /// the port its target group checks.
+    async fn probe_health(&self, id: &InstanceId, path: &str) -> Result<HealthProbe> {
+        let status = self.status_checks(id).await?;
+        if !status.healthy {
+            return Ok(status);
+        }
+        match self.app_probe(id, path).await? {
+            Some(app) => Ok(app),
+            None => Ok(status),
+        }
+    }
+}
+
+impl AwsProvider {
+    async fn status_checks(&self, id: &InstanceId) -> Result<HealthProbe> {
         let out = self
             .ec2
             .describe_instance_status()

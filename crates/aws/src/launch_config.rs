@@ -9,7 +9,7 @@ use crate::groups::LAUNCH_CONFIGURATION_PREFIX;
 use crate::AwsProvider;
 use aws_sdk_autoscaling::types::LaunchConfiguration;
 use repave_core::provider::{InstanceSpec, LaunchSpec, LaunchSpecRef, Result};
-use repave_core::ImageId;
+use repave_core::{ImageId, ProviderError};
 
 /// Name of the copy of `base` that launches `image` (at most 255 chars).
 pub(crate) fn copy_name(base: &str, image: &ImageId) -> String {
@@ -52,7 +52,8 @@ impl AwsProvider {
                 subnet: None,
                 security_groups: lc.security_groups().to_vec(),
                 instance_profile: lc.iam_instance_profile().map(str::to_string),
-                command: vec![],
+                user_data: lc.user_data().filter(|u| !u.is_empty()).map(str::to_string),
+                ..Default::default()
             },
             created_at: ts(lc.created_time()),
         })
@@ -101,12 +102,33 @@ impl AwsProvider {
                 // A concurrent or earlier attempt made it: same name, same data.
                 if e.message.starts_with("AlreadyExists") {
                     Ok(r)
+                } else if e.message.starts_with("UnsupportedOperation")
+                    || e.message.contains("not available in your account")
+                {
+                    Err(ProviderError::permanent(
+                        "CreateLaunchConfiguration",
+                        lc_unsupported(base, &e.message),
+                    ))
                 } else {
                     Err(e)
                 }
             }
         }
     }
+}
+
+/// Accounts created since 2023-10-01 cannot create launch configurations:
+/// say so, and how to move the group to a launch template.
+fn lc_unsupported(base: &str, aws: &str) -> String {
+    format!(
+        "{aws} — this account can no longer create launch configurations (AWS stopped them for accounts \
+         created on or after 2023-10-01), so repave cannot publish a copy of {base}. Move the group to a \
+         launch template: copy the configuration into one (console: EC2 Auto Scaling > Launch configurations > \
+         Copy to launch template, or `aws ec2 create-launch-template` with the same image, type, security \
+         groups, user data and profile), point the group at it (`aws autoscaling update-auto-scaling-group \
+         --launch-template LaunchTemplateId=lt-...,Version=1`), then run again: repave publishes launch \
+         template versions from then on"
+    )
 }
 
 #[cfg(test)]

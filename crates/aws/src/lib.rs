@@ -17,6 +17,7 @@ mod counter;
 pub mod error;
 mod gc;
 mod groups;
+mod health;
 pub mod iam;
 mod images;
 mod instances;
@@ -25,6 +26,7 @@ mod launch_template;
 mod parameters;
 pub mod patching;
 pub mod plan;
+mod probe;
 pub mod refresh;
 mod traffic;
 
@@ -79,6 +81,8 @@ pub struct AwsProvider {
     /// Patch selection of each scan this process sent (a resumed process
     /// without it reports every missing patch; the baseline still applies).
     pub(crate) selections: Mutex<HashMap<repave_core::CommandId, repave_core::patch::PatchSelection>>,
+    /// The application port of each group, for the image test's probe.
+    pub(crate) probe_ports: Mutex<HashMap<String, u16>>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -151,6 +155,7 @@ impl AwsProvider {
             drained: Mutex::new(std::collections::HashSet::new()),
             member_cache: Mutex::new(HashMap::new()),
             selections: Mutex::new(HashMap::new()),
+            probe_ports: Mutex::new(HashMap::new()),
         }
     }
 
@@ -187,9 +192,10 @@ impl repave_core::provider::NativeRoll for AwsProvider {
     async fn start_native_roll(
         &self,
         group: &str,
+        target: &repave_core::provider::LaunchSpecRef,
         rollout: &repave_core::config::Rollout,
     ) -> repave_core::provider::Result<String> {
-        self.start_instance_refresh(group, rollout).await
+        self.start_instance_refresh(group, target, rollout).await
     }
     async fn native_roll_status(
         &self,

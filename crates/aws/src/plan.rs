@@ -25,6 +25,12 @@ pub struct Preflight {
     pub held: Vec<InstanceId>,
     /// Everything that would make the run fail or misbehave, in words.
     pub problems: Vec<String>,
+    /// The roll's readiness timing in effect and where each value came from.
+    #[serde(default)]
+    pub health: Vec<String>,
+    /// Worth knowing, not in the way.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl AwsProvider {
@@ -50,23 +56,53 @@ impl AwsProvider {
         }
         match self.describe_asg(&pipeline.group).await {
             Ok(g) => {
-                if let Some(t) = g.launch_template() {
+                let template = g.launch_template().or_else(|| {
+                    g.mixed_instances_policy()
+                        .and_then(|m| m.launch_template())
+                        .and_then(|l| l.launch_template_specification())
+                });
+                if let Some(t) = template {
                     let v = t.version().unwrap_or("$Default");
                     out.launch_spec = Some(format!(
                         "{}:{v}",
                         t.launch_template_id().or(t.launch_template_name()).unwrap_or_default()
                     ));
-                    if v.parse::<u64>().is_err() {
-                        out.problems.push(format!(
-                            "group {} uses launch template version {v}: a rollback needs a numbered version (publish will pin one)",
-                            pipeline.group
+                    if let Some(m) = g.mixed_instances_policy() {
+                        let own: Vec<String> = m
+                            .launch_template()
+                            .map(|l| l.overrides())
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|o| o.launch_template_specification())
+                            .filter_map(|s| s.launch_template_id().or(s.launch_template_name()))
+                            .map(str::to_string)
+                            .collect();
+                        out.notes.push(format!(
+                            "mixed instances policy: publish changes its launch template version only; the instances distribution and overrides stay{}",
+                            if own.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    "; overrides with their own template ({}) follow only when they launch the same image",
+                                    own.join(", ")
+                                )
+                            }
+                        ));
+                    }
+                    if v.starts_with('$') {
+                        out.notes.push(format!(
+                            "the group names launch template version {v}: publish keeps it that way{}",
+                            if pipeline.rollout.strategy == "native" {
+                                "; Instance Refresh cannot roll back automatically from it"
+                            } else {
+                                ""
+                            }
                         ));
                     }
                 } else if let Some(lc) = g.launch_configuration_name() {
                     out.launch_spec = Some(format!("{LAUNCH_CONFIGURATION_PREFIX}{lc}"));
-                } else if g.mixed_instances_policy().is_some() {
-                    out.problems.push(format!(
-                        "group {} uses a mixed instances policy, which repave does not publish to",
+                    out.notes.push(format!(
+                        "group {} uses launch configuration {lc}: publish copies it; accounts created since 2023-10-01 cannot create launch configurations (move the group to a launch template)",
                         pipeline.group
                     ));
                 } else {
@@ -75,6 +111,17 @@ impl AwsProvider {
                         pipeline.group
                     ));
                 }
+                let timing = self.read_health_timing(&pipeline.group).await?;
+                let health = repave_core::rollout::HealthSettings::new(&pipeline.rollout, &timing);
+                let desired = g.desired_capacity().unwrap_or(0).max(0) as u32;
+                let max = g.max_size().unwrap_or(0).max(0) as u32;
+                let policy = repave_core::rollout::RollPolicy::new(&pipeline.rollout, &health);
+                if pipeline.rollout.strategy != "native" {
+                    if let Some(reason) = repave_core::rollout::no_room(desired, max, &policy) {
+                        out.problems.push(format!("group {}: {reason}", pipeline.group));
+                    }
+                }
+                out.health = health.sources;
             }
             Err(e) if e.is_not_found() => out.problems.push(format!("group {} does not exist", pipeline.group)),
             Err(e) => return Err(e),

@@ -326,23 +326,56 @@ fn refreshes(status: &str, pct: u32) -> String {
     )
 }
 
+fn group_on_version(version: &str) -> String {
+    format!(
+        r#"<DescribeAutoScalingGroupsResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/"><DescribeAutoScalingGroupsResult><AutoScalingGroups><member><AutoScalingGroupName>web</AutoScalingGroupName><LaunchTemplate><LaunchTemplateId>lt-1</LaunchTemplateId><Version>{version}</Version></LaunchTemplate><MinSize>1</MinSize><MaxSize>4</MaxSize><DesiredCapacity>2</DesiredCapacity><DefaultCooldown>300</DefaultCooldown><AvailabilityZones><member>us-east-1a</member></AvailabilityZones><HealthCheckType>EC2</HealthCheckType><CreatedTime>2024-01-01T00:00:00Z</CreatedTime></member></AutoScalingGroups></DescribeAutoScalingGroupsResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeAutoScalingGroupsResponse>"#
+    )
+}
+
+fn version_4() -> repave_core::provider::LaunchSpecRef {
+    repave_core::provider::LaunchSpecRef {
+        name: "lt-1".into(),
+        version: 4,
+    }
+}
+
 #[tokio::test]
 async fn instance_refresh_is_started_with_the_policy_and_watched() {
     use repave_aws::refresh::RefreshState;
     let started = r#"<StartInstanceRefreshResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/"><StartInstanceRefreshResult><InstanceRefreshId>rf-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"#;
     let running = refreshes("InProgress", 40);
     let done = refreshes("Successful", 100);
-    let replay = Replay::new(&[(200, started), (200, &running), (200, &done)]);
+    let replay = Replay::new(&[
+        (200, &group_on_version("3")),
+        (200, started),
+        (200, &running),
+        (200, &done),
+    ]);
     let p = provider(&replay, false, AwsOptions::default()).await;
     let rollout = repave_core::config::Rollout {
         min_healthy_percent: 90,
         ..Default::default()
     };
-    let id = p.start_instance_refresh("web", &rollout).await.expect("started");
+    let id = p
+        .start_instance_refresh("web", &version_4(), &rollout)
+        .await
+        .expect("started");
     assert_eq!(id, "rf-1");
-    let body = &replay.requests()[0];
+    let body = &replay.requests()[1];
     assert!(body.contains("Action=StartInstanceRefresh"), "{body}");
     assert!(body.contains("Preferences.MinHealthyPercentage=90"), "{body}");
+    // The new version is the refresh's target; the group is not moved first,
+    // so AWS may roll back to version 3 (a numbered version: allowed).
+    assert!(body.contains("DesiredConfiguration.LaunchTemplate.Version=4"), "{body}");
+    assert!(body.contains("Preferences.AutoRollback=true"), "{body}");
+    assert!(!body.contains("InstanceWarmup"), "warmup only when configured: {body}");
+    assert!(
+        !replay
+            .requests()
+            .iter()
+            .any(|b| b.contains("Action=UpdateAutoScalingGroup")),
+        "the group is not moved before the refresh"
+    );
     let s = p.instance_refresh("web", &id).await.expect("status");
     assert_eq!(
         (s.state, s.percentage_complete, s.instances_to_update),
@@ -358,13 +391,19 @@ async fn instance_refresh_is_started_with_the_policy_and_watched() {
 async fn a_refresh_already_running_is_adopted() {
     let in_progress = r#"<ErrorResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/"><Error><Type>Sender</Type><Code>InstanceRefreshInProgress</Code><Message>An Instance Refresh is already in progress and blocks the execution of this Instance Refresh.</Message></Error><RequestId>r</RequestId></ErrorResponse>"#;
     let running = refreshes("InProgress", 10);
-    let replay = Replay::new(&[(400, in_progress), (200, &running)]);
+    let replay = Replay::new(&[(200, &group_on_version("$Latest")), (400, in_progress), (200, &running)]);
     let p = provider(&replay, false, AwsOptions::default()).await;
     let id = p
-        .start_instance_refresh("web", &repave_core::config::Rollout::default())
+        .start_instance_refresh("web", &version_4(), &repave_core::config::Rollout::default())
         .await
         .expect("adopted");
     assert_eq!(id, "rf-1");
+    // On $Latest AWS refuses AutoRollback: it is not asked for.
+    assert!(
+        replay.requests()[1].contains("Preferences.AutoRollback=false"),
+        "{}",
+        replay.requests()[1]
+    );
 }
 
 #[tokio::test]

@@ -1,48 +1,23 @@
-//! The AWS provider against a real moto server (started by
-//! `scripts/moto.sh`; `REPAVE_MOTO_ENDPOINT` must be set, the tests fail
-//! without it). Each test runs in an account of its own.
+//! The AWS provider against the AWS-behaviour harness (moto with AWS's
+//! documented behaviour patched in, started by `scripts/moto.sh`;
+//! `REPAVE_MOTO_ENDPOINT` must be set, the tests fail without it). Each test
+//! runs in an account of its own.
 //!
-//! Moto's gaps are worked around, not asserted: its `send_command` runs
-//! nothing and reports empty output (the provider is built with
-//! `empty_patch_output_is_clean`), state changes are instant, and per-
-//! instance launch template versions are wrong (the tests compare image ids).
+//! What neither moto nor the harness models is worked around, not asserted:
+//! SSM commands run nothing and report empty output (the provider is built
+//! with `empty_patch_output_is_clean`), and per-instance launch template
+//! versions are wrong (the tests compare image ids).
 
 mod common;
 
-use common::{pipeline, Moto, SpecKind, DESCRIPTION, USER_DATA};
+use common::{assert_succeeded, engine, pipeline, Moto, SpecKind, DESCRIPTION, USER_DATA};
 use repave_core::ids::SystemClock;
 use repave_core::provider::{tag, Groups, Images, InstanceState, Instances, Parameters, Tags, Traffic};
-use repave_engine::{Engine, EngineOptions, NullObserver, RunOutcome};
+use repave_engine::{Engine, EngineOptions, NullObserver};
 use repave_store::{RunKind, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-fn engine(provider: Arc<repave_aws::AwsProvider>) -> Engine {
-    let store = Arc::new(Store::open_in_memory().expect("store"));
-    let opts = EngineOptions {
-        tick: Duration::from_millis(200),
-        poll: Duration::from_millis(100),
-        roll_cutoff: None,
-        lease_ttl: Duration::from_secs(60),
-    };
-    Engine::new(
-        provider,
-        store,
-        Arc::new(SystemClock),
-        Arc::new(NullObserver),
-        CancellationToken::new(),
-        opts,
-    )
-}
-
-fn assert_succeeded(out: &RunOutcome) {
-    assert_eq!(
-        out.state, "succeeded",
-        "run failed: {:?}\nsteps: {:?}",
-        out.summary.error, out.steps
-    );
-}
 
 /// Full run, then rollback, on a group of `kind`; returns the fixture and
 /// the provider for kind-specific checks.
@@ -168,6 +143,7 @@ async fn full_run_and_rollback(kind: SpecKind) {
             assert_eq!(lc.image_id(), Some(new_image.as_str()));
             assert_eq!(lc.user_data(), Some(USER_DATA), "user data copied");
         }
+        SpecKind::Mixed => unreachable!("mixed instances policies have their own test"),
     }
 
     // Rollback: parameter, launch spec and instances back on the golden image.
@@ -222,8 +198,11 @@ async fn twenty_instance_roll_api_calls() {
     let before: u64 = provider.api_call_total();
 
     let store = Arc::new(Store::open_in_memory().expect("store"));
+    // One observation a second against target groups that check every 2 s
+    // (healthy after 4 s): the ratio of AWS's defaults, a 10 s poll_interval
+    // against 30 s health checks, scaled down.
     let opts = EngineOptions {
-        tick: Duration::from_millis(500),
+        tick: Duration::from_secs(1),
         poll: Duration::from_millis(200),
         roll_cutoff: None,
         lease_ttl: Duration::from_secs(60),
@@ -247,9 +226,18 @@ async fn twenty_instance_roll_api_calls() {
     let calls = provider.api_call_total() - before;
     let per = calls as f64 / roll.replaced as f64;
     eprintln!(
-        "20-instance roll: {calls} AWS API calls, {per:.2} per replaced instance: {:?}",
+        "20-instance roll on the harness: {calls} AWS API calls, {per:.2} per replaced instance; roll {:.1}s against a lower bound of {:.1}s (ratio {:.2}; launch to healthy {} ms median, drain {} ms median, {} at once): {:?}",
+        roll.seconds,
+        roll.lower_bound_seconds,
+        roll.seconds / roll.lower_bound_seconds.max(f64::EPSILON),
+        roll.launch_ready_ms_median,
+        roll.drain_ms_median,
+        roll.concurrency,
         provider.api_calls()
     );
+    // Health checks take real time on the harness: the bound must see it.
+    assert!(roll.launch_ready_ms_median >= 4_000, "{roll:?}");
+    assert!(roll.seconds >= roll.lower_bound_seconds, "{roll:?}");
     assert!(
         per <= 6.0,
         "{per:.2} calls per replaced instance (goal ≤ 6): {:?}",
@@ -275,8 +263,7 @@ async fn creations_are_idempotent() {
             instance_type: Some("t3.micro".into()),
             subnet: Some(fleet.subnets[0].clone()),
             security_groups: vec![fleet.security_group.clone()],
-            instance_profile: None,
-            command: vec![],
+            ..Default::default()
         },
         tags: tags.clone(),
         token: "run-1-builder".into(),
@@ -491,8 +478,18 @@ async fn preflight_reads_and_reports_without_changing_anything() {
     let found = p.preflight(&broken).await.expect("preflight");
     let text = found.problems.join("\n");
     assert!(text.contains("does not exist"), "{text}");
-    assert!(text.contains("$Latest"), "{text}");
     assert!(text.contains("protected or standby"), "{text}");
+    let notes = found.notes.join("\n");
+    assert!(
+        notes.contains("$Latest") && notes.contains("keeps it that way"),
+        "{notes}"
+    );
+    // The readiness timing in effect, with where it came from.
+    let health = found.health.join("\n");
+    assert!(
+        health.contains("from the group") && health.contains("web-tg-0"),
+        "{health}"
+    );
     assert_eq!(found.held.len(), 1);
     // Read-only: no instance was launched by the dry run.
     let after = moto.member_images(&fleet.group).await;

@@ -26,6 +26,9 @@ pub mod tag {
     pub const PARENT: &str = "repave:parent";
     pub const MANIFEST: &str = "repave:manifest";
     pub const STATUS: &str = "repave:status";
+    /// On a test instance: the group whose launch spec it was launched from
+    /// (where its health check answers).
+    pub const GROUP: &str = "repave:group";
     /// Roles: what an instance or image is for.
     pub const ROLE_BUILDER: &str = "builder";
     pub const ROLE_TEST: &str = "test";
@@ -112,6 +115,16 @@ pub struct InstanceSpec {
     /// Local provider: the process to run, with `{port}`, `{root}` and
     /// `{repave}` placeholders. Empty: no process (an idle builder).
     pub command: Vec<String>,
+    /// Launch from this launch spec version, with the request's image in
+    /// place of its own (AWS: RunInstances with `LaunchTemplate` and an
+    /// `ImageId` override), so the instance boots as the group's would:
+    /// same user data, profile, security groups, tags.
+    #[serde(default)]
+    pub launch_template: Option<LaunchSpecRef>,
+    /// User data (base64) where the spec carries it outside a launch
+    /// template (AWS launch configurations).
+    #[serde(default)]
+    pub user_data: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,14 +299,82 @@ pub struct Group {
     pub max: u32,
     pub desired: u32,
     pub launch_spec: LaunchSpecRef,
+    /// Members whose facts the provider can read. A member the cloud does
+    /// not show yet (eventual consistency right after launch) is left out
+    /// until it does, so nothing ever drains or terminates an instance whose
+    /// image is unknown.
     pub members: Vec<GroupMember>,
     /// Where the group's load balancer listens (local: `127.0.0.1:PORT`).
     pub balancer: Option<String>,
+    /// Where the group launches (AWS: the subnets of VPCZoneIdentifier).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// What the group's configuration says about readiness, where the
+    /// provider reads it with the group for free (local, sim); others
+    /// answer [`Groups::health_timing`] with calls of their own.
+    #[serde(default)]
+    pub health: HealthTiming,
+}
+
+/// How long a new instance of a group takes to be ready, in the group's own
+/// terms. The engine turns it into the roll's `health_grace` and `warmup`
+/// when the config does not set them ([`crate::rollout::HealthSettings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HealthTiming {
+    /// Time the group gives a new instance before its health checks count
+    /// (AWS: HealthCheckGracePeriod; local: `health_check.grace`).
+    #[serde(default)]
+    pub grace_period: Option<Duration>,
+    /// The group's health check type (AWS: "ELB" or "EC2").
+    #[serde(default)]
+    pub health_check_type: Option<String>,
+    /// The balancer health checks a new instance must pass.
+    #[serde(default)]
+    pub checks: Vec<BalancerCheck>,
+    /// Launch lifecycle hooks: a new instance may wait up to each heartbeat.
+    #[serde(default)]
+    pub launch_hooks: Vec<LaunchHook>,
+    /// The group's default instance warmup (AWS: DefaultInstanceWarmup).
+    #[serde(default)]
+    pub default_warmup: Option<Duration>,
+}
+
+/// One balancer's health check (AWS: a target group's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalancerCheck {
+    pub name: String,
+    pub interval: Duration,
+    pub healthy_threshold: u32,
+    /// How long a deregistered target drains.
+    #[serde(default)]
+    pub deregistration_delay: Option<Duration>,
+    /// The port the check (and the application) answers on.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+impl BalancerCheck {
+    /// Time from registration to healthy: threshold consecutive checks.
+    pub fn time_to_healthy(&self) -> Duration {
+        self.interval * self.healthy_threshold.max(1)
+    }
+}
+
+/// A lifecycle hook that holds new instances (AWS: Pending:Wait).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchHook {
+    pub name: String,
+    pub heartbeat: Duration,
 }
 
 #[async_trait]
 pub trait Groups: Send + Sync {
     async fn describe_group(&self, name: &str) -> Result<Group>;
+    /// What the group's configuration says about readiness (grace period,
+    /// balancer health checks, launch hooks, warmup).
+    async fn health_timing(&self, name: &str) -> Result<HealthTiming> {
+        Ok(self.describe_group(name).await?.health)
+    }
     async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> Result<LaunchSpec>;
     /// New version of `base.name` carrying all of `base`'s data with `image`.
     async fn create_launch_spec_version(&self, base: &LaunchSpecRef, image: &ImageId) -> Result<LaunchSpecRef>;
@@ -361,7 +442,15 @@ pub trait NativeRoll: Send + Sync {
     /// Replace the group's instances that differ from its launch spec. A
     /// replacement already running for the group is returned (a resumed run
     /// re-attaches instead of failing).
-    async fn start_native_roll(&self, group: &str, rollout: &crate::config::Rollout) -> Result<String>;
+    /// `target` is the launch spec version to roll onto; the group itself
+    /// may still name the previous one (the cloud moves it on success, and
+    /// has somewhere to roll back to).
+    async fn start_native_roll(
+        &self,
+        group: &str,
+        target: &LaunchSpecRef,
+        rollout: &crate::config::Rollout,
+    ) -> Result<String>;
     async fn native_roll_status(&self, group: &str, id: &str) -> Result<NativeRollStatus>;
     async fn cancel_native_roll(&self, group: &str) -> Result<()>;
 }

@@ -20,9 +20,11 @@
 //! drains end after `drain_timeout`, held instances fail the roll after
 //! `hold_timeout`, and a window cutoff turns into [`Outcome::Paused`].
 
+mod health;
 mod plan;
 mod stages;
 
+pub use health::{HealthSettings, DEFAULT_WARMUP, FALLBACK_HEALTH_GRACE, MIN_MARGIN};
 pub use plan::plan;
 pub use stages::{stage_caps, Stage};
 
@@ -78,13 +80,15 @@ fn default_drain_timeout() -> Duration {
     Duration::from_secs(3600)
 }
 
-impl From<&Rollout> for RollPolicy {
-    fn from(r: &Rollout) -> Self {
+impl RollPolicy {
+    /// The policy of `[rollout]` with the readiness timing in effect (the
+    /// config's, or the group's: [`HealthSettings::new`]).
+    pub fn new(r: &Rollout, health: &HealthSettings) -> Self {
         Self {
             min_healthy_percent: r.min_healthy_percent,
             max_healthy_percent: r.max_healthy_percent,
-            warmup: r.warmup.get(),
-            health_grace: r.health_grace.get(),
+            warmup: health.warmup,
+            health_grace: health.health_grace,
             max_unhealthy_new: r.max_unhealthy_new,
             max_unhealthy_new_percent: r.max_unhealthy_new_percent,
             canary: r.canary,
@@ -102,9 +106,10 @@ impl From<&Rollout> for RollPolicy {
 }
 
 impl Default for RollPolicy {
-    /// The config defaults.
+    /// The config defaults, for a group that says nothing about readiness.
     fn default() -> Self {
-        Self::from(&Rollout::default())
+        let r = Rollout::default();
+        Self::new(&r, &HealthSettings::new(&r, &crate::provider::HealthTiming::default()))
     }
 }
 
@@ -118,10 +123,49 @@ pub fn capacity_bounds(n: u32, policy: &RollPolicy) -> (u32, u32) {
     (floor, max_total.max(n))
 }
 
+/// [`capacity_bounds`] within the group's own maximum size: the surge never
+/// asks for more instances than the group may hold (AWS refuses a desired
+/// capacity above MaxSize with a ValidationError). repave does not raise
+/// MaxSize for the roll: it is the owner's limit (cost, quotas, IP space)
+/// and infrastructure as code would see it drift.
+pub fn capacity_bounds_within(n: u32, group_max: u32, policy: &RollPolicy) -> (u32, u32) {
+    let (floor, max_total) = capacity_bounds(n, policy);
+    (floor, max_total.min(group_max.max(n)))
+}
+
 /// Replacements the policy allows at once (at least 1).
 pub fn concurrency(n: u32, policy: &RollPolicy) -> u32 {
-    let (floor, max_total) = capacity_bounds(n, policy);
+    concurrency_within(n, u32::MAX, policy)
+}
+
+/// [`concurrency`] within the group's maximum size.
+pub fn concurrency_within(n: u32, group_max: u32, policy: &RollPolicy) -> u32 {
+    let (floor, max_total) = capacity_bounds_within(n, group_max, policy);
     ((max_total - n) + n.saturating_sub(floor)).max(1)
+}
+
+/// Why the policy leaves no room to replace anything in a group of base
+/// capacity `n` and maximum size `group_max`, in words that say what to
+/// change; `None` when there is room.
+pub fn no_room(n: u32, group_max: u32, policy: &RollPolicy) -> Option<String> {
+    let (floor, max_total) = capacity_bounds_within(n, group_max, policy);
+    if n == 0 || max_total > n || floor < n {
+        return None;
+    }
+    let (_, wanted) = capacity_bounds(n, policy);
+    Some(if wanted > max_total {
+        format!(
+            "the group's MaxSize {group_max} leaves no room for the surge: {n} desired, min_healthy_percent {} keeps all {floor} in service, and max_healthy_percent {} would need {wanted}; raise the group's MaxSize to at least {} or lower min_healthy_percent",
+            policy.min_healthy_percent,
+            policy.max_healthy_percent,
+            n + 1
+        )
+    } else {
+        format!(
+            "the policy leaves no room to replace an instance: {n} desired, floor {floor} (min_healthy_percent {}), at most {max_total} (max_healthy_percent {}); raise max_healthy_percent or lower min_healthy_percent",
+            policy.min_healthy_percent, policy.max_healthy_percent
+        )
+    })
 }
 
 /// `T_lb = ceil(N / k) × (t_launch + t_ready + warmup) + t_drain`.
@@ -254,13 +298,25 @@ pub enum Outcome {
     /// Nothing left to replace and every instance is healthy on the target.
     Complete,
     /// Too many new instances failed, a canary failed, a `fail` instance is
-    /// held, or held instances outlived `hold_timeout`: stop (and roll back).
-    Abort { reason: String },
+    /// held, held instances outlived `hold_timeout`, or the group leaves no
+    /// room: stop. `blame` says whether the image is at fault (roll back and
+    /// mark it bad) or the orchestration is (pause: the image stays good).
+    Abort { reason: String, blame: Blame },
     /// Only held (`wait`) instances are left; aborts after `hold_timeout`.
     Blocked { reason: String },
     /// The window cutoff passed and nothing is in flight: persist and resume
     /// in the next window.
     Paused { reason: String },
+}
+
+/// Who caused an abort: only what the image did marks it bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blame {
+    /// New instances on the image failed to become healthy.
+    Image,
+    /// Held instances, capacity limits, policy: nothing the image did.
+    Orchestration,
 }
 
 /// Counts for progress displays and the invariant checks.

@@ -17,6 +17,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How long something this run just created may stay invisible to the
+/// cloud's describe calls before its absence counts as real. AWS documents
+/// eventual consistency without a bound; a minute is well past what is seen.
+pub(crate) const VISIBILITY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResolveOutput {
     pub source_image: ImageId,
@@ -90,6 +95,13 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
             e => e,
         })?;
     retry("resolve", || p.describe_launch_spec(&g.launch_spec)).await?;
+    // A roll the group cannot hold is refused before anything is created.
+    let rolls = !matches!(ctx.run.kind, repave_store::RunKind::Bake);
+    if rolls && ctx.pipeline.rollout.strategy != "native" {
+        if let Some(reason) = repave_core::rollout::no_room(g.desired, g.max, &ctx.policy()) {
+            return Err(EngineError::Preflight(format!("group {group}: {reason}")));
+        }
+    }
     Ok(ResolveOutput {
         source_image: source,
         parameter_version: param.version,
@@ -121,7 +133,7 @@ pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOu
             subnet: b.subnet.clone(),
             security_groups: b.security_groups.clone(),
             instance_profile: b.instance_profile.clone(),
-            command: vec![],
+            ..Default::default()
         },
         tags,
         token: format!("{}-builder-{attempt}", ctx.run_id()),
@@ -459,14 +471,23 @@ pub async fn create_image(
         }
     };
     // Bounded only by the step timeout; a resumed run waits on the same image.
+    // Right after CreateImage the image may not be visible yet (AWS's
+    // eventual consistency: InvalidAMIID.NotFound): that is "pending" for
+    // a bounded while, not a failure.
     let timeout = ctx.pipeline.image_timeout.get();
+    let visible_by = Instant::now() + VISIBILITY;
     wait_for(
         ctx,
         "create_image",
         &format!("image {id} to be available"),
         timeout,
         || async {
-            let img = retry("create_image", || p.describe_image(&id)).await?;
+            let img = match retry("create_image", || p.describe_image(&id)).await {
+                Err(EngineError::Provider { source, .. }) if source.is_not_found() && Instant::now() < visible_by => {
+                    return Ok(None);
+                }
+                r => r?,
+            };
             match img.state {
                 ImageState::Available => Ok(Some(())),
                 ImageState::Failed | ImageState::Deregistered => Err(EngineError::Patch(format!(
@@ -527,11 +548,21 @@ async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineEr
     let id = match reusable {
         Some(i) => i.id.clone(),
         None => {
+            // Boot it as the group boots its instances: from the group's
+            // launch spec version (user data, profile, security groups),
+            // with the new image, in one of the group's subnets.
             let g = retry("test_image", || p.describe_group(&ctx.pipeline.group)).await?;
             let spec = retry("test_image", || p.describe_launch_spec(&g.launch_spec)).await?;
+            let mut instance = spec.spec;
+            instance.launch_template = Some(g.launch_spec.clone());
+            if instance.subnet.is_none() {
+                instance.subnet = g.subnets.first().cloned();
+            }
+            let mut tags = tags;
+            tags.insert(tag::GROUP.into(), ctx.pipeline.group.clone());
             let req = LaunchRequest {
                 image: image.clone(),
-                spec: spec.spec,
+                spec: instance,
                 tags,
                 token: format!("{}-test-{attempt}", ctx.run_id()),
             };

@@ -9,7 +9,7 @@ use crate::{retain, roll};
 use repave_core::config::Pipeline;
 use repave_core::ids::Clock;
 use repave_core::provider::Provider;
-use repave_core::rollout::RollPolicy;
+use repave_core::rollout::{HealthSettings, RollPolicy};
 use repave_core::{ImageId, RunId, Timestamp};
 use repave_store::{Lease, NewEvent, NewRun, RunKind, RunRecord, RunState, StepState, Store, StoreError};
 use serde::de::DeserializeOwned;
@@ -65,6 +65,9 @@ pub(crate) struct Ctx<'a> {
     /// Id of the event that marked this driver's start: cancel requests
     /// after it (from `repave cancel`, another process) stop this run.
     driver_event: std::sync::atomic::AtomicI64,
+    /// The roll's readiness timing (config, or the group's own), read once
+    /// when the driver starts.
+    health: Mutex<HealthSettings>,
 }
 
 impl Ctx<'_> {
@@ -79,6 +82,34 @@ impl Ctx<'_> {
     }
     pub fn poll(&self) -> Duration {
         self.engine.opts.poll
+    }
+    pub fn health(&self) -> HealthSettings {
+        self.health.lock().expect("health lock").clone()
+    }
+    /// The rollout policy with the readiness timing in effect.
+    pub fn policy(&self) -> RollPolicy {
+        RollPolicy::new(&self.pipeline.rollout, &self.health())
+    }
+
+    /// Read the group's readiness settings and say which values the roll
+    /// uses and where they came from (the run's first event after the
+    /// driver's). A group that does not exist is left to `resolve` to
+    /// report; any other failure fails the run.
+    async fn load_health(&self) -> Result<(), EngineError> {
+        let group = &self.pipeline.group;
+        let timing = match crate::call::retry("run", || self.provider().health_timing(group)).await {
+            Ok(t) => t,
+            Err(EngineError::Provider { source, .. }) if source.is_not_found() => Default::default(),
+            Err(e) => return Err(e),
+        };
+        let health = HealthSettings::new(&self.pipeline.rollout, &timing);
+        self.log(
+            "run",
+            format!("readiness: {}", health.describe()),
+            serde_json::json!({ "health": health, "timing": timing }),
+        );
+        *self.health.lock().expect("health lock") = health;
+        Ok(())
     }
 
     /// Append an audit event and tell the observer.
@@ -328,6 +359,7 @@ impl Engine {
     async fn drive(&self, run: RunRecord, pipeline: Pipeline, lease: Lease) -> Result<RunOutcome, EngineError> {
         let ctx = Ctx {
             engine: self,
+            health: Mutex::new(HealthSettings::new(&pipeline.rollout, &Default::default())),
             run,
             pipeline,
             lease: Mutex::new(lease),
@@ -357,11 +389,14 @@ impl Engine {
             .store(driver_event, std::sync::atomic::Ordering::Relaxed);
         let mut summary = RunSummary::default();
         let calls_before = self.provider.api_calls();
-        let result = match ctx.run.kind {
-            RunKind::Run => full_run(&ctx, &mut summary, true, true).await,
-            RunKind::Bake => full_run(&ctx, &mut summary, false, false).await,
-            RunKind::Roll => roll_only(&ctx, &mut summary).await,
-            RunKind::Rollback => rollback_only(&ctx, &mut summary).await,
+        let result = match ctx.load_health().await {
+            Err(e) => Err(e),
+            Ok(()) => match ctx.run.kind {
+                RunKind::Run => full_run(&ctx, &mut summary, true, true).await,
+                RunKind::Bake => full_run(&ctx, &mut summary, false, false).await,
+                RunKind::Roll => roll_only(&ctx, &mut summary).await,
+                RunKind::Rollback => rollback_only(&ctx, &mut summary).await,
+            },
         };
         let (state, error) = match &result {
             Ok(()) if summary.rolled_back => (RunState::RolledBack, summary.error.clone()),
@@ -462,8 +497,8 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
     if !roll_it {
         return Ok(());
     }
-    let policy = RollPolicy::from(&ctx.pipeline.rollout);
-    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &policy, None).await;
+    let policy = ctx.policy();
+    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &published.launch_spec, &policy, None).await;
     match rolled {
         Ok(report) => summary.roll = Some(report),
         Err(e @ (EngineError::Cancelled | EngineError::Paused(_))) => return Err(e),
@@ -551,13 +586,14 @@ pub(crate) async fn roll_and_verify(
     roll_step: &str,
     verify_step: &str,
     image: &ImageId,
+    spec: &repave_core::provider::LaunchSpecRef,
     policy: &RollPolicy,
     base_hint: Option<u32>,
 ) -> Result<RollReport, EngineError> {
     if ctx.pipeline.rollout.strategy == "native" {
-        let intent = serde_json::json!({ "target": image, "strategy": "native" });
+        let intent = serde_json::json!({ "target": image, "launch_spec": spec, "strategy": "native" });
         let report: RollReport = ctx
-            .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image))
+            .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image, spec))
             .await?;
         ctx.step(verify_step, serde_json::json!({ "target": image }), || {
             roll::verify(ctx, image)
@@ -584,12 +620,13 @@ async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), Engine
         .await?;
     let image = resolved.source_image.clone();
     summary.new_image = Some(image.clone());
-    ctx.step("set_launch_spec", serde_json::json!({ "image": image }), || {
-        publish::point_group_at(ctx, &image)
-    })
-    .await?;
-    let policy = RollPolicy::from(&ctx.pipeline.rollout);
-    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &image, &policy, None).await?);
+    let spec: repave_core::provider::LaunchSpecRef = ctx
+        .step("set_launch_spec", serde_json::json!({ "image": image }), || {
+            publish::publish_launch_spec(ctx, &image)
+        })
+        .await?;
+    let policy = ctx.policy();
+    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &image, &spec, &policy, None).await?);
     Ok(())
 }
 
@@ -606,11 +643,12 @@ async fn rollback_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), En
         publish::restore_parameter(ctx, &target)
     })
     .await?;
-    ctx.step("set_launch_spec", serde_json::json!({ "image": target }), || {
-        publish::point_group_at(ctx, &target)
-    })
-    .await?;
-    let policy = RollPolicy::from(&ctx.pipeline.rollout);
-    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &target, &policy, None).await?);
+    let spec: repave_core::provider::LaunchSpecRef = ctx
+        .step("set_launch_spec", serde_json::json!({ "image": target }), || {
+            publish::publish_launch_spec(ctx, &target)
+        })
+        .await?;
+    let policy = ctx.policy();
+    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &target, &spec, &policy, None).await?);
     Ok(())
 }

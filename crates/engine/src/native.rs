@@ -1,8 +1,11 @@
 //! `strategy = "native"`: the cloud's own rolling replacement (AWS Instance
-//! Refresh) started, watched and reported in the same run record. The group
-//! already launches the new image (publish moved its launch spec); the cloud
-//! replaces what differs. A cancelled or killed run leaves the refresh
-//! running in the cloud; `resume` re-attaches to it.
+//! Refresh) started, watched and reported in the same run record. Publish
+//! made the new launch spec version without moving the group; the cloud's
+//! roll is started with that version as its target (AWS: the refresh's
+//! desired configuration), replaces what differs and moves the group when it
+//! succeeds, so its own rollback has the previous version to return to. A
+//! cancelled or killed run leaves the refresh running in the cloud; `resume`
+//! re-attaches to it.
 
 use crate::call::retry;
 use crate::error::EngineError;
@@ -11,7 +14,12 @@ use crate::summary::RollReport;
 use repave_core::ImageId;
 use tokio::time::Instant;
 
-pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId) -> Result<RollReport, EngineError> {
+pub async fn roll(
+    ctx: &Ctx<'_>,
+    step: &str,
+    target: &ImageId,
+    spec: &repave_core::provider::LaunchSpecRef,
+) -> Result<RollReport, EngineError> {
     let p = ctx.provider();
     let native = p.native_roll().ok_or_else(|| {
         EngineError::Preflight(format!(
@@ -23,7 +31,7 @@ pub async fn roll(ctx: &Ctx<'_>, step: &str, target: &ImageId) -> Result<RollRep
     let started = ctx.now();
     let clock = Instant::now();
     let rollout = ctx.pipeline.rollout.clone();
-    let id = retry(step, || native.start_native_roll(&group, &rollout)).await?;
+    let id = retry(step, || native.start_native_roll(&group, spec, &rollout)).await?;
     ctx.log(
         step,
         format!("native roll {id} started on {group}"),

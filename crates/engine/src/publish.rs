@@ -28,7 +28,7 @@ pub const PREVIOUS_LABEL: &str = "repave-previous";
 /// parameter updated (description kept), previous version labeled.
 /// Idempotent: a resumed publish finds the spec and parameter already moved.
 pub async fn publish(ctx: &Ctx<'_>, image: &ImageId, resolved: &ResolveOutput) -> Result<PublishOutput, EngineError> {
-    let launch_spec = point_group_at(ctx, image).await?;
+    let launch_spec = publish_launch_spec(ctx, image).await?;
     let p = ctx.provider();
     let name = &ctx.pipeline.parameter;
     let current = retry("publish", || p.get_parameter(name)).await?;
@@ -60,19 +60,32 @@ pub async fn publish(ctx: &Ctx<'_>, image: &ImageId, resolved: &ResolveOutput) -
     })
 }
 
-/// Make the group launch `image`: reuse the current spec version when it
-/// already names it, otherwise a new version copied from the current one.
-pub async fn point_group_at(ctx: &Ctx<'_>, image: &ImageId) -> Result<LaunchSpecRef, EngineError> {
+/// The launch spec version the roll goes onto. With repave's own roll the
+/// group is pointed at it now; with `strategy = "native"` the cloud's roll
+/// moves the group itself when it succeeds (AWS: Instance Refresh with a
+/// desired configuration), so its rollback has somewhere to go.
+pub async fn publish_launch_spec(ctx: &Ctx<'_>, image: &ImageId) -> Result<LaunchSpecRef, EngineError> {
+    let (spec, current) = launch_spec_for(ctx, image).await?;
+    if ctx.pipeline.rollout.strategy != "native" && !current {
+        let p = ctx.provider();
+        retry("publish", || p.set_group_launch_spec(&ctx.pipeline.group, &spec)).await?;
+    }
+    Ok(spec)
+}
+
+/// A launch spec version that launches `image`: the group's current one
+/// when it already does (`true`), otherwise a new version of it with only
+/// the image changed.
+async fn launch_spec_for(ctx: &Ctx<'_>, image: &ImageId) -> Result<(LaunchSpecRef, bool), EngineError> {
     let p = ctx.provider();
     let group = &ctx.pipeline.group;
     let g = retry("publish", || p.describe_group(group)).await?;
     let spec = retry("publish", || p.describe_launch_spec(&g.launch_spec)).await?;
     if &spec.image == image {
-        return Ok(g.launch_spec);
+        return Ok((g.launch_spec, true));
     }
     let new = retry("publish", || p.create_launch_spec_version(&g.launch_spec, image)).await?;
-    retry("publish", || p.set_group_launch_spec(group, &new)).await?;
-    Ok(new)
+    Ok((new, false))
 }
 
 /// The image the golden parameter held before its current value.
@@ -135,7 +148,7 @@ pub async fn rollback(
         bake_time: std::time::Duration::ZERO,
         checkpoints: vec![],
         window_cutoff: None,
-        ..RollPolicy::from(&ctx.pipeline.rollout)
+        ..ctx.policy()
     };
     // The aborted roll left the group surged: roll back to its base size.
     let base = ctx
@@ -149,6 +162,7 @@ pub async fn rollback(
         "rollback_roll",
         "rollback_verify",
         &published.previous_image,
+        &published.previous_launch_spec,
         &policy,
         base,
     )

@@ -9,7 +9,7 @@ use crate::executor::Ctx;
 use crate::summary::RollReport;
 pub use crate::summary::RollSample;
 use repave_core::provider::{Lifecycle, Provider, TargetState};
-use repave_core::rollout::{self, Action, Member, Observation, Outcome, RollPolicy, RollProgress};
+use repave_core::rollout::{self, Action, Blame, Member, Observation, Outcome, RollPolicy, RollProgress};
 use repave_core::{ImageId, InstanceId, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -105,6 +105,8 @@ struct Measurements {
     drain_started: BTreeMap<InstanceId, i64>,
     drain_ms: Vec<i64>,
     samples: Vec<RollSample>,
+    /// The group's MaxSize as first observed (bounds the surge).
+    group_max: u32,
     min_in_service: Option<u32>,
     max_live: u32,
     total_old: u32,
@@ -164,6 +166,10 @@ async fn roll_loop(
     let p = ctx.provider();
     let group = ctx.pipeline.group.clone();
     let first = observe(p, &group).await?;
+    // EC2 reports launch times in whole seconds: an instance the roll
+    // launches in its first second would otherwise read as older than the
+    // roll (and never count as failed).
+    let started = launch_time_granularity(started);
     let mut progress = RollProgress::new(target.clone(), base, started);
     progress.cutoff = ctx.engine.opts.roll_cutoff;
     // Instances this roll deregistered before a restart are still draining.
@@ -177,6 +183,7 @@ async fn roll_loop(
     }
     let deadline = started.plus(ctx.pipeline.rollout.timeout.get());
     let total_old = first.members.iter().filter(|m| m.image != *target).count() as u32;
+    meas.group_max = first.max;
     let tick = ctx.engine.opts.tick;
     let mut blocked_since: Option<Timestamp> = None;
     let mut checkpointed: Option<Checkpoint> = None;
@@ -199,13 +206,18 @@ async fn roll_loop(
                 progress = plan.progress;
                 break;
             }
-            Outcome::Abort { reason } => {
+            Outcome::Abort { reason, blame } => {
                 ctx.log(
                     step,
                     format!("abort: {reason}"),
                     serde_json::to_value(&plan.status).unwrap_or_default(),
                 );
-                return Err(EngineError::RollAborted(reason.clone()));
+                // Only what the image did fails it; anything else pauses the
+                // roll for a person to fix and resume.
+                return Err(match blame {
+                    Blame::Image => EngineError::RollAborted(reason.clone()),
+                    Blame::Orchestration => EngineError::Paused(reason.clone()),
+                });
             }
             Outcome::Blocked { reason } => {
                 let since = *blocked_since.get_or_insert(now);
@@ -263,6 +275,11 @@ async fn roll_loop(
     Ok(progress.replaced)
 }
 
+/// `t` rounded down to the whole second launch times are reported in.
+fn launch_time_granularity(t: Timestamp) -> Timestamp {
+    Timestamp(t.millis().div_euclid(1000) * 1000)
+}
+
 fn report(
     ctx: &Ctx<'_>,
     target: &ImageId,
@@ -273,7 +290,8 @@ fn report(
 ) -> RollReport {
     let total_old = meas.total_old;
     let ended = ctx.now();
-    let k = rollout::concurrency(base, policy);
+    let group_max = if meas.group_max == 0 { u32::MAX } else { meas.group_max };
+    let k = rollout::concurrency_within(base, group_max, policy);
     let launch_ready: Vec<i64> = meas.launch_ready.values().copied().collect();
     let lr = median(&launch_ready);
     let drain = median(&meas.drain_ms);
@@ -286,7 +304,7 @@ fn report(
         Duration::from_millis(drain.max(0) as u64),
     );
     let seconds = ended.since(started).as_secs_f64();
-    let (floor, max_total) = rollout::capacity_bounds(base, policy);
+    let (floor, max_total) = rollout::capacity_bounds_within(base, group_max, policy);
     RollReport {
         target_image: Some(target.clone()),
         started_at_ms: started.millis(),
@@ -403,16 +421,19 @@ fn describe(a: &Action) -> String {
 }
 
 /// Every in-service instance on the target image and healthy at the
-/// balancer, as many as desired.
+/// balancer, as many as desired. Waits as long as a new instance may take
+/// to become healthy (`health_grace` + `warmup`, plus a minute), so an
+/// autoscaler scale-out during verify is waited for, not failed.
 pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> {
     let p = ctx.provider();
     let group = ctx.pipeline.group.clone();
     let last = std::sync::Mutex::new(String::new());
+    let health = ctx.health();
     let r = crate::bake::wait_for(
         ctx,
         "verify",
         "fleet on the new image",
-        Duration::from_secs(60),
+        health.health_grace + health.warmup + Duration::from_secs(60),
         || async {
             let obs = observe(p, &group).await?;
             let live: Vec<&Member> = obs

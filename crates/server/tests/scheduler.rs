@@ -32,8 +32,8 @@ fn policy(window: Window) -> Pipeline {
     p.builder.platform = "windows".into();
     p.rollout.min_healthy_percent = 90;
     p.rollout.max_healthy_percent = 110;
-    p.rollout.warmup = HumanDuration::from_secs(60);
-    p.rollout.health_grace = HumanDuration::from_secs(1800);
+    p.rollout.warmup = Some(HumanDuration::from_secs(60));
+    p.rollout.health_grace = Some(HumanDuration::from_secs(1800));
     p.rollout.timeout = HumanDuration::from_secs(86_400);
     p.test.timeout = HumanDuration::from_secs(1800);
     p.window = Some(window);

@@ -15,8 +15,8 @@ fn policy() -> repave_core::config::Pipeline {
     p.builder.platform = "windows".into();
     p.rollout.min_healthy_percent = 90;
     p.rollout.max_healthy_percent = 110;
-    p.rollout.warmup = HumanDuration::from_secs(120);
-    p.rollout.health_grace = HumanDuration::from_secs(1800);
+    p.rollout.warmup = Some(HumanDuration::from_secs(120));
+    p.rollout.health_grace = Some(HumanDuration::from_secs(1800));
     p.test.timeout = HumanDuration::from_secs(1800);
     // Windows boot to SSM is ~10 min with a long tail; the 15 min default
     // would fail a few of the 100 bakes in (b).
@@ -75,7 +75,7 @@ fn main() {
         let kind = repave_sim::lockstep_with_batch(
             1000,
             surge_batch,
-            p.rollout.warmup.get(),
+            p.rollout.warmup.expect("the bench sets warmup").get(),
             &Latencies::default(),
             &Default::default(),
             1,

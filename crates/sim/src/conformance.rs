@@ -138,10 +138,17 @@ async fn launch_is_idempotent_and_terminate_ends_terminated<P: Provider + ?Sized
     ensure(a.image == fx.image, CHECK, || {
         format!("launched {} on {}, asked for {}", a.id, a.image, fx.image)
     })?;
-    let listed = call(CHECK, p.list_instances(&tags).await)?;
-    ensure(listed.iter().filter(|i| i.id == a.id).count() == 1, CHECK, || {
-        format!("list_instances by tags: {listed:?}")
-    })?;
+    // Eventually: a cloud may not list what it just launched (AWS's
+    // eventual consistency), but must list it once, and only once.
+    eventually(fx, CHECK, "the instance to be listed by its tags", || async {
+        let listed = call(CHECK, p.list_instances(&tags).await)?;
+        match listed.iter().filter(|i| i.id == a.id).count() {
+            0 => Ok(None),
+            1 => Ok(Some(())),
+            _ => Err(fail(CHECK, format!("listed twice by tags: {listed:?}"))),
+        }
+    })
+    .await?;
     eventually(fx, CHECK, "the instance to run", || async {
         let v = call(CHECK, p.describe_instances(std::slice::from_ref(&a.id)).await)?;
         Ok(v.first().filter(|i| i.state == InstanceState::Running).map(|_| ()))

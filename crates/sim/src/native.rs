@@ -6,13 +6,18 @@
 use crate::provider::SimProvider;
 use async_trait::async_trait;
 use repave_core::config::Rollout;
-use repave_core::provider::{Groups, Lifecycle, NativeRoll, NativeRollStatus, Result, TargetState, Traffic};
+use repave_core::provider::{
+    Groups, LaunchSpecRef, Lifecycle, NativeRoll, NativeRollStatus, Result, TargetState, Traffic,
+};
 use repave_core::ProviderError;
 
 #[async_trait]
 impl NativeRoll for SimProvider {
-    async fn start_native_roll(&self, group: &str, rollout: &Rollout) -> Result<String> {
+    /// The refresh launches from `target` (AWS: its desired configuration),
+    /// so the group is pointed at it when the refresh starts.
+    async fn start_native_roll(&self, group: &str, target: &LaunchSpecRef, rollout: &Rollout) -> Result<String> {
         self.describe_group(group).await?;
+        self.set_group_launch_spec(group, target).await?;
         let id = format!("sim-refresh-{group}");
         self.native_rolls()
             .insert(group.to_string(), (id.clone(), rollout.min_healthy_percent));

@@ -23,6 +23,26 @@ pub struct SimProvider {
     native: Mutex<HashMap<String, (String, u32)>>,
 }
 
+/// A simulated group's readiness settings, as an operator would set them
+/// for these latencies: a grace period covering twice the median launch and
+/// boot (the slow tail of a log-normal draw), one balancer check as long as
+/// the median time to healthy, the deregistration delay.
+pub(crate) fn sim_health_timing(lat: &crate::Latencies) -> repave_core::provider::HealthTiming {
+    repave_core::provider::HealthTiming {
+        grace_period: Some((lat.launch + lat.boot) * 2),
+        health_check_type: Some("ELB".into()),
+        checks: vec![repave_core::provider::BalancerCheck {
+            name: "sim target group".into(),
+            interval: lat.health,
+            healthy_threshold: 1,
+            deregistration_delay: Some(lat.deregistration_delay),
+            port: None,
+        }],
+        launch_hooks: vec![],
+        default_warmup: None,
+    }
+}
+
 /// Updates every simulated builder finds until it is patched.
 fn pending_updates() -> Vec<Update> {
     ["KB5041580", "KB5041773", "KB890830"]
@@ -668,6 +688,8 @@ impl Groups for SimProvider {
             launch_spec: g.launch_spec.clone(),
             members,
             balancer: Some(format!("{}.elb.sim", g.name)),
+            subnets: vec![],
+            health: sim_health_timing(&w.lat),
         })
     }
 

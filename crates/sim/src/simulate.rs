@@ -245,7 +245,7 @@ fn report(
     };
     r.fits_window = r.state == "succeeded" && r.bake_seconds + r.roll_seconds <= r.window_seconds;
     r.exceeds_roll_timeout = r.roll_seconds > pipeline.rollout.timeout.get().as_secs_f64();
-    let warmup = pipeline.rollout.warmup.get();
+    let warmup = health(pipeline, &opts.latencies).warmup;
     r.lockstep_roll_seconds = runs
         .iter()
         .map(|(_, _, size)| {
@@ -291,6 +291,12 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
+/// The readiness timing a run on these latencies uses: the config's, or
+/// the simulated group's (by the same rules as a real group).
+fn health(p: &Pipeline, lat: &Latencies) -> repave_core::rollout::HealthSettings {
+    repave_core::rollout::HealthSettings::new(&p.rollout, &crate::provider::sim_health_timing(lat))
+}
+
 /// Configured bounds the median latencies already break or nearly break
 /// (within 25 %: a slow draw will).
 fn warnings(p: &Pipeline, lat: &Latencies) -> Vec<String> {
@@ -307,7 +313,7 @@ fn warnings(p: &Pipeline, lat: &Latencies) -> Vec<String> {
     };
     check(
         "rollout.health_grace",
-        p.rollout.health_grace.get(),
+        health(p, lat).health_grace,
         to_healthy,
         "new instances will count as failed",
     );

@@ -5,7 +5,7 @@ fn small_fleet_rolls() {
     let mut p = pipeline("web", "latestAmi");
     p.rollout.min_healthy_percent = 90;
     p.rollout.max_healthy_percent = 110;
-    p.rollout.health_grace = repave_core::duration::HumanDuration::from_secs(1800);
+    p.rollout.health_grace = Some(repave_core::duration::HumanDuration::from_secs(1800));
     let t = std::time::Instant::now();
     let r = simulate(&p, &SimOptions::new(20, 7, Latencies::default()));
     eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
@@ -19,7 +19,7 @@ fn same_seed_same_report() {
     // Windows boot to SSM takes ~10 min: the 10 min default test timeout
     // would (rightly) be predicted to fail.
     p.test.timeout = repave_core::duration::HumanDuration::from_secs(1800);
-    p.rollout.health_grace = repave_core::duration::HumanDuration::from_secs(1800);
+    p.rollout.health_grace = Some(repave_core::duration::HumanDuration::from_secs(1800));
     let a = simulate(&p, &SimOptions::new(30, 5, Latencies::default()));
     let b = simulate(&p, &SimOptions::new(30, 5, Latencies::default()));
     let c = simulate(&p, &SimOptions::new(30, 6, Latencies::default()));

@@ -126,6 +126,45 @@ impl Moto {
 pub enum SpecKind {
     Template,
     Configuration,
+    /// A launch template inside a MixedInstancesPolicy: on-demand base +
+    /// spot over two instance types, the usual production shape.
+    Mixed,
+}
+
+/// The fleet a test wants. Timings are the resources' own (target group
+/// health checks, deregistration delay, lifecycle hooks): the harness
+/// reads them, so tests give them seconds, not AWS's defaults.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    pub kind: SpecKind,
+    pub desired: i32,
+    pub min: i32,
+    pub max: i32,
+    /// How the group names its template version: "1", "$Latest", "$Default".
+    pub version: String,
+    pub target_groups: usize,
+    pub windows: bool,
+    /// A launch lifecycle hook: heartbeat seconds and default result.
+    pub launch_hook: Option<(i32, &'static str)>,
+    pub grace_period: i32,
+    pub default_warmup: Option<i32>,
+}
+
+impl FleetSpec {
+    pub fn new(kind: SpecKind, desired: i32) -> FleetSpec {
+        FleetSpec {
+            kind,
+            desired,
+            min: 1,
+            max: desired * 2 + 2,
+            version: "1".into(),
+            target_groups: 1,
+            windows: false,
+            launch_hook: None,
+            grace_period: 2,
+            default_warmup: None,
+        }
+    }
 }
 
 /// What the fixture built.
@@ -137,16 +176,49 @@ pub struct Fleet {
     pub parameter: String,
     pub group: String,
     pub target_group: String,
+    pub target_groups: Vec<String>,
     pub launch_template: Option<String>,
     pub launch_configuration: Option<String>,
 }
 
 pub const USER_DATA: &str = "IyEvYmluL3NoCmVjaG8gaGVsbG8K"; // "#!/bin/sh\necho hello\n"
 pub const DESCRIPTION: &str = "golden image of the web fleet";
+/// Target group health checks every 2 s, healthy after 2: 4 s.
+pub const HEALTH_INTERVAL: i32 = 2;
+pub const HEALTH_THRESHOLD: i32 = 2;
+/// Deregistration delay of the fixture's target groups.
+pub const DEREGISTRATION_DELAY: i32 = 2;
+
+/// Tell the harness something about an account (`/_harness/account`).
+pub async fn harness_account(account: &str, settings: serde_json::Value) {
+    let mut body = settings;
+    body["account"] = serde_json::Value::String(account.to_string());
+    harness_post("/_harness/account", &body).await;
+}
+
+async fn harness_post(path: &str, body: &serde_json::Value) {
+    let url = endpoint();
+    let addr = url.trim_start_matches("http://").to_string();
+    let body = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("harness answers");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    assert!(
+        out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+        "harness control {path}: {out}"
+    );
+}
 
 impl Moto {
     /// An AMI owned by this account: launch from any public AMI moto
-    /// ships, then CreateImage.
+    /// ships, then CreateImage, then wait until it is available (the
+    /// harness keeps new images pending for a few seconds, as AWS does).
     pub async fn make_image(&self, name: &str, subnet: &str) -> String {
         self.make_image_on(name, subnet, false).await
     }
@@ -193,15 +265,92 @@ impl Moto {
             .send()
             .await
             .expect("terminate");
-        img.image_id().expect("image id").to_string()
+        let img = img.image_id().expect("image id").to_string();
+        self.wait_image_available(&img).await;
+        img
+    }
+
+    pub async fn wait_image_available(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(out) = self.ec2.describe_images().image_ids(id).send().await {
+                if out.images().first().and_then(|i| i.state()).map(|s| s.as_str()) == Some("available") {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "image {id} never became available"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Tag an image so that images baked from it break the application
+    /// (the harness's application model: its instances fail health checks).
+    pub async fn bakes_broken(&self, image: &str) {
+        self.ec2
+            .create_tags()
+            .resources(image)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("harness:bakes")
+                    .value("broken")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("tag");
     }
 
     pub async fn fleet(&self, kind: SpecKind, desired: i32) -> Fleet {
-        self.fleet_on(kind, desired, false).await
+        self.fleet_with(FleetSpec::new(kind, desired)).await
     }
 
     /// A fleet whose golden image is Windows when `windows`.
     pub async fn fleet_on(&self, kind: SpecKind, desired: i32, windows: bool) -> Fleet {
+        self.fleet_with(FleetSpec {
+            windows,
+            ..FleetSpec::new(kind, desired)
+        })
+        .await
+    }
+
+    async fn target_group(&self, vpc: &str, name: &str) -> String {
+        use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
+        let tg = self
+            .elb
+            .create_target_group()
+            .name(name)
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(vpc)
+            .target_type(TargetTypeEnum::Instance)
+            .health_check_path("/health")
+            .health_check_interval_seconds(HEALTH_INTERVAL)
+            .health_check_timeout_seconds(1)
+            .healthy_threshold_count(HEALTH_THRESHOLD)
+            .unhealthy_threshold_count(2)
+            .send()
+            .await
+            .expect("target group");
+        let arn = tg.target_groups()[0].target_group_arn().expect("tg arn").to_string();
+        self.elb
+            .modify_target_group_attributes()
+            .target_group_arn(&arn)
+            .attributes(
+                TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value(DEREGISTRATION_DELAY.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("deregistration delay");
+        arn
+    }
+
+    pub async fn fleet_with(&self, spec: FleetSpec) -> Fleet {
         let vpc = self
             .ec2
             .create_vpc()
@@ -233,7 +382,7 @@ impl Moto {
             .await
             .expect("sg");
         let security_group = sg.group_id().expect("sg id").to_string();
-        let golden = self.make_image_on("golden-v1", &subnets[0], windows).await;
+        let golden = self.make_image_on("golden-v1", &subnets[0], spec.windows).await;
         let parameter = "/repave/web/latestAmi".to_string();
         self.ssm
             .put_parameter()
@@ -245,18 +394,10 @@ impl Moto {
             .await
             .expect("parameter");
 
-        let tg = self
-            .elb
-            .create_target_group()
-            .name("web-tg")
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(80)
-            .vpc_id(&vpc)
-            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
-            .send()
-            .await
-            .expect("target group");
-        let target_group = tg.target_groups()[0].target_group_arn().expect("tg arn").to_string();
+        let mut target_groups = Vec::new();
+        for i in 0..spec.target_groups.max(1) {
+            target_groups.push(self.target_group(&vpc, &format!("web-tg-{i}")).await);
+        }
         let lb = self
             .elb
             .create_load_balancer()
@@ -275,7 +416,7 @@ impl Moto {
             .default_actions(
                 aws_sdk_elasticloadbalancingv2::types::Action::builder()
                     .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
-                    .target_group_arn(&target_group)
+                    .target_group_arn(&target_groups[0])
                     .build(),
             )
             .send()
@@ -287,17 +428,17 @@ impl Moto {
             .asg
             .create_auto_scaling_group()
             .auto_scaling_group_name(&group)
-            .min_size(1)
-            .max_size(desired * 2 + 2)
-            .desired_capacity(desired)
+            .min_size(spec.min)
+            .max_size(spec.max)
+            .desired_capacity(spec.desired)
+            .health_check_type("ELB")
+            .health_check_grace_period(spec.grace_period)
+            .set_default_instance_warmup(spec.default_warmup)
             .vpc_zone_identifier(subnets.join(","))
-            .target_group_arns(&target_group);
+            .set_target_group_arns(Some(target_groups.clone()));
         let (mut launch_template, mut launch_configuration) = (None, None);
-        match kind {
-            SpecKind::Template => {
-                // No UserData: moto 5.2 stores it unencoded in versions made
-                // by CreateLaunchTemplateVersion and then fails every
-                // launch from them (500). Copying it is unit-tested.
+        match spec.kind {
+            SpecKind::Template | SpecKind::Mixed => {
                 self.ec2
                     .create_key_pair()
                     .key_name("web-key")
@@ -309,6 +450,7 @@ impl Moto {
                     .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
                     .security_group_ids(&security_group)
                     .key_name("web-key")
+                    .user_data(USER_DATA)
                     .metadata_options(
                         aws_sdk_ec2::types::LaunchTemplateInstanceMetadataOptionsRequest::builder()
                             .http_tokens(aws_sdk_ec2::types::LaunchTemplateHttpTokensState::Required)
@@ -334,12 +476,35 @@ impl Moto {
                     .and_then(|t| t.launch_template_id())
                     .expect("lt id")
                     .to_string();
-                create = create.launch_template(
-                    aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                        .launch_template_id(&id)
-                        .version("1")
-                        .build(),
-                );
+                let lt_spec = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(&id)
+                    .version(&spec.version)
+                    .build();
+                create = if spec.kind == SpecKind::Mixed {
+                    use aws_sdk_autoscaling::types::{
+                        InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy,
+                    };
+                    create.mixed_instances_policy(
+                        MixedInstancesPolicy::builder()
+                            .launch_template(
+                                LaunchTemplate::builder()
+                                    .launch_template_specification(lt_spec)
+                                    .overrides(LaunchTemplateOverrides::builder().instance_type("t3.micro").build())
+                                    .overrides(LaunchTemplateOverrides::builder().instance_type("t3a.micro").build())
+                                    .build(),
+                            )
+                            .instances_distribution(
+                                InstancesDistribution::builder()
+                                    .on_demand_base_capacity(1)
+                                    .on_demand_percentage_above_base_capacity(25)
+                                    .spot_allocation_strategy("price-capacity-optimized")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                } else {
+                    create.launch_template(lt_spec)
+                };
                 launch_template = Some(id);
             }
             SpecKind::Configuration => {
@@ -358,16 +523,75 @@ impl Moto {
             }
         }
         create.send().await.expect("asg");
-        Fleet {
+        if let Some((heartbeat, result)) = spec.launch_hook {
+            self.asg
+                .put_lifecycle_hook()
+                .auto_scaling_group_name(&group)
+                .lifecycle_hook_name("bootstrap")
+                .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+                .heartbeat_timeout(heartbeat)
+                .default_result(result)
+                .send()
+                .await
+                .expect("hook");
+        }
+        let fleet = Fleet {
             vpc,
             subnets,
             security_group,
             golden,
             parameter,
             group,
-            target_group,
+            target_group: target_groups[0].clone(),
+            target_groups,
             launch_template,
             launch_configuration,
+        };
+        self.wait_fleet_healthy(&fleet, spec.desired as usize).await;
+        fleet
+    }
+
+    /// Until `n` members are InService and healthy in every target group.
+    pub async fn wait_fleet_healthy(&self, fleet: &Fleet, n: usize) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let g = self
+                .asg
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(&fleet.group)
+                .send()
+                .await
+                .expect("asg");
+            let in_service: Vec<String> = g.auto_scaling_groups()[0]
+                .instances()
+                .iter()
+                .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect();
+            let mut healthy = in_service.len() == n;
+            for tg in &fleet.target_groups {
+                let h = self
+                    .elb
+                    .describe_target_health()
+                    .target_group_arn(tg)
+                    .send()
+                    .await
+                    .expect("health");
+                let ok = h
+                    .target_health_descriptions()
+                    .iter()
+                    .filter(|d| d.target_health().and_then(|t| t.state()).map(|s| s.as_str()) == Some("healthy"))
+                    .count();
+                healthy &= ok == n;
+            }
+            if healthy {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fixture group never had {n} healthy members: {in_service:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
 
@@ -411,6 +635,73 @@ impl Moto {
     }
 }
 
+/// An engine on an in-memory store, polling fast (the harness's timings
+/// are seconds).
+pub fn engine(provider: std::sync::Arc<AwsProvider>) -> repave_engine::Engine {
+    engine_on(
+        provider,
+        std::sync::Arc::new(repave_store::Store::open_in_memory().expect("store")),
+    )
+}
+
+pub fn engine_on(
+    provider: std::sync::Arc<AwsProvider>,
+    store: std::sync::Arc<repave_store::Store>,
+) -> repave_engine::Engine {
+    let opts = repave_engine::EngineOptions {
+        tick: std::time::Duration::from_millis(250),
+        poll: std::time::Duration::from_millis(200),
+        roll_cutoff: None,
+        lease_ttl: std::time::Duration::from_secs(60),
+    };
+    repave_engine::Engine::new(
+        provider,
+        store,
+        std::sync::Arc::new(repave_core::ids::SystemClock),
+        std::sync::Arc::new(repave_engine::NullObserver),
+        tokio_util::sync::CancellationToken::new(),
+        opts,
+    )
+}
+
+pub fn assert_succeeded(out: &repave_engine::RunOutcome) {
+    assert_eq!(
+        out.state, "succeeded",
+        "run failed: {:?}\nsteps: {:?}",
+        out.summary.error, out.steps
+    );
+}
+
+/// The pipeline a new user writes: group, parameter, where the builder
+/// goes, and `extra` TOML under `[pipelines.web]`; every other setting at
+/// its default.
+pub fn default_pipeline(fleet: &Fleet, platform: &str, extra: &str) -> repave_core::config::Pipeline {
+    let src = format!(
+        r#"
+[providers.aws]
+region = "us-east-1"
+
+[pipelines.web]
+provider = "aws"
+group = "{group}"
+parameter = "{parameter}"
+
+[pipelines.web.builder]
+instance_type = "t3.micro"
+subnet = "{subnet}"
+security_groups = ["{sg}"]
+platform = "{platform}"
+{extra}
+"#,
+        group = fleet.group,
+        parameter = fleet.parameter,
+        subnet = fleet.subnets[0],
+        sg = fleet.security_group,
+    );
+    let cfg = repave_core::config::parse(&src, "repave.toml").expect("pipeline parses");
+    cfg.pipelines.get("web").expect("web pipeline").clone()
+}
+
 /// A pipeline for the fixture's fleet, parsed from TOML like a user's.
 pub fn pipeline(fleet: &Fleet) -> repave_core::config::Pipeline {
     let src = format!(
@@ -438,7 +729,6 @@ timeout = "30s"
 min_healthy_percent = 100
 max_healthy_percent = 200
 warmup = "0s"
-health_grace = "30s"
 timeout = "120s"
 "#,
         group = fleet.group,

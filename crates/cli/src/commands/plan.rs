@@ -5,7 +5,9 @@ use crate::cli::Cli;
 use crate::exit::{self, Exit};
 use repave_core::config::HeldInstances;
 use repave_core::provider::{ImageState, Lifecycle, Provider};
-use repave_core::rollout::{capacity_bounds, concurrency, RollPolicy};
+use repave_core::rollout::{
+    capacity_bounds, capacity_bounds_within, concurrency_within, no_room, HealthSettings, RollPolicy,
+};
 use repave_core::ImageId;
 use serde_json::json;
 
@@ -36,18 +38,30 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
             Err(e) => return Err(Exit::failed(e)),
         }
     }
-    let policy = RollPolicy::from(&pipeline.rollout);
+    let timing = match p.health_timing(&pipeline.group).await {
+        Ok(t) => t,
+        Err(e) if e.is_not_found() => Default::default(),
+        Err(e) => return Err(Exit::failed(e)),
+    };
+    let health = HealthSettings::new(&pipeline.rollout, &timing);
+    let policy = RollPolicy::new(&pipeline.rollout, &health);
+    let mut notes: Vec<String> = Vec::new();
     let mut replace = Vec::new();
     let mut held = Vec::new();
     let mut group_json = serde_json::Value::Null;
     match p.describe_group(&pipeline.group).await {
         Ok(g) => {
-            let (floor, max_total) = capacity_bounds(g.desired, &policy);
-            if max_total > g.max {
-                problems.push(format!(
-                    "group {} max size {} is below the roll's surge ({} instances at max_healthy_percent {})",
-                    g.name, g.max, max_total, pipeline.rollout.max_healthy_percent
-                ));
+            let (floor, max_total) = capacity_bounds_within(g.desired, g.max, &policy);
+            let (_, wanted) = capacity_bounds(g.desired, &policy);
+            if pipeline.rollout.strategy != "native" {
+                if let Some(reason) = no_room(g.desired, g.max, &policy) {
+                    problems.push(format!("group {}: {reason}", g.name));
+                } else if wanted > max_total {
+                    notes.push(format!(
+                        "the surge is held to the group's MaxSize {}: {} instances at once instead of {} (max_healthy_percent {})",
+                        g.max, max_total, wanted, pipeline.rollout.max_healthy_percent
+                    ));
+                }
             }
             for m in g
                 .members
@@ -75,7 +89,7 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
             }
             group_json = json!({
                 "name": g.name, "desired": g.desired, "min": g.min, "max": g.max, "launch_spec": g.launch_spec,
-                "floor": floor, "max_total": max_total, "concurrency": concurrency(g.desired, &policy),
+                "floor": floor, "max_total": max_total, "concurrency": concurrency_within(g.desired, g.max, &policy),
             });
         }
         Err(e) if e.is_not_found() => problems.push(format!("group {} does not exist", pipeline.group)),
@@ -98,6 +112,7 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
                 problems.push(prob.clone());
             }
         }
+        notes.extend(pf.notes.iter().cloned());
         aws = serde_json::to_value(&pf).unwrap_or_default();
     }
     let creates = json!([
@@ -110,7 +125,9 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
     let out = json!({
         "pipeline": name, "provider": pipeline.provider, "source_image": source, "group": group_json,
         "patch_selection": pipeline.patch.selection(), "creates": creates,
-        "held": held, "would_replace": replace, "problems": problems, "aws": aws,
+        "held": held, "would_replace": replace, "problems": problems, "notes": notes, "aws": aws,
+        "health": { "health_grace_ms": health.health_grace.as_millis() as u64, "warmup_ms": health.warmup.as_millis() as u64,
+                    "needed_ms": health.needed.as_millis() as u64, "sources": health.sources, "timing": timing },
     });
     if cli.json {
         crate::output::json(&out);
@@ -129,6 +146,9 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
                 group_json["max_total"],
                 group_json["concurrency"]
             );
+        }
+        for line in &health.sources {
+            println!("  readiness     {line}");
         }
         println!(
             "  would create  builder from the golden image, an image, {}a launch spec version, a parameter version",
@@ -151,6 +171,9 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        for note in &notes {
+            println!("  note          {note}");
+        }
         if problems.is_empty() {
             println!("  no problems found");
         }

@@ -376,12 +376,16 @@ pub struct Rollout {
     #[serde(default = "default_max_healthy")]
     pub max_healthy_percent: u32,
     /// After turning healthy, a new instance counts as in service only once
-    /// this has passed.
-    #[serde(default = "default_warmup")]
-    pub warmup: HumanDuration,
+    /// this has passed. Default: the group's own warmup (AWS:
+    /// DefaultInstanceWarmup), else 2s.
+    #[serde(default)]
+    pub warmup: Option<HumanDuration>,
     /// A new instance not healthy this long after launch counts as failed.
-    #[serde(default = "default_health_grace")]
-    pub health_grace: HumanDuration,
+    /// Default: what the group needs (its grace period + the slowest
+    /// balancer health check + launch hook heartbeats, plus a margin; see
+    /// [`crate::rollout::HealthSettings`]).
+    #[serde(default)]
+    pub health_grace: Option<HumanDuration>,
     /// Failed new instances that abort the roll.
     #[serde(default = "default_max_unhealthy_new")]
     pub max_unhealthy_new: u32,
@@ -435,8 +439,8 @@ impl Default for Rollout {
             strategy: default_strategy(),
             min_healthy_percent: default_min_healthy(),
             max_healthy_percent: default_max_healthy(),
-            warmup: default_warmup(),
-            health_grace: default_health_grace(),
+            warmup: None,
+            health_grace: None,
             max_unhealthy_new: default_max_unhealthy_new(),
             max_unhealthy_new_percent: None,
             canary: 0,
@@ -462,12 +466,6 @@ fn default_min_healthy() -> u32 {
 }
 fn default_max_healthy() -> u32 {
     150
-}
-fn default_warmup() -> HumanDuration {
-    HumanDuration::from_secs(2)
-}
-fn default_health_grace() -> HumanDuration {
-    HumanDuration::from_secs(30)
 }
 fn default_max_unhealthy_new() -> u32 {
     1

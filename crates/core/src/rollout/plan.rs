@@ -1,7 +1,7 @@
 //! [`plan`]: one tick of the roll, as a pure function.
 
 use super::stages::stage_caps;
-use super::{Action, Member, Observation, Outcome, Plan, RollPolicy, RollProgress, RollStatus};
+use super::{Action, Blame, Member, Observation, Outcome, Plan, RollPolicy, RollProgress, RollStatus};
 use crate::config::HeldInstances;
 use crate::ids::{InstanceId, Timestamp};
 use crate::provider::{Lifecycle, TargetState};
@@ -53,12 +53,12 @@ fn ids(v: &[InstanceId]) -> String {
     s
 }
 
-fn abort(actions: Vec<Action>, p: RollProgress, status: RollStatus, reason: String) -> Plan {
+fn abort(actions: Vec<Action>, p: RollProgress, status: RollStatus, reason: String, blame: Blame) -> Plan {
     Plan {
         actions,
         progress: p,
         status,
-        outcome: Outcome::Abort { reason },
+        outcome: Outcome::Abort { reason, blame },
     }
 }
 
@@ -76,7 +76,7 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
         }
     }
     let n = p.base_desired;
-    let (floor, max_total) = super::capacity_bounds(n, policy);
+    let (floor, max_total) = super::capacity_bounds_within(n, obs.max, policy);
     let surge = max_total - n;
 
     let live: Vec<&Member> = obs.members.iter().filter(|m| m.live()).collect();
@@ -155,17 +155,15 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             "protected or standby instance(s) {} cannot be replaced and the policy says \"fail\"; unprotect them or set protected/standby = \"skip\"",
             ids(&refused)
         );
-        return abort(vec![], p, status, reason);
+        return abort(vec![], p, status, reason, Blame::Orchestration);
     }
 
-    // Rounding can close the room on small groups (1 instance at 90/100):
-    // fail at once rather than wait for room that never opens.
-    if surge == 0 && floor >= n && !old.is_empty() {
-        let reason = format!(
-            "the policy leaves no room to replace an instance: {n} desired, floor {floor} (min_healthy_percent {}), at most {max_total} (max_healthy_percent {}); raise max_healthy_percent or lower min_healthy_percent",
-            policy.min_healthy_percent, policy.max_healthy_percent
-        );
-        return abort(vec![], p, status, reason);
+    // Rounding (1 instance at 90/100) or the group's MaxSize can close the
+    // room: stop at once rather than wait for room that never opens.
+    if !old.is_empty() {
+        if let Some(reason) = super::no_room(n, obs.max, policy) {
+            return abort(vec![], p, status, reason, Blame::Orchestration);
+        }
     }
 
     // Stages: how many replacements may have started by now.
@@ -189,7 +187,7 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             policy.health_grace.as_secs(),
             ids(&failed_ids)
         );
-        return abort(vec![], p, status, reason);
+        return abort(vec![], p, status, reason, Blame::Image);
     }
 
     let old_draining = old.iter().filter(|m| p.draining.contains(&m.id)).count() as u32;
@@ -379,7 +377,7 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
                 ids(&blocked_on),
                 policy.hold_timeout.as_secs()
             );
-            return abort(actions, p, status, reason);
+            return abort(actions, p, status, reason, Blame::Orchestration);
         }
     } else {
         p.blocked_since = None;

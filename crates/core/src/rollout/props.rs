@@ -27,6 +27,8 @@ struct Case {
     protected_wait: bool,
     cutoff_ms: Option<u64>,
     seed: u64,
+    /// The group's MaxSize as room above `n` (None: no limit in reach).
+    headroom: Option<u32>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -44,6 +46,7 @@ fn case() -> impl Strategy<Value = Case> {
             any::<bool>(),
             proptest::option::of(1000u64..20_000),
             any::<u64>(),
+            proptest::option::of(0u32..4),
         ),
     )
         .prop_filter("100/100 leaves no room", |((_, min, max, _, _), _, _, _)| {
@@ -54,7 +57,7 @@ fn case() -> impl Strategy<Value = Case> {
                 (n, min, max, warmup_ms, canary),
                 (mut cps, launch_ms, drain_ms, jitter),
                 (broken_pct, stuck_drain_pct, max_unhealthy),
-                (scale, protected_wait, cutoff_ms, seed),
+                (scale, protected_wait, cutoff_ms, seed, headroom),
             )| {
                 cps.sort_unstable();
                 cps.dedup();
@@ -75,6 +78,7 @@ fn case() -> impl Strategy<Value = Case> {
                     protected_wait,
                     cutoff_ms,
                     seed,
+                    headroom,
                 }
             },
         )
@@ -115,6 +119,9 @@ fn run(c: &Case) -> End {
     m.stuck_drain_pct = c.stuck_drain_pct;
     m.drain_timeout_ms = pol.drain_timeout.as_millis() as i64;
     m.rng = c.seed | 1;
+    if let Some(h) = c.headroom {
+        m.group_max = c.n + h;
+    }
     if c.protected_wait {
         m.members[0].0.protected = true;
     }
@@ -140,7 +147,7 @@ fn run(c: &Case) -> End {
         let obs = m.observe();
         let now = Timestamp(m.now);
         let p = plan(&obs, &pol, &progress, now);
-        let (floor, max_total) = capacity_bounds(p.progress.base_desired, &pol);
+        let (floor, max_total) = capacity_bounds_within(p.progress.base_desired, m.group_max, &pol);
         let model_in_service = m.in_service(pol.warmup.as_millis() as i64, progress.started_at.0);
         // In service only once healthy and past warmup (counted by the model).
         assert_eq!(
@@ -219,7 +226,7 @@ fn run(c: &Case) -> End {
                 m.now += tick_ms;
                 continue;
             }
-            Outcome::Abort { reason } => return End::Abort(reason.clone()),
+            Outcome::Abort { reason, .. } => return End::Abort(reason.clone()),
             Outcome::Blocked { .. } | Outcome::Progressing => {}
         }
         // drain-before-terminate is asserted inside the model.
@@ -237,8 +244,8 @@ proptest! {
     #[test]
     fn invariants_hold_and_roll_ends(c in case()) {
         let end = run(&c);
-        let (floor, max_total) = capacity_bounds(c.n, &policy(c.min, c.max));
-        let no_room = floor >= c.n && max_total == c.n;
+        let group_max = c.headroom.map_or(1000, |h| c.n + h);
+        let no_room = no_room(c.n, group_max, &policy(c.min, c.max)).is_some();
         let clean = c.broken_pct == 0 && !c.protected_wait && !no_room;
         if clean {
             // Scaling can shrink a group into a no-room policy; nothing else
@@ -273,6 +280,7 @@ fn resume_after_scale_out_during_pause() {
         protected_wait: false,
         cutoff_ms: Some(14301),
         seed: 7339178306777139512,
+        headroom: None,
     };
     assert_eq!(run(&c), End::ResumedComplete);
 }

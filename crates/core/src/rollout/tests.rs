@@ -25,6 +25,9 @@ pub(super) struct Model {
     /// instance after.
     pub drain_timeout_ms: i64,
     pub rng: u64,
+    /// The group's MaxSize: a desired capacity above it is refused, as AWS
+    /// refuses it (ValidationError).
+    pub group_max: u32,
 }
 
 impl Model {
@@ -43,6 +46,7 @@ impl Model {
             stuck_drain_pct: 0,
             drain_timeout_ms: i64::MAX,
             rng: 0x9E37_79B9_7F4A_7C15,
+            group_max: 1000,
         };
         for _ in 0..n {
             m.launch(0);
@@ -106,7 +110,7 @@ impl Model {
         Observation {
             desired: self.desired,
             min: 0,
-            max: 1000,
+            max: self.group_max,
             members: self.members.iter().map(|x| x.0.clone()).collect(),
         }
     }
@@ -114,7 +118,14 @@ impl Model {
     pub fn apply(&mut self, actions: &[Action]) {
         for a in actions {
             match a {
-                Action::SetDesired { desired } => self.desired = *desired,
+                Action::SetDesired { desired } => {
+                    assert!(
+                        *desired <= self.group_max,
+                        "ValidationError: desired {desired} above the group's MaxSize {}",
+                        self.group_max
+                    );
+                    self.desired = *desired
+                }
                 Action::Drain { instance } => {
                     let now = self.now;
                     let stuck = self.stuck_drain_pct > 0 && self.draw(100) < self.stuck_drain_pct as u64;
@@ -180,7 +191,7 @@ impl Model {
 
     /// The autoscaler changes desired capacity.
     pub fn autoscale(&mut self, delta: i64) {
-        self.desired = (self.desired as i64 + delta).max(1) as u32;
+        self.desired = (self.desired as i64 + delta).clamp(1, self.group_max as i64) as u32;
         self.reconcile();
     }
 
@@ -419,7 +430,7 @@ fn failed_canary_aborts_after_the_canary_only() {
     m.broken_new = true;
     let (_, _, outcome) = drive(&mut m, &pol, 500, 10_000);
     match outcome {
-        Outcome::Abort { reason } => assert!(reason.starts_with("canary failed"), "{reason}"),
+        Outcome::Abort { reason, .. } => assert!(reason.starts_with("canary failed"), "{reason}"),
         o => panic!("{o:?}"),
     }
     assert_eq!(m.members.iter().filter(|x| x.0.image.as_str() == "old").count(), 10);
@@ -465,7 +476,7 @@ fn unhealthy_threshold_as_percent() {
     m.broken_new = true;
     let (_, _, outcome) = drive(&mut m, &pol, 500, 10_000);
     match outcome {
-        Outcome::Abort { reason } => assert!(reason.starts_with("10 new instance(s)"), "{reason}"),
+        Outcome::Abort { reason, .. } => assert!(reason.starts_with("10 new instance(s)"), "{reason}"),
         o => panic!("{o:?}"),
     }
 }
@@ -533,7 +544,7 @@ fn protected_wait_blocks_then_times_out_with_reason() {
         !matches!(p.outcome, Outcome::Blocked { .. } | Outcome::Progressing)
     });
     match &p.outcome {
-        Outcome::Abort { reason } => {
+        Outcome::Abort { reason, .. } => {
             assert!(reason.starts_with("timed out after 5s"), "{reason}");
             assert!(reason.contains("i-0001") && reason.contains("hold_timeout"), "{reason}");
         }
@@ -573,7 +584,7 @@ fn protected_fail_refuses() {
     let (tick, _, outcome) = drive(&mut m, &pol, 100, 10);
     assert_eq!(tick, 0);
     assert!(
-        matches!(&outcome, Outcome::Abort { reason } if reason.contains("i-0003") && reason.contains("\"fail\"")),
+        matches!(&outcome, Outcome::Abort { reason, .. } if reason.contains("i-0003") && reason.contains("\"fail\"")),
         "{outcome:?}"
     );
     assert_eq!(new_count(&m), 0, "nothing was launched");
@@ -686,7 +697,8 @@ window_cutoff = "3h"
         "repave.toml",
     )
     .expect("valid");
-    let pol = RollPolicy::from(&cfg.pipelines["web"].rollout);
+    let r = &cfg.pipelines["web"].rollout;
+    let pol = RollPolicy::new(r, &HealthSettings::new(r, &crate::provider::HealthTiming::default()));
     assert_eq!(pol.canary, 2);
     assert_eq!(pol.bake_time, Duration::from_secs(600));
     assert_eq!(pol.checkpoints, vec![25, 50]);
@@ -698,4 +710,57 @@ window_cutoff = "3h"
     let stages = stage_caps(100, &pol);
     let caps: Vec<u32> = stages.iter().map(|s| s.cap).collect();
     assert_eq!(caps, vec![2, 25, 50, 100]);
+}
+
+#[test]
+fn the_surge_stays_within_the_groups_max_size() {
+    // 6 desired, max 8: 150 % would ask for 9, AWS refuses anything above 8.
+    let mut m = Model::new(6, 1000, 50);
+    m.group_max = 8;
+    m.image = ImageId::new("new");
+    let (_, _, outcome) = drive(&mut m, &policy(100, 150), 50, 10_000);
+    assert_eq!(outcome, Outcome::Complete);
+    assert!(m.members.iter().all(|x| x.0.image.as_str() == "new"));
+}
+
+#[test]
+fn a_group_at_max_size_with_no_room_is_the_orchestrations_fault() {
+    let mut m = Model::new(3, 1000, 50);
+    m.group_max = 3;
+    m.image = ImageId::new("new");
+    let (_, _, outcome) = drive(&mut m, &policy(100, 150), 50, 10_000);
+    match outcome {
+        Outcome::Abort { reason, blame } => {
+            assert_eq!(blame, Blame::Orchestration);
+            assert!(
+                reason.contains("MaxSize 3") && reason.contains("at least 4"),
+                "{reason}"
+            );
+        }
+        o => panic!("{o:?}"),
+    }
+    // Terminate-first fits in the same group.
+    let mut m = Model::new(3, 1000, 50);
+    m.group_max = 3;
+    m.image = ImageId::new("new");
+    let (_, _, outcome) = drive(&mut m, &policy(66, 150), 50, 10_000);
+    assert_eq!(outcome, Outcome::Complete);
+}
+
+#[test]
+fn failed_new_instances_are_the_images_fault() {
+    let mut m = Model::new(3, 1000, 50);
+    m.image = ImageId::new("new");
+    m.broken_new = true;
+    let (_, _, outcome) = drive(&mut m, &policy(100, 150), 50, 10_000);
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Abort {
+                blame: Blame::Image,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
 }

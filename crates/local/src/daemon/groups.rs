@@ -8,7 +8,8 @@ use crate::error::LocalError;
 use crate::protocol::{GroupSetup, GroupSetupResult};
 use crate::state::GroupRecord;
 use repave_core::provider::{
-    Group, GroupMember, InstanceSpec, InstanceState, LaunchSpecRef, Lifecycle, Tags, TargetHealth, TargetState,
+    BalancerCheck, Group, GroupMember, HealthTiming, InstanceSpec, InstanceState, LaunchSpecRef, Lifecycle, Tags,
+    TargetHealth, TargetState,
 };
 use repave_core::InstanceId;
 
@@ -57,6 +58,20 @@ pub(crate) fn describe_group(cloud: &Cloud, name: &str) -> Result<Group, LocalEr
         launch_spec: g.launch_spec.clone(),
         members,
         balancer: Some(format!("127.0.0.1:{}", g.port)),
+        subnets: vec![],
+        health: HealthTiming {
+            grace_period: Some(g.health_check.grace.get()),
+            health_check_type: Some("balancer".into()),
+            checks: vec![BalancerCheck {
+                name: format!("{} balancer", g.name),
+                interval: g.health_check.interval.get(),
+                healthy_threshold: g.health_check.healthy_threshold,
+                deregistration_delay: Some(g.deregistration_delay),
+                port: Some(g.port),
+            }],
+            launch_hooks: vec![],
+            default_warmup: None,
+        },
     })
 }
 

@@ -1,0 +1,677 @@
+//! AWS as it really behaves: the runs a new user would make, on the
+//! AWS-behaviour harness (health checks that take threshold × interval,
+//! draining for the deregistration delay, capacity limits, new images
+//! pending and briefly invisible, new instances briefly invisible, launch
+//! hooks holding instances, SourceVersion, Instance Refresh). Each of these
+//! failed before the provider and engine were fixed (issue 9).
+
+mod common;
+
+use common::{
+    assert_succeeded, default_pipeline, engine, engine_on, harness_account, FleetSpec, Moto, SpecKind, DESCRIPTION,
+    USER_DATA,
+};
+use repave_core::provider::{tag, Groups, Images, Instances, Parameters, Tags};
+use repave_store::{RunKind, Store};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Watches the group from the outside while a run goes on: the fewest
+/// members healthy in every target group, and the largest desired capacity
+/// seen. Independent of the engine's own bookkeeping.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    min_healthy: Arc<AtomicU32>,
+    max_desired: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    fn start(moto: &Moto, group: &str, target_groups: &[String]) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let min_healthy = Arc::new(AtomicU32::new(u32::MAX));
+        let max_desired = Arc::new(AtomicU32::new(0));
+        let (asg, elb) = (moto.asg.clone(), moto.elb.clone());
+        let (group, tgs) = (group.to_string(), target_groups.to_vec());
+        let (s, mh, md) = (stop.clone(), min_healthy.clone(), max_desired.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                if let Ok(g) = asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&group)
+                    .send()
+                    .await
+                {
+                    let g = &g.auto_scaling_groups()[0];
+                    md.fetch_max(g.desired_capacity().unwrap_or(0) as u32, Ordering::SeqCst);
+                    let in_service: Vec<&str> = g
+                        .instances()
+                        .iter()
+                        .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+                        .filter_map(|i| i.instance_id())
+                        .collect();
+                    let mut healthy: Option<u32> = None;
+                    for tg in &tgs {
+                        let Ok(h) = elb.describe_target_health().target_group_arn(tg).send().await else {
+                            continue;
+                        };
+                        let n = h
+                            .target_health_descriptions()
+                            .iter()
+                            .filter(|d| {
+                                d.target_health().and_then(|t| t.state()).map(|s| s.as_str()) == Some("healthy")
+                                    && d.target()
+                                        .and_then(|t| t.id())
+                                        .is_some_and(|id| in_service.contains(&id))
+                            })
+                            .count() as u32;
+                        healthy = Some(healthy.map_or(n, |h| h.min(n)));
+                    }
+                    if let Some(h) = healthy {
+                        mh.fetch_min(h, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        Watch {
+            stop,
+            min_healthy,
+            max_desired,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (u32, u32) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("watcher");
+        (
+            self.min_healthy.load(Ordering::SeqCst),
+            self.max_desired.load(Ordering::SeqCst),
+        )
+    }
+}
+
+async fn raw_group(moto: &Moto, group: &str) -> aws_sdk_autoscaling::types::AutoScalingGroup {
+    moto.asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .expect("asg")
+        .auto_scaling_groups()[0]
+        .clone()
+}
+
+async fn template_version(moto: &Moto, lt: &str, version: &str) -> aws_sdk_ec2::types::LaunchTemplateVersion {
+    moto.ec2
+        .describe_launch_template_versions()
+        .launch_template_id(lt)
+        .versions(version)
+        .send()
+        .await
+        .expect("versions")
+        .launch_template_versions()[0]
+        .clone()
+}
+
+fn events(store: &Store, out: &repave_engine::RunOutcome) -> Vec<String> {
+    store
+        .events(&out.run, 0, 10_000)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+/// The seed's own setup: a launch-configuration group behind an ALB,
+/// `latestAmi` with a description, a Windows builder, every rollout setting
+/// left at its default. It must end `succeeded` with every instance on the
+/// new image, the description kept and capacity never under the floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_setup_with_every_default_succeeds() {
+    let moto = Moto::new().await;
+    let fleet = moto
+        .fleet_with(FleetSpec {
+            windows: true,
+            ..FleetSpec::new(SpecKind::Configuration, 3)
+        })
+        .await;
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "windows", "");
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let watch = Watch::start(&moto, &fleet.group, &fleet.target_groups);
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    let (min_healthy, max_desired) = watch.finish().await;
+    assert_succeeded(&out);
+    let new_image = out.summary.new_image.clone().expect("new image");
+    let after = moto.member_images(&fleet.group).await;
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.iter().all(|(_, i)| i == new_image.as_str()), "{after:?}");
+    let p = provider.get_parameter(&fleet.parameter).await.expect("parameter");
+    assert_eq!(p.value, new_image.as_str());
+    assert_eq!(p.description.as_deref(), Some(DESCRIPTION), "description kept");
+    // min_healthy_percent 100: never fewer than 3 serving, seen from outside.
+    assert!(min_healthy >= 3, "healthy members dipped to {min_healthy}");
+    assert!(max_desired <= 8, "desired {max_desired} above MaxSize");
+    // The first events say which readiness timing was used, and why.
+    let ev = events(&store, &out);
+    let readiness = ev
+        .iter()
+        .find(|m| m.starts_with("readiness:"))
+        .expect("readiness event");
+    assert!(
+        readiness.contains("from the group")
+            && readiness.contains("grace period 2s")
+            && readiness.contains("web-tg-0 2 × 2s"),
+        "{readiness}"
+    );
+    let roll = out.summary.roll.as_ref().expect("roll report");
+    assert!(roll.min_in_service >= roll.floor, "{roll:?}");
+}
+
+/// A Linux group with a MixedInstancesPolicy (on-demand base + spot over
+/// two types), two target groups, naming `$Latest`: publishing changes the
+/// image and nothing else, rolling back restores what was there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_instances_group_on_latest_keeps_its_policy() {
+    let moto = Moto::new().await;
+    let fleet = moto
+        .fleet_with(FleetSpec {
+            version: "$Latest".into(),
+            target_groups: 2,
+            ..FleetSpec::new(SpecKind::Mixed, 3)
+        })
+        .await;
+    let lt = fleet.launch_template.clone().expect("lt");
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "");
+    let before = raw_group(&moto, &fleet.group).await;
+    let v1 = template_version(&moto, &lt, "1").await;
+
+    let out = engine(provider.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    assert_succeeded(&out);
+    let new_image = out.summary.new_image.clone().expect("new image");
+    let after = raw_group(&moto, &fleet.group).await;
+    assert!(after.launch_template().is_none(), "still a mixed instances group");
+    let (mb, ma) = (
+        before.mixed_instances_policy().expect("policy before"),
+        after.mixed_instances_policy().expect("policy kept"),
+    );
+    assert_eq!(
+        ma.instances_distribution(),
+        mb.instances_distribution(),
+        "distribution untouched"
+    );
+    let types = |m: &aws_sdk_autoscaling::types::MixedInstancesPolicy| -> Vec<String> {
+        m.launch_template()
+            .map(|l| {
+                l.overrides()
+                    .iter()
+                    .filter_map(|o| o.instance_type().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        types(ma),
+        vec!["t3.micro".to_string(), "t3a.micro".to_string()],
+        "overrides untouched"
+    );
+    let spec = ma
+        .launch_template()
+        .and_then(|l| l.launch_template_specification())
+        .expect("spec");
+    assert_eq!(
+        spec.version(),
+        Some("$Latest"),
+        "still names $Latest: no drift for infrastructure as code"
+    );
+    let v2 = template_version(&moto, &lt, "$Latest").await;
+    assert_eq!(v2.version_number(), Some(2));
+    let (d1, d2) = (
+        v1.launch_template_data().expect("v1"),
+        v2.launch_template_data().expect("v2"),
+    );
+    assert_eq!(d2.image_id(), Some(new_image.as_str()));
+    assert_eq!(d2.key_name(), d1.key_name());
+    assert_eq!(d2.user_data(), Some(USER_DATA));
+    assert_eq!(d2.instance_type(), d1.instance_type());
+    assert_eq!(d2.security_group_ids(), d1.security_group_ids());
+    assert_eq!(d2.metadata_options(), d1.metadata_options());
+    assert_eq!(d2.tag_specifications(), d1.tag_specifications());
+    let members = moto.member_images(&fleet.group).await;
+    assert!(members.iter().all(|(_, i)| i == new_image.as_str()), "{members:?}");
+    for tg in &fleet.target_groups {
+        let h = moto
+            .elb
+            .describe_target_health()
+            .target_group_arn(tg)
+            .send()
+            .await
+            .expect("health");
+        let healthy: Vec<&str> = h
+            .target_health_descriptions()
+            .iter()
+            .filter(|d| d.target_health().and_then(|t| t.state()).map(|s| s.as_str()) == Some("healthy"))
+            .filter_map(|d| d.target().and_then(|t| t.id()))
+            .collect();
+        assert_eq!(healthy.len(), 3, "{tg}: {healthy:?}");
+        assert!(
+            members.iter().all(|(id, _)| healthy.contains(&id.as_str())),
+            "{tg}: {healthy:?} vs {members:?}"
+        );
+    }
+
+    // Rollback: what the group launches is exactly what it launched before.
+    let back = engine(provider.clone())
+        .start("web", &pipeline, RunKind::Rollback)
+        .await
+        .expect("rollback");
+    assert_succeeded(&back);
+    let after = raw_group(&moto, &fleet.group).await;
+    let ma = after.mixed_instances_policy().expect("policy kept");
+    assert_eq!(ma.instances_distribution(), mb.instances_distribution());
+    let spec = ma
+        .launch_template()
+        .and_then(|l| l.launch_template_specification())
+        .expect("spec");
+    assert_eq!(spec.version(), Some("$Latest"));
+    let latest = template_version(&moto, &lt, "$Latest").await;
+    let dl = latest.launch_template_data().expect("latest");
+    assert_eq!(dl.image_id(), Some(fleet.golden.as_str()));
+    assert_eq!(dl.user_data(), d1.user_data());
+    assert_eq!(dl.metadata_options(), d1.metadata_options());
+    let members = moto.member_images(&fleet.group).await;
+    assert!(members.iter().all(|(_, i)| i == &fleet.golden), "{members:?}");
+}
+
+/// A group already at MaxSize: the surge is never asked of it. With the
+/// default 100 % floor there is no room, and the run says so before
+/// anything is created; with room to terminate first, it rolls within the
+/// limit — never a ValidationError mid-roll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_at_max_size_is_never_asked_for_more() {
+    let moto = Moto::new().await;
+    let fleet = moto
+        .fleet_with(FleetSpec {
+            max: 3,
+            ..FleetSpec::new(SpecKind::Template, 3)
+        })
+        .await;
+    let provider = Arc::new(moto.provider());
+    let refused = engine(provider.clone())
+        .start("web", &default_pipeline(&fleet, "linux", ""), RunKind::Run)
+        .await
+        .expect("run");
+    assert_eq!(refused.state, "failed");
+    let err = refused.summary.error.clone().unwrap_or_default();
+    assert!(err.contains("MaxSize 3") && err.contains("at least 4"), "{err}");
+    let mut builders = Tags::new();
+    builders.insert(tag::ROLE.into(), tag::ROLE_BUILDER.into());
+    assert!(
+        provider.list_instances(&builders).await.expect("list").is_empty(),
+        "refused before anything was created"
+    );
+
+    let pipeline = default_pipeline(&fleet, "linux", "[pipelines.web.rollout]\nmin_healthy_percent = 66\n");
+    let watch = Watch::start(&moto, &fleet.group, &fleet.target_groups);
+    let out = engine(provider.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    let (min_healthy, max_desired) = watch.finish().await;
+    assert_succeeded(&out);
+    assert!(max_desired <= 3, "desired {max_desired} above MaxSize 3");
+    assert!(min_healthy >= 2, "healthy dipped to {min_healthy} (floor 2)");
+    let new_image = out.summary.new_image.clone().expect("new image");
+    let after = moto.member_images(&fleet.group).await;
+    assert!(
+        after.len() == 3 && after.iter().all(|(_, i)| i == new_image.as_str()),
+        "{after:?}"
+    );
+}
+
+/// A launch hook holds new instances in Pending:Wait for its heartbeat:
+/// the derived health_grace covers it, held instances are not in service,
+/// and the run succeeds with defaults untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_hook_holding_instances_is_waited_for() {
+    let moto = Moto::new().await;
+    let fleet = moto
+        .fleet_with(FleetSpec {
+            launch_hook: Some((5, "CONTINUE")),
+            ..FleetSpec::new(SpecKind::Template, 2)
+        })
+        .await;
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "");
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let watch = Watch::start(&moto, &fleet.group, &fleet.target_groups);
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    let (min_healthy, _) = watch.finish().await;
+    assert_succeeded(&out);
+    assert!(min_healthy >= 2, "healthy dipped to {min_healthy}");
+    let ev = events(&store, &out);
+    let readiness = ev
+        .iter()
+        .find(|m| m.starts_with("readiness:"))
+        .expect("readiness event");
+    assert!(readiness.contains("launch hook bootstrap heartbeat 5s"), "{readiness}");
+    let roll = out.summary.roll.as_ref().expect("roll");
+    // launch → healthy took at least the hook's hold plus the health checks.
+    assert!(roll.launch_ready_ms_median >= 5_000, "{roll:?}");
+}
+
+async fn failed_image_is_rolled_back(spec: FleetSpec) {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet_with(spec).await;
+    // The application model: images baked from this one break the app.
+    moto.bakes_broken(&fleet.golden).await;
+    let provider = Arc::new(moto.provider());
+    let before = raw_group(&moto, &fleet.group).await;
+    let pipeline = default_pipeline(&fleet, "linux", "[pipelines.web.test]\nenabled = false\n");
+    let out = engine(provider.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    assert_eq!(out.state, "rolled_back", "{:?}", out.summary.error);
+    let bad = out.summary.new_image.clone().expect("new image");
+    let img = provider.describe_image(&bad).await.expect("image");
+    assert_eq!(img.tags.get(tag::STATUS).map(String::as_str), Some(tag::STATUS_BAD));
+    let after = raw_group(&moto, &fleet.group).await;
+    assert_eq!(
+        after.launch_template(),
+        before.launch_template(),
+        "launch template reference restored"
+    );
+    assert_eq!(
+        after.launch_configuration_name(),
+        before.launch_configuration_name(),
+        "launch configuration restored"
+    );
+    match (after.mixed_instances_policy(), before.mixed_instances_policy()) {
+        (Some(a), Some(b)) => {
+            assert_eq!(a.instances_distribution(), b.instances_distribution());
+            assert_eq!(
+                a.launch_template()
+                    .and_then(|l| l.launch_template_specification())
+                    .and_then(|s| s.version()),
+                b.launch_template()
+                    .and_then(|l| l.launch_template_specification())
+                    .and_then(|s| s.version())
+            );
+        }
+        (None, None) => {}
+        other => panic!("mixed instances policy changed: {other:?}"),
+    }
+    let g = provider.describe_group(&fleet.group).await.expect("group");
+    let spec = provider.describe_launch_spec(&g.launch_spec).await.expect("spec");
+    assert_eq!(
+        spec.image.as_str(),
+        fleet.golden,
+        "the group launches the golden image again"
+    );
+    let members = moto.member_images(&fleet.group).await;
+    assert!(members.iter().all(|(_, i)| i == &fleet.golden), "{members:?}");
+    let p = provider.get_parameter(&fleet.parameter).await.expect("parameter");
+    assert_eq!(p.value, fleet.golden);
+    assert_eq!(p.description.as_deref(), Some(DESCRIPTION));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_image_on_a_numbered_version_is_rolled_back_exactly() {
+    failed_image_is_rolled_back(FleetSpec::new(SpecKind::Template, 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_image_on_a_mixed_group_on_default_is_rolled_back_exactly() {
+    failed_image_is_rolled_back(FleetSpec {
+        version: "$Default".into(),
+        ..FleetSpec::new(SpecKind::Mixed, 2)
+    })
+    .await;
+}
+
+/// The image test boots the application from the group's launch template
+/// (user data, profile, security groups) in one of its subnets and asks it
+/// for its health path: a broken application is caught before publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_test_boots_the_application_and_catches_a_broken_one() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 2).await;
+    moto.bakes_broken(&fleet.golden).await;
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "[pipelines.web.test]\ntimeout = \"20s\"\n");
+    let out = engine(provider.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    assert_eq!(out.state, "failed");
+    let err = out.summary.error.clone().unwrap_or_default();
+    assert!(err.contains("test image") && err.contains("answered 503"), "{err}");
+    // Nothing published.
+    let p = provider.get_parameter(&fleet.parameter).await.expect("parameter");
+    assert_eq!(p.value, fleet.golden);
+    let lt = fleet.launch_template.clone().expect("lt");
+    let versions = moto
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt)
+        .send()
+        .await
+        .expect("versions");
+    assert_eq!(versions.launch_template_versions().len(), 1, "no version published");
+    // The test instance was one of the group's kind, in one of its subnets.
+    let mut tests = Tags::new();
+    tests.insert(tag::ROLE.into(), tag::ROLE_TEST.into());
+    let test = provider.list_instances(&tests).await.expect("tests");
+    assert_eq!(test.len(), 1, "{test:?}");
+    assert!(test[0].state.is_gone());
+    let raw = moto
+        .ec2
+        .describe_instances()
+        .instance_ids(test[0].id.as_str())
+        .send()
+        .await
+        .expect("instance");
+    let i = &raw.reservations()[0].instances()[0];
+    assert!(
+        fleet.subnets.iter().any(|s| Some(s.as_str()) == i.subnet_id()),
+        "{:?}",
+        i.subnet_id()
+    );
+    assert_eq!(i.key_name(), Some("web-key"), "launched from the group's template");
+    assert!(
+        i.tags()
+            .iter()
+            .any(|t| t.key() == Some("app") && t.value() == Some("web")),
+        "the template's tags: {:?}",
+        i.tags()
+    );
+    let commands = moto.ssm.list_commands().send().await.expect("commands");
+    assert!(
+        commands.commands().iter().any(|c| c
+            .parameters()
+            .and_then(|p| p.get("commands"))
+            .is_some_and(|c| c.iter().any(|l| l.contains("repave-health-probe")))),
+        "the health probe ran through SSM"
+    );
+}
+
+/// `strategy = "native"`: Instance Refresh is started with the new numbered
+/// version as its desired configuration, the group not moved first, and AWS
+/// moves it on success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_strategy_starts_an_instance_refresh() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 2).await;
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "[pipelines.web.rollout]\nstrategy = \"native\"\n");
+    let out = engine(provider.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    assert_succeeded(&out);
+    let new_image = out.summary.new_image.clone().expect("new image");
+    let refreshes = moto
+        .asg
+        .describe_instance_refreshes()
+        .auto_scaling_group_name(&fleet.group)
+        .send()
+        .await
+        .expect("refreshes");
+    let r = &refreshes.instance_refreshes()[0];
+    assert_eq!(r.status().map(|s| s.as_str()), Some("Successful"));
+    let desired = r
+        .desired_configuration()
+        .and_then(|d| d.launch_template())
+        .and_then(|t| t.version())
+        .expect("desired configuration");
+    assert_eq!(desired, "2");
+    assert_eq!(
+        r.preferences().and_then(|p| p.auto_rollback()),
+        Some(true),
+        "numbered: allowed"
+    );
+    assert_eq!(
+        r.preferences().and_then(|p| p.instance_warmup()),
+        None,
+        "warmup not configured"
+    );
+    let after = raw_group(&moto, &fleet.group).await;
+    assert_eq!(after.launch_template().and_then(|t| t.version()), Some("2"));
+    let members = moto.member_images(&fleet.group).await;
+    assert!(members.iter().all(|(_, i)| i == new_image.as_str()), "{members:?}");
+}
+
+/// An account that can no longer create launch configurations: the run
+/// fails at publish saying so and how to move to a launch template, with
+/// nothing published and the image not blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_without_launch_configurations_is_told_how_to_move() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Configuration, 2).await;
+    harness_account(
+        &moto.account,
+        serde_json::json!({ "refuse_launch_configurations": true }),
+    )
+    .await;
+    let provider = Arc::new(moto.provider());
+    let out = engine(provider.clone())
+        .start("web", &default_pipeline(&fleet, "linux", ""), RunKind::Run)
+        .await
+        .expect("run");
+    assert_eq!(out.state, "failed");
+    let err = out.summary.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("can no longer create launch configurations") && err.contains("launch template"),
+        "{err}"
+    );
+    let p = provider.get_parameter(&fleet.parameter).await.expect("parameter");
+    assert_eq!(p.value, fleet.golden, "nothing published");
+    assert_eq!(
+        raw_group(&moto, &fleet.group).await.launch_configuration_name(),
+        Some("web-lc")
+    );
+    let img = provider
+        .describe_image(out.summary.new_image.as_ref().expect("baked"))
+        .await
+        .expect("image");
+    assert_eq!(img.tags.get(tag::STATUS), None, "not the image's fault");
+}
+
+/// The provider contract every provider passes, on the harness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_provider_passes_the_conformance_suite() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 2).await;
+    let provider = moto.provider();
+    let fx = repave_sim::conformance::Fixture {
+        group: fleet.group.clone(),
+        image: repave_core::ImageId::new(&fleet.golden),
+        scratch_parameter: "/repave/conformance/scratch".into(),
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(250),
+    };
+    if let Err(v) = repave_sim::conformance::run(&provider, &fx).await {
+        panic!("the AWS provider breaks the provider contract on the harness: {v}");
+    }
+}
+
+/// Scales the group out the moment `verify` starts (an autoscaler reacting
+/// to load): verify waits for the new member to become healthy.
+struct ScaleOutAtVerify {
+    asg: aws_sdk_autoscaling::Client,
+    group: String,
+    to: i32,
+    done: AtomicBool,
+}
+
+impl repave_engine::Observer for ScaleOutAtVerify {
+    fn on_event(&self, event: &repave_engine::EngineEvent) {
+        if let repave_engine::EngineEvent::StepStarted { step, .. } = event {
+            if step == "verify" && !self.done.swap(true, Ordering::SeqCst) {
+                let (asg, group, to) = (self.asg.clone(), self.group.clone(), self.to);
+                tokio::spawn(async move {
+                    asg.set_desired_capacity()
+                        .auto_scaling_group_name(group)
+                        .desired_capacity(to)
+                        .send()
+                        .await
+                        .expect("scale out");
+                });
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_out_during_verify_is_not_a_failure() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 2).await;
+    let provider = Arc::new(moto.provider());
+    let observer = Arc::new(ScaleOutAtVerify {
+        asg: moto.asg.clone(),
+        group: fleet.group.clone(),
+        to: 3,
+        done: AtomicBool::new(false),
+    });
+    let opts = repave_engine::EngineOptions {
+        tick: Duration::from_millis(250),
+        poll: Duration::from_millis(200),
+        roll_cutoff: None,
+        lease_ttl: Duration::from_secs(60),
+    };
+    let engine = repave_engine::Engine::new(
+        provider.clone(),
+        Arc::new(Store::open_in_memory().expect("store")),
+        Arc::new(repave_core::ids::SystemClock),
+        observer.clone(),
+        tokio_util::sync::CancellationToken::new(),
+        opts,
+    );
+    let out = engine
+        .start("web", &default_pipeline(&fleet, "linux", ""), RunKind::Run)
+        .await
+        .expect("run");
+    assert_succeeded(&out);
+    assert!(
+        observer.done.load(Ordering::SeqCst),
+        "the group was scaled out during verify"
+    );
+    let new_image = out.summary.new_image.clone().expect("new image");
+    let after = moto.member_images(&fleet.group).await;
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.iter().all(|(_, i)| i == new_image.as_str()), "{after:?}");
+}
