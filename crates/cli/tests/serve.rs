@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{exe, fleet_lock, http_load, FleetGuard};
+use common::{exe, fleet_lock, http_load, wait_for, wait_status, FleetGuard};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -153,20 +153,6 @@ fn get(addr: &str, path: &str) -> Value {
 fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     let (status, body) = http(addr, "POST", path, token, Some(body));
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn wait_state(addr: &str, run: &str, states: &[&str], timeout: Duration) -> String {
@@ -555,6 +541,11 @@ fn sigterm_mid_roll_then_restart_finishes_with_zero_failed_requests() {
             .then_some(())
     });
     assert_eq!(serve.terminate(), 0, "serve exits cleanly on SIGTERM");
+    // Its log says the fleet outlives it, and how to stop it, at start and exit.
+    let log = std::fs::read_to_string(dir.path().join("serve1.log")).unwrap();
+    let says = "keeps running after serve exits: `repave --state-dir ";
+    assert_eq!(log.matches(says).count(), 2, "{log}");
+    assert!(log.contains("local down` stops it"), "{log}");
     let store = repave_store::Store::open(&dir.path().join(".repave/repave.db")).unwrap();
     let record = store.get_run(&repave_core::RunId::new(run.clone())).unwrap().unwrap();
     assert_eq!(
@@ -688,21 +679,6 @@ fn a_second_server_on_one_state_dir_is_refused() {
     let third = Serve::start(&config, "serve-c.log");
     assert!(started.elapsed() < Duration::from_secs(25), "waited out the lease");
     assert_eq!(get(&third.addr, "/api/pipelines")[0]["name"], "web");
-}
-
-/// Wait for `child` to exit, at most `limit` (then kill it and fail).
-fn wait_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("repave serve did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn wait_exit(mut child: Child, limit: Duration) -> std::process::Output {

@@ -73,6 +73,9 @@ impl LocalClient {
             cmd.arg("--feed").arg(f);
         }
         cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err);
+        // A fleet process started from inside an instance belongs to its own
+        // state, not to the fleet of that instance.
+        cmd.env_remove(crate::mark::STATE_VAR).env_remove(crate::mark::ID_VAR);
         // SAFETY: setsid is async-signal-safe; it detaches the daemon from
         // the caller's session so killing the CLI leaves the fleet serving.
         unsafe {
@@ -126,21 +129,27 @@ impl LocalClient {
     }
 
     async fn call(&self, req: &Request) -> Result<Response, LocalError> {
-        let stream = UnixStream::connect(&self.socket)
+        self.call_on(req).await.map(|(response, _)| response)
+    }
+
+    /// One request on a fresh connection: the answer, and the connection.
+    async fn call_on(&self, req: &Request) -> Result<(Response, UnixStream), LocalError> {
+        let mut stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| LocalError::Connect {
                 socket: self.socket.display().to_string(),
                 source: e,
             })?;
-        let (read, mut write) = stream.into_split();
         let mut line = serde_json::to_string(req).map_err(|e| LocalError::Protocol(e.to_string()))?;
         line.push('\n');
-        write
+        stream
             .write_all(line.as_bytes())
             .await
             .map_err(|e| LocalError::Protocol(format!("sending: {e}")))?;
+        // One answer per request: whatever the buffer read past it is
+        // nothing, so the connection can be kept (a tether).
         let mut answer = String::new();
-        BufReader::new(read)
+        BufReader::new(&mut stream)
             .read_line(&mut answer)
             .await
             .map_err(|e| LocalError::Protocol(format!("receiving: {e}")))?;
@@ -149,8 +158,16 @@ impl LocalClient {
         }
         match serde_json::from_str(&answer).map_err(|e| LocalError::Protocol(format!("bad answer: {e}")))? {
             Response::Error { kind, message } => Err(LocalError::Request { kind, message }),
-            r => Ok(r),
+            r => Ok((r, stream)),
         }
+    }
+
+    /// Tie the fleet's life to this process: once the returned [`Tether`]
+    /// is dropped, or this process ends in any way (SIGKILL included), the
+    /// fleet process stops the fleet as `shutdown` does and exits.
+    pub async fn tether(&self) -> Result<Tether, LocalError> {
+        let (response, stream) = self.call_on(&Request::Tether).await?;
+        expect!(response, Response::Unit => Tether { _connection: stream })
     }
 
     async fn unit(&self, req: Request) -> Result<(), LocalError> {
@@ -213,6 +230,13 @@ impl LocalClient {
     pub async fn balancer_stats(&self, group: &str) -> Result<BalancerStats, LocalError> {
         expect!(self.call(&Request::BalancerStats { group: group.into() }).await?, Response::Stats(s) => s)
     }
+}
+
+/// An open connection the fleet process stops the fleet on closing (see
+/// [`LocalClient::tether`]).
+#[derive(Debug)]
+pub struct Tether {
+    _connection: UnixStream,
 }
 
 /// The daemon has its own working directory: send it absolute paths.

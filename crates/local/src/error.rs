@@ -18,6 +18,14 @@ pub enum LocalError {
     /// The daemon refused or failed the request.
     #[error("{message}")]
     Request { kind: ErrorKind, message: String },
+    /// The fleet's state dir (or its lock file or socket) was deleted or
+    /// replaced: the fleet process stops what it started and exits.
+    #[error("the local fleet's state is gone ({0}); its fleet process stopped its instances and exited")]
+    StateGone(String),
+    /// The fleet's socket was deleted or replaced: nobody can reach it, so
+    /// the fleet process stops the fleet (state saved) and exits.
+    #[error("the local fleet's socket is gone ({0}); its fleet process stopped the fleet and exited")]
+    Unreachable(String),
     /// Local IO (state, blobs, roots, sockets).
     #[error("{action}: {source}")]
     Io { action: String, source: std::io::Error },
@@ -51,7 +59,7 @@ impl LocalError {
         match self {
             LocalError::Connect { .. } | LocalError::Protocol(_) | LocalError::StartDaemon(_) => ErrorKind::Transient,
             LocalError::Request { kind, .. } => *kind,
-            LocalError::Io { .. } => ErrorKind::Transient,
+            LocalError::Io { .. } | LocalError::StateGone(_) | LocalError::Unreachable(_) => ErrorKind::Transient,
         }
     }
     /// Whether retrying may help.

@@ -50,6 +50,35 @@ pub fn signal_group(pid: i32, sig: i32) {
     }
 }
 
+/// SIGTERM each process (its whole group when it leads one), wait up to
+/// `grace` for them all, then SIGKILL what is left. For processes that are
+/// not our children: found by their fleet mark, or adopted.
+pub async fn stop_all(pids: &[i32], grace: Duration) {
+    let signal = |pid: i32, sig: i32| {
+        // SAFETY: plain syscalls on a pid we just saw alive.
+        if unsafe { libc::getpgid(pid) } == pid {
+            signal_group(pid, sig);
+        }
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    };
+    for &pid in pids.iter().filter(|p| pid_alive(**p)) {
+        signal(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for &pid in pids.iter().filter(|p| pid_alive(**p)) {
+        signal(pid, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 impl ProcHandle {
     /// A process found alive at daemon start.
     pub fn adopted(pid: i32) -> Self {

@@ -80,6 +80,10 @@ pub struct BalancerStats {
 pub enum Request {
     Ping,
     Shutdown,
+    /// Stop the fleet, as `shutdown` does, when this connection closes: for
+    /// a fleet that must not outlive the process that asked (`repave demo`
+    /// without `--keep`), however that process ends.
+    Tether,
     EnsureGroup {
         setup: GroupSetup,
     },

@@ -8,7 +8,7 @@ use repave_core::duration::HumanDuration;
 use repave_core::patch::{PatchSelection, Update};
 use repave_core::provider::{
     CommandDocument, CommandRequest, CommandResult, CommandStatus, Commands, CreateImageRequest, Groups, Images,
-    InstallReport, InstanceSpec, InstanceState, Instances, LaunchRequest, Lifecycle, Parameters, TargetState, Traffic,
+    InstallReport, InstanceSpec, InstanceState, Instances, LaunchRequest, Parameters, TargetState, Traffic,
 };
 use repave_core::{ErrorKind, ImageId, InstanceId};
 use repave_local::{ImageSource, LocalClient};
@@ -63,30 +63,6 @@ fn shell(script: &str, env: &[(&str, &str)]) -> CommandDocument {
         script: script.into(),
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
-}
-
-/// Wait until the group has `n` in-service members, all healthy at the balancer.
-async fn wait_healthy(client: &LocalClient, group: &str, n: usize) -> Vec<InstanceId> {
-    wait_for("healthy group", Duration::from_secs(15), || async {
-        let g = client.describe_group(group).await.unwrap();
-        let live: Vec<InstanceId> = g
-            .members
-            .iter()
-            .filter(|m| m.lifecycle == Lifecycle::InService)
-            .map(|m| m.id.clone())
-            .collect();
-        let health = client.target_health(group).await.unwrap();
-        let healthy = live
-            .iter()
-            .filter(|id| {
-                health
-                    .iter()
-                    .any(|t| &t.instance == *id && t.state == TargetState::Healthy)
-            })
-            .count();
-        (live.len() == n && healthy == n && g.members.len() == n).then_some(live)
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,6 +745,7 @@ async fn install_with_allow_reboot_reboots_the_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensure_running_twice_concurrently_starts_one_daemon() {
     let dir = tempfile::tempdir().unwrap();
+    let _guard = FleetGuard(dir.path());
     let exe = std::path::Path::new(EXE);
     let (a, b) = tokio::join!(
         LocalClient::ensure_running(dir.path(), exe, None),

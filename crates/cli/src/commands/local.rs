@@ -4,7 +4,7 @@ use crate::cli::Cli;
 use crate::exit::{self, Exit};
 use anyhow::Context as _;
 use repave_local::daemon::DaemonOptions;
-use repave_local::LocalClient;
+use repave_local::down::Down;
 use std::path::Path;
 
 pub async fn up(cli: &Cli) -> Result<i32, Exit> {
@@ -32,28 +32,45 @@ pub async fn up(cli: &Cli) -> Result<i32, Exit> {
     Ok(exit::OK)
 }
 
+/// Stop the fleet of the state dir: also what a fleet process killed with
+/// SIGKILL left running (a new one adopts it to stop it), and what a fleet
+/// whose state dir is gone left.
 pub async fn down(cli: &Cli) -> Result<i32, Exit> {
     let state_dir = match &cli.state_dir {
         Some(d) => d.clone(),
         None => crate::context::load(cli)?.state_dir,
     };
-    match LocalClient::connect(&state_dir).await {
-        Ok(client) => client
-            .shutdown()
-            .await
-            .context("stopping the local fleet")
-            .map_err(Exit::failed)?,
-        Err(_) => {
-            if !cli.json {
-                println!("no local fleet running in {}", state_dir.display());
-            }
-            return Ok(exit::OK);
-        }
-    }
+    let exe = std::env::current_exe()
+        .context("locating the repave executable")
+        .map_err(Exit::failed)?;
+    let down = repave_local::down::down(&state_dir, &exe, None)
+        .await
+        .context("stopping the local fleet")
+        .map_err(Exit::failed)?;
+    let (stopped, note) = match down {
+        Down::NotRunning => (false, format!("no local fleet running in {}", state_dir.display())),
+        Down::Stopped => (true, format!("local fleet in {} stopped", state_dir.display())),
+        Down::Adopted { processes } => (
+            true,
+            format!(
+                "local fleet in {} stopped (its fleet process was gone; {processes} processes it left were adopted and stopped)",
+                state_dir.display()
+            ),
+        ),
+        Down::Orphans { processes } => (
+            true,
+            format!(
+                "the state in {} is gone; stopped {processes} processes its fleet left",
+                state_dir.display()
+            ),
+        ),
+    };
     if cli.json {
-        crate::output::json(&serde_json::json!({ "stopped": state_dir }));
+        if stopped {
+            crate::output::json(&serde_json::json!({ "stopped": state_dir }));
+        }
     } else {
-        println!("local fleet in {} stopped", state_dir.display());
+        println!("{note}");
     }
     Ok(exit::OK)
 }

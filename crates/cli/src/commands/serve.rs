@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = LOCAL_FLEET_NOTE)]
 pub struct ServeArgs {
     /// Address to listen on (default: `[server] listen`, else
     /// 127.0.0.1:8787). Port 0 picks a free port; the address is printed.
@@ -23,6 +24,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
+
+/// What `--help` says (and the log at start and exit) about the local fleet.
+const LOCAL_FLEET_NOTE: &str = "Local pipelines: the local fleet process that serve starts (or finds) keeps running, \
+and its instances keep serving, after serve exits, like a cloud outlives its console. \
+`repave local down` (with the same --config or --state-dir) stops it.";
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     repave_core::duration::parse_duration(s)
@@ -40,6 +46,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
     let mut providers = BTreeMap::new();
     for (name, pipeline) in &config.pipelines {
         providers.insert(name.clone(), loaded.provider(pipeline).await?);
+    }
+    let local_fleet = config.pipelines.values().any(|p| p.provider == "local");
+    if local_fleet {
+        eprintln!("note: {}", fleet_keeps_running(&loaded.state_dir));
     }
     let listen = args.listen.clone().unwrap_or_else(|| config.server.listen.clone());
     let opts = ServerOptions {
@@ -74,8 +84,18 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
     if let Err(e) = store.release_lease(&lease) {
         tracing::warn!(error = %e, "could not release the serve lease; it expires by itself");
     }
+    if local_fleet {
+        eprintln!("{}", fleet_keeps_running(&loaded.state_dir));
+    }
     served.map_err(Exit::failed)?;
     Ok(exit::OK)
+}
+
+fn fleet_keeps_running(state_dir: &std::path::Path) -> String {
+    format!(
+        "the local fleet in {dir} keeps running after serve exits: `repave --state-dir {dir} local down` stops it",
+        dir = state_dir.display()
+    )
 }
 
 /// The lease that makes `repave serve` one per state dir. Its name is not a

@@ -44,6 +44,11 @@ pub async fn load_command(cli: &Cli, target: &str, connections: u32, seconds: u6
 }
 
 pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
+    // Listening from the start: a Ctrl-C at any moment ends the demo through
+    // the path that stops its fleet (before the run at once, during it at
+    // the next safe point; a second one exits at once and the tether below
+    // stops the fleet).
+    let cancel = crate::commands::run::cancel_on_ctrl_c();
     let state_dir = fresh_state_dir(cli.state_dir.as_deref())?;
     let bars = Arc::new(Bars::new(cli.json));
     bars.println(&format!(
@@ -78,28 +83,82 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
         "starting {} instances behind the load balancer",
         args.instances
     ));
-    let client = loaded.local().await?;
-    let result = drive(cli, args, &loaded, &client, &pipeline, bars.clone(), spin).await;
-    if !args.keep {
-        if let Err(e) = client.shutdown().await {
-            eprintln!("warning: stopping the demo fleet: {e}");
-        }
+    let client = crate::context::start_local(&state_dir, feed.as_deref()).await?;
+    let demo = Demo {
+        cli,
+        args,
+        loaded: &loaded,
+        pipeline: &pipeline,
+        cancel: &cancel,
+    };
+    let (result, _tether) = match tether(&client, args.keep).await {
+        Ok(tether) => (drive(&demo, bars.clone(), spin).await, tether),
+        Err(e) => (Err(e), None),
+    };
+    if args.keep {
+        bars.println(&format!(
+            "the demo fleet keeps running (--keep): `repave --state-dir {} local down` stops it",
+            state_dir.display()
+        ));
+    } else if let Err(e) = client.shutdown().await {
+        eprintln!("warning: stopping the demo fleet: {e}");
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    cli: &Cli,
-    args: &DemoArgs,
-    loaded: &crate::context::Loaded,
-    client: &LocalClient,
-    pipeline: &repave_core::config::Pipeline,
-    bars: Arc<Bars>,
-    spin: indicatif::ProgressBar,
-) -> Result<i32, Exit> {
+/// Without `--keep`, the fleet lives only as long as this process: should
+/// it end without stopping the fleet (a second Ctrl-C, SIGKILL, a closed
+/// terminal), the fleet process stops it on its own.
+async fn tether(client: &LocalClient, keep: bool) -> Result<Option<repave_local::Tether>, Exit> {
+    if keep {
+        return Ok(None);
+    }
+    client
+        .tether()
+        .await
+        .map(Some)
+        .context("tying the demo fleet to this process")
+        .map_err(Exit::failed)
+}
+
+/// The demo's pipeline run on its started fleet.
+struct Demo<'a> {
+    cli: &'a Cli,
+    args: &'a DemoArgs,
+    loaded: &'a crate::context::Loaded,
+    pipeline: &'a repave_core::config::Pipeline,
+    /// Ctrl-C: the run stops at its next safe point; before the run, the
+    /// demo stops at once.
+    cancel: &'a tokio_util::sync::CancellationToken,
+}
+
+impl Demo<'_> {
+    /// `work`, unless Ctrl-C comes first.
+    async fn unless_interrupted<T>(&self, work: impl std::future::Future<Output = Result<T, Exit>>) -> Result<T, Exit> {
+        tokio::select! {
+            r = work => r,
+            _ = self.cancel.cancelled() => Err(Exit {
+                code: exit::PAUSED,
+                error: anyhow!("interrupted before the demo's run started; its fleet is stopped"),
+            }),
+        }
+    }
+}
+
+/// The group up and healthy, load on it, the pipeline run, the summary.
+async fn drive(demo: &Demo<'_>, bars: Arc<Bars>, spin: indicatif::ProgressBar) -> Result<i32, Exit> {
+    let Demo {
+        cli,
+        args,
+        loaded,
+        pipeline,
+        ..
+    } = *demo;
     let group = &pipeline.group;
-    crate::context::wait_healthy(client, group, args.instances).await?;
+    // The demo's group, created on the fleet process just started.
+    let client = &demo.unless_interrupted(loaded.local()).await?;
+    demo.unless_interrupted(crate::context::wait_healthy(client, group, args.instances))
+        .await?;
     spin.finish_and_clear();
     let addr = client.balancer_address(group).await.map_err(Exit::failed)?;
     bars.println(&format!(
@@ -110,7 +169,11 @@ async fn drive(
     let load_start_ms = SystemClock.now().millis();
     let load = load::Load::start(&addr, args.clients, true);
     // A moment of traffic on the old fleet first, so the report shows before and after.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    demo.unless_interrupted(async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        Ok(())
+    })
+    .await?;
 
     let store = loaded.store()?;
     let provider: Arc<dyn Provider> = Arc::new(client.clone());
@@ -118,7 +181,7 @@ async fn drive(
         provider,
         store,
         bars.clone(),
-        crate::commands::run::cancel_on_ctrl_c(),
+        demo.cancel.clone(),
         loaded.engine_options(pipeline),
     );
     let outcome = engine.start(PIPELINE, pipeline, RunKind::Run).await;

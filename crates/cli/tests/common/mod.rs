@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// End-to-end tests start fleets of real processes; on a 2-core machine they
 /// run one at a time so timings stay meaningful.
@@ -90,15 +91,24 @@ impl Repave {
     }
 }
 
-/// Stops a local fleet when a test ends, pass or fail.
+/// Stops a local fleet when a test ends, pass or fail: `repave local down`
+/// (which also stops what a killed fleet process left), then anything of
+/// the fleet still running is killed and, unless the test is failing
+/// already, fails it. Must drop before the state dir is deleted.
 pub struct FleetGuard(pub PathBuf);
 
 impl Drop for FleetGuard {
     fn drop(&mut self) {
         let state = self.0.display().to_string();
-        let _stopped = Repave::new()
+        let down = Repave::new()
             .args(["--state-dir", state.as_str(), "local", "down"])
             .run();
+        let left = repave_local::mark::kill_leftovers(&self.0);
+        if std::thread::panicking() {
+            return;
+        }
+        assert_eq!(down.code, 0, "repave local down in {state}:\n{}", down.stderr);
+        assert!(left.is_empty(), "the fleet in {state} left processes: {left:#?}");
     }
 }
 
@@ -168,10 +178,11 @@ pub fn http_load(
 /// pipeline `web`, golden parameter `latestAmi`, the balancer on a free
 /// port), stopped when dropped.
 pub struct Fleet {
+    // First, so it drops (stops the fleet) before `dir` deletes the state.
+    _guard: FleetGuard,
     pub dir: tempfile::TempDir,
     pub config: String,
     pub port: u16,
-    _guard: FleetGuard,
 }
 
 pub fn free_port() -> u16 {
@@ -239,5 +250,35 @@ impl Fleet {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
+    }
+}
+
+/// Poll `f` every 100 ms until it yields `Some`, or fail after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait for `child` to exit, at most `limit` (then kill it and fail).
+pub fn wait_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pid {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -137,14 +137,7 @@ pub(crate) fn result(shared: &Shared, id: &CommandId) -> Result<CommandResult, L
 async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image: String) {
     let root = shared.paths.root(&req.instance);
     let exe = shared.exe.to_string_lossy().to_string();
-    let mut env = vec![
-        ("REPAVE_INSTANCE_ID".to_string(), req.instance.to_string()),
-        ("REPAVE_IMAGE_ID".to_string(), image),
-        (
-            "REPAVE_FEED".to_string(),
-            shared.paths.feed.to_string_lossy().to_string(),
-        ),
-    ];
+    let mut env = instances::instance_env(&shared, &req.instance, &image);
     let selection_json = |s| serde_json::to_string(s).unwrap_or_default();
     // Values travel in the environment; nothing is spliced into a script.
     let (program, args, reboot_allowed) = match &req.document {
@@ -199,6 +192,10 @@ async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image:
         }
     }
     tracing::info!(command = %id, instance = %req.instance, status = ?result.status, "command finished");
+    if let Err(e) = shared.writable() {
+        tracing::warn!(command = %id, "not recorded: {e}");
+        return;
+    }
     persist(
         &shared.paths.commands,
         &Stored {

@@ -7,7 +7,6 @@ use super::instances::{self, StopMode};
 use super::Shared;
 use crate::error::LocalError;
 use crate::protocol::{LeakReport, Request, Response};
-use repave_core::provider::InstanceState;
 use repave_core::InstanceId;
 use std::sync::Arc;
 
@@ -35,14 +34,18 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             | Q::DeregisterTarget { .. }
             | Q::TerminateInstance { .. }
     );
+    // Once the state is gone, this process only stops what it started.
+    shared.writable()?;
     let resp = match req {
         Q::Ping => R::Pong {
             pid: std::process::id(),
         },
         Q::Shutdown => {
-            shutdown(shared).await;
+            super::lifetime::stop(shared, "shutdown requested").await;
             R::Unit
         }
+        // The connection's end is what counts (serve_connection).
+        Q::Tether => R::Unit,
         Q::EnsureGroup { setup } => R::GroupSetup(groups::ensure_group(shared, &mut shared.cloud(), setup)?),
         Q::ImportImage { source, name, tags } => R::ImageId(catalog::import_image(
             shared,
@@ -225,43 +228,4 @@ fn leak_report(shared: &Shared) -> LeakReport {
     }
     report.roots.sort();
     report
-}
-
-/// `repave local down`: stop the reconciler and balancers, terminate every
-/// instance (roots removed). The daemon exits after answering.
-async fn shutdown(shared: &Arc<Shared>) {
-    shared.shutdown.cancel();
-    let ids: Vec<InstanceId> = {
-        let cloud = shared.cloud();
-        for b in cloud.balancers.values() {
-            b.stop();
-        }
-        cloud
-            .state
-            .instances
-            .iter()
-            .filter(|(_, r)| r.instance.state != InstanceState::Terminated)
-            .map(|(id, _)| id.clone())
-            .collect()
-    };
-    let mut set = tokio::task::JoinSet::new();
-    for id in ids {
-        let shared = shared.clone();
-        set.spawn(async move {
-            if let Err(e) = instances::stop(&shared, &id, StopMode::Terminate).await {
-                tracing::warn!(instance = %id, "terminating at shutdown: {e}");
-            }
-        });
-    }
-    set.join_all().await;
-    let mut cloud = shared.cloud();
-    // Groups keep their settings but not their (now terminated) members, so
-    // the next `local up` starts them afresh.
-    for g in cloud.state.groups.values_mut() {
-        g.members.clear();
-    }
-    cloud.balancers.clear();
-    if let Err(e) = shared.save(&cloud) {
-        tracing::error!("{e}");
-    }
 }

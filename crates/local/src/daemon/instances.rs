@@ -46,6 +46,7 @@ pub(crate) fn launch_locked(
             req.image, image.image.state
         )));
     }
+    shared.writable()?;
     let id = InstanceId::new(crate::util::new_id("i"));
     let root = shared.paths.root(&id);
     if let Err(e) = shared.blobs.materialize(&image.manifest, &root) {
@@ -108,14 +109,7 @@ pub(crate) fn boot_locked(shared: &Shared, cloud: &mut Cloud, id: &InstanceId) -
                     .replace("{repave}", &exe)
             })
             .collect();
-        let env = vec![
-            ("REPAVE_INSTANCE_ID".to_string(), id.to_string()),
-            ("REPAVE_IMAGE_ID".to_string(), rec.instance.image.to_string()),
-            (
-                "REPAVE_FEED".to_string(),
-                shared.paths.feed.to_string_lossy().to_string(),
-            ),
-        ];
+        let env = instance_env(shared, id, rec.instance.image.as_str());
         let log = shared.paths.instance_logs.join(format!("{id}.log"));
         let handle = crate::process::spawn(&argv, &root, &env, &log)
             .map_err(|e| LocalError::io(format!("starting {id}: {argv:?}"), e))?;
@@ -125,6 +119,21 @@ pub(crate) fn boot_locked(shared: &Shared, cloud: &mut Cloud, id: &InstanceId) -
     rec.instance.state = InstanceState::Running;
     rec.instance.address = Some(address);
     Ok(())
+}
+
+/// The environment of everything run for an instance: who it is, and the
+/// fleet mark (so it can be found and stopped should its state go).
+pub(crate) fn instance_env(shared: &Shared, id: &InstanceId, image: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("REPAVE_INSTANCE_ID".to_string(), id.to_string()),
+        ("REPAVE_IMAGE_ID".to_string(), image.to_string()),
+        (
+            "REPAVE_FEED".to_string(),
+            shared.paths.feed.to_string_lossy().to_string(),
+        ),
+    ];
+    env.extend(shared.mark.env());
+    env
 }
 
 /// What [`stop`] leaves behind.
@@ -195,7 +204,7 @@ pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Re
         h.stop(STOP_GRACE).await;
     }
     let mut cloud = shared.cloud();
-    if terminate {
+    if terminate && shared.writable().is_ok() {
         crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
     }
     if let Some(rec) = cloud.state.instances.get_mut(id) {

@@ -1,7 +1,8 @@
 //! The local cloud daemon: the single owner of the local state. It serves
 //! the newline-delimited JSON protocol on `<state_dir>/local/daemon.sock`,
 //! runs the group reconciler and one balancer per group, and keeps running
-//! when the engine that started it goes away.
+//! when the engine that started it goes away — but never longer than its
+//! state (see `lifetime`).
 
 mod autoscale;
 mod catalog;
@@ -9,11 +10,13 @@ mod commands;
 mod groups;
 mod handler;
 mod instances;
+mod lifetime;
 mod reconciler;
 
 use crate::balancer::Balancer;
 use crate::error::LocalError;
 use crate::images::BlobStore;
+use crate::mark::{FleetId, Mark};
 use crate::process::ProcHandle;
 use crate::protocol::{Request, Response};
 use crate::state::State;
@@ -21,7 +24,7 @@ use repave_core::provider::{CommandResult, InstanceState};
 use repave_core::{CommandId, InstanceId};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
@@ -103,6 +106,12 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Makes the daemon exit (after the shutdown answer was sent).
     pub exit: CancellationToken,
+    /// Set once the fleet has been stopped (`lifetime::stop`).
+    stopped: tokio::sync::OnceCell<()>,
+    /// What every process this fleet starts carries in its environment.
+    pub mark: Mark,
+    /// Why the state is gone, once it is: from then on nothing is written.
+    lost: OnceLock<String>,
 }
 
 impl Shared {
@@ -113,13 +122,34 @@ impl Shared {
 
     /// Persist after a mutation.
     pub fn save(&self, cloud: &Cloud) -> Result<(), LocalError> {
+        self.writable()?;
         cloud
             .state
             .save(&self.paths.state)
             .map_err(|e| LocalError::io("saving local state", e))
     }
+
+    /// Refuse once the state is gone: its path may be another fleet's now.
+    /// Checked before every write, not only by the watcher in `lifetime`,
+    /// so nothing lands in a replacement in the moment before it notices.
+    pub fn writable(&self) -> Result<(), LocalError> {
+        if self.lost.get().is_none() {
+            if let Some(why) = self.mark.gone() {
+                self.lose_state(&why);
+            }
+        }
+        match self.lost.get() {
+            Some(why) => Err(LocalError::StateGone(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn lose_state(&self, why: &str) {
+        let _first = self.lost.set(why.to_string());
+    }
 }
 
+/// The daemon's lock, held for its whole life; its identity names the state.
 fn lock_exclusive(path: &Path) -> Result<std::fs::File, LocalError> {
     use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
@@ -138,8 +168,11 @@ fn lock_exclusive(path: &Path) -> Result<std::fs::File, LocalError> {
     Ok(f)
 }
 
-/// Run the daemon until a `shutdown` request.
+/// Run the daemon until a `shutdown` request, SIGTERM or SIGINT, or the
+/// close of a tethering connection (`Ok`), or until its state is gone
+/// (`Err(StateGone)`, after stopping everything it started).
 pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
+    let mut signals = lifetime::Signals::listen()?;
     // Absolute paths: instance commands run with the root as their cwd.
     std::fs::create_dir_all(&opts.state_dir)
         .map_err(|e| LocalError::io(format!("creating {}", opts.state_dir.display()), e))?;
@@ -155,7 +188,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
     ] {
         std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
     }
-    let _lock = lock_exclusive(&paths.lock)?;
+    let lock = lock_exclusive(&paths.lock)?;
+    let mark = Mark {
+        state_dir: state_dir.clone(),
+        id: FleetId::of_file(&lock).map_err(|e| LocalError::io("reading the daemon lock", e))?,
+    };
     let feed = match &opts.feed {
         Some(f) => crate::feed::load(f).map_err(LocalError::StartDaemon)?,
         None => crate::feed::demo_feed(),
@@ -182,12 +219,19 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
         kick: tokio::sync::Notify::new(),
         shutdown: CancellationToken::new(),
         exit: CancellationToken::new(),
+        stopped: tokio::sync::OnceCell::new(),
+        mark,
+        lost: OnceLock::new(),
     });
     adopt(&shared)?;
     let _ = std::fs::remove_file(&paths.socket);
     let listener = UnixListener::bind(&paths.socket)
         .map_err(|e| LocalError::io(format!("binding {}", paths.socket.display()), e))?;
+    let socket = FleetId::of_path(&paths.socket).map_err(|e| LocalError::io("reading the daemon socket", e))?;
     tokio::spawn(reconciler::run(shared.clone()));
+    tokio::spawn(lifetime::sweep(shared.clone()));
+    let lost = lifetime::lost(&shared, socket);
+    tokio::pin!(lost);
     tracing::info!(socket = %paths.socket.display(), "local daemon ready");
     loop {
         let stream = tokio::select! {
@@ -196,12 +240,40 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
                 Err(e) => { tracing::warn!("daemon accept: {e}"); continue; }
             },
             _ = shared.exit.cancelled() => break,
+            signal = signals.recv() => {
+                stop_then_exit(shared.clone(), format!("{signal} received"));
+                continue;
+            }
+            lost = &mut lost => {
+                // Either way the socket path is not ours any more: left alone.
+                return Err(match lost {
+                    lifetime::Lost::State(why) => {
+                        lifetime::abandon(&shared, &why).await;
+                        LocalError::StateGone(why)
+                    }
+                    lifetime::Lost::Socket(why) => {
+                        lifetime::stop(&shared, &why).await;
+                        LocalError::Unreachable(why)
+                    }
+                });
+            }
         };
         tokio::spawn(serve_connection(shared.clone(), stream));
     }
     let _ = std::fs::remove_file(&paths.socket);
+    drop(lock);
     tracing::info!("local daemon stopped");
     Ok(())
+}
+
+/// Stop the fleet in the background, then make the daemon exit. Not asked
+/// for through the socket, so the log says why at the default level.
+fn stop_then_exit(shared: Arc<Shared>, why: String) {
+    tracing::warn!("{why}: stopping the fleet as `repave local down` does, then exiting");
+    tokio::spawn(async move {
+        lifetime::stop(&shared, &why).await;
+        shared.exit.cancel();
+    });
 }
 
 /// Re-attach to what a previous daemon left: live processes are adopted,
@@ -211,11 +283,15 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
     let ids: Vec<InstanceId> = cloud.state.instances.keys().cloned().collect();
     for id in ids {
         let rec = cloud.state.instances.get(&id).cloned().expect("listed");
-        let alive = rec.pid.is_some_and(crate::process::pid_alive);
+        // A recorded pid may belong to another process by now (a reboot, pid
+        // reuse): only one started for this instance is adopted or signalled.
+        let ours =
+            |pid: i32| crate::process::pid_alive(pid) && crate::mark::runs_instance(pid, id.as_str()) != Some(false);
+        let alive = rec.pid.is_some_and(ours);
         match rec.instance.state {
             InstanceState::Terminated => {}
             InstanceState::ShuttingDown => {
-                if let Some(pid) = rec.pid {
+                if let Some(pid) = rec.pid.filter(|_| alive) {
                     crate::process::signal_group(pid, libc::SIGKILL);
                 }
                 crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
@@ -256,10 +332,12 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
 async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
+    let mut tethered = false;
     while let Ok(Some(line)) = lines.next_line().await {
         let (response, exit) = match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let exit = matches!(req, Request::Shutdown);
+                tethered |= matches!(req, Request::Tether);
                 (handler::handle(&shared, req).await, exit)
             }
             Err(e) => (
@@ -277,12 +355,15 @@ async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
         });
         out.push('\n');
         if write.write_all(out.as_bytes()).await.is_err() {
-            return;
+            break;
         }
         let _ = write.flush().await;
         if exit {
             shared.exit.cancel();
             return;
         }
+    }
+    if tethered {
+        stop_then_exit(shared, "the process that tethered the fleet is gone".into());
     }
 }

@@ -8,9 +8,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use repave_core::config::HealthCheck;
 use repave_core::duration::HumanDuration;
+use repave_core::provider::{Groups, Lifecycle, TargetState, Traffic};
+use repave_core::InstanceId;
 use repave_local::{GroupSetup, ImageSource, LocalClient};
 use std::future::Future;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -49,15 +50,47 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        // Synchronous shutdown so a failing test leaves no processes behind.
-        let sock = self.dir.path().join("local/daemon.sock");
-        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-            let _ = s.write_all(b"{\"op\":\"shutdown\"}\n");
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(s).read_line(&mut line);
-        }
+        stop_fleet(self.dir.path());
     }
+}
+
+/// Stops the fleet of a state dir when dropped, whatever the test did to it.
+pub struct FleetGuard<'a>(pub &'a Path);
+
+impl Drop for FleetGuard<'_> {
+    fn drop(&mut self) {
+        stop_fleet(self.0);
+    }
+}
+
+/// `repave local down` for the fleet of `state` (also when the test killed
+/// its fleet process), then fail the test, unless it is failing already,
+/// if anything of that fleet still runs (killed, so nothing outlives it).
+/// Synchronous, for `Drop`: on its own thread and runtime.
+pub fn stop_fleet(state: &Path) {
+    let dir = state.to_path_buf();
+    let down = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(repave_local::down::down(&dir, Path::new(EXE), None))
+            .map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the stopping thread panicked".into()));
+    let left = repave_local::mark::kill_leftovers(state);
+    if std::thread::panicking() {
+        return;
+    }
+    if let Err(e) = down {
+        panic!("stopping the fleet in {}: {e}", state.display());
+    }
+    assert!(
+        left.is_empty(),
+        "the fleet in {} left processes: {left:#?}",
+        state.display()
+    );
 }
 
 pub fn free_port() -> u16 {
@@ -108,6 +141,30 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Wait until the group has `n` in-service members, all healthy at the balancer.
+pub async fn wait_healthy(client: &LocalClient, group: &str, n: usize) -> Vec<InstanceId> {
+    wait_for("healthy group", Duration::from_secs(15), || async {
+        let g = client.describe_group(group).await.unwrap();
+        let live: Vec<InstanceId> = g
+            .members
+            .iter()
+            .filter(|m| m.lifecycle == Lifecycle::InService)
+            .map(|m| m.id.clone())
+            .collect();
+        let health = client.target_health(group).await.unwrap();
+        let healthy = live
+            .iter()
+            .filter(|id| {
+                health
+                    .iter()
+                    .any(|t| &t.instance == *id && t.state == TargetState::Healthy)
+            })
+            .count();
+        (live.len() == n && healthy == n && g.members.len() == n).then_some(live)
+    })
+    .await
 }
 
 /// A keep-alive HTTP client, like a browser or a load generator.
