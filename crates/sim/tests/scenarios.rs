@@ -166,12 +166,19 @@ async fn protected_wait_stalls_then_times_out_with_reason() {
     p.rollout.hold_timeout = HumanDuration::from_secs(900);
     p.rollout.auto_rollback = false;
     let out = run(&s, &p).await;
-    assert_eq!(out.state, "failed");
+    // Waiting out a held instance is nothing the image did: the run pauses
+    // (resumable once the instance is released) and the image stays good.
+    assert_eq!(out.state, "paused");
     let err = out.summary.error.unwrap_or_default();
     assert!(
         err.contains("timed out after 900s") && err.contains(first.as_str()) && err.contains("hold_timeout"),
         "{err}"
     );
+    let image = out.summary.new_image.clone().expect("published image");
+    let img = repave_core::provider::Images::describe_image(s.provider.as_ref(), &image)
+        .await
+        .unwrap();
+    assert_eq!(img.tags.get(repave_core::provider::tag::STATUS), None, "not marked bad");
     // Everything else was replaced while it waited.
     assert_eq!(on_base(&s), 1);
     let seen = s.ticks.seen.lock().unwrap();
