@@ -7,7 +7,7 @@
 //! the command.
 
 use crate::error::{malformed, map_sdk};
-use crate::patching::{self, CommandKind, DocParams, InstancePatch, Platform};
+use crate::patching::{self, CommandKind, DocParams, InstancePatch, Platform, PATCH_DOCUMENT};
 use crate::AwsProvider;
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{CommandInvocationStatus, PatchOrchestratorFilter};
@@ -134,37 +134,76 @@ impl AwsProvider {
         Ok(out)
     }
 
-    /// Turn a successful patch document's output into repave's JSON.
-    async fn interpret(
-        &self,
-        kind: CommandKind,
-        instance: &InstanceId,
-        selection: Option<&repave_core::patch::PatchSelection>,
-        raw: &str,
-    ) -> Result<String> {
-        let empty_ok = self.options.empty_patch_output_is_clean && raw.trim().is_empty();
+    /// Patches Patch Manager counts as installed but waiting for a reboot.
+    async fn pending_reboots(&self, id: &InstanceId) -> Result<i32> {
+        let out = self
+            .ssm
+            .describe_instance_patch_states()
+            .instance_ids(id.as_str())
+            .send()
+            .await
+            .map_err(|e| map_sdk("DescribeInstancePatchStates", e))?;
+        Ok(out
+            .instance_patch_states()
+            .iter()
+            .map(|s| s.installed_pending_reboot_count().unwrap_or(0))
+            .sum())
+    }
+
+    /// A finished patch command's result as repave's JSON, from Patch
+    /// Manager's structured answers (the text is only a log).
+    async fn interpret(&self, kind: CommandKind, instance: &InstanceId, raw: &str, exit_code: i32) -> Result<String> {
         let json = |v: serde_json::Result<String>| v.map_err(|e| malformed("GetCommandInvocation", e));
+        // An emulator without Patch Manager ran nothing.
+        if self.options.empty_patch_output_is_clean && raw.trim().is_empty() {
+            return match kind {
+                CommandKind::Install => json(serde_json::to_string(&InstallReport::default())),
+                _ => Ok("[]".into()),
+            };
+        }
         match kind {
             CommandKind::Shell => Ok(raw.to_string()),
-            CommandKind::WindowsScan => json(serde_json::to_string(&patching::parse_windows_scan(raw))),
-            CommandKind::WindowsInstall => json(serde_json::to_string(&patching::parse_windows_install(raw))),
-            CommandKind::LinuxScan if empty_ok => Ok("[]".into()),
-            CommandKind::LinuxInstall if empty_ok => json(serde_json::to_string(&InstallReport::default())),
-            CommandKind::LinuxScan => {
+            CommandKind::Scan => {
                 let patches = self.instance_patches(instance, &["Missing", "Failed"]).await?;
-                let all = repave_core::patch::PatchSelection::default();
-                json(serde_json::to_string(&patching::linux_scan_result(
-                    &patches,
-                    selection.unwrap_or(&all),
-                )))
+                json(serde_json::to_string(&patching::scan_result(&patches)))
             }
-            CommandKind::LinuxInstall => {
+            CommandKind::Install => {
+                let c = self.patch_context(instance, None).await?;
+                let approved = self.approved_patches(&c).await?;
                 let patches = self
                     .instance_patches(instance, &["Installed", "InstalledPendingReboot", "Failed"])
                     .await?;
-                json(serde_json::to_string(&patching::linux_install_result(&patches)))
+                let pending = self.pending_reboots(instance).await?;
+                json(serde_json::to_string(&patching::install_result(
+                    &patches, &approved, pending, exit_code,
+                )))
             }
         }
+    }
+
+    /// Parameters for a patch command, after making the run's baseline say
+    /// what this command must install.
+    async fn patch_command(&self, req: &CommandRequest) -> Result<(CommandKind, DocParams)> {
+        let (selection, install) = match &req.document {
+            CommandDocument::ScanUpdates { selection } => (selection, None),
+            CommandDocument::InstallUpdates { selection, ids, .. } => (selection, Some(ids)),
+            CommandDocument::Shell { .. } => unreachable!("shell commands are not patch commands"),
+        };
+        let kind = if install.is_some() {
+            CommandKind::Install
+        } else {
+            CommandKind::Scan
+        };
+        if !self.options.empty_patch_output_is_clean {
+            let c = self.patch_context(&req.instance, selection.os).await?;
+            let scan = AwsProvider::scan_baseline_for(&c, selection);
+            let baseline = match install {
+                Some(ids) => patching::install_baseline(&scan, ids),
+                None => scan,
+            };
+            self.apply_baseline(&req.instance, &c, &baseline).await?;
+        }
+        Ok((kind, patching::run_patch_baseline_params(kind == CommandKind::Install)))
     }
 }
 
@@ -178,55 +217,36 @@ impl Commands for AwsProvider {
     async fn send_command(&self, req: CommandRequest) -> Result<CommandId> {
         let platform = self.platform(&req.instance).await?;
         let timeout = req.timeout.as_secs().clamp(30, 172_800);
-        let (document, kind, mut params): (&str, CommandKind, DocParams) = match (&req.document, platform) {
-            (CommandDocument::Shell { script, env }, p) => {
+        let (document, kind, mut params): (&str, CommandKind, DocParams) = match &req.document {
+            CommandDocument::Shell { script, env } => {
                 let mut params = DocParams::new();
-                params.insert("commands".into(), shell_commands(p, script, env)?);
-                let doc = if p == Platform::Windows {
+                params.insert("commands".into(), shell_commands(platform, script, env)?);
+                // The document's own execution timeout.
+                params.insert("executionTimeout".into(), vec![timeout.to_string()]);
+                let doc = if platform == Platform::Windows {
                     "AWS-RunPowerShellScript"
                 } else {
                     "AWS-RunShellScript"
                 };
                 (doc, CommandKind::Shell, params)
             }
-            (CommandDocument::ScanUpdates { selection }, Platform::Windows) => (
-                "AWS-InstallWindowsUpdates",
-                CommandKind::WindowsScan,
-                patching::windows_scan_params(selection),
-            ),
-            (
-                CommandDocument::InstallUpdates {
-                    selection,
-                    ids,
-                    allow_reboot,
-                },
-                Platform::Windows,
-            ) => (
-                "AWS-InstallWindowsUpdates",
-                CommandKind::WindowsInstall,
-                patching::windows_install_params(selection, ids, *allow_reboot),
-            ),
-            (CommandDocument::ScanUpdates { .. }, Platform::Linux) => (
-                "AWS-RunPatchBaseline",
-                CommandKind::LinuxScan,
-                patching::linux_params(false),
-            ),
-            (CommandDocument::InstallUpdates { .. }, Platform::Linux) => (
-                "AWS-RunPatchBaseline",
-                CommandKind::LinuxInstall,
-                patching::linux_params(true),
-            ),
+            _ => {
+                let (kind, params) = self.patch_command(&req).await?;
+                (PATCH_DOCUMENT, kind, params)
+            }
         };
-        if kind == CommandKind::Shell {
-            params.insert("executionTimeout".into(), vec![timeout.to_string()]);
-        }
+        params.retain(|_, v| !v.is_empty());
         let deadline = Instant::now() + req.timeout;
         loop {
+            // TimeoutSeconds bounds delivery; AWS-RunPatchBaseline has no
+            // execution-timeout parameter (its step allows 2 h), so the
+            // engine cancels a patch command still running at its timeout.
             let mut call = self
                 .ssm
                 .send_command()
                 .instance_ids(req.instance.as_str())
                 .document_name(document)
+                .timeout_seconds(timeout as i32)
                 .comment(truncate(&format!("repave {}", req.token), 100));
             for (k, v) in &params {
                 call = call.parameters(k, v.clone());
@@ -237,14 +257,7 @@ impl Commands for AwsProvider {
                         .command()
                         .and_then(|c| c.command_id())
                         .ok_or_else(|| malformed("SendCommand", "no command id"))?;
-                    let id = encode(id, &req.instance, kind);
-                    if let CommandDocument::ScanUpdates { selection } = &req.document {
-                        self.selections
-                            .lock()
-                            .expect("selection lock")
-                            .insert(id.clone(), selection.clone());
-                    }
-                    return Ok(id);
+                    return Ok(encode(id, &req.instance, kind));
                 }
                 Err(e) => {
                     let e = map_sdk("SendCommand", e);
@@ -291,16 +304,23 @@ impl Commands for AwsProvider {
         let raw = out.standard_output_content().unwrap_or_default().to_string();
         let mut stderr = out.standard_error_content().unwrap_or_default().to_string();
         let exit_code = (st.is_terminal() && out.response_code() >= 0).then_some(out.response_code());
-        let stdout = if st == CommandStatus::Success && kind != CommandKind::Shell {
+        // A failed install still says which patches failed: Patch Manager
+        // records them whatever the text shows.
+        let structured = st == CommandStatus::Success || (st == CommandStatus::Failed && kind == CommandKind::Install);
+        let stdout = if structured && kind != CommandKind::Shell {
             // Keep the document's own log next to the interpreted result.
             if !raw.trim().is_empty() {
+                let cut = if raw.chars().count() >= patching::SSM_OUTPUT_LIMIT {
+                    " (the first 24,000 characters, as SSM keeps them; the result above is Patch Manager's)"
+                } else {
+                    ""
+                };
                 stderr = format!(
-                    "{stderr}\n--- {} output ---\n{raw}",
+                    "{stderr}\n--- {} output{cut} ---\n{raw}",
                     out.document_name().unwrap_or("document")
                 );
             }
-            let selection = self.selections.lock().expect("selection lock").get(id).cloned();
-            self.interpret(kind, &instance, selection.as_ref(), &raw).await?
+            self.interpret(kind, &instance, &raw, out.response_code()).await?
         } else {
             raw
         };
@@ -312,8 +332,48 @@ impl Commands for AwsProvider {
             stderr,
         })
     }
-}
 
+    /// CancelCommand for the command's one instance. A command that already
+    /// finished is not an error (AWS: InvalidCommandId once it is done).
+    async fn cancel_command(&self, id: &CommandId) -> Result<()> {
+        let (command, instance, _) = decode(id)?;
+        match self
+            .ssm
+            .cancel_command()
+            .command_id(&command)
+            .instance_ids(instance.as_str())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = map_sdk("CancelCommand", e);
+                if e.message.starts_with("InvalidCommandId") || e.message.starts_with("DuplicateInstanceId") {
+                    return Ok(());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove the run's patch baseline and patch group.
+    async fn finish_patching(&self, instance: &InstanceId) -> Result<()> {
+        if self.options.empty_patch_output_is_clean {
+            return Ok(());
+        }
+        self.finish_baseline(instance).await
+    }
+
+    /// Windows builders are generalized with EC2Launch v2 before imaging.
+    async fn imaging_preparation(&self, instance: &InstanceId) -> Result<Option<CommandDocument>> {
+        Ok(
+            (self.platform(instance).await? == Platform::Windows).then(|| CommandDocument::Shell {
+                script: patching::SYSPREP_SCRIPT.to_string(),
+                env: BTreeMap::new(),
+            }),
+        )
+    }
+}
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
@@ -324,12 +384,9 @@ mod tests {
 
     #[test]
     fn command_ids_round_trip() {
-        let id = encode("abc-123", &InstanceId::new("i-0abc"), CommandKind::LinuxInstall);
+        let id = encode("abc-123", &InstanceId::new("i-0abc"), CommandKind::Install);
         let (c, i, k) = decode(&id).expect("decodes");
-        assert_eq!(
-            (c.as_str(), i.as_str(), k),
-            ("abc-123", "i-0abc", CommandKind::LinuxInstall)
-        );
+        assert_eq!((c.as_str(), i.as_str(), k), ("abc-123", "i-0abc", CommandKind::Install));
         assert!(decode(&CommandId::new("nonsense")).is_err());
     }
 

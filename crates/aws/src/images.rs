@@ -28,6 +28,13 @@ pub(crate) fn image(i: &aws_sdk_ec2::types::Image) -> Image {
         state: state(i.state()),
         created_at: ts_str(i.creation_date()),
         tags: from_ec2_tags(i.tags()),
+        // PlatformDetails ("Linux/UNIX", "Windows", "Red Hat Enterprise
+        // Linux", ...) and the name tell the OS family; the description is
+        // added for names that do not say.
+        platform: i.platform_details().map(|d| match i.description() {
+            Some(desc) if !desc.is_empty() => format!("{d} ({desc})"),
+            _ => d.to_string(),
+        }),
     }
 }
 
@@ -40,12 +47,19 @@ fn snapshot_ids(i: &aws_sdk_ec2::types::Image) -> Vec<String> {
 
 impl AwsProvider {
     async fn create_image_call(&self, req: &CreateImageRequest) -> Result<ImageId> {
+        // The OS family in the description: PlatformDetails and a repave
+        // image name do not tell Amazon Linux from Ubuntu, and the next bake
+        // from this image needs to know.
+        let family = match self.patch_context(&req.instance, None).await {
+            Ok(c) => format!(" ({})", c.os),
+            Err(_) => String::new(),
+        };
         let out = self
             .ec2
             .create_image()
             .instance_id(req.instance.as_str())
             .name(&req.name)
-            .description(format!("repave image from {}", req.instance))
+            .description(format!("repave image from {}{family}", req.instance))
             .tag_specifications(tag_spec(ResourceType::Image, &req.tags))
             .tag_specifications(tag_spec(ResourceType::Snapshot, &req.tags))
             .send()
@@ -56,7 +70,7 @@ impl AwsProvider {
             .ok_or_else(|| crate::error::malformed("CreateImage", "no image id"))
     }
 
-    async fn describe_raw(&self, id: &ImageId) -> Result<aws_sdk_ec2::types::Image> {
+    pub(crate) async fn describe_raw(&self, id: &ImageId) -> Result<aws_sdk_ec2::types::Image> {
         let out = self
             .ec2
             .describe_images()

@@ -11,6 +11,7 @@
 //! AWS error code (see [`error`]). Every API call is counted by operation
 //! ([`AwsProvider::api_calls`]).
 
+mod baseline;
 mod commands;
 mod convert;
 mod counter;
@@ -30,6 +31,7 @@ mod probe;
 pub mod refresh;
 mod traffic;
 
+pub use baseline::PatchBaselineRecord;
 pub use error::AwsError;
 pub use groups::LAUNCH_CONFIGURATION_PREFIX;
 pub use iam::iam_policy;
@@ -48,10 +50,11 @@ use std::time::Duration;
 /// Behaviour switches that are not part of the pipeline config.
 #[derive(Debug, Clone, Default)]
 pub struct AwsOptions {
-    /// Treat a successful patch command with empty output as "nothing to
-    /// install" / "nothing installed" instead of consulting Patch Manager.
-    /// Emulators (moto) run no command and return empty output; never set
-    /// this against real AWS.
+    /// The endpoint has no Patch Manager (plain moto, LocalStack): patch
+    /// commands are sent without a patch baseline, and a successful one
+    /// with empty output means "nothing to install" / "nothing installed"
+    /// (so a bake there stops without publishing). Never set against real
+    /// AWS or the AWS-behaviour harness.
     pub empty_patch_output_is_clean: bool,
 }
 
@@ -78,9 +81,9 @@ pub struct AwsProvider {
     pub(crate) drained: Mutex<std::collections::HashSet<(String, InstanceId)>>,
     /// Platform of instances commands were sent to ("windows" / "linux").
     pub(crate) platforms: Mutex<HashMap<InstanceId, patching::Platform>>,
-    /// Patch selection of each scan this process sent (a resumed process
-    /// without it reports every missing patch; the baseline still applies).
-    pub(crate) selections: Mutex<HashMap<repave_core::CommandId, repave_core::patch::PatchSelection>>,
+    /// Run, pipeline and OS family of each builder patched (its tags and
+    /// image do not change).
+    pub(crate) patch_contexts: Mutex<HashMap<InstanceId, baseline::PatchContext>>,
     /// The application port of each group, for the image test's probe.
     pub(crate) probe_ports: Mutex<HashMap<String, u16>>,
 }
@@ -154,7 +157,7 @@ impl AwsProvider {
             platforms: Mutex::new(HashMap::new()),
             drained: Mutex::new(std::collections::HashSet::new()),
             member_cache: Mutex::new(HashMap::new()),
-            selections: Mutex::new(HashMap::new()),
+            patch_contexts: Mutex::new(HashMap::new()),
             probe_ports: Mutex::new(HashMap::new()),
         }
     }

@@ -1,36 +1,55 @@
-//! Mapping repave's patch vocabulary onto SSM documents, and their output
-//! back into repave's JSON.
+//! Patching through Patch Manager, the same way on every OS family: a
+//! patch baseline per run that says exactly what the pipeline selected,
+//! `AWS-RunPatchBaseline` to scan and install, and the results read from
+//! Patch Manager's structured answers — never from the command's text.
 //!
-//! - Windows: `AWS-InstallWindowsUpdates`. Scan: `Action=Scan` with
-//!   `Categories`, `SeverityLevels`, `PublishedDaysOld`, `ExcludeKbs` from the
-//!   selection. Install: `Action=Install`, `IncludeKbs` = the frozen list (the
-//!   filters already chose it; passing them again could drop an `include`d
-//!   KB), `ExcludeKbs`, `AllowReboot`. The document prints a table; every line
-//!   naming a KB becomes an [`Update`] (severity / classification taken from
-//!   the line when it names one, otherwise `Unspecified` / empty; the
-//!   release date is not printed, so `released` is empty). Install lines
-//!   saying `Failed` go to `failed`; a reboot is reported as required when
-//!   the output says one is required or pending.
-//! - Linux: `AWS-RunPatchBaseline` (`Operation=Scan|Install`,
-//!   `RebootOption=NoReboot`: the engine reboots and re-runs, bounded by
-//!   `max_reboots`). Its output is a log, so the result comes from
-//!   `DescribeInstancePatches`: `Missing`/`Failed` patches after a scan,
-//!   filtered by the selection (severity, classification, include, exclude;
-//!   the minimum age is the patch baseline's ApproveAfterDays, SSM does not
-//!   report release dates per instance); after an install, `Installed` and
-//!   `InstalledPendingReboot` (→ `reboot_required`) and `Failed`. The
-//!   baseline decides what Install installs; a selection narrower than the
-//!   baseline needs a baseline of its own.
-//! - [`crate::AwsOptions::empty_patch_output_is_clean`]: an emulator runs
-//!   nothing and returns empty output; with the option set, empty output of
-//!   a successful scan / install means "nothing to install" / "nothing
-//!   installed".
+//! Why a baseline per run, not `InstallOverrideList`:
+//! - the selection is evaluated by Patch Manager itself, in the OS's own
+//!   words (CLASSIFICATION / SEVERITY on Amazon Linux, RHEL and SUSE,
+//!   MSRC_SEVERITY on Windows, PRIORITY / SECTION on Ubuntu and Debian), and
+//!   `min_age_days` is the rule's `ApproveAfterDays` — AWS knows the release
+//!   dates, DescribeInstancePatches does not report them;
+//! - the scan's `Missing` patches are then exactly the selection; the
+//!   install baseline approves exactly that frozen list (`ApprovedPatches`,
+//!   no rules), so Install installs nothing else;
+//! - it needs only SSM (an override list must be written to S3 or HTTPS
+//!   where the builder can read it, with its own permissions and cleanup).
+//!
+//! The baseline (`repave-<pipeline>-<run>`, tagged `repave:run`) is
+//! registered to a patch group of the same name and the builder is tagged
+//! `Patch Group = <name>`; `finish_patching` removes both, `repave gc`
+//! sweeps what a killed run left.
+//!
+//! Results: after a scan, `DescribeInstancePatches` (`Missing`, `Failed`);
+//! after an install, the same filtered to the baseline's approved list
+//! (this bake's patches only, nothing installed before), plus
+//! `DescribeInstancePatchStates` (`InstalledPendingRebootCount`) and the
+//! command's exit code (3010: reboot required) for the reboot. The
+//! command's output is kept as a log only: SSM returns its first 24,000
+//! characters inline, and a long install's failures come at the end.
+//! Commands are sent with `RebootOption=NoReboot`: the engine reboots
+//! (RebootInstances), waits for SSM and re-scans, bounded by `max_reboots`,
+//! so every reboot is one it counted.
 
-use repave_core::patch::{PatchSelection, Update, CLASSIFICATIONS, SEVERITIES};
+use repave_core::patch::{OsFamily, PatchSelection, Update};
 use repave_core::provider::InstallReport;
 use std::collections::HashMap;
 
-/// The OS family of an instance, which picks the SSM documents.
+/// SSM keeps this many characters of a command's output inline
+/// (GetCommandInvocation `StandardOutputContent`).
+pub const SSM_OUTPUT_LIMIT: usize = 24_000;
+
+/// Exit code asking SSM Agent for a reboot on Windows (and Windows
+/// Update's ERROR_SUCCESS_REBOOT_REQUIRED).
+pub const EXIT_REBOOT_REQUIRED: i32 = 3010;
+
+/// The tag key that puts an instance in a patch group.
+pub const PATCH_GROUP_TAG: &str = "Patch Group";
+
+/// The document every patch command runs.
+pub const PATCH_DOCUMENT: &str = "AWS-RunPatchBaseline";
+
+/// The OS family of an instance, which picks the shell documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     Linux,
@@ -42,29 +61,24 @@ pub enum Platform {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandKind {
     Shell,
-    WindowsScan,
-    WindowsInstall,
-    LinuxScan,
-    LinuxInstall,
+    Scan,
+    Install,
 }
 
 impl CommandKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CommandKind::Shell => "shell",
-            CommandKind::WindowsScan => "win-scan",
-            CommandKind::WindowsInstall => "win-install",
-            CommandKind::LinuxScan => "linux-scan",
-            CommandKind::LinuxInstall => "linux-install",
+            CommandKind::Scan => "scan",
+            CommandKind::Install => "install",
         }
     }
     pub fn parse(s: &str) -> Option<CommandKind> {
         Some(match s {
             "shell" => CommandKind::Shell,
-            "win-scan" => CommandKind::WindowsScan,
-            "win-install" => CommandKind::WindowsInstall,
-            "linux-scan" => CommandKind::LinuxScan,
-            "linux-install" => CommandKind::LinuxInstall,
+            // Ids journaled before one document served every OS.
+            "scan" | "win-scan" | "linux-scan" => CommandKind::Scan,
+            "install" | "win-install" | "linux-install" => CommandKind::Install,
             _ => return None,
         })
     }
@@ -73,151 +87,127 @@ impl CommandKind {
 /// SSM document parameters: name → list of values.
 pub type DocParams = HashMap<String, Vec<String>>;
 
-fn one(v: impl Into<String>) -> Vec<String> {
-    vec![v.into()]
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b {
-        "True"
-    } else {
-        "False"
-    }
-}
-
-/// `AWS-InstallWindowsUpdates` parameters for a scan with `selection`.
-pub fn windows_scan_params(selection: &PatchSelection) -> DocParams {
-    let mut p = DocParams::new();
-    p.insert("Action".into(), one("Scan"));
-    p.insert("AllowReboot".into(), one("False"));
-    if !selection.classifications.is_empty() {
-        p.insert("Categories".into(), one(selection.classifications.join(",")));
-    }
-    if !selection.severities.is_empty() {
-        p.insert("SeverityLevels".into(), one(selection.severities.join(",")));
-    }
-    if selection.min_age_days > 0 {
-        p.insert("PublishedDaysOld".into(), one(selection.min_age_days.to_string()));
-    }
-    if !selection.exclude.is_empty() {
-        p.insert("ExcludeKbs".into(), one(selection.exclude.join(",")));
-    }
-    p
-}
-
-/// `AWS-InstallWindowsUpdates` parameters installing exactly `ids`.
-pub fn windows_install_params(selection: &PatchSelection, ids: &[String], allow_reboot: bool) -> DocParams {
-    let mut p = DocParams::new();
-    p.insert("Action".into(), one("Install"));
-    p.insert("AllowReboot".into(), one(py_bool(allow_reboot)));
-    let ids: Vec<&str> = ids
-        .iter()
-        .map(String::as_str)
-        .filter(|id| !selection.exclude.iter().any(|x| x == id))
-        .collect();
-    p.insert("IncludeKbs".into(), one(ids.join(",")));
-    if !selection.exclude.is_empty() {
-        p.insert("ExcludeKbs".into(), one(selection.exclude.join(",")));
-    }
-    p
-}
-
 /// `AWS-RunPatchBaseline` parameters.
-pub fn linux_params(install: bool) -> DocParams {
+pub fn run_patch_baseline_params(install: bool) -> DocParams {
     let mut p = DocParams::new();
-    p.insert("Operation".into(), one(if install { "Install" } else { "Scan" }));
-    p.insert("RebootOption".into(), one("NoReboot"));
+    p.insert(
+        "Operation".into(),
+        vec![if install { "Install" } else { "Scan" }.into()],
+    );
+    p.insert("RebootOption".into(), vec!["NoReboot".into()]);
     p
 }
 
-fn kb_in(line: &str) -> Option<String> {
-    let up = line.to_ascii_uppercase();
-    let bytes = up.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = up[i..].find("KB") {
-        let start = i + pos;
-        let digits = bytes[start + 2..].iter().take_while(|b| b.is_ascii_digit()).count();
-        let before_ok = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
-        if digits >= 6 && before_ok {
-            return Some(up[start..start + 2 + digits].to_string());
-        }
-        i = start + 2;
-    }
-    None
-}
-
-fn word_in(line: &str, words: &[&str]) -> Option<String> {
-    let squashed: String = line
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_lowercase();
-    words
-        .iter()
-        .find(|w| squashed.contains(&w.to_ascii_lowercase()))
-        .map(|w| w.to_string())
-}
-
-fn update_from_line(kb: String, line: &str) -> Update {
-    let title = line.replace(&kb, "").split_whitespace().collect::<Vec<_>>().join(" ");
-    Update {
-        id: kb,
-        package: title,
-        version: String::new(),
-        severity: word_in(line, SEVERITIES).unwrap_or_else(|| "Unspecified".into()),
-        classification: word_in(line, CLASSIFICATIONS).unwrap_or_default(),
-        released: String::new(),
-        reboot: false,
-        files: Default::default(),
+/// Patch Manager's `OperatingSystem` for a family; Amazon Linux versions
+/// differ, told apart by the image name (AL2023 when it does not say).
+pub fn operating_system(os: OsFamily, image_name: &str) -> &'static str {
+    let name = image_name.to_ascii_lowercase();
+    match os {
+        OsFamily::Windows => "WINDOWS",
+        OsFamily::AmazonLinux if name.contains("amzn2-") => "AMAZON_LINUX_2",
+        OsFamily::AmazonLinux if name.contains("amzn-ami") => "AMAZON_LINUX",
+        OsFamily::AmazonLinux => "AMAZON_LINUX_2023",
+        OsFamily::Rhel => "REDHAT_ENTERPRISE_LINUX",
+        OsFamily::Suse => "SUSE",
+        OsFamily::Ubuntu => "UBUNTU",
+        OsFamily::Debian => "DEBIAN",
     }
 }
 
-/// Updates listed in an `AWS-InstallWindowsUpdates` scan output (one per KB).
-pub fn parse_windows_scan(output: &str) -> Vec<Update> {
-    let mut seen = std::collections::BTreeSet::new();
-    output
-        .lines()
-        .filter_map(|l| kb_in(l).map(|kb| (kb, l)))
-        .filter(|(kb, _)| seen.insert(kb.clone()))
-        .map(|(kb, l)| update_from_line(kb, l))
+/// `repave-<pipeline>-<run>` in the characters baseline names allow
+/// (`[a-zA-Z0-9_\-.]`, at most 128).
+pub fn baseline_name(pipeline: &str, run: &str) -> String {
+    let raw = format!("repave-{pipeline}-{run}");
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
         .collect()
 }
 
-/// Install report from an `AWS-InstallWindowsUpdates` install output.
-pub fn parse_windows_install(output: &str) -> InstallReport {
-    let mut report = InstallReport::default();
-    for line in output.lines() {
-        let Some(kb) = kb_in(line) else { continue };
-        let lower = line.to_ascii_lowercase();
-        if lower.contains("failed") || lower.contains("aborted") {
-            if !report.failed.contains(&kb) {
-                report.failed.push(kb);
-            }
-        } else if !report.installed.iter().any(|u| u.id == kb) {
-            report.installed.push(update_from_line(kb, line));
-        }
-    }
-    let lower = output.to_ascii_lowercase();
-    report.reboot_required = [
-        "reboot is required",
-        "reboot required",
-        "rebootrequired : true",
-        "pending reboot",
-        "restart is required",
-    ]
-    .iter()
-    .any(|p| lower.contains(p));
-    report
+/// One approval rule: patches matching every filter, approved
+/// `approve_after_days` after release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub filters: Vec<(&'static str, Vec<String>)>,
+    pub approve_after_days: Option<u32>,
+    pub enable_non_security: bool,
 }
 
-/// One patch as Patch Manager reports it for an instance.
+/// What the run's patch baseline says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Baseline {
+    pub name: String,
+    pub operating_system: &'static str,
+    pub rule: Option<Rule>,
+    pub approved: Vec<String>,
+    /// Blocked outright (`RejectedPatchesAction = BLOCK`).
+    pub rejected: Vec<String>,
+    pub approved_enable_non_security: bool,
+}
+
+/// The baseline a scan runs against: the selection as an approval rule.
+pub fn scan_baseline(name: &str, operating_system: &'static str, os: OsFamily, s: &PatchSelection) -> Baseline {
+    let (severity_key, class_key) = match os {
+        OsFamily::Windows => ("MSRC_SEVERITY", "CLASSIFICATION"),
+        OsFamily::Ubuntu | OsFamily::Debian => ("PRIORITY", "SECTION"),
+        _ => ("SEVERITY", "CLASSIFICATION"),
+    };
+    let mut filters = Vec::new();
+    if !s.classifications.is_empty() {
+        filters.push((class_key, s.classifications.clone()));
+    }
+    if !s.severities.is_empty() {
+        filters.push((severity_key, s.severities.clone()));
+    }
+    if filters.is_empty() {
+        // A rule needs a filter; PRODUCT * is "every patch of this OS".
+        filters.push(("PRODUCT", vec!["*".into()]));
+    }
+    // Non-security updates (Bugfix, Enhancement, ...) are only approved on
+    // Linux when the rule enables them.
+    let enable_non_security =
+        !os.is_windows() && (s.classifications.is_empty() || s.classifications.iter().any(|c| c != "Security"));
+    Baseline {
+        name: name.to_string(),
+        operating_system,
+        rule: Some(Rule {
+            filters,
+            // Patch Manager has no release dates on Ubuntu / Debian; the
+            // config refuses min_age_days there.
+            approve_after_days: (!os.is_apt()).then_some(s.min_age_days),
+            enable_non_security,
+        }),
+        approved: s.include.clone(),
+        rejected: s.exclude.clone(),
+        approved_enable_non_security: enable_non_security,
+    }
+}
+
+/// The baseline an install runs against: exactly the frozen list.
+pub fn install_baseline(scan: &Baseline, ids: &[String]) -> Baseline {
+    Baseline {
+        rule: None,
+        approved: ids.iter().filter(|id| !scan.rejected.contains(id)).cloned().collect(),
+        ..scan.clone()
+    }
+}
+
+/// One patch as DescribeInstancePatches reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstancePatch {
+    /// KBId: "KB5034441" on Windows, "openssl.x86_64" on Linux.
     pub id: String,
     pub title: String,
     pub classification: String,
     pub severity: String,
-    /// Patch Manager state (`Missing`, `Installed`, `InstalledPendingReboot`, `Failed`, ...).
+    /// `Installed`, `InstalledOther`, `InstalledPendingReboot`,
+    /// `InstalledRejected`, `Missing`, `NotApplicable`, `Failed`.
     pub state: String,
 }
 
@@ -232,40 +222,37 @@ fn to_update(p: &InstancePatch) -> Update {
             p.severity.clone()
         },
         classification: p.classification.clone(),
+        // DescribeInstancePatches reports no release date (the baseline's
+        // ApproveAfterDays already applied it).
         released: String::new(),
         reboot: p.state == "InstalledPendingReboot",
         files: Default::default(),
     }
 }
 
-fn selected(p: &InstancePatch, s: &PatchSelection) -> bool {
-    let eq =
-        |a: &str, b: &str| a.eq_ignore_ascii_case(b) || a.replace(' ', "").eq_ignore_ascii_case(&b.replace(' ', ""));
-    if s.exclude.iter().any(|x| eq(x, &p.id)) {
-        return false;
-    }
-    if s.include.iter().any(|x| eq(x, &p.id)) {
-        return true;
-    }
-    (s.severities.is_empty() || s.severities.iter().any(|x| eq(x, &p.severity)))
-        && (s.classifications.is_empty() || s.classifications.iter().any(|x| eq(x, &p.classification)))
-}
-
-/// Updates to install after a RunPatchBaseline scan: missing (or failed)
-/// patches the selection chooses.
-pub fn linux_scan_result(patches: &[InstancePatch], selection: &PatchSelection) -> Vec<Update> {
+/// The frozen list after a scan against the run's baseline: what is
+/// missing (or failed before), i.e. exactly what the selection approves.
+pub fn scan_result(patches: &[InstancePatch]) -> Vec<Update> {
     patches
         .iter()
         .filter(|p| p.state == "Missing" || p.state == "Failed")
-        .filter(|p| selected(p, selection))
         .map(to_update)
         .collect()
 }
 
-/// Install report after a RunPatchBaseline install.
-pub fn linux_install_result(patches: &[InstancePatch]) -> InstallReport {
+/// What an install against the frozen baseline did: only the `approved`
+/// (this bake's) patches count; a reboot is required when one of them is
+/// pending reboot, when Patch Manager counts any pending, or when the
+/// command exited 3010.
+pub fn install_result(
+    patches: &[InstancePatch],
+    approved: &[String],
+    pending_reboot_count: i32,
+    exit_code: i32,
+) -> InstallReport {
+    let ours = |p: &&InstancePatch| approved.iter().any(|a| a.eq_ignore_ascii_case(&p.id));
     let mut r = InstallReport::default();
-    for p in patches {
+    for p in patches.iter().filter(ours) {
         match p.state.as_str() {
             "Installed" | "InstalledOther" => r.installed.push(to_update(p)),
             "InstalledPendingReboot" => {
@@ -276,8 +263,20 @@ pub fn linux_install_result(patches: &[InstancePatch]) -> InstallReport {
             _ => {}
         }
     }
+    r.reboot_required |= pending_reboot_count > 0 || exit_code == EXIT_REBOOT_REQUIRED;
     r
 }
+
+/// Generalize a Windows builder with EC2Launch v2 before its image is
+/// taken: `reset` clears the instance-specific state so the launch tasks
+/// run again on first boot, `sysprep` generalizes Windows. The instance
+/// is left running; the engine stops it.
+pub const SYSPREP_SCRIPT: &str = r#"$ec2launch = Join-Path $env:ProgramFiles 'Amazon\EC2Launch\EC2Launch.exe'
+if (-not (Test-Path $ec2launch)) { Write-Error "EC2Launch v2 is not installed on this image; set builder.generalize = false to capture it as it is"; exit 1 }
+& $ec2launch reset --clean
+if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+& $ec2launch sysprep --clean --shutdown=false
+exit $LASTEXITCODE"#;
 
 /// Quote `v` for a POSIX shell: single quotes, `'` written as `'\''`.
 pub fn sh_quote(v: &str) -> String {
@@ -311,75 +310,146 @@ mod tests {
         assert!(!valid_env_name(""));
     }
 
-    #[test]
-    fn windows_params_map_the_selection() {
-        let s = PatchSelection {
-            severities: vec!["Critical".into(), "Important".into()],
-            classifications: vec!["SecurityUpdates".into()],
-            min_age_days: 7,
-            include: vec![],
-            exclude: vec!["KB1234567".into()],
-        };
-        let p = windows_scan_params(&s);
-        assert_eq!(p["Action"], vec!["Scan"]);
-        assert_eq!(p["SeverityLevels"], vec!["Critical,Important"]);
-        assert_eq!(p["Categories"], vec!["SecurityUpdates"]);
-        assert_eq!(p["PublishedDaysOld"], vec!["7"]);
-        assert_eq!(p["ExcludeKbs"], vec!["KB1234567"]);
-        let p = windows_install_params(&s, &["KB5000001".into(), "KB1234567".into()], true);
-        assert_eq!(p["Action"], vec!["Install"]);
-        assert_eq!(p["IncludeKbs"], vec!["KB5000001"]);
-        assert_eq!(p["AllowReboot"], vec!["True"]);
+    fn sel(os: OsFamily, sev: &[&str], class: &[&str], age: u32) -> PatchSelection {
+        PatchSelection {
+            os: Some(os),
+            severities: sev.iter().map(|s| s.to_string()).collect(),
+            classifications: class.iter().map(|s| s.to_string()).collect(),
+            min_age_days: age,
+            include: vec!["tzdata.noarch".into()],
+            exclude: vec!["kernel.x86_64".into()],
+        }
     }
 
     #[test]
-    fn parses_windows_output() {
-        let scan = "Title                                   KB          Classification   Severity\n\
-                    -----                                   --          --------------   --------\n\
-                    2024-01 Cumulative Update for Windows   KB5034127   Security Updates Critical\n\
-                    Definition Update for Defender          KB2267602   Definition Updates\n";
-        let u = parse_windows_scan(scan);
-        assert_eq!(u.len(), 2);
-        assert_eq!(u[0].id, "KB5034127");
-        assert_eq!(u[0].severity, "Critical");
-        assert_eq!(u[0].classification, "SecurityUpdates");
-        assert_eq!(u[1].severity, "Unspecified");
-        let inst = "KB5034127 Installed\nKB2267602 Failed\nA reboot is required to complete the installation.";
-        let r = parse_windows_install(inst);
-        assert_eq!(r.installed.len(), 1);
-        assert_eq!(r.failed, vec!["KB2267602".to_string()]);
-        assert!(r.reboot_required);
-        assert!(parse_windows_scan("").is_empty());
+    fn the_selection_becomes_the_baseline_rule_per_os() {
+        type Case = (
+            &'static str,
+            OsFamily,
+            &'static str,
+            PatchSelection,
+            Vec<(&'static str, Vec<&'static str>)>,
+            Option<u32>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "amazon linux security critical/important",
+                OsFamily::AmazonLinux,
+                "al2023-ami-2023.5-x86_64",
+                sel(OsFamily::AmazonLinux, &["Critical", "Important"], &["Security"], 7),
+                vec![
+                    ("CLASSIFICATION", vec!["Security"]),
+                    ("SEVERITY", vec!["Critical", "Important"]),
+                ],
+                Some(7),
+                false,
+            ),
+            (
+                "amazon linux bugfixes need non-security",
+                OsFamily::AmazonLinux,
+                "amzn2-ami-kernel-5.10",
+                sel(OsFamily::AmazonLinux, &[], &["Security", "Bugfix"], 0),
+                vec![("CLASSIFICATION", vec!["Security", "Bugfix"])],
+                Some(0),
+                true,
+            ),
+            (
+                "windows msrc severity",
+                OsFamily::Windows,
+                "Windows_Server-2022",
+                sel(OsFamily::Windows, &["Critical"], &["SecurityUpdates"], 3),
+                vec![
+                    ("CLASSIFICATION", vec!["SecurityUpdates"]),
+                    ("MSRC_SEVERITY", vec!["Critical"]),
+                ],
+                Some(3),
+                false,
+            ),
+            (
+                "ubuntu priority and section, no delay",
+                OsFamily::Ubuntu,
+                "ubuntu-jammy",
+                sel(OsFamily::Ubuntu, &["Required"], &["libs"], 0),
+                vec![("SECTION", vec!["libs"]), ("PRIORITY", vec!["Required"])],
+                None,
+                true,
+            ),
+            (
+                "anything on suse",
+                OsFamily::Suse,
+                "suse-sles-15",
+                sel(OsFamily::Suse, &[], &[], 0),
+                vec![("PRODUCT", vec!["*"])],
+                Some(0),
+                true,
+            ),
+        ];
+        for (name, os, image, s, filters, days, non_security) in cases {
+            let b = scan_baseline("repave-web-r1", operating_system(os, image), os, &s);
+            let rule = b.rule.clone().expect("a rule");
+            let want: Vec<(&str, Vec<String>)> = filters
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().map(String::from).collect()))
+                .collect();
+            assert_eq!(rule.filters, want, "{name}");
+            assert_eq!(rule.approve_after_days, days, "{name}");
+            assert_eq!(rule.enable_non_security, non_security, "{name}");
+            assert_eq!(b.approved, vec!["tzdata.noarch"], "{name}: include is approved");
+            assert_eq!(b.rejected, vec!["kernel.x86_64"], "{name}: exclude is blocked");
+            let frozen = install_baseline(&b, &["openssl.x86_64".into(), "kernel.x86_64".into()]);
+            assert_eq!(frozen.rule, None, "{name}: the install approves the list only");
+            assert_eq!(frozen.approved, vec!["openssl.x86_64"], "{name}");
+        }
+        assert_eq!(
+            operating_system(OsFamily::AmazonLinux, "amzn2-ami-hvm"),
+            "AMAZON_LINUX_2"
+        );
+        assert_eq!(operating_system(OsFamily::AmazonLinux, "custom"), "AMAZON_LINUX_2023");
+        assert_eq!(operating_system(OsFamily::Rhel, ""), "REDHAT_ENTERPRISE_LINUX");
+        assert_eq!(baseline_name("web", "r 1/x"), "repave-web-r-1-x");
     }
 
     #[test]
-    fn linux_results_follow_patch_manager_states() {
-        let p = |id: &str, sev: &str, cls: &str, state: &str| InstancePatch {
+    fn results_follow_patch_manager_states() {
+        let p = |id: &str, state: &str| InstancePatch {
             id: id.into(),
-            title: id.into(),
-            classification: cls.into(),
-            severity: sev.into(),
+            title: format!("{id} title"),
+            classification: "Security".into(),
+            severity: "Critical".into(),
             state: state.into(),
         };
-        let patches = vec![
-            p("openssl", "Critical", "Security", "Missing"),
-            p("vim", "Low", "Bugfix", "Missing"),
-            p("curl", "Important", "Security", "Installed"),
-            p("tzdata", "Low", "Bugfix", "Missing"),
-        ];
-        let sel = PatchSelection {
-            severities: vec!["Critical".into()],
-            include: vec!["tzdata".into()],
-            ..Default::default()
-        };
-        let ids: Vec<String> = linux_scan_result(&patches, &sel).into_iter().map(|u| u.id).collect();
-        assert_eq!(ids, vec!["openssl", "tzdata"]);
-        let r = linux_install_result(&[
-            p("openssl", "Critical", "Security", "InstalledPendingReboot"),
-            p("vim", "", "", "Failed"),
+        let scanned = scan_result(&[
+            p("openssl.x86_64", "Missing"),
+            p("curl.x86_64", "Installed"),
+            p("glibc.x86_64", "Failed"),
+            p("vim.x86_64", "NotApplicable"),
         ]);
+        let ids: Vec<&str> = scanned.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids, vec!["openssl.x86_64", "glibc.x86_64"]);
+
+        let frozen = vec!["openssl.x86_64".to_string(), "glibc.x86_64".to_string()];
+        let after = [
+            p("openssl.x86_64", "InstalledPendingReboot"),
+            p("glibc.x86_64", "Failed"),
+            // Installed long before this bake: not in its manifest.
+            p("curl.x86_64", "Installed"),
+        ];
+        let r = install_result(&after, &frozen, 1, 0);
+        assert_eq!(
+            r.installed.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            vec!["openssl.x86_64"]
+        );
+        assert_eq!(r.failed, vec!["glibc.x86_64"]);
         assert!(r.reboot_required);
-        assert_eq!(r.installed[0].id, "openssl");
-        assert_eq!(r.failed, vec!["vim".to_string()]);
+        assert!(!r.rebooted, "NoReboot: the engine reboots");
+        let clean = install_result(&[p("openssl.x86_64", "Installed")], &frozen, 0, 0);
+        assert!(!clean.reboot_required);
+        assert!(
+            install_result(&[], &frozen, 0, EXIT_REBOOT_REQUIRED).reboot_required,
+            "exit 3010"
+        );
+        assert_eq!(CommandKind::parse("win-install"), Some(CommandKind::Install));
+        assert_eq!(CommandKind::parse(CommandKind::Scan.as_str()), Some(CommandKind::Scan));
     }
 }

@@ -1,29 +1,20 @@
-//! Patch selection: which updates a bake installs. One vocabulary for every
-//! provider (the one Windows Update and SSM use), so a selection written once
-//! means the same locally and on AWS.
+//! Patch selection: which updates a bake installs. One selection, in the
+//! vocabulary of the builder's OS family ([`os`]): Windows Update's
+//! severities and classifications, the yum advisory types and severities of
+//! Amazon Linux and RHEL, SUSE's patch categories, the priorities and
+//! sections of Ubuntu and Debian packages — the words Patch Manager uses,
+//! so a selection means the same locally and on AWS.
 
+pub mod os;
+
+pub use os::{Axis, OsFamily, PlatformChoice};
 use serde::{Deserialize, Serialize};
 
-/// Severities, most severe first (MSRC ratings as SSM uses them).
-pub const SEVERITIES: &[&str] = &["Critical", "Important", "Moderate", "Low", "Unspecified"];
+/// Windows severities, most severe first (MSRC ratings as SSM uses them).
+pub const SEVERITIES: &[&str] = os::WINDOWS_SEVERITIES;
 
-/// Classifications AWS-InstallWindowsUpdates accepts.
-pub const CLASSIFICATIONS: &[&str] = &[
-    "CriticalUpdates",
-    "SecurityUpdates",
-    "DefinitionUpdates",
-    "Drivers",
-    "FeaturePacks",
-    "ServicePacks",
-    "Tools",
-    "UpdateRollups",
-    "Updates",
-    "Application",
-    "Connectors",
-    "DeveloperKits",
-    "Guidance",
-    "Microsoft",
-];
+/// Windows classifications (AWS-InstallWindowsUpdates' `Categories`).
+pub const CLASSIFICATIONS: &[&str] = os::WINDOWS_CLASSIFICATIONS;
 
 /// One entry of an update feed (a KB, or a package version).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +38,16 @@ pub struct Update {
 
 /// Which updates to install. Empty `severities` / `classifications` mean
 /// "any". `include` wins over the filters, `exclude` over everything.
+/// On Ubuntu / Debian `severities` holds package priorities and
+/// `classifications` sections (the config calls them `priorities` and
+/// `sections`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSelection {
+    /// The OS family the names are in, once the engine knows the builder's
+    /// (providers pick the patch documents and baselines from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsFamily>,
     #[serde(default)]
     pub severities: Vec<String>,
     #[serde(default)]
@@ -172,23 +170,25 @@ impl PatchSelection {
             .collect()
     }
 
-    /// Problems with the selection itself (unknown severity names, ...).
+    /// Problems with the selection itself on `os` (names the family does
+    /// not know, include/exclude overlap), each prefixed with the list it is
+    /// about (`"severities: ..."`).
     pub fn problems(&self) -> Vec<String> {
+        let os = self.os.unwrap_or(OsFamily::Windows);
+        let (sev_key, class_key) = ("severities", "classifications");
         let mut out = Vec::new();
-        for s in &self.severities {
-            if !SEVERITIES.iter().any(|k| k.eq_ignore_ascii_case(s)) {
-                out.push(format!(
-                    "severities: unknown severity {s:?} (expected one of {})",
-                    SEVERITIES.join(", ")
-                ));
-            }
-        }
-        for c in &self.classifications {
-            if !CLASSIFICATIONS.iter().any(|k| k.eq_ignore_ascii_case(c)) {
-                out.push(format!(
-                    "classifications: unknown classification {c:?} (expected one of {})",
-                    CLASSIFICATIONS.join(", ")
-                ));
+        for (key, axis, values) in [
+            (sev_key, Axis::Severity, &self.severities),
+            (class_key, Axis::Classification, &self.classifications),
+        ] {
+            for v in values {
+                if !os.knows(axis, v) {
+                    out.push(format!(
+                        "{key}: unknown {} {v:?} on {os} (expected one of {})",
+                        singular(key),
+                        os.names(axis).join(", ")
+                    ));
+                }
             }
         }
         for x in &self.exclude {
@@ -197,6 +197,17 @@ impl PatchSelection {
             }
         }
         out
+    }
+}
+
+/// "severities" -> "severity", for messages.
+pub fn singular(key: &str) -> &str {
+    match key {
+        "severities" => "severity",
+        "classifications" => "classification",
+        "priorities" => "priority",
+        "sections" => "section",
+        other => other,
     }
 }
 
@@ -237,6 +248,7 @@ mod tests {
     fn selection_table() {
         let today = parse_date_days("2026-01-30").unwrap();
         let s = |sev: &[&str], class: &[&str], age: u32, inc: &[&str], exc: &[&str]| PatchSelection {
+            os: None,
             severities: sev.iter().map(|x| x.to_string()).collect(),
             classifications: class.iter().map(|x| x.to_string()).collect(),
             min_age_days: age,

@@ -53,6 +53,11 @@ pub struct Image {
     pub state: ImageState,
     pub created_at: Timestamp,
     pub tags: Tags,
+    /// What the cloud says the image's OS is (AWS: `PlatformDetails`, such
+    /// as "Linux/UNIX" or "Windows"; local: the update feed's OS family);
+    /// with `name` it tells the OS family ([`crate::patch::OsFamily::detect`]).
+    #[serde(default)]
+    pub platform: Option<String>,
 }
 
 /// Create an image from a (stopped) instance.
@@ -217,18 +222,43 @@ pub struct CommandResult {
     pub stderr: String,
 }
 
-/// What `InstallUpdates` reports.
+/// What `InstallUpdates` reports: only what this install did, read from
+/// the provider's structured results (never from truncated text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct InstallReport {
     pub installed: Vec<Update>,
     pub failed: Vec<String>,
+    /// A reboot is needed before the installed updates take effect (or
+    /// before the rest can install).
     pub reboot_required: bool,
+    /// The install already rebooted the instance itself (local with
+    /// `allow_reboot`); otherwise the engine reboots it.
+    #[serde(default)]
+    pub rebooted: bool,
 }
 
 #[async_trait]
 pub trait Commands: Send + Sync {
     async fn send_command(&self, req: CommandRequest) -> Result<CommandId>;
     async fn command_result(&self, id: &CommandId) -> Result<CommandResult>;
+    /// Stop a command that is still running (AWS: CancelCommand). Finished
+    /// or unknown commands are not an error. Providers whose commands end
+    /// by the timeout they were sent with need not do more.
+    async fn cancel_command(&self, _id: &CommandId) -> Result<()> {
+        Ok(())
+    }
+    /// Remove what patching this instance needed besides the instance
+    /// itself (AWS: the pipeline's patch baseline and its patch group).
+    /// Idempotent; `gc` sweeps what a killed run left.
+    async fn finish_patching(&self, _instance: &InstanceId) -> Result<()> {
+        Ok(())
+    }
+    /// The command that prepares this builder for imaging, if its OS needs
+    /// one (AWS Windows: EC2Launch v2 sysprep, so new instances run their
+    /// first-boot tasks).
+    async fn imaging_preparation(&self, _instance: &InstanceId) -> Result<Option<CommandDocument>> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,11 +6,13 @@
 use crate::call::retry;
 use crate::error::EngineError;
 use crate::executor::Ctx;
-use repave_core::patch::Update;
+pub use crate::patching::{nothing_to_install, patch, scan};
+use repave_core::patch::{OsFamily, PlatformChoice, Update};
 use repave_core::provider::{
-    tag, CommandDocument, CommandRequest, CommandResult, CommandStatus, CreateImageRequest, ImageState, InstallReport,
-    InstanceSpec, InstanceState, LaunchRequest, Tags,
+    tag, CommandDocument, CommandRequest, CommandResult, CommandStatus, CreateImageRequest, ImageState, InstanceSpec,
+    InstanceState, LaunchRequest, Tags,
 };
+use repave_core::CommandId;
 use repave_core::{ImageId, InstanceId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,6 +30,10 @@ pub struct ResolveOutput {
     pub parameter_version: u64,
     pub launch_spec: repave_core::provider::LaunchSpecRef,
     pub desired: u32,
+    /// The builder's OS family: detected from the source image, checked
+    /// against `builder.platform` and the patch selection.
+    #[serde(default)]
+    pub os: Option<OsFamily>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +91,7 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
             image.state
         )));
     }
+    let os = builder_os(ctx, &image)?;
     let group = &ctx.pipeline.group;
     let g = retry("resolve", || p.describe_group(group))
         .await
@@ -107,7 +114,35 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
         parameter_version: param.version,
         launch_spec: g.launch_spec,
         desired: g.desired,
+        os: Some(os),
     })
+}
+
+/// The OS family a builder from `image` has, checked against
+/// `builder.platform` and the selection before anything is launched: a
+/// selection in another family's words would match nothing and bake an
+/// unpatched image.
+pub(crate) fn builder_os(ctx: &Ctx<'_>, image: &repave_core::provider::Image) -> Result<OsFamily, EngineError> {
+    let detected = OsFamily::detect(image.platform.as_deref().unwrap_or_default(), &image.name, "");
+    let os = ctx
+        .pipeline
+        .builder
+        .platform_choice()
+        .resolve(detected)
+        .map_err(|m| EngineError::Preflight(format!("source image {}: {m}", image.id)))?;
+    let problems = ctx
+        .pipeline
+        .patch
+        .problems(PlatformChoice::Family(os), ctx.pipeline.provider == "aws");
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(EngineError::Preflight(format!(
+            "the patch selection cannot match anything on {os} (image {}): {}",
+            image.id,
+            list.join("; ")
+        )));
+    }
+    Ok(os)
 }
 
 pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOutput, EngineError> {
@@ -231,16 +266,61 @@ pub(crate) async fn run_command(
     document: CommandDocument,
     timeout: Duration,
 ) -> Result<CommandResult, EngineError> {
+    let token = format!("{}-{step}-{}", ctx.run_id(), rand::random::<u32>());
+    run_command_as(ctx, step, instance, document, timeout, token, None, |_| Ok(())).await
+}
+
+/// [`run_command`] with a given token, resuming `previous` (a command this
+/// step sent before) unless it ended without success, and telling
+/// `on_sent` a new command's id before waiting for it. A command still
+/// running when the wait ends (timeout, cancel) is cancelled.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_command_as(
+    ctx: &Ctx<'_>,
+    step: &str,
+    instance: &InstanceId,
+    document: CommandDocument,
+    timeout: Duration,
+    token: String,
+    previous: Option<CommandId>,
+    mut on_sent: impl FnMut(&CommandId) -> Result<(), EngineError>,
+) -> Result<CommandResult, EngineError> {
     let p = ctx.provider();
-    let req = CommandRequest {
-        instance: instance.clone(),
-        document,
-        timeout,
-        token: format!("{}-{step}-{}", ctx.run_id(), rand::random::<u32>()),
+    // Shell documents carry their own execution timeout, which the
+    // provider reports; patch documents have none, so their bound is ours.
+    let margin = match document {
+        CommandDocument::Shell { .. } => Duration::from_secs(30),
+        _ => Duration::ZERO,
     };
-    let id = retry(step, || p.send_command(req.clone())).await?;
-    let margin = Duration::from_secs(30);
-    wait_for(
+    let resumable = match &previous {
+        Some(id) => {
+            let r = retry(step, || p.command_result(id)).await?;
+            !r.status.is_terminal() || r.status == CommandStatus::Success
+        }
+        None => false,
+    };
+    let id = match previous.filter(|_| resumable) {
+        Some(id) => {
+            ctx.log(
+                step,
+                format!("waiting for command {id}, sent before"),
+                serde_json::Value::Null,
+            );
+            id
+        }
+        None => {
+            let req = CommandRequest {
+                instance: instance.clone(),
+                document,
+                timeout,
+                token,
+            };
+            let id = retry(step, || p.send_command(req.clone())).await?;
+            on_sent(&id)?;
+            id
+        }
+    };
+    let waited = wait_for(
         ctx,
         step,
         &format!("command {id} on {instance}"),
@@ -250,7 +330,19 @@ pub(crate) async fn run_command(
             Ok(r.status.is_terminal().then_some(r))
         },
     )
-    .await
+    .await;
+    if waited.is_err() {
+        // Nothing may keep patching an instance the run has given up on.
+        match p.cancel_command(&id).await {
+            Ok(()) => ctx.log(step, format!("command {id} cancelled"), serde_json::Value::Null),
+            Err(e) => ctx.log(
+                step,
+                format!("could not cancel command {id}: {e}"),
+                serde_json::Value::Null,
+            ),
+        }
+    }
+    waited
 }
 
 fn tail(s: &str, n: usize) -> &str {
@@ -262,7 +354,7 @@ fn tail(s: &str, n: usize) -> &str {
     s[i..].trim()
 }
 
-fn command_error(what: &str, r: &CommandResult) -> EngineError {
+pub(crate) fn command_error(what: &str, r: &CommandResult) -> EngineError {
     EngineError::Patch(format!(
         "{what}: {:?} (exit code {}): {}",
         r.status,
@@ -276,127 +368,6 @@ fn command_error(what: &str, r: &CommandResult) -> EngineError {
             400
         )
     ))
-}
-
-/// Freeze the list of updates to install.
-pub async fn scan(ctx: &Ctx<'_>, id: &InstanceId) -> Result<ScanOutput, EngineError> {
-    let out = scan_updates(ctx, id).await?;
-    let ids: Vec<&str> = out.updates.iter().map(|u| u.id.as_str()).collect();
-    ctx.log(
-        "scan",
-        format!("{} update(s) selected: {}", ids.len(), ids.join(", ")),
-        serde_json::Value::Null,
-    );
-    Ok(out)
-}
-
-async fn scan_updates(ctx: &Ctx<'_>, id: &InstanceId) -> Result<ScanOutput, EngineError> {
-    let selection = ctx.pipeline.patch.selection();
-    let timeout = ctx.pipeline.patch.timeout.get();
-    let r = run_command(ctx, "scan", id, CommandDocument::ScanUpdates { selection }, timeout).await?;
-    if r.status != CommandStatus::Success {
-        return Err(command_error("scan for updates", &r));
-    }
-    let updates: Vec<Update> = serde_json::from_str(r.stdout.trim())
-        .map_err(|e| EngineError::Patch(format!("scan output is not a JSON list of updates: {e}")))?;
-    Ok(ScanOutput { updates })
-}
-
-/// Install the frozen list; reboot and continue while updates ask for it
-/// (bounded by `max_reboots`); re-scan to prove nothing selected is pending.
-pub async fn patch(ctx: &Ctx<'_>, id: &InstanceId, frozen: &ScanOutput) -> Result<PatchOutput, EngineError> {
-    let cfg = &ctx.pipeline.patch;
-    let deadline = Instant::now() + cfg.timeout.get();
-    let mut remaining: Vec<String> = frozen.updates.iter().map(|u| u.id.clone()).collect();
-    let mut installed: Vec<Update> = Vec::new();
-    let mut reboots = 0;
-    while !remaining.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(EngineError::Timeout {
-                step: "patch".into(),
-                seconds: cfg.timeout.get().as_secs(),
-                what: "installing updates".into(),
-            });
-        }
-        let doc = CommandDocument::InstallUpdates {
-            selection: cfg.selection(),
-            ids: remaining.clone(),
-            allow_reboot: cfg.allow_reboot,
-        };
-        let r = run_command(ctx, "patch", id, doc, left).await?;
-        if r.status != CommandStatus::Success {
-            return Err(command_error("install updates", &r));
-        }
-        let report: InstallReport = serde_json::from_str(r.stdout.trim())
-            .map_err(|e| EngineError::Patch(format!("install output is not an install report: {e}")))?;
-        if !report.failed.is_empty() {
-            return Err(EngineError::Patch(format!(
-                "updates failed to install: {}",
-                report.failed.join(", ")
-            )));
-        }
-        for u in report.installed {
-            remaining.retain(|x| x != &u.id);
-            ctx.log(
-                "patch",
-                format!("installed {} ({} {})", u.id, u.package, u.version),
-                serde_json::Value::Null,
-            );
-            installed.push(u);
-        }
-        if report.reboot_required {
-            if !cfg.allow_reboot {
-                return Err(EngineError::Patch(
-                    "an update requires a reboot and allow_reboot = false".into(),
-                ));
-            }
-            reboots += 1;
-            if reboots > cfg.max_reboots {
-                return Err(EngineError::Patch(format!(
-                    "still asking for a reboot after {} reboots",
-                    cfg.max_reboots
-                )));
-            }
-            // With AllowReboot the patch document reboots the instance
-            // itself (SSM does; so does the local provider): wait for it to
-            // answer again, then install what is left.
-            ctx.log(
-                "patch",
-                format!("{id} rebooted (reboot {reboots}); continuing"),
-                serde_json::Value::Null,
-            );
-            wait_ready(ctx, id, "patch").await?;
-        } else if !remaining.is_empty() {
-            return Err(EngineError::Patch(format!(
-                "install finished but left pending: {}",
-                remaining.join(", ")
-            )));
-        }
-    }
-    // Re-scan: the frozen updates must all be gone now.
-    let again = scan_updates(ctx, id).await?;
-    let pending: Vec<&str> = again
-        .updates
-        .iter()
-        .filter(|u| frozen.updates.iter().any(|f| f.id == u.id))
-        .map(|u| u.id.as_str())
-        .collect();
-    if !pending.is_empty() {
-        return Err(EngineError::Patch(format!(
-            "still pending after install: {}",
-            pending.join(", ")
-        )));
-    }
-    ctx.log(
-        "patch",
-        format!(
-            "re-scan: none of the {} selected update(s) pending",
-            frozen.updates.len()
-        ),
-        serde_json::Value::Null,
-    );
-    Ok(PatchOutput { installed, reboots })
 }
 
 pub async fn validate(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
@@ -420,6 +391,9 @@ pub async fn validate(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError>
 }
 
 pub async fn stop_builder(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
+    if ctx.pipeline.builder.generalize {
+        prepare_for_imaging(ctx, id).await?;
+    }
     retry("stop_builder", || ctx.provider().stop_instance(id)).await?;
     wait_state(
         ctx,
@@ -429,6 +403,25 @@ pub async fn stop_builder(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineEr
         Duration::from_secs(900),
     )
     .await
+}
+
+/// Generalize the builder where its OS needs it (Windows: EC2Launch v2
+/// sysprep), so instances from the image run their first-boot tasks.
+async fn prepare_for_imaging(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
+    let Some(doc) = retry("stop_builder", || ctx.provider().imaging_preparation(id)).await? else {
+        return Ok(());
+    };
+    let timeout = ctx.pipeline.builder.ready_timeout.get();
+    let r = run_command(ctx, "stop_builder", id, doc, timeout).await?;
+    if r.status != CommandStatus::Success {
+        return Err(command_error("preparing the builder for imaging (sysprep)", &r));
+    }
+    ctx.log(
+        "stop_builder",
+        format!("{id} generalized for imaging"),
+        serde_json::Value::Null,
+    );
+    Ok(())
 }
 
 pub async fn create_image(
@@ -638,6 +631,9 @@ pub async fn cleanup(ctx: &Ctx<'_>) {
         match retry("cleanup", || p.list_instances(&tags)).await {
             Ok(list) => {
                 for i in list.into_iter().filter(|i| !i.state.is_gone()) {
+                    if role == tag::ROLE_BUILDER {
+                        crate::patching::finish(ctx, "cleanup", &i.id).await;
+                    }
                     ctx.log(
                         "cleanup",
                         format!("terminating {role} {}", i.id),

@@ -476,7 +476,13 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
     summary.source_image = Some(resolved.source_image.clone());
     let baked = bake_image(ctx, &resolved, summary).await;
     let image = match baked {
-        Ok(image) => image,
+        Ok(Some(image)) => image,
+        // Nothing selected to install: an unchanged image is never
+        // published as patched.
+        Ok(None) => {
+            summary.nothing_to_install = true;
+            return Ok(());
+        }
         Err(e) => {
             // Nothing was published: clean up and mark what was made as bad.
             bake::cleanup(ctx).await;
@@ -526,7 +532,13 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
     Ok(())
 }
 
-async fn bake_image(ctx: &Ctx<'_>, resolved: &ResolveOutput, summary: &mut RunSummary) -> Result<ImageId, EngineError> {
+/// `None`: the selection resolved to nothing and `patch.when_empty` says
+/// stop (the builder is gone, no image was made).
+async fn bake_image(
+    ctx: &Ctx<'_>,
+    resolved: &ResolveOutput,
+    summary: &mut RunSummary,
+) -> Result<Option<ImageId>, EngineError> {
     let src = resolved.source_image.clone();
     let builder: BuilderOutput = ctx
         .step("launch_builder", serde_json::json!({ "image": src }), || {
@@ -544,6 +556,15 @@ async fn bake_image(ctx: &Ctx<'_>, resolved: &ResolveOutput, summary: &mut RunSu
             bake::scan(ctx, &id)
         })
         .await?;
+    if scan.updates.is_empty() && ctx.pipeline.patch.when_empty == repave_core::config::WhenEmpty::Stop {
+        ctx.step(
+            "terminate_builder",
+            serde_json::json!({ "builder": id, "why": "nothing to install" }),
+            || bake::nothing_to_install(ctx, &id),
+        )
+        .await?;
+        return Ok(None);
+    }
     let ids: Vec<&str> = scan.updates.iter().map(|u| u.id.as_str()).collect();
     let patched: PatchOutput = ctx
         .step("patch", serde_json::json!({ "frozen": ids }), || {
@@ -578,7 +599,7 @@ async fn bake_image(ctx: &Ctx<'_>, resolved: &ResolveOutput, summary: &mut RunSu
         })
         .await?;
     }
-    Ok(image.image)
+    Ok(Some(image.image))
 }
 
 pub(crate) async fn roll_and_verify(

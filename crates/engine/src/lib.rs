@@ -10,6 +10,7 @@ mod events;
 mod executor;
 mod gc;
 mod native;
+mod patching;
 mod publish;
 mod retain;
 mod roll;

@@ -57,6 +57,10 @@ pub struct RunSummary {
     pub rolled_back: bool,
     pub error: Option<String>,
     pub retained_deleted: Vec<ImageId>,
+    /// The selection resolved to nothing: no image was made and nothing
+    /// published (`patch.when_empty = "stop"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nothing_to_install: bool,
     /// Cloud API calls this run made, by operation (providers that count).
     pub api_calls: std::collections::BTreeMap<String, u64>,
 }

@@ -1,10 +1,32 @@
 //! The update feed the local cloud serves: the built-in demo feed (dates
 //! relative to today, so `min_age_days` behaves the same any day) or a JSON
 //! file given with `--feed`.
+//!
+//! A feed is written in one OS family's vocabulary, like the updates of a
+//! real image: `{"os": "amazon-linux", "updates": [...]}` (a bare JSON
+//! array is a Windows-vocabulary feed, the original format). The local
+//! images report that family, so a Linux-style selection can be tried
+//! without an account (`repave demo --os amazon-linux`).
 
 use crate::util::{format_date, today_days};
-use repave_core::patch::Update;
+use repave_core::patch::{OsFamily, Update};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// An update feed: its OS family and its updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feed {
+    pub os: OsFamily,
+    pub updates: Vec<Update>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FeedFile {
+    Feed(Feed),
+    Windows(Vec<Update>),
+}
 
 fn update(id: &str, package: &str, version: &str, severity: &str, class: &str, age_days: i64) -> Update {
     Update {
@@ -61,10 +83,78 @@ pub fn demo_feed() -> Vec<Update> {
     feed
 }
 
-/// Read a feed file: a JSON array of [`Update`].
-pub fn load(path: &Path) -> Result<Vec<Update>, String> {
+/// How the demo's packages are described on each Linux family:
+/// (Windows severity, Windows classification) -> (severity or priority,
+/// classification or section).
+fn translate(os: OsFamily, severity: &str, class: &str) -> (String, String) {
+    fn yum(sev: &str) -> &str {
+        match sev {
+            "Moderate" => "Medium",
+            "Unspecified" => "Low",
+            other => other,
+        }
+    }
+    let (sev, class): (&str, &str) = match os {
+        OsFamily::Windows => (severity, class),
+        OsFamily::AmazonLinux | OsFamily::Rhel => (
+            yum(severity),
+            match class {
+                "SecurityUpdates" | "CriticalUpdates" => "Security",
+                "FeaturePacks" => "Enhancement",
+                "Drivers" => "Newpackage",
+                "UpdateRollups" => "Recommended",
+                _ => "Bugfix",
+            },
+        ),
+        OsFamily::Suse => (
+            if severity == "Unspecified" { "Low" } else { severity },
+            match class {
+                "SecurityUpdates" | "CriticalUpdates" => "Security",
+                "FeaturePacks" => "Feature",
+                "Drivers" => "Optional",
+                _ => "Recommended",
+            },
+        ),
+        OsFamily::Ubuntu | OsFamily::Debian => (
+            match severity {
+                "Critical" => "Required",
+                "Important" => "Important",
+                "Moderate" => "Standard",
+                _ => "Optional",
+            },
+            match class {
+                "CriticalUpdates" => "kernel",
+                "Drivers" => "kernel",
+                "FeaturePacks" => "httpd",
+                _ => "libs",
+            },
+        ),
+    };
+    (sev.to_string(), class.to_string())
+}
+
+/// The demo feed in `os`'s vocabulary (same packages, versions and dates).
+pub fn demo_feed_for(os: OsFamily) -> Feed {
+    let mut updates = demo_feed();
+    for u in &mut updates {
+        let (sev, class) = translate(os, &u.severity, &u.classification);
+        u.severity = sev;
+        u.classification = class;
+    }
+    Feed { os, updates }
+}
+
+/// Read a feed file: `{"os": ..., "updates": [...]}` or a JSON array of
+/// [`Update`] (Windows vocabulary).
+pub fn load(path: &Path) -> Result<Feed, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("reading feed {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("parsing feed {}: {e}", path.display()))
+    match serde_json::from_str(&text).map_err(|e| format!("parsing feed {}: {e}", path.display()))? {
+        FeedFile::Feed(f) => Ok(f),
+        FeedFile::Windows(updates) => Ok(Feed {
+            os: OsFamily::Windows,
+            updates,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +172,42 @@ mod tests {
         for u in &feed {
             assert!(repave_core::patch::parse_date_days(&u.released).is_some());
         }
+    }
+
+    #[test]
+    fn demo_feed_speaks_each_family() {
+        use repave_core::patch::{os::FAMILIES, Axis};
+        for &os in FAMILIES {
+            let feed = demo_feed_for(os);
+            assert_eq!(feed.updates.len(), 12);
+            for u in &feed.updates {
+                assert!(os.knows(Axis::Severity, &u.severity), "{os}: {}", u.severity);
+                assert!(
+                    os.knows(Axis::Classification, &u.classification),
+                    "{os}: {}",
+                    u.classification
+                );
+            }
+        }
+        let al = demo_feed_for(OsFamily::AmazonLinux);
+        assert!(al
+            .updates
+            .iter()
+            .any(|u| u.classification == "Security" && u.severity == "Critical"));
+        assert!(al.updates.iter().any(|u| u.severity == "Medium"));
+    }
+
+    #[test]
+    fn feed_files_old_and_new() {
+        let dir = std::env::temp_dir().join(format!("repave-feed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let old = dir.join("old.json");
+        std::fs::write(&old, serde_json::to_vec(&demo_feed()).expect("json")).expect("write");
+        assert_eq!(load(&old).expect("loads").os, OsFamily::Windows);
+        let new = dir.join("new.json");
+        let feed = demo_feed_for(OsFamily::Ubuntu);
+        std::fs::write(&new, serde_json::to_vec(&feed).expect("json")).expect("write");
+        assert_eq!(load(&new).expect("loads"), feed);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -65,7 +65,7 @@ fn write_file(root: &Path, rel: &str, data: &[u8]) -> Result<(), String> {
 
 fn read_feed() -> Result<Vec<Update>, String> {
     let path = std::env::var("REPAVE_FEED").map_err(|_| "REPAVE_FEED is not set".to_string())?;
-    crate::feed::load(Path::new(&path))
+    Ok(crate::feed::load(Path::new(&path))?.updates)
 }
 
 fn read_selection() -> Result<PatchSelection, String> {

@@ -143,6 +143,8 @@ impl SimProvider {
             state: ImageState::Available,
             created_at: now,
             tags: Tags::new(),
+            // The sim's latencies are a Windows fleet's.
+            platform: Some("Windows".into()),
         };
         w.images.insert(
             id.clone(),
@@ -316,6 +318,7 @@ impl Images for SimProvider {
             state: ImageState::Pending,
             created_at: now,
             tags,
+            platform: Some("Windows".into()),
         };
         w.images.insert(
             id.clone(),
@@ -536,6 +539,7 @@ impl Commands for SimProvider {
                     failed: if fail { ids.clone() } else { vec![] },
                     installed: if fail { vec![] } else { installed },
                     reboot_required: false,
+                    rebooted: false,
                 };
                 if !fail {
                     w.instances.get_mut(&req.instance).expect("instance").patched = true;

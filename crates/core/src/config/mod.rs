@@ -3,12 +3,14 @@
 
 mod load;
 mod locate;
+mod patch_check;
 mod starter;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use load::{parse, parse_all, parse_bytes, parse_bytes_with, ConfigError, ExtraCheck, MAX_CONFIG_BYTES};
+pub use patch_check::PatchProblem;
 pub use starter::starter_config;
 pub use validate::is_valid_name;
 
@@ -233,9 +235,19 @@ pub struct Builder {
     #[serde(default)]
     pub security_groups: Vec<String>,
     pub instance_profile: Option<String>,
-    /// "linux" or "windows": decides the AWS patch document.
+    /// The builder's OS family, whose patch vocabulary the selection uses:
+    /// "windows", "amazon-linux", "rhel", "suse", "ubuntu", "debian";
+    /// "linux" (any Linux, detected from the image) or "auto" (detected from
+    /// the image: AWS platform details and name, the local feed's OS). The
+    /// detected family is checked against this and the selection before
+    /// anything is launched.
     #[serde(default = "default_platform")]
     pub platform: String,
+    /// Prepare a Windows builder for imaging before its image is taken
+    /// (EC2Launch v2 `sysprep`: generalized, so the new instances run their
+    /// first-boot tasks). Ignored on Linux.
+    #[serde(default = "yes")]
+    pub generalize: bool,
     /// How long the builder may take to answer the command channel.
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: HumanDuration,
@@ -249,24 +261,48 @@ impl Default for Builder {
             security_groups: vec![],
             instance_profile: None,
             platform: default_platform(),
+            generalize: true,
             ready_timeout: default_ready_timeout(),
         }
     }
 }
 fn default_platform() -> String {
-    "linux".into()
+    "auto".into()
+}
+
+impl Builder {
+    /// `platform` parsed (validated at load, so unknown values are `Auto`
+    /// only in configs that were never validated).
+    pub fn platform_choice(&self) -> crate::patch::PlatformChoice {
+        crate::patch::PlatformChoice::parse(&self.platform).unwrap_or(crate::patch::PlatformChoice::Auto)
+    }
 }
 fn default_ready_timeout() -> HumanDuration {
     HumanDuration::from_secs(900)
 }
 
+/// `[pipelines.X.patch]`: the selection, in the builder's OS vocabulary
+/// (see [`crate::patch::os`]), and how the patch step behaves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Patch {
+    /// Windows: MSRC severities; Amazon Linux / RHEL / SUSE: advisory
+    /// severities. Empty: any.
     #[serde(default)]
     pub severities: Vec<String>,
+    /// Windows: update classifications; Amazon Linux / RHEL: advisory types
+    /// (Security, Bugfix, ...); SUSE: patch categories. Empty: any.
     #[serde(default)]
     pub classifications: Vec<String>,
+    /// Ubuntu / Debian: package priorities. Empty: any.
+    #[serde(default)]
+    pub priorities: Vec<String>,
+    /// Ubuntu / Debian: archive sections. Empty: any.
+    #[serde(default)]
+    pub sections: Vec<String>,
+    /// Only updates released at least this many days before the bake (AWS:
+    /// the pipeline's patch baseline's ApproveAfterDays; not available on
+    /// Ubuntu / Debian, where Patch Manager has no release dates).
     #[serde(default)]
     pub min_age_days: u32,
     #[serde(default)]
@@ -278,9 +314,25 @@ pub struct Patch {
     /// Reboot-and-rescan rounds before the bake gives up.
     #[serde(default = "default_max_reboots")]
     pub max_reboots: u32,
-    /// Bound on the whole patch step.
+    /// Bound on the whole patch step; a patch command still running then is
+    /// cancelled and the run fails.
     #[serde(default = "default_patch_timeout")]
     pub timeout: HumanDuration,
+    /// When the selection resolves to nothing: `"stop"` ends the run
+    /// without an image (nothing published: the golden image already has
+    /// everything selected), `"publish"` bakes and publishes anyway (to pick
+    /// up a new base image).
+    #[serde(default)]
+    pub when_empty: WhenEmpty,
+}
+
+/// What a bake whose selection resolves to nothing does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenEmpty {
+    #[default]
+    Stop,
+    Publish,
 }
 
 impl Default for Patch {
@@ -288,25 +340,50 @@ impl Default for Patch {
         Self {
             severities: vec![],
             classifications: vec![],
+            priorities: vec![],
+            sections: vec![],
             min_age_days: 0,
             include: vec![],
             exclude: vec![],
             allow_reboot: true,
             max_reboots: default_max_reboots(),
             timeout: default_patch_timeout(),
+            when_empty: WhenEmpty::Stop,
         }
     }
 }
 
 impl Patch {
+    /// The selection, OS not yet known: `priorities` / `sections` are the
+    /// severity / classification axes of Ubuntu and Debian.
     pub fn selection(&self) -> PatchSelection {
+        let join = |a: &[String], b: &[String]| a.iter().chain(b).cloned().collect();
         PatchSelection {
-            severities: self.severities.clone(),
-            classifications: self.classifications.clone(),
+            os: None,
+            severities: join(&self.severities, &self.priorities),
+            classifications: join(&self.classifications, &self.sections),
             min_age_days: self.min_age_days,
             include: self.include.clone(),
             exclude: self.exclude.clone(),
         }
+    }
+
+    /// The selection for a builder of family `os`, names spelled as the
+    /// family spells them.
+    pub fn selection_for(&self, os: crate::patch::OsFamily) -> PatchSelection {
+        use crate::patch::Axis;
+        let mut s = self.selection();
+        s.os = Some(os);
+        let spell = |axis: Axis, v: &mut Vec<String>| {
+            for x in v.iter_mut() {
+                if let Some(c) = os.canonical(axis, x) {
+                    *x = c.to_string();
+                }
+            }
+        };
+        spell(Axis::Severity, &mut s.severities);
+        spell(Axis::Classification, &mut s.classifications);
+        s
     }
 }
 

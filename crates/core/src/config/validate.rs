@@ -235,10 +235,11 @@ impl Checker<'_> {
             }
         }
         self.parameter(name, &p.parameter);
-        if !matches!(p.builder.platform.as_str(), "linux" | "windows") {
+        if crate::patch::PlatformChoice::parse(&p.builder.platform).is_none() {
             let message = format!(
-                "unknown platform {:?}; expected \"linux\" or \"windows\"",
-                p.builder.platform
+                "unknown platform {:?}; expected one of {}",
+                p.builder.platform,
+                crate::patch::os::PLATFORM_VALUES
             );
             self.err(&["pipelines", name, "builder", "platform"], message);
         }
@@ -287,17 +288,13 @@ impl Checker<'_> {
 
     fn patch(&mut self, pipeline: &str, p: &Pipeline) {
         let at = |k: &'static str| ["pipelines", pipeline, "patch", k];
-        for problem in p.patch.selection().problems() {
-            // problems() prefixes the list it is about ("severities: ...")
-            // and quotes the offending value: point at that element.
-            let (list, values, message) = match problem.split_once(": ") {
-                Some(("severities", m)) => ("severities", &p.patch.severities, m),
-                Some(("classifications", m)) => ("classifications", &p.patch.classifications, m),
-                _ => ("exclude", &p.patch.exclude, problem.as_str()),
-            };
-            match values.iter().position(|v| message.contains(&format!("{v:?}"))) {
-                Some(i) => self.err_index(&at(list), i, message),
-                None => self.err(&at(list), message),
+        // Against every family `builder.platform` allows; the detected one
+        // is checked again before a run launches anything.
+        let choice = p.builder.platform_choice();
+        for problem in p.patch.problems(choice, p.provider == "aws") {
+            match problem.index {
+                Some(i) => self.err_index(&at(problem.key), i, problem.message),
+                None => self.err(&at(problem.key), problem.message),
             }
         }
         if p.patch.max_reboots > 10 {

@@ -23,6 +23,8 @@ fn add_image(cloud: &mut Cloud, manifest: crate::images::Manifest, name: &str, t
         state: ImageState::Available,
         created_at: crate::util::now(),
         tags,
+        // Stamped with the feed's OS family when described.
+        platform: None,
     };
     cloud.state.images.insert(id.clone(), ImageRecord { image, manifest });
     id

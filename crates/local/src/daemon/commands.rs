@@ -183,11 +183,20 @@ async fn execute(shared: Arc<Shared>, id: CommandId, req: CommandRequest, image:
     };
     // Like SSM with AllowReboot: the instance reboots once the install says so.
     if reboot_allowed && result.status == CommandStatus::Success {
-        let wants = serde_json::from_str::<InstallReport>(result.stdout.trim()).is_ok_and(|r| r.reboot_required);
-        if wants {
-            if let Err(e) = instances::stop(&shared, &req.instance, StopMode::Reboot).await {
-                result.status = CommandStatus::Failed;
-                result.stderr.push_str(&format!("\nreboot failed: {e}"));
+        let report = serde_json::from_str::<InstallReport>(result.stdout.trim()).ok();
+        if let Some(mut report) = report.filter(|r| r.reboot_required) {
+            match instances::stop(&shared, &req.instance, StopMode::Reboot).await {
+                Ok(()) => {
+                    // Said in the report, so the engine does not reboot again.
+                    report.rebooted = true;
+                    if let Ok(json) = serde_json::to_string(&report) {
+                        result.stdout = json;
+                    }
+                }
+                Err(e) => {
+                    result.status = CommandStatus::Failed;
+                    result.stderr.push_str(&format!("\nreboot failed: {e}"));
+                }
             }
         }
     }

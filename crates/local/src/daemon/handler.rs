@@ -72,13 +72,18 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
                 .ok_or_else(|| LocalError::not_found(format!("balancer of group {group}")))?;
             R::Stats(b.stats())
         }
-        Q::DescribeImage { id } => R::Image(catalog::describe_image(&shared.cloud(), &id)?),
+        Q::DescribeImage { id } => R::Image(stamp(shared, catalog::describe_image(&shared.cloud(), &id)?)),
         Q::CreateImage { req } => R::ImageId(catalog::create_image(shared, &mut shared.cloud(), req)?),
         Q::DeregisterImage { id } => {
             catalog::deregister_image(shared, &mut shared.cloud(), &id)?;
             R::Unit
         }
-        Q::ListImages { tags } => R::Images(catalog::list_images(&shared.cloud(), &tags)),
+        Q::ListImages { tags } => R::Images(
+            catalog::list_images(&shared.cloud(), &tags)
+                .into_iter()
+                .map(|i| stamp(shared, i))
+                .collect(),
+        ),
         Q::TagImage { id, tags } => {
             catalog::tag_image(shared, &mut shared.cloud(), &id, &tags)?;
             R::Unit
@@ -228,4 +233,11 @@ fn leak_report(shared: &Shared) -> LeakReport {
     }
     report.roots.sort();
     report
+}
+
+/// Local images are of the feed's OS family: every image reports it as its
+/// platform (the engine checks the selection against it).
+fn stamp(shared: &Shared, mut image: repave_core::provider::Image) -> repave_core::provider::Image {
+    image.platform = Some(shared.os.platform_details().to_string());
+    image
 }

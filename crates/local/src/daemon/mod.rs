@@ -112,6 +112,9 @@ pub(crate) struct Shared {
     pub mark: Mark,
     /// Why the state is gone, once it is: from then on nothing is written.
     lost: OnceLock<String>,
+    /// The update feed's OS family: what every local image reports as its
+    /// platform, so the engine checks the selection against it.
+    pub os: repave_core::patch::OsFamily,
 }
 
 impl Shared {
@@ -195,8 +198,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
     };
     let feed = match &opts.feed {
         Some(f) => crate::feed::load(f).map_err(LocalError::StartDaemon)?,
-        None => crate::feed::demo_feed(),
+        None => crate::feed::demo_feed_for(repave_core::patch::OsFamily::Windows),
     };
+    let os = feed.os;
     let feed_json = serde_json::to_vec_pretty(&feed).map_err(|e| LocalError::Protocol(e.to_string()))?;
     crate::util::write_atomic(&paths.feed, &feed_json).map_err(|e| LocalError::io("writing feed", e))?;
     let state = State::load(&paths.state).map_err(|e| LocalError::io("loading local state", e))?;
@@ -222,6 +226,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), LocalError> {
         stopped: tokio::sync::OnceCell::new(),
         mark,
         lost: OnceLock::new(),
+        os,
     });
     adopt(&shared)?;
     let _ = std::fs::remove_file(&paths.socket);
