@@ -37,7 +37,17 @@ Patched behaviour:
   - Instance Refresh (StartInstanceRefresh, DescribeInstanceRefreshes,
     CancelInstanceRefresh) with AWS's validation and a replacement model;
   - accounts can be told to refuse CreateLaunchConfiguration, as accounts
-    created after 2023-10-01 do.
+    created after 2023-10-01 do;
+  - DescribeImages reports PlatformDetails ("Windows" / "Linux/UNIX");
+  - SendCommand runs on the InstanceIds it names (moto adds every
+    instance);
+  - Patch Manager (ssm_patching.py): AWS-RunPatchBaseline Scan / Install
+    against the instance's patch group baseline, patch states per instance
+    inherited through images, DescribeInstancePatches,
+    DescribeInstancePatchStates, InstalledPendingReboot until a reboot,
+    output truncated at 24,000 characters (the whole of it in S3 when the
+    command names a bucket), CancelCommand, UpdatePatchBaseline,
+    GetPatchBaseline, tagged baselines.
 
 Application model (not AWS behaviour; the stand-in for the software on the
 instances, documented in crates/aws/README.md): an image tagged
@@ -48,6 +58,8 @@ group's health checks and answer repave's SSM health probe with 503.
 Control API (POST JSON, on the same port):
   /_harness/account  {"account": "123456789012", "refuse_launch_configurations": true}
   /_harness/settings {"image_pending_seconds": 3, ...} (see SETTINGS)
+  /_harness/patches  {"account": ..., "image": ..., "os": ..., "patches": [...]}
+                     (the patches an image's instances have; see ssm_patching.py)
 
 Run: python aws_harness.py -H 127.0.0.1 -p 5055
 """
@@ -77,6 +89,8 @@ from moto.ec2.responses import launch_templates as lt_responses
 from moto.ec2.utils import parse_user_data
 from moto.elbv2 import models as elb_models
 from moto.ssm import models as ssm_models
+
+import ssm_patching
 
 SETTINGS = {
     # CreateImage -> available.
@@ -392,6 +406,8 @@ def _patched_create_image(self, instance_id, name, description, tag_specificatio
     if snapshot is not None:
         for tag in snapshot_tags:
             snapshot.add_tag(tag["Key"], tag["Value"])
+    # The image has what the instance had installed (patch model).
+    ssm_patching.on_image_created(self.account_id, instance_id, ami.id)
     return ami
 
 
@@ -421,6 +437,32 @@ def _patched_describe_images_response(self):
 
 ec2_amis.AmiBackend.create_image = _patched_create_image
 ec2_amis.AmiBackend.describe_images = _patched_describe_images
+
+
+# https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Image.html
+#   "PlatformDetails: The platform details associated with the billing code
+#    of the AMI" ("Linux/UNIX", "Windows", "Red Hat Enterprise Linux", ...);
+#   moto leaves it out.
+def _ami_platform_details(self):
+    explicit = getattr(self, "_harness_platform_details", None)
+    if explicit:
+        return explicit
+    return "Windows" if self.platform == "windows" else "Linux/UNIX"
+
+
+ec2_amis.Ami.platform_details = property(_ami_platform_details)
+
+_reboot_instances = ec2_instances.InstanceBackend.reboot_instances
+
+
+def _patched_reboot_instances(self, instance_ids):
+    rebooted = _reboot_instances(self, instance_ids)
+    for i in rebooted:
+        ssm_patching.on_reboot(self.account_id, i.id)
+    return rebooted
+
+
+ec2_instances.InstanceBackend.reboot_instances = _patched_reboot_instances
 ami_responses.AmisResponse.describe_images = _patched_describe_images_response
 
 
@@ -1142,7 +1184,19 @@ _command_init = ssm_models.Command.__init__
 
 
 def _patched_command_init(self, *args, **kwargs):
+    # https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_SendCommand.html
+    #   InstanceIds: "The IDs of the managed nodes where the command should
+    #   run." moto adds every instance of the account when no Targets are
+    #   given; the command runs on the ones named.
+    requested = list(kwargs.get("instance_ids") or [])
     _command_init(self, *args, **kwargs)
+    if requested and not (kwargs.get("targets") or []):
+        self.instance_ids = [i for i in self.instance_ids if i in requested]
+        self.invocations = [inv for inv in self.invocations if inv["InstanceId"] in requested]
+        self.completed_count = self.target_count = len(self.instance_ids)
+    if self.document_name == ssm_patching.PATCH_DOCUMENT:
+        ssm_patching.start(self, requested or self.instance_ids)
+        return
     commands = (self.parameters or {}).get("commands", [])
     script = "\n".join(commands) if isinstance(commands, list) else str(commands)
     if PROBE_MARKER in script:
@@ -1156,6 +1210,7 @@ def _patched_command_init(self, *args, **kwargs):
 
 
 ssm_models.Command.__init__ = _patched_command_init
+ssm_patching.install()
 
 
 # ---------------------------------------------------------------------------
@@ -1199,6 +1254,8 @@ class Harness:
             with LOCK:
                 if path == "/_harness/account":
                     ACCOUNTS.setdefault(str(body.pop("account")), {}).update(body)
+                elif path == "/_harness/patches":
+                    ssm_patching.configure(body)
                 elif path == "/_harness/settings":
                     for k, v in body.items():
                         if k not in SETTINGS:

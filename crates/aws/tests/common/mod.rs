@@ -110,13 +110,13 @@ impl Moto {
         }
     }
 
-    /// The provider under test, in this account, with moto's empty patch
-    /// output read as "nothing to install".
+    /// The provider under test, in this account, as against AWS: the
+    /// harness models Patch Manager.
     pub fn provider(&self) -> AwsProvider {
         AwsProvider::from_sdk_config(
             &self.sdk,
             AwsOptions {
-                empty_patch_output_is_clean: true,
+                empty_patch_output_is_clean: false,
             },
         )
     }
@@ -196,6 +196,15 @@ pub async fn harness_account(account: &str, settings: serde_json::Value) {
     harness_post("/_harness/account", &body).await;
 }
 
+/// The patches instances launched from `image` (or `"*"`: any image of
+/// the account) have: see `crates/aws/harness/ssm_patching.py`.
+pub async fn harness_patches(account: &str, image: &str, spec: serde_json::Value) {
+    let mut body = spec;
+    body["account"] = serde_json::Value::String(account.to_string());
+    body["image"] = serde_json::Value::String(image.to_string());
+    harness_post("/_harness/patches", &body).await;
+}
+
 async fn harness_post(path: &str, body: &serde_json::Value) {
     let url = endpoint();
     let addr = url.trim_start_matches("http://").to_string();
@@ -251,11 +260,19 @@ impl Moto {
             .await
             .expect("run instance");
         let id = run.instances()[0].instance_id().expect("id").to_string();
+        // The description says the OS, as Amazon's and most golden images'
+        // do: PlatformDetails alone ("Linux/UNIX") does not tell Amazon
+        // Linux from Ubuntu.
         let img = self
             .ec2
             .create_image()
             .instance_id(&id)
             .name(name)
+            .description(if windows {
+                "Windows Server 2022 golden image"
+            } else {
+                "Amazon Linux 2023 golden image"
+            })
             .send()
             .await
             .expect("create image");
