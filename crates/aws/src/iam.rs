@@ -9,12 +9,7 @@ use repave_core::config::Pipeline;
 use repave_core::provider::tag;
 use serde_json::{json, Value};
 
-const DOCUMENTS: &[&str] = &[
-    "AWS-RunShellScript",
-    "AWS-RunPowerShellScript",
-    "AWS-RunPatchBaseline",
-    "AWS-InstallWindowsUpdates",
-];
+const DOCUMENTS: &[&str] = &["AWS-RunShellScript", "AWS-RunPowerShellScript", "AWS-RunPatchBaseline"];
 
 fn ec2(kind: &str, id: &str) -> String {
     format!("arn:aws:ec2:*:*:{kind}/{id}")
@@ -65,7 +60,8 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline) -> Value {
                 "autoscaling:DescribeLifecycleHooks", "autoscaling:DescribeInstanceRefreshes",
                 "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTargetGroups",
                 "elasticloadbalancing:DescribeTargetGroupAttributes",
-                "ssm:GetCommandInvocation", "ssm:DescribeInstancePatches"
+                "ssm:GetCommandInvocation", "ssm:DescribeInstancePatches", "ssm:DescribeInstancePatchStates",
+                "ssm:DescribePatchBaselines"
             ],
             "Resource": "*"
         }),
@@ -142,6 +138,21 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline) -> Value {
             "Action": "ssm:SendCommand",
             "Resource": DOCUMENTS.iter().map(|d| format!("arn:aws:ssm:*::document/{d}")).collect::<Vec<_>>()
         }),
+        // The run's patch baseline (the pipeline's selection) and its patch
+        // group; created, replaced with the frozen list, removed.
+        json!({
+            "Sid": "PatchBaselines",
+            "Effect": "Allow",
+            "Action": [
+                "ssm:CreatePatchBaseline", "ssm:UpdatePatchBaseline", "ssm:GetPatchBaseline",
+                "ssm:DeletePatchBaseline", "ssm:RegisterPatchBaselineForPatchGroup",
+                "ssm:DeregisterPatchBaselineForPatchGroup", "ssm:AddTagsToResource", "ssm:ListTagsForResource"
+            ],
+            "Resource": "arn:aws:ssm:*:*:patchbaseline/*"
+        }),
+        // A patch command still running at patch.timeout is cancelled;
+        // CancelCommand has no resource-level permissions.
+        json!({ "Sid": "CancelCommand", "Effect": "Allow", "Action": "ssm:CancelCommand", "Resource": "*" }),
         json!({
             "Sid": "RunCommandOnOwnInstances",
             "Effect": "Allow",
@@ -196,6 +207,8 @@ instance_profile = "builder"
         assert!(text.contains("security-group/sg-1"));
         assert!(text.contains("aws:ResourceTag/repave:pipeline"));
         assert!(text.contains("iam:PassRole"));
+        assert!(text.contains("patchbaseline/*") && text.contains("ssm:CancelCommand"));
+        assert!(!text.contains("AWS-InstallWindowsUpdates"), "not sent any more");
         // No wildcard actions, no full-access shortcuts.
         for s in p["Statement"].as_array().expect("statements") {
             let actions: Vec<String> = match &s["Action"] {
@@ -210,7 +223,11 @@ instance_profile = "builder"
             .as_array()
             .expect("statements")
             .iter()
-            .filter(|s| s["Resource"] == "*" && s["Sid"] != "Describe" && s["Sid"] != "PassInstanceRoles")
+            .filter(|s| {
+                s["Resource"] == "*"
+                    && !["Describe", "PassInstanceRoles", "CancelCommand"]
+                        .contains(&s["Sid"].as_str().unwrap_or_default())
+            })
             .collect();
         assert!(mutating_on_star.is_empty(), "{mutating_on_star:?}");
     }

@@ -242,82 +242,54 @@ async fn shell_env_is_exported_quoted_not_spliced() {
     assert_eq!(body["Parameters"]["commands"][1], "echo \"$NAME\"");
 }
 
+fn describe_builder() -> String {
+    r#"<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><reservationSet><item><reservationId>r-1</reservationId><instancesSet><item><instanceId>i-1</instanceId><imageId>ami-1</imageId><instanceState><code>16</code><name>running</name></instanceState><tagSet><item><key>repave:run</key><value>r1</value></item><item><key>repave:pipeline</key><value>web</value></item></tagSet></item></instancesSet></item></reservationSet></DescribeInstancesResponse>"#.to_string()
+}
+
+/// A patch install's result comes from Patch Manager's structured answers:
+/// only the run baseline's approved patches count (curl, installed before
+/// this bake, is not in the manifest), a failed one is named, and a reboot
+/// is required when the command exits 3010 even though no patch says
+/// InstalledPendingReboot. The text output is kept as a log only.
 #[tokio::test]
-async fn windows_install_maps_the_selection_and_reads_the_output() {
-    let windows = describe_instance(Some("windows"));
-    let done = serde_json::json!({
-        "CommandId": "c9", "InstanceId": "i-1", "Status": "Success", "ResponseCode": 0, "DocumentName": "AWS-InstallWindowsUpdates",
-        "StandardOutputContent": "KB5034127  2024-01 Cumulative Update  Installed\nKB2267602  Defender definitions  Failed\nA reboot is required.",
-        "StandardErrorContent": ""
-    })
-    .to_string();
-    let replay = Replay::new(&[(200, &windows), (200, SENT), (200, &done)]);
+async fn install_results_come_from_patch_manager_and_exit_3010() {
+    let done = r#"{"CommandId":"c9","InstanceId":"i-1","Status":"Success","ResponseCode":3010,"DocumentName":"AWS-RunPatchBaseline","StandardOutputContent":"install log","StandardErrorContent":""}"#;
+    let image = r#"<DescribeImagesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><imagesSet><item><imageId>ami-1</imageId><name>al2023-ami-2023.5</name><platformDetails>Linux/UNIX</platformDetails><imageState>available</imageState></item></imagesSet></DescribeImagesResponse>"#;
+    let baselines = r#"{"BaselineIdentities":[{"BaselineId":"pb-1","BaselineName":"repave-web-r1","OperatingSystem":"AMAZON_LINUX_2023"}]}"#;
+    let baseline =
+        r#"{"BaselineId":"pb-1","Name":"repave-web-r1","ApprovedPatches":["openssl.x86_64","glibc.x86_64"]}"#;
+    let patches = r#"{"Patches":[
+        {"Title":"openssl.x86_64:1:3.0.8-1","KBId":"openssl.x86_64","Classification":"Security","Severity":"Critical","State":"Installed","InstalledTime":0},
+        {"Title":"glibc.x86_64","KBId":"glibc.x86_64","Classification":"Security","Severity":"Important","State":"Failed","InstalledTime":0},
+        {"Title":"curl.x86_64","KBId":"curl.x86_64","Classification":"Security","Severity":"Important","State":"Installed","InstalledTime":0}
+    ]}"#;
+    let states = r#"{"InstancePatchStates":[{"InstanceId":"i-1","PatchGroup":"repave-web-r1","BaselineId":"pb-1","OperationStartTime":0,"OperationEndTime":0,"Operation":"Install","InstalledPendingRebootCount":0}]}"#;
+    let builder = describe_builder();
+    let replay = Replay::new(&[
+        (200, done),
+        (200, &builder),
+        (200, image),
+        (200, &builder),
+        (200, baselines),
+        (200, baseline),
+        (200, patches),
+        (200, states),
+    ]);
     let p = provider(&replay, false, AwsOptions::default()).await;
-    let selection = repave_core::patch::PatchSelection {
-        exclude: vec!["KB9999999".into()],
-        ..Default::default()
-    };
-    let req = CommandRequest {
-        instance: InstanceId::new("i-1"),
-        document: CommandDocument::InstallUpdates {
-            selection,
-            ids: vec!["KB5034127".into(), "KB2267602".into()],
-            allow_reboot: false,
-        },
-        timeout: Duration::from_secs(3600),
-        token: "t".into(),
-    };
-    let id = p.send_command(req).await.expect("sent");
-    let body: serde_json::Value = serde_json::from_str(&replay.requests()[1]).expect("json body");
-    assert_eq!(body["DocumentName"], "AWS-InstallWindowsUpdates");
-    assert_eq!(body["Parameters"]["Action"], serde_json::json!(["Install"]));
-    assert_eq!(
-        body["Parameters"]["IncludeKbs"],
-        serde_json::json!(["KB5034127,KB2267602"])
-    );
-    assert_eq!(body["Parameters"]["ExcludeKbs"], serde_json::json!(["KB9999999"]));
-    assert_eq!(body["Parameters"]["AllowReboot"], serde_json::json!(["False"]));
-    let r = p.command_result(&id).await.expect("result");
+    let r = p
+        .command_result(&repave_core::CommandId::new("c9/i-1/install"))
+        .await
+        .expect("result");
     assert_eq!(r.status, CommandStatus::Success);
     let report: InstallReport = serde_json::from_str(&r.stdout).expect("install report JSON");
     assert_eq!(
         report.installed.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
-        vec!["KB5034127"]
+        vec!["openssl.x86_64"]
     );
-    assert_eq!(report.failed, vec!["KB2267602".to_string()]);
-    assert!(report.reboot_required);
-}
-
-#[tokio::test]
-async fn linux_scan_reads_patch_manager() {
-    let linux = describe_instance(None);
-    let done = r#"{"CommandId":"c9","InstanceId":"i-1","Status":"Success","ResponseCode":0,"DocumentName":"AWS-RunPatchBaseline","StandardOutputContent":"scan log","StandardErrorContent":""}"#;
-    let patches = r#"{"Patches":[
-        {"Title":"openssl.x86_64:1:3.0.8-1","KBId":"openssl.x86_64","Classification":"Security","Severity":"Critical","State":"Missing","InstalledTime":0},
-        {"Title":"vim.x86_64","KBId":"vim.x86_64","Classification":"Bugfix","Severity":"Low","State":"Missing","InstalledTime":0}
-    ]}"#;
-    let replay = Replay::new(&[(200, &linux), (200, SENT), (200, done), (200, patches)]);
-    let p = provider(&replay, false, AwsOptions::default()).await;
-    let selection = repave_core::patch::PatchSelection {
-        severities: vec!["Critical".into()],
-        ..Default::default()
-    };
-    let req = CommandRequest {
-        instance: InstanceId::new("i-1"),
-        document: CommandDocument::ScanUpdates { selection },
-        timeout: Duration::from_secs(600),
-        token: "t".into(),
-    };
-    let id = p.send_command(req).await.expect("sent");
-    let body: serde_json::Value = serde_json::from_str(&replay.requests()[1]).expect("json body");
-    assert_eq!(body["DocumentName"], "AWS-RunPatchBaseline");
-    assert_eq!(body["Parameters"]["Operation"], serde_json::json!(["Scan"]));
-    let r = p.command_result(&id).await.expect("result");
-    let updates: Vec<repave_core::patch::Update> = serde_json::from_str(&r.stdout).expect("updates JSON");
-    assert_eq!(updates.len(), 1);
-    assert_eq!(updates[0].id, "openssl.x86_64");
-    assert!(r.stderr.contains("scan log"), "document log kept: {}", r.stderr);
-    assert_eq!(p.api_calls().get("DescribeInstancePatches"), Some(&1));
+    assert_eq!(report.failed, vec!["glibc.x86_64".to_string()]);
+    assert!(report.reboot_required, "exit code 3010");
+    assert!(r.stderr.contains("install log"), "document log kept: {}", r.stderr);
+    assert_eq!(p.api_calls().get("DescribeInstancePatchStates"), Some(&1));
 }
 
 fn refreshes(status: &str, pct: u32) -> String {

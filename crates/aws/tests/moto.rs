@@ -4,9 +4,9 @@
 //! runs in an account of its own.
 //!
 //! What neither moto nor the harness models is worked around, not asserted:
-//! SSM commands run nothing and report empty output (the provider is built
-//! with `empty_patch_output_is_clean`), and per-instance launch template
-//! versions are wrong (the tests compare image ids).
+//! shell commands run nothing and report empty output (the harness models
+//! Patch Manager, not the software on the instances), and per-instance
+//! launch template versions are wrong (the tests compare image ids).
 
 mod common;
 
@@ -536,10 +536,12 @@ async fn referenced_images_cover_templates_configurations_and_instances() {
     assert!(!refs.contains(&repave_core::ImageId::new(&unreferenced)), "{refs:?}");
 }
 
-/// A Windows fleet: the bake goes through AWS-RunPowerShellScript and
-/// AWS-InstallWindowsUpdates (moto runs nothing, so no update is found).
+/// A Windows fleet: the bake goes through AWS-RunPowerShellScript (the
+/// readiness probe, EC2Launch sysprep) and AWS-RunPatchBaseline (scan,
+/// install, re-scan) against the run's Windows patch baseline, which is
+/// gone afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn windows_fleet_bakes_through_windows_update() {
+async fn windows_fleet_bakes_through_patch_manager() {
     let moto = Moto::new().await;
     let fleet = moto.fleet_on(SpecKind::Template, 2, true).await;
     let provider = Arc::new(moto.provider());
@@ -553,20 +555,38 @@ async fn windows_fleet_bakes_through_windows_update() {
     let new_image = out.summary.new_image.clone().expect("new image");
     let after = moto.member_images(&fleet.group).await;
     assert!(after.iter().all(|(_, img)| img == new_image.as_str()), "{after:?}");
+    assert!(
+        !out.summary.installed_updates.is_empty(),
+        "the harness's default Windows patches"
+    );
     let commands = moto.ssm.list_commands().send().await.expect("commands");
     let docs: Vec<&str> = commands.commands().iter().filter_map(|c| c.document_name()).collect();
     assert!(docs.contains(&"AWS-RunPowerShellScript"), "{docs:?}");
-    assert!(docs.contains(&"AWS-InstallWindowsUpdates"), "{docs:?}");
     assert!(!docs.contains(&"AWS-RunShellScript"), "{docs:?}");
-    let scan = commands
+    let operations: Vec<String> = commands
         .commands()
         .iter()
-        .find(|c| c.document_name() == Some("AWS-InstallWindowsUpdates"))
-        .expect("scan");
-    assert_eq!(
-        scan.parameters().and_then(|p| p.get("Action")).map(|v| v.as_slice()),
-        Some(&["Scan".to_string()][..])
-    );
+        .filter(|c| c.document_name() == Some("AWS-RunPatchBaseline"))
+        .filter_map(|c| {
+            c.parameters()
+                .and_then(|p| p.get("Operation"))
+                .and_then(|v| v.first())
+                .cloned()
+        })
+        .collect();
+    assert_eq!(operations.len(), 3, "{operations:?}");
+    assert!(operations.contains(&"Install".to_string()) && operations.contains(&"Scan".to_string()));
+    let left = moto
+        .ssm
+        .describe_patch_baselines()
+        .send()
+        .await
+        .expect("baselines")
+        .baseline_identities()
+        .iter()
+        .filter(|b| b.baseline_name().is_some_and(|n| n.starts_with("repave-")))
+        .count();
+    assert_eq!(left, 0);
 }
 
 /// `gc`: leftover builders of finished or unknown runs are terminated, one

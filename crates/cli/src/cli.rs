@@ -204,4 +204,15 @@ pub struct DemoArgs {
     /// Make the new image fail its health checks (shows the rollback path).
     #[arg(long)]
     pub break_image: bool,
+    /// The OS family the demo image pretends to be: its update feed and the
+    /// demo's selection use that family's patch vocabulary (amazon-linux:
+    /// Security/Bugfix/... with Critical/Important/Medium/Low; ubuntu:
+    /// priorities and sections).
+    #[arg(long, default_value = "windows", value_parser = ["windows", "amazon-linux", "rhel", "suse", "ubuntu", "debian"])]
+    pub os: String,
+    /// Only updates released at least this many days ago (not on ubuntu /
+    /// debian). A large value selects nothing: the run then ends without
+    /// publishing.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub min_age_days: u32,
 }

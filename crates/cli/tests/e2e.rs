@@ -54,6 +54,62 @@ fn demo_eight_instances_zero_failed_requests() {
     assert!(report.contains("<svg id=\"capacity\"") && report.contains("<svg id=\"requests\""));
 }
 
+/// `--os amazon-linux`: the feed and the selection in Amazon Linux's words
+/// (advisory severities Critical/Important/Medium/Low, types
+/// Security/Bugfix/...), tried without an account.
+#[test]
+fn demo_on_amazon_linux_selects_in_its_vocabulary() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let ran = demo(dir.path(), &["--instances", "2", "--os", "amazon-linux"]).expect_code(0);
+    let v = ran.json();
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    assert_eq!(v["requests"]["failed"], 0, "errors: {}", v["requests"]["errors"]);
+    let installed = v["installed_updates"].as_array().unwrap();
+    assert!(!installed.is_empty(), "{v:#}");
+    for u in installed {
+        let sev = u["severity"].as_str().unwrap();
+        assert!(sev == "Critical" || sev == "Important", "{u}");
+        let class = u["classification"].as_str().unwrap();
+        assert!(
+            ["Security", "Bugfix", "Enhancement", "Recommended", "Newpackage"].contains(&class),
+            "{u}"
+        );
+    }
+    assert_eq!(v["instances_on_new_image"], 2);
+}
+
+/// A selection that resolves to nothing (nothing in the feed is old
+/// enough): the demo's run ends without an image and publishes nothing;
+/// the fleet keeps serving the old image.
+#[test]
+fn demo_with_nothing_selected_publishes_nothing() {
+    let _l = fleet_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let ran = demo(
+        dir.path(),
+        &["--instances", "2", "--os", "amazon-linux", "--min-age-days", "1000"],
+    )
+    .expect_code(0);
+    let v = ran.json();
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    assert_eq!(v["nothing_to_install"], true, "{v:#}");
+    assert_eq!(v["image"]["after"], Value::Null, "{v:#}");
+    assert_eq!(v["installed_updates"].as_array().unwrap().len(), 0);
+    assert_eq!(v["requests"]["failed"], 0);
+    assert_eq!(v["leaked_instances"], 0, "{}", v["leaked"]);
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !steps.contains(&"publish") && !steps.contains(&"create_image"),
+        "{steps:?}"
+    );
+}
+
 #[test]
 fn unhealthy_new_image_rolls_back_without_failed_requests() {
     let _l = fleet_lock();

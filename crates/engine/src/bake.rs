@@ -7,7 +7,7 @@ use crate::call::retry;
 use crate::error::EngineError;
 use crate::executor::Ctx;
 pub use crate::patching::{nothing_to_install, patch, scan};
-use repave_core::patch::{OsFamily, PlatformChoice, Update};
+use repave_core::patch::{OsFamily, Update};
 use repave_core::provider::{
     tag, CommandDocument, CommandRequest, CommandResult, CommandStatus, CreateImageRequest, ImageState, InstanceSpec,
     InstanceState, LaunchRequest, Tags,
@@ -119,30 +119,9 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
 }
 
 /// The OS family a builder from `image` has, checked against
-/// `builder.platform` and the selection before anything is launched: a
-/// selection in another family's words would match nothing and bake an
-/// unpatched image.
+/// `builder.platform` and the selection before anything is launched.
 pub(crate) fn builder_os(ctx: &Ctx<'_>, image: &repave_core::provider::Image) -> Result<OsFamily, EngineError> {
-    let detected = OsFamily::detect(image.platform.as_deref().unwrap_or_default(), &image.name, "");
-    let os = ctx
-        .pipeline
-        .builder
-        .platform_choice()
-        .resolve(detected)
-        .map_err(|m| EngineError::Preflight(format!("source image {}: {m}", image.id)))?;
-    let problems = ctx
-        .pipeline
-        .patch
-        .problems(PlatformChoice::Family(os), ctx.pipeline.provider == "aws");
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return Err(EngineError::Preflight(format!(
-            "the patch selection cannot match anything on {os} (image {}): {}",
-            image.id,
-            list.join("; ")
-        )));
-    }
-    Ok(os)
+    repave_core::config::builder_os(&ctx.pipeline, image).map_err(EngineError::Preflight)
 }
 
 pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOutput, EngineError> {

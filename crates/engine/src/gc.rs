@@ -17,10 +17,13 @@ use std::collections::BTreeSet;
 /// One thing `gc` did, would do (dry run), or deliberately left alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcAction {
-    /// "terminate", "deregister" or "keep".
+    /// "terminate", "deregister", "delete" or "keep".
     pub action: String,
     pub instance: Option<String>,
     pub image: Option<String>,
+    /// A cloud patch baseline (AWS) a run made for its builder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
     pub pipeline: Option<String>,
     pub why: String,
 }
@@ -52,6 +55,7 @@ pub async fn gc(
                 action: "terminate".into(),
                 instance: Some(i.id.to_string()),
                 image: None,
+                baseline: None,
                 pipeline: i.tags.get(tag::PIPELINE).cloned(),
                 why: format!("{role} of run {run}, which is finished or unknown"),
             };
@@ -89,6 +93,7 @@ pub async fn gc(
                 action: "deregister".into(),
                 instance: None,
                 image: Some(img.id.to_string()),
+                baseline: None,
                 pipeline: Some(name.clone()),
                 why: why.into(),
             };

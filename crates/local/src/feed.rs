@@ -133,15 +133,19 @@ fn translate(os: OsFamily, severity: &str, class: &str) -> (String, String) {
     (sev.to_string(), class.to_string())
 }
 
-/// The demo feed in `os`'s vocabulary (same packages, versions and dates).
-pub fn demo_feed_for(os: OsFamily) -> Feed {
-    let mut updates = demo_feed();
+/// Windows-vocabulary `updates` as `os` would describe them.
+pub fn for_os(os: OsFamily, mut updates: Vec<Update>) -> Feed {
     for u in &mut updates {
         let (sev, class) = translate(os, &u.severity, &u.classification);
         u.severity = sev;
         u.classification = class;
     }
     Feed { os, updates }
+}
+
+/// The demo feed in `os`'s vocabulary (same packages, versions and dates).
+pub fn demo_feed_for(os: OsFamily) -> Feed {
+    for_os(os, demo_feed())
 }
 
 /// Read a feed file: `{"os": ..., "updates": [...]}` or a JSON array of

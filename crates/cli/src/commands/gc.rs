@@ -29,6 +29,9 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
             BTreeSet::new()
         };
         actions.extend(repave_engine::gc(provider.as_ref(), &store, pipelines, &extra, now, dry_run).await?);
+        if pipelines[0].1.provider == "aws" {
+            actions.extend(patch_baselines(&loaded, &store, dry_run).await?);
+        }
     }
     if cli.json {
         crate::output::json(&json!({ "dry_run": dry_run, "actions": actions }));
@@ -37,7 +40,12 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
             println!("nothing to clean up");
         }
         for a in &actions {
-            let what = a.instance.as_deref().or(a.image.as_deref()).unwrap_or("");
+            let what = a
+                .instance
+                .as_deref()
+                .or(a.image.as_deref())
+                .or(a.baseline.as_deref())
+                .unwrap_or("");
             let verb = if dry_run && a.action != "keep" {
                 format!("would {}", a.action)
             } else {
@@ -47,4 +55,39 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The patch baselines (and patch groups) of AWS runs that are finished or
+/// unknown: a run killed while patching leaves its baseline behind.
+async fn patch_baselines(
+    loaded: &crate::context::Loaded,
+    store: &repave_store::Store,
+    dry_run: bool,
+) -> Result<Vec<repave_engine::GcAction>, Exit> {
+    let aws = loaded.aws().await?;
+    let mut actions = Vec::new();
+    for b in aws.patch_baselines().await.map_err(Exit::failed)? {
+        let run = b.run.clone().unwrap_or_default();
+        let live = !run.is_empty()
+            && store
+                .get_run(&repave_core::RunId::new(run.clone()))
+                .map_err(Exit::failed)?
+                .is_some_and(|r| !r.state.is_terminal());
+        let mut act = repave_engine::GcAction {
+            action: "delete".into(),
+            instance: None,
+            image: None,
+            baseline: Some(b.name.clone()),
+            pipeline: b.pipeline.clone(),
+            why: format!("patch baseline of run {run}, which is finished or unknown"),
+        };
+        if live {
+            act.action = "keep".into();
+            act.why = format!("patch baseline of run {run}, not finished (resume or cancel it)");
+        } else if !dry_run {
+            aws.delete_patch_baseline(&b.id, &b.name).await.map_err(Exit::failed)?;
+        }
+        actions.push(act);
+    }
+    Ok(actions)
 }

@@ -27,13 +27,19 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
         }
         Err(e) => return Err(Exit::failed(e)),
     };
+    let mut os_note = None;
     if let Some(img) = &source {
         match p.describe_image(img).await {
             Ok(i) if i.state != ImageState::Available => problems.push(format!("source image {img} is {:?}", i.state)),
             Ok(i) if i.tags.get(repave_core::provider::tag::STATUS).map(String::as_str) == Some("bad") => {
                 problems.push(format!("source image {img} is marked bad"))
             }
-            Ok(_) => {}
+            // The builder's OS from the image, and whether the selection
+            // can match anything on it.
+            Ok(i) => match repave_core::config::builder_os(&pipeline, &i) {
+                Ok(os) => os_note = Some(format!("builder OS: {os} (from image {img})")),
+                Err(m) => problems.push(m),
+            },
             Err(e) if e.is_not_found() => problems.push(format!("source image {img} does not exist")),
             Err(e) => return Err(Exit::failed(e)),
         }
@@ -45,7 +51,7 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
     };
     let health = HealthSettings::new(&pipeline.rollout, &timing);
     let policy = RollPolicy::new(&pipeline.rollout, &health);
-    let mut notes: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = os_note.into_iter().collect();
     let mut replace = Vec::new();
     let mut held = Vec::new();
     let mut group_json = serde_json::Value::Null;

@@ -94,6 +94,9 @@ pub fn print_outcome(o: &RunOutcome) {
         let ids: Vec<&str> = s.installed_updates.iter().map(|u| u.id.as_str()).collect();
         println!("  installed  {} update(s): {}", ids.len(), ids.join(", "));
     }
+    if s.nothing_to_install {
+        println!("  updates    none selected: no image made, nothing published (patch.when_empty = \"publish\" bakes one anyway)");
+    }
     if let Some(r) = &s.roll {
         println!(
             "  roll       {} replaced in {:.1}s (lower bound {:.1}s, ratio {:.2}); min in service {} (floor {})",

@@ -60,8 +60,9 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
     // The demo's config goes through the same parser and validator as a
     // user's, and stays in the state dir for `repave --config ... status`.
     let port = free_port().map_err(Exit::failed)?;
-    let feed = if args.break_image {
-        Some(write_broken_feed(&state_dir)?)
+    let os = repave_core::patch::OsFamily::parse(&args.os).expect("clap checked --os");
+    let feed = if args.break_image || os != repave_core::patch::OsFamily::Windows {
+        Some(write_feed(&state_dir, os, args.break_image)?)
     } else {
         None
     };
@@ -235,6 +236,8 @@ async fn drive(demo: &Demo<'_>, bars: Arc<Bars>, spin: indicatif::ProgressBar) -
         "leaked_instances": leaked.len(),
         "leaked": leaked,
         "installed_updates": outcome.summary.installed_updates,
+        "nothing_to_install": outcome.summary.nothing_to_install,
+        "os": args.os,
         "steps": outcome.steps,
         "error": outcome.summary.error,
     });
@@ -250,7 +253,8 @@ async fn drive(demo: &Demo<'_>, bars: Arc<Bars>, spin: indicatif::ProgressBar) -
         print_summary(&summary, &outcome);
     }
     let mut code = exit::for_run_state(&outcome.state);
-    let all_new = outcome.state != "succeeded" || on_new as u32 == args.instances;
+    // Nothing to install: nothing was published, the fleet rightly stays.
+    let all_new = outcome.state != "succeeded" || outcome.summary.nothing_to_install || on_new as u32 == args.instances;
     if code == exit::OK && (traffic.failed > 0 || !leaked.is_empty() || !all_new) {
         code = exit::FAILED;
     }
@@ -259,6 +263,7 @@ async fn drive(demo: &Demo<'_>, bars: Arc<Bars>, spin: indicatif::ProgressBar) -
 
 fn print_summary(s: &serde_json::Value, outcome: &repave_engine::RunOutcome) {
     crate::commands::run::print_outcome(outcome);
+
     let r = &s["requests"];
     println!(
         "  requests   {} total, {} failed ({:.0}/s from {} keep-alive clients)",
@@ -345,27 +350,41 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// The demo feed plus one update that breaks the app's health check.
-fn write_broken_feed(state_dir: &Path) -> Result<PathBuf, Exit> {
-    let mut feed = repave_local::feed::demo_feed();
-    let today = repave_core::patch::epoch_days(SystemClock.now().millis());
-    let mut files = std::collections::BTreeMap::new();
-    files.insert("etc/demo-app.conf".to_string(), "health = fail\n".to_string());
-    feed.push(repave_core::patch::Update {
-        id: "KB-BROKEN-1".into(),
-        package: "demo-app".into(),
-        version: "2.0.0".into(),
-        severity: "Critical".into(),
-        classification: "CriticalUpdates".into(),
-        released: repave_core::patch::format_date_days(today - 30),
-        reboot: false,
-        files,
-    });
-    let path = state_dir.join("broken-feed.json");
+/// The demo feed in `os`'s vocabulary, with `broken`: plus one update that
+/// breaks the app's health check.
+fn write_feed(state_dir: &Path, os: repave_core::patch::OsFamily, broken: bool) -> Result<PathBuf, Exit> {
+    let mut updates = repave_local::feed::demo_feed();
+    if broken {
+        let today = repave_core::patch::epoch_days(SystemClock.now().millis());
+        let mut files = std::collections::BTreeMap::new();
+        files.insert("etc/demo-app.conf".to_string(), "health = fail\n".to_string());
+        updates.push(repave_core::patch::Update {
+            id: "KB-BROKEN-1".into(),
+            package: "demo-app".into(),
+            version: "2.0.0".into(),
+            severity: "Critical".into(),
+            classification: "CriticalUpdates".into(),
+            released: repave_core::patch::format_date_days(today - 30),
+            reboot: false,
+            files,
+        });
+    }
+    let feed = repave_local::feed::for_os(os, updates);
+    let path = state_dir.join("feed.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&feed).expect("feed"))
         .context("writing the feed")
         .map_err(Exit::failed)?;
     Ok(path)
+}
+
+/// The demo's selection in `os`'s words: the two most severe levels, at
+/// least `min_age_days` old where the family knows release dates.
+fn demo_selection(os: repave_core::patch::OsFamily, min_age_days: u32) -> String {
+    if os.is_apt() {
+        "priorities = [\"Required\", \"Important\"]".to_string()
+    } else {
+        format!("severities = [\"Critical\", \"Important\"]\nmin_age_days = {min_age_days}")
+    }
 }
 
 fn demo_config(state_dir: &Path, args: &DemoArgs, port: u16, feed: Option<&Path>) -> String {
@@ -397,9 +416,11 @@ provider = "local"
 group = "demo"
 parameter = "latestAmi"
 
+[pipelines.demo.builder]
+platform = "{os}"
+
 [pipelines.demo.patch]
-severities = ["Critical", "Important"]
-min_age_days = 3
+{selection}
 
 [pipelines.demo.test]
 enabled = {test}
@@ -416,5 +437,10 @@ keep = 3
         state = state_dir.display().to_string(),
         max = (n * 2).min(256),
         test = !args.break_image,
+        os = args.os,
+        selection = demo_selection(
+            repave_core::patch::OsFamily::parse(&args.os).expect("clap checked --os"),
+            args.min_age_days
+        ),
     )
 }

@@ -10,7 +10,7 @@ mod tests;
 mod validate;
 
 pub use load::{parse, parse_all, parse_bytes, parse_bytes_with, ConfigError, ExtraCheck, MAX_CONFIG_BYTES};
-pub use patch_check::PatchProblem;
+pub use patch_check::{builder_os, PatchProblem};
 pub use starter::starter_config;
 pub use validate::is_valid_name;
 

@@ -5,8 +5,9 @@
 //! make the selection match nothing: that is an error, never a silent
 //! empty bake.
 
-use super::Patch;
+use super::{Patch, Pipeline};
 use crate::patch::{singular, Axis, OsFamily, PlatformChoice};
+use crate::provider::Image;
 
 /// ApproveAfterDays' upper bound (AWS PatchRule).
 const MAX_APPROVE_AFTER_DAYS: u32 = 360;
@@ -130,6 +131,31 @@ impl Patch {
         }
         out
     }
+}
+
+/// The OS family of a builder launched from `image` for `pipeline`: what
+/// the image says it is, checked against `builder.platform` and the patch
+/// selection (a selection in another family's words would match nothing).
+/// Run before anything is launched, and by `repave plan`.
+pub fn builder_os(pipeline: &Pipeline, image: &Image) -> Result<OsFamily, String> {
+    let detected = OsFamily::detect(image.platform.as_deref().unwrap_or_default(), &image.name, "");
+    let os = pipeline
+        .builder
+        .platform_choice()
+        .resolve(detected)
+        .map_err(|m| format!("source image {}: {m}", image.id))?;
+    let problems = pipeline
+        .patch
+        .problems(PlatformChoice::Family(os), pipeline.provider == "aws");
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(format!(
+            "the patch selection cannot match anything on {os} (image {}): {}",
+            image.id,
+            list.join("; ")
+        ));
+    }
+    Ok(os)
 }
 
 #[cfg(test)]
