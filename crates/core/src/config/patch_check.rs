@@ -179,7 +179,13 @@ mod tests {
     fn selection_per_os_family() {
         use PlatformChoice::{Auto, Family, Linux};
         // (case, selection, platform, first problem: key and part of message, or none)
-        let cases: Vec<(&str, Patch, PlatformChoice, Option<(&str, &str)>)> = vec![
+        type Case = (
+            &'static str,
+            Patch,
+            PlatformChoice,
+            Option<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "windows words on windows",
                 patch(&["Critical"], &["SecurityUpdates"], &[], &[], 7),
