@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    assert_succeeded, default_pipeline, engine, engine_on, harness_account, FleetSpec, Moto, SpecKind, DESCRIPTION,
-    USER_DATA,
+    assert_succeeded, default_pipeline, engine, engine_on, events, harness_account, FleetSpec, Moto, SpecKind,
+    DESCRIPTION, USER_DATA,
 };
 use repave_core::provider::{tag, Groups, Images, Instances, Parameters, Tags};
 use repave_store::{RunKind, Store};
@@ -114,15 +114,6 @@ async fn template_version(moto: &Moto, lt: &str, version: &str) -> aws_sdk_ec2::
         .expect("versions")
         .launch_template_versions()[0]
         .clone()
-}
-
-fn events(store: &Store, out: &repave_engine::RunOutcome) -> Vec<String> {
-    store
-        .events(&out.run, 0, 10_000)
-        .expect("events")
-        .into_iter()
-        .map(|e| e.message)
-        .collect()
 }
 
 /// The seed's own setup: a launch-configuration group behind an ALB,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{default_pipeline, engine_on, harness_patches, Moto, SpecKind};
+use common::{default_pipeline, engine_on, events, harness_patches, Moto, SpecKind};
 use repave_core::patch::{OsFamily, PatchSelection};
 use repave_core::provider::{
     tag, CommandDocument, CommandRequest, CommandStatus, Commands, InstallReport, Instances, LaunchRequest, Parameters,
@@ -18,13 +18,42 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn events(store: &Store, out: &repave_engine::RunOutcome) -> Vec<String> {
-    store
-        .events(&out.run, 0, 10_000)
-        .expect("events")
-        .into_iter()
-        .map(|e| e.message)
-        .collect()
+/// A one-instance fleet (Windows when `windows`) whose golden image has the
+/// patches `spec` describes, and the provider under test.
+async fn fleet_with_patches(
+    windows: bool,
+    spec: serde_json::Value,
+) -> (Moto, common::Fleet, Arc<repave_aws::AwsProvider>) {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet_on(SpecKind::Template, 1, windows).await;
+    harness_patches(&moto.account, &fleet.golden, spec).await;
+    let provider = Arc::new(moto.provider());
+    (moto, fleet, provider)
+}
+
+/// One run of `pipeline` with its own store.
+async fn run(
+    provider: &Arc<repave_aws::AwsProvider>,
+    pipeline: &repave_core::config::Pipeline,
+    kind: RunKind,
+) -> (repave_engine::RunOutcome, Arc<Store>) {
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", pipeline, kind)
+        .await
+        .expect("run");
+    (out, store)
+}
+
+async fn image_of(moto: &Moto, id: &str) -> aws_sdk_ec2::types::Image {
+    moto.ec2
+        .describe_images()
+        .image_ids(id)
+        .send()
+        .await
+        .expect("image")
+        .images()[0]
+        .clone()
 }
 
 /// Patch baselines repave left in the account.
@@ -91,36 +120,28 @@ async fn builder_of(provider: &repave_aws::AwsProvider, run: &repave_core::RunId
 /// patches only, and the run's baseline is gone afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linux_selection_installs_exactly_the_scanned_list_and_reboots_once() {
-    let moto = Moto::new().await;
-    let fleet = moto.fleet(SpecKind::Template, 1).await;
-    harness_patches(
-        &moto.account,
-        &fleet.golden,
+    let (moto, fleet, provider) = fleet_with_patches(
+        false,
         json!({
-            "os": "AMAZON_LINUX_2023",
-            "patches": [
-                json!({ "id": "kernel.x86_64", "classification": "Security", "severity": "Critical", "age_days": 20, "reboot": true }),
-                patch("openssl-libs.x86_64", "Security", "Important", 12),
-                patch("vim-minimal.x86_64", "Bugfix", "Low", 30),
-                patch("glibc.x86_64", "Security", "Medium", 30),
-                patch("curl.x86_64", "Security", "Critical", 1),
-                patch("bash.x86_64", "Security", "Critical", 90),
-            ],
-            "installed": ["bash.x86_64"],
-        }),
+        "os": "AMAZON_LINUX_2023",
+        "patches": [
+            json!({ "id": "kernel.x86_64", "classification": "Security", "severity": "Critical", "age_days": 20, "reboot": true }),
+            patch("openssl-libs.x86_64", "Security", "Important", 12),
+            patch("vim-minimal.x86_64", "Bugfix", "Low", 30),
+            patch("glibc.x86_64", "Security", "Medium", 30),
+            patch("curl.x86_64", "Security", "Critical", 1),
+            patch("bash.x86_64", "Security", "Critical", 90),
+        ],
+        "installed": ["bash.x86_64"],
+    }),
     )
     .await;
-    let provider = Arc::new(moto.provider());
     let pipeline = default_pipeline(
         &fleet,
         "amazon-linux",
         "[pipelines.web.patch]\nclassifications = [\"Security\"]\nseverities = [\"Critical\", \"Important\"]\nmin_age_days = 7\n",
     );
-    let store = Arc::new(Store::open_in_memory().expect("store"));
-    let out = engine_on(provider.clone(), store.clone())
-        .start("web", &pipeline, RunKind::Bake)
-        .await
-        .expect("run");
+    let (out, store) = run(&provider, &pipeline, RunKind::Bake).await;
     assert_eq!(out.state, "succeeded", "{:?}", out.summary.error);
     let mut installed: Vec<&str> = out.summary.installed_updates.iter().map(|u| u.id.as_str()).collect();
     installed.sort();
@@ -176,14 +197,8 @@ async fn a_linux_selection_installs_exactly_the_scanned_list_and_reboots_once() 
     assert!(ev.iter().any(|m| m.contains("rebooted (reboot 1")), "{ev:?}");
     assert!(baselines(&moto).await.is_empty(), "the run's baseline is removed");
     let image = out.summary.new_image.expect("an image");
-    let tags = moto
-        .ec2
-        .describe_images()
-        .image_ids(image.as_str())
-        .send()
+    let tags = image_of(&moto, image.as_str())
         .await
-        .expect("image")
-        .images()[0]
         .tags()
         .iter()
         .find(|t| t.key() == Some(tag::MANIFEST))
@@ -197,30 +212,22 @@ async fn a_linux_selection_installs_exactly_the_scanned_list_and_reboots_once() 
 /// so and ends without an image; the golden parameter is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selection_that_matches_nothing_publishes_nothing() {
-    let moto = Moto::new().await;
-    let fleet = moto.fleet(SpecKind::Template, 1).await;
-    harness_patches(
-        &moto.account,
-        &fleet.golden,
+    let (moto, fleet, provider) = fleet_with_patches(
+        false,
         json!({
-            "os": "AMAZON_LINUX_2023",
-            "patches": [patch("openssl-libs.x86_64", "Security", "Critical", 30), patch("vim-minimal.x86_64", "Bugfix", "Low", 30)],
-            "installed": ["openssl-libs.x86_64"],
-        }),
+        "os": "AMAZON_LINUX_2023",
+        "patches": [patch("openssl-libs.x86_64", "Security", "Critical", 30), patch("vim-minimal.x86_64", "Bugfix", "Low", 30)],
+        "installed": ["openssl-libs.x86_64"],
+    }),
     )
     .await;
-    let provider = Arc::new(moto.provider());
     let before = provider.get_parameter(&fleet.parameter).await.expect("parameter");
     let pipeline = default_pipeline(
         &fleet,
         "linux",
         "[pipelines.web.patch]\nclassifications = [\"Security\"]\nseverities = [\"Critical\"]\n",
     );
-    let store = Arc::new(Store::open_in_memory().expect("store"));
-    let out = engine_on(provider.clone(), store.clone())
-        .start("web", &pipeline, RunKind::Run)
-        .await
-        .expect("run");
+    let (out, store) = run(&provider, &pipeline, RunKind::Run).await;
     assert_eq!(out.state, "succeeded", "{:?}", out.summary.error);
     assert!(out.summary.nothing_to_install);
     assert_eq!(out.summary.new_image, None);
@@ -264,11 +271,7 @@ async fn a_selection_in_another_os_vocabulary_is_refused_before_launch() {
         "auto",
         "[pipelines.web.patch]\nclassifications = [\"SecurityUpdates\"]\n",
     );
-    let store = Arc::new(Store::open_in_memory().expect("store"));
-    let out = engine_on(provider.clone(), store.clone())
-        .start("web", &pipeline, RunKind::Run)
-        .await
-        .expect("run");
+    let (out, _store) = run(&provider, &pipeline, RunKind::Run).await;
     assert_eq!(out.state, "failed");
     let error = out.summary.error.unwrap_or_default();
     assert!(
@@ -326,23 +329,19 @@ async fn wait_result(
 /// Through the whole run, the failure fails it and nothing is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windows_install_past_24000_characters_reports_its_failed_kb_and_pending_reboot() {
-    let moto = Moto::new().await;
-    let fleet = moto.fleet_on(SpecKind::Template, 1, true).await;
-    harness_patches(
-        &moto.account,
-        &fleet.golden,
+    let (moto, fleet, provider) = fleet_with_patches(
+        true,
         json!({
-            "os": "WINDOWS",
-            "output_lines": 600,
-            "patches": [
-                json!({ "id": "KB5034439", "classification": "SecurityUpdates", "severity": "Critical", "age_days": 20, "reboot": true }),
-                json!({ "id": "KB5034441", "classification": "SecurityUpdates", "severity": "Critical", "age_days": 20, "fails": true }),
-                patch("KB2267602", "DefinitionUpdates", "Unspecified", 20),
-            ],
-        }),
+        "os": "WINDOWS",
+        "output_lines": 600,
+        "patches": [
+            json!({ "id": "KB5034439", "classification": "SecurityUpdates", "severity": "Critical", "age_days": 20, "reboot": true }),
+            json!({ "id": "KB5034441", "classification": "SecurityUpdates", "severity": "Critical", "age_days": 20, "fails": true }),
+            patch("KB2267602", "DefinitionUpdates", "Unspecified", 20),
+        ],
+    }),
     )
     .await;
-    let provider = Arc::new(moto.provider());
     // The provider directly: scan, then install the frozen list.
     let id = windows_builder(&moto, &provider, &fleet.golden, &fleet.subnets[0]).await;
     let selection = PatchSelection {
@@ -412,11 +411,7 @@ async fn a_windows_install_past_24000_characters_reports_its_failed_kb_and_pendi
         "windows",
         "[pipelines.web.patch]\nclassifications = [\"SecurityUpdates\"]\nseverities = [\"Critical\"]\n",
     );
-    let store = Arc::new(Store::open_in_memory().expect("store"));
-    let out = engine_on(provider.clone(), store)
-        .start("web", &pipeline, RunKind::Run)
-        .await
-        .expect("run");
+    let (out, _store) = run(&provider, &pipeline, RunKind::Run).await;
     assert_eq!(out.state, "failed");
     assert!(
         out.summary.error.as_deref().unwrap_or_default().contains("KB5034441"),
@@ -432,28 +427,20 @@ async fn a_windows_install_past_24000_characters_reports_its_failed_kb_and_pendi
 /// taken, and its pending reboot is one reboot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windows_builder_is_generalized_before_its_image_is_taken() {
-    let moto = Moto::new().await;
-    let fleet = moto.fleet_on(SpecKind::Template, 1, true).await;
-    harness_patches(
-        &moto.account,
-        &fleet.golden,
+    let (moto, fleet, provider) = fleet_with_patches(
+        true,
         json!({
-            "os": "WINDOWS",
-            "patches": [json!({ "id": "KB5034439", "classification": "SecurityUpdates", "severity": "Critical", "age_days": 20, "reboot": true })],
-        }),
+        "os": "WINDOWS",
+        "patches": [json!({ "id": "KB5034439", "classification": "SecurityUpdates", "severity": "Critical", "age_days": 20, "reboot": true })],
+    }),
     )
     .await;
-    let provider = Arc::new(moto.provider());
     let pipeline = default_pipeline(
         &fleet,
         "windows",
         "[pipelines.web.patch]\nseverities = [\"Critical\"]\n",
     );
-    let store = Arc::new(Store::open_in_memory().expect("store"));
-    let out = engine_on(provider.clone(), store.clone())
-        .start("web", &pipeline, RunKind::Bake)
-        .await
-        .expect("run");
+    let (out, store) = run(&provider, &pipeline, RunKind::Bake).await;
     assert_eq!(out.state, "succeeded", "{:?}", out.summary.error);
     let patch_step = store.step(&out.run, "patch").expect("step").expect("patch step");
     assert_eq!(patch_step.output.expect("output")["reboots"], 1);
@@ -476,14 +463,8 @@ async fn a_windows_builder_is_generalized_before_its_image_is_taken() {
         })
         .expect("an EC2Launch sysprep command");
     let image = out.summary.new_image.expect("image");
-    let created = moto
-        .ec2
-        .describe_images()
-        .image_ids(image.as_str())
-        .send()
+    let created = image_of(&moto, image.as_str())
         .await
-        .expect("image")
-        .images()[0]
         .creation_date()
         .unwrap_or_default()
         .to_string();
@@ -505,11 +486,8 @@ fn chrono_secs(s: &str) -> i64 {
 /// the invocation ends Cancelled); the run fails and nothing is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_patch_command_is_cancelled_and_nothing_is_published() {
-    let moto = Moto::new().await;
-    let fleet = moto.fleet(SpecKind::Template, 1).await;
-    harness_patches(
-        &moto.account,
-        &fleet.golden,
+    let (moto, fleet, provider) = fleet_with_patches(
+        false,
         json!({
             "os": "AMAZON_LINUX_2023",
             "install_seconds": 600,
@@ -517,14 +495,9 @@ async fn a_timed_out_patch_command_is_cancelled_and_nothing_is_published() {
         }),
     )
     .await;
-    let provider = Arc::new(moto.provider());
     let before = provider.get_parameter(&fleet.parameter).await.expect("parameter");
     let pipeline = default_pipeline(&fleet, "linux", "[pipelines.web.patch]\ntimeout = \"6s\"\n");
-    let store = Arc::new(Store::open_in_memory().expect("store"));
-    let out = engine_on(provider.clone(), store.clone())
-        .start("web", &pipeline, RunKind::Run)
-        .await
-        .expect("run");
+    let (out, store) = run(&provider, &pipeline, RunKind::Run).await;
     assert_eq!(out.state, "failed");
     assert!(
         out.summary.error.as_deref().unwrap_or_default().contains("timed out"),

@@ -16,6 +16,16 @@ fn demo(dir: &Path, extra: &[&str]) -> common::Ran {
     Repave::new().args(args).run()
 }
 
+/// The names of the steps in a run summary.
+fn step_names(v: &Value) -> Vec<&str> {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn demo_eight_instances_zero_failed_requests() {
     let _l = fleet_lock();
@@ -98,12 +108,7 @@ fn demo_with_nothing_selected_publishes_nothing() {
     assert_eq!(v["installed_updates"].as_array().unwrap().len(), 0);
     assert_eq!(v["requests"]["failed"], 0);
     assert_eq!(v["leaked_instances"], 0, "{}", v["leaked"]);
-    let steps: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let steps = step_names(&v);
     assert!(
         !steps.contains(&"publish") && !steps.contains(&"create_image"),
         "{steps:?}"
@@ -125,12 +130,7 @@ fn unhealthy_new_image_rolls_back_without_failed_requests() {
     let by_image = v["requests"]["by_image"].as_object().unwrap();
     assert_eq!(by_image.keys().collect::<Vec<_>>(), vec![before], "{by_image:?}");
     assert!(v["error"].as_str().unwrap().contains("not healthy"), "{}", v["error"]);
-    let steps: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let steps = step_names(&v);
     assert!(
         steps.contains(&"rollback_roll") && steps.contains(&"rollback_verify"),
         "{steps:?}"

@@ -756,3 +756,13 @@ timeout = "120s"
     let cfg = repave_core::config::parse(&src, "repave.toml").expect("pipeline parses");
     cfg.pipelines.get("web").expect("web pipeline").clone()
 }
+
+/// The messages of a run's audit events, oldest first.
+pub fn events(store: &repave_store::Store, out: &repave_engine::RunOutcome) -> Vec<String> {
+    store
+        .events(&out.run, 0, 10_000)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
