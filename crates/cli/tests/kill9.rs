@@ -73,11 +73,14 @@ fn kill_9_anywhere_then_resume() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_2026);
     let mut rng = Rng(seed);
+    // Every cycle bakes from the previous cycle's image, which has every
+    // update already: `when_empty = "publish"` bakes one anyway, so each
+    // cycle goes through every step.
     let fleet = Fleet::new(
         3,
         3,
         6,
-        "[pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n",
+        "[pipelines.web.patch]\nwhen_empty = \"publish\"\n[pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n",
     );
     fleet.up();
     let (c, port) = (fleet.config.clone(), fleet.port);

@@ -629,13 +629,28 @@ impl Moto {
         if ids.is_empty() {
             return vec![];
         }
-        let d = self
-            .ec2
-            .describe_instances()
-            .set_instance_ids(Some(ids))
-            .send()
-            .await
-            .expect("instances");
+        // A member Auto Scaling just launched may not be visible to EC2 yet
+        // (eventual consistency, as the harness models): ask again, bounded.
+        let mut tries = 0;
+        let d = loop {
+            match self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids.clone()))
+                .send()
+                .await
+            {
+                Ok(d) => break d,
+                Err(e)
+                    if tries < 50
+                        && e.as_service_error().and_then(|s| s.meta().code()) == Some("InvalidInstanceID.NotFound") =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("instances: {e:?}"),
+            }
+        };
         let mut out: Vec<(String, String)> = d
             .reservations()
             .iter()
