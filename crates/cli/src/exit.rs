@@ -34,7 +34,7 @@ impl Exit {
 impl From<anyhow::Error> for Exit {
     fn from(error: anyhow::Error) -> Self {
         let code = match error.downcast_ref::<EngineError>() {
-            Some(EngineError::Leased { .. }) => LEASED,
+            Some(EngineError::Leased { .. }) | Some(EngineError::Unfinished { .. }) => LEASED,
             Some(EngineError::Config(_)) => BAD_INPUT,
             Some(EngineError::UnknownRun(_)) | Some(EngineError::NotResumable { .. }) => BAD_INPUT,
             _ => FAILED,

@@ -85,6 +85,11 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
             image.state
         )));
     }
+    if image.tags.get(tag::STATUS).map(String::as_str) == Some(tag::STATUS_BAD) {
+        return Err(EngineError::Preflight(format!(
+            "golden parameter {name:?} points at {source}, which is marked bad; point it at a good image (`repave rollback` does)"
+        )));
+    }
     let group = &ctx.pipeline.group;
     let g = retry("resolve", || p.describe_group(group))
         .await
@@ -95,10 +100,16 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
             e => e,
         })?;
     retry("resolve", || p.describe_launch_spec(&g.launch_spec)).await?;
-    // A roll the group cannot hold is refused before anything is created.
+    // A roll the group cannot hold, or held instances the policy refuses,
+    // are refused before anything is created.
     let rolls = !matches!(ctx.run.kind, repave_store::RunKind::Bake);
     if rolls && ctx.pipeline.rollout.strategy != "native" {
         if let Some(reason) = repave_core::rollout::no_room(g.desired, g.max, &ctx.policy()) {
+            return Err(EngineError::Preflight(format!("group {group}: {reason}")));
+        }
+    }
+    if rolls {
+        if let Some(reason) = refused_held(ctx, &g) {
             return Err(EngineError::Preflight(format!("group {group}: {reason}")));
         }
     }
@@ -107,6 +118,29 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
         parameter_version: param.version,
         launch_spec: g.launch_spec,
         desired: g.desired,
+    })
+}
+
+/// Protected or standby members under a `fail` policy (for either
+/// strategy: Instance Refresh has no "fail", so it must be refused here).
+fn refused_held(ctx: &Ctx<'_>, g: &repave_core::provider::Group) -> Option<String> {
+    use repave_core::config::HeldInstances;
+    use repave_core::provider::Lifecycle;
+    let r = &ctx.pipeline.rollout;
+    let held: Vec<String> = g
+        .members
+        .iter()
+        .filter(|m| {
+            (m.lifecycle == Lifecycle::Standby && r.standby == HeldInstances::Fail)
+                || (m.protected && m.lifecycle != Lifecycle::Standby && r.protected == HeldInstances::Fail)
+        })
+        .map(|m| m.id.to_string())
+        .collect();
+    (!held.is_empty()).then(|| {
+        format!(
+            "protected or standby instance(s) {} cannot be replaced and the policy says \"fail\"; unprotect them or set protected/standby = \"skip\" or \"wait\"",
+            held.join(", ")
+        )
     })
 }
 
@@ -232,11 +266,15 @@ pub(crate) async fn run_command(
     timeout: Duration,
 ) -> Result<CommandResult, EngineError> {
     let p = ctx.provider();
+    // The n-th command of this step: the same token when the step runs
+    // again after a restart, so a provider that keeps tokens hands back the
+    // command already sent (and its result) instead of running it twice.
+    let token = ctx.command_token();
     let req = CommandRequest {
         instance: instance.clone(),
         document,
         timeout,
-        token: format!("{}-{step}-{}", ctx.run_id(), rand::random::<u32>()),
+        token,
     };
     let id = retry(step, || p.send_command(req.clone())).await?;
     let margin = Duration::from_secs(30);
@@ -523,7 +561,9 @@ pub async fn test_image(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineErro
             terminate(ctx, &i.id, "test_image").await?;
         }
     }
-    if let Err(e) = &result {
+    // Only a failed test is the image's fault (a cancel or a lost provider
+    // is not): the executor's cleanup labels the image otherwise.
+    if let Err(e @ EngineError::TestImage { .. }) = &result {
         mark_bad(ctx, image, &e.to_string()).await;
     }
     result
@@ -616,22 +656,28 @@ async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineEr
 
 /// Tag an image as bad so nothing picks it up again.
 pub(crate) async fn mark_bad(ctx: &Ctx<'_>, image: &ImageId, reason: &str) {
+    mark(ctx, image, tag::STATUS_BAD, &format!("marked bad: {reason}")).await
+}
+
+async fn mark(ctx: &Ctx<'_>, image: &ImageId, status: &str, what: &str) {
     let mut tags = Tags::new();
-    tags.insert(tag::STATUS.into(), tag::STATUS_BAD.into());
-    if let Err(e) = retry("mark_bad", || ctx.provider().tag_image(image, &tags)).await {
-        tracing::warn!(%image, error = %e, "could not tag image as bad");
+    tags.insert(tag::STATUS.into(), status.into());
+    if let Err(e) = retry("cleanup", || ctx.provider().tag_image(image, &tags)).await {
+        ctx.log(
+            "cleanup",
+            format!("could not tag image {image} {status}: {e}"),
+            serde_json::Value::Null,
+        );
     }
-    ctx.log(
-        "cleanup",
-        format!("image {image} marked bad: {reason}"),
-        serde_json::Value::Null,
-    );
+    ctx.log("cleanup", format!("image {image} {what}"), serde_json::Value::Null);
 }
 
 /// On any failure before publish: terminate every builder and test instance
-/// of this run and mark its image bad. Never fails the caller: what it could
-/// not do is logged, and `gc` sweeps by tag.
-pub async fn cleanup(ctx: &Ctx<'_>) {
+/// of this run, and label what it made: bad when `failure` is the image's
+/// fault, unpublished otherwise (retention and `gc` remove both; only a bad
+/// one says the image is wrong). Never fails the caller: what it could not
+/// do is logged, and `gc` sweeps by tag.
+pub async fn cleanup(ctx: &Ctx<'_>, failure: &EngineError) {
     let p = ctx.provider();
     for role in [tag::ROLE_BUILDER, tag::ROLE_TEST] {
         let tags = run_tags(ctx, role);
@@ -670,9 +716,21 @@ pub async fn cleanup(ctx: &Ctx<'_>) {
         }
     }
     let tags = run_tags(ctx, tag::ROLE_IMAGE);
-    if let Ok(images) = retry("cleanup", || p.list_images(&tags)).await {
-        for img in images {
-            mark_bad(ctx, &img.id, "run failed before publish").await;
+    match retry("cleanup", || p.list_images(&tags)).await {
+        Ok(images) => {
+            for img in images.into_iter().filter(|i| !i.tags.contains_key(tag::STATUS)) {
+                if failure.blames_image() {
+                    mark_bad(ctx, &img.id, &failure.to_string()).await;
+                } else {
+                    let why = format!("left unpublished: the run stopped before publish ({failure})");
+                    mark(ctx, &img.id, tag::STATUS_UNPUBLISHED, &why).await;
+                }
+            }
         }
+        Err(e) => ctx.log(
+            "cleanup",
+            format!("could not list this run's images: {e}"),
+            serde_json::Value::Null,
+        ),
     }
 }

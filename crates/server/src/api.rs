@@ -40,12 +40,15 @@ impl From<EngineError> for ApiError {
                 group,
                 holder,
                 expires_at,
+                ..
             } => ApiError(
                 StatusCode::CONFLICT,
                 json!({ "error": e.to_string(), "group": group, "holder": holder, "expires_at": expires_at }),
             ),
             EngineError::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            EngineError::NotResumable { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            EngineError::NotResumable { .. } | EngineError::Unfinished { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
             EngineError::Config(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }

@@ -79,6 +79,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
             R::Unit
         }
         Q::ListImages { tags } => R::Images(catalog::list_images(&shared.cloud(), &tags)),
+        Q::ReferencedImages => R::ImageIds(catalog::referenced_images(&shared.cloud())),
         Q::TagImage { id, tags } => {
             catalog::tag_image(shared, &mut shared.cloud(), &id, &tags)?;
             R::Unit
