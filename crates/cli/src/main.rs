@@ -32,6 +32,7 @@ fn main() {
     let json = cli.json;
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
+        Err(exit) if exit.is_quiet() => exit.code,
         Err(Exit { code, error }) => {
             if json {
                 let v = serde_json::json!({ "error": format!("{error:#}"), "exit_code": code });

@@ -161,3 +161,37 @@ fn a_surge_above_the_groups_max_is_held_within_it() {
     let image = v["summary"]["new_image"].as_str().unwrap();
     assert_eq!(image_status(&fleet, image), None);
 }
+
+#[test]
+fn a_paused_run_blocks_new_runs_until_cancelled() {
+    let _l = fleet_lock();
+    // The roll may start nothing after its first second: it pauses.
+    let fleet = Fleet::new(
+        2,
+        3,
+        6,
+        "[pipelines.web.rollout]\nwarmup = \"1s\"\nwindow_cutoff = \"1ms\"\n",
+    );
+    fleet.up();
+    let paused = fleet.repave(["--json", "run"]);
+    assert_eq!(paused.code, 5, "{}\n{}", paused.stdout, paused.stderr);
+    let run = paused.json()["run"].as_str().unwrap().to_string();
+    let refused = fleet.repave(["run"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&run) && refused.stderr.contains("paused"),
+        "{}",
+        refused.stderr
+    );
+    let cancelled = fleet.repave(["--json", "cancel", run.as_str()]).expect_code(0).json();
+    assert_eq!(cancelled["ended"], true, "{cancelled}");
+    let logs = fleet.repave(["--json", "logs", run.as_str()]).json();
+    assert_eq!(logs["run"]["state"], "cancelled");
+    // The group is free again.
+    let next = fleet.repave(["--json", "roll"]);
+    assert_eq!(
+        next.code, 5,
+        "a new run starts (and pauses at its own cutoff): {}",
+        next.stderr
+    );
+}

@@ -58,7 +58,7 @@ pub async fn gc(
                 why: format!("{role} of run {run}, which is finished or unknown"),
             };
             if let Some(r) = record.as_ref().filter(|r| !r.state.is_terminal()) {
-                match abandoned(store, r)? {
+                match abandoned(store, r, now)? {
                     None => {
                         act.action = "keep".into();
                         act.why = format!("{role} of run {run}, not finished (resume or cancel it)");
@@ -105,16 +105,11 @@ pub async fn gc(
 /// `None` while it may still be driven or resumed: it is abandoned when no
 /// live process drives it and it never published (there is nothing for a
 /// resume to finish that a fresh run would not do better).
-fn abandoned(store: &Store, run: &RunRecord) -> Result<Option<String>, EngineError> {
+fn abandoned(store: &Store, run: &RunRecord, now: Timestamp) -> Result<Option<String>, EngineError> {
     if run.state != RunState::Running {
         return Ok(None);
     }
-    let lease = store.current_lease(&run.group)?;
-    let driven = lease
-        .as_ref()
-        .filter(|l| l.holder == run.id.as_str())
-        .is_some_and(|l| l.driver.as_ref().is_none_or(|d| d.alive() != Some(false)));
-    if driven {
+    if store.run_driver(&run.group, run.id.as_str(), now)?.is_some() {
         return Ok(None);
     }
     // A publish that began (its intent journaled) may have moved things:
@@ -142,7 +137,7 @@ fn end_abandoned_runs(
         ..Default::default()
     })?;
     for r in runs.iter().filter(|r| pipelines.iter().any(|(n, _)| n == &r.pipeline)) {
-        let Some(why) = abandoned(store, r)? else { continue };
+        let Some(why) = abandoned(store, r, now)? else { continue };
         if !dry_run {
             let reason = format!("abandoned: it {why}; repave gc ended it and swept what it left");
             store.set_run_state(&r.id, RunState::Failed, Some(&reason), now)?;

@@ -10,6 +10,7 @@ mod events;
 mod executor;
 mod gc;
 mod native;
+mod options;
 mod publish;
 mod references;
 mod retain;

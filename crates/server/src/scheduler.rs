@@ -115,6 +115,8 @@ async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: R
         .get(pipeline)
         .and_then(|p| p.window.as_ref())
         .and_then(|w| w.only_if.clone());
+    // How often the run's own engine looks at its provider.
+    let poll = shared.engine.get(pipeline).map(|o| o.poll).unwrap_or_default();
     let watch = async {
         let mut scan_checked = only_if.is_none();
         loop {
@@ -146,15 +148,11 @@ async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: R
                 append(shared, &run, message);
                 return;
             }
-            let until_cutoff = if now < cutoff {
-                cutoff.since(now)
-            } else {
-                shared.engine.poll
-            };
+            let until_cutoff = if now < cutoff { cutoff.since(now) } else { poll };
             tokio::time::sleep(if scan_checked {
                 until_cutoff
             } else {
-                until_cutoff.min(shared.engine.poll)
+                until_cutoff.min(poll)
             })
             .await;
         }

@@ -156,6 +156,17 @@ impl Store {
         }
     }
 
+    /// The process driving `run` on `group` now: the run holds the group's
+    /// unexpired lease, and its driver is alive (or on another host, where
+    /// only the expiry tells). `None`: nobody drives it.
+    pub fn run_driver(&self, group: &str, run: &str, now: Timestamp) -> Result<Option<Driver>, StoreError> {
+        Ok(self
+            .current_lease(group)?
+            .filter(|l| l.holder == run && l.expires_at > now)
+            .and_then(|l| l.driver)
+            .filter(|d| d.alive() != Some(false)))
+    }
+
     /// The lease on `group` unless released (it may have expired: compare
     /// `expires_at` with the current time).
     pub fn current_lease(&self, group: &str) -> Result<Option<Lease>, StoreError> {

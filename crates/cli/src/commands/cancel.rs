@@ -33,7 +33,7 @@ pub fn run(cli: &Cli, run: &str) -> Result<i32, Exit> {
             data: serde_json::json!({ "by": "repave cancel", "pid": std::process::id() }),
         })
         .map_err(Exit::failed)?;
-    let driven = crate::commands::status::driver_alive(&store, &id);
+    let driven = crate::commands::status::driver_alive(&store, &record);
     // A paused run nobody drives stopped at a safe point (capacity at its
     // base, nothing in flight): ending it is safe, and frees its group.
     let ended = !driven && record.state == repave_store::RunState::Paused;
