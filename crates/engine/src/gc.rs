@@ -7,6 +7,7 @@
 //! referenced (see [`crate::references`]; a source that cannot be read stops
 //! gc before it deletes anything).
 
+use crate::call::retry;
 use crate::error::EngineError;
 use crate::references::{disposable, image_references};
 use repave_core::config::Pipeline;
@@ -26,10 +27,6 @@ pub struct GcAction {
     pub why: String,
 }
 
-fn provider_err(e: repave_core::ProviderError) -> EngineError {
-    EngineError::provider("gc", e)
-}
-
 /// Sweep one provider for the pipelines that use it.
 pub async fn gc(
     p: &dyn Provider,
@@ -42,7 +39,7 @@ pub async fn gc(
     for role in [tag::ROLE_BUILDER, tag::ROLE_TEST] {
         let mut tags = Tags::new();
         tags.insert(tag::ROLE.into(), role.into());
-        for i in p.list_instances(&tags).await.map_err(provider_err)? {
+        for i in retry("gc", || p.list_instances(&tags)).await? {
             // Shutting down is not gone: a cleanup that failed half-way
             // (a full disk) leaves instances there; terminating is idempotent.
             if i.state == InstanceState::Terminated {
@@ -63,11 +60,11 @@ pub async fn gc(
                         act.action = "keep".into();
                         act.why = format!("{role} of run {run}, not finished (resume or cancel it)");
                     }
-                    Some(why) => act.why = format!("{role} of run {run}, {why}"),
+                    Some(why) => act.why = format!("{role} of run {run}, which {why}"),
                 }
             }
             if act.action == "terminate" && !dry_run {
-                p.terminate_instance(&i.id).await.map_err(provider_err)?;
+                retry("gc", || p.terminate_instance(&i.id)).await?;
             }
             actions.push(act);
         }
@@ -80,7 +77,7 @@ pub async fn gc(
         let mut tags = Tags::new();
         tags.insert(tag::PIPELINE.into(), name.clone());
         tags.insert(tag::ROLE.into(), tag::ROLE_IMAGE.into());
-        let images = p.list_images(&tags).await.map_err(provider_err)?;
+        let images = retry("gc", || p.list_images(&tags)).await?;
         for v in disposable(&images, pipeline.retention.keep as usize, &refs) {
             let mut act = GcAction {
                 action: "deregister".into(),
@@ -93,7 +90,7 @@ pub async fn gc(
                 act.action = "keep".into();
                 act.why = format!("{}, but still referenced", v.why);
             } else if !dry_run {
-                p.deregister_image(&v.image).await.map_err(provider_err)?;
+                retry("gc", || p.deregister_image(&v.image)).await?;
             }
             actions.push(act);
         }
@@ -118,7 +115,7 @@ fn abandoned(store: &Store, run: &RunRecord, now: Timestamp) -> Result<Option<St
     if published || run.kind != RunKind::Run && run.kind != RunKind::Bake {
         return Ok(None);
     }
-    Ok(Some("which stopped before publish with no process driving it".into()))
+    Ok(Some("stopped before publish with no process driving it".into()))
 }
 
 /// Runs stuck `running` whose driver is gone and which never published
@@ -139,15 +136,18 @@ fn end_abandoned_runs(
     for r in runs.iter().filter(|r| pipelines.iter().any(|(n, _)| n == &r.pipeline)) {
         let Some(why) = abandoned(store, r, now)? else { continue };
         if !dry_run {
-            let reason = format!("abandoned: it {why}; repave gc ended it and swept what it left");
+            let reason = format!("abandoned: the run {why}; repave gc ended it and swept what it left");
             store.set_run_state(&r.id, RunState::Failed, Some(&reason), now)?;
+            if let Some(lease) = store.current_lease(&r.group)?.filter(|l| l.holder == r.id.as_str()) {
+                store.release_lease(&lease)?;
+            }
         }
         out.push(GcAction {
             action: "end".into(),
             instance: None,
             image: None,
             pipeline: Some(r.pipeline.clone()),
-            why: format!("run {} {why}", r.id),
+            why: format!("run {}, which {why}", r.id),
         });
     }
     Ok(out)

@@ -39,10 +39,10 @@ impl Store {
     }
 
     /// Take the lease on `group` for `holder`, held by process `driver`,
-    /// until `now + ttl`. Fails with [`StoreError::LeaseHeld`] while another
-    /// holder's lease is unexpired, and while the same holder's lease is
-    /// held by another process that is alive (or whose liveness cannot be
-    /// seen: another host) and unexpired. The same process re-acquiring
+    /// until `now + ttl`. Fails with [`StoreError::LeaseHeld`] while the
+    /// lease is unexpired and held — by another holder, or by the same
+    /// holder from another process — by a process that is alive (or whose
+    /// liveness cannot be seen: another host). The same process re-acquiring
     /// keeps its token; anything else taking over gets the next token.
     pub fn acquire_lease_by(
         &self,
@@ -75,7 +75,12 @@ impl Store {
                 }
                 Some(_) => token + 1,
             },
-            Some((Some(current), _, expires_at, by)) if expires_at > now.0 => {
+            // Another run's lease, unexpired, held by a process that may
+            // be alive: wait. (One whose process is gone holds nothing; the
+            // engine refuses a new run while that run is unfinished.)
+            Some((Some(current), _, expires_at, by))
+                if expires_at > now.0 && by.as_ref().is_none_or(|d| d.alive() != Some(false)) =>
+            {
                 return Err(held(current, expires_at, by))
             }
             Some((_, token, _, _)) => token + 1,
