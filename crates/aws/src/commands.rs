@@ -134,6 +134,38 @@ impl AwsProvider {
         Ok(out)
     }
 
+    /// The id of a command sent to `instance` with `comment` (a repave
+    /// token), if there is one. An instance SSM does not know yet has none.
+    async fn sent_before(&self, instance: &InstanceId, comment: &str) -> Result<Option<String>> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = match self
+                .ssm
+                .list_commands()
+                .instance_id(instance.as_str())
+                .set_next_token(token.take())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = map_sdk("ListCommands", e);
+                    if e.message.starts_with("InvalidInstanceId") {
+                        return Ok(None);
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some(c) = page.commands().iter().find(|c| c.comment() == Some(comment)) {
+                return Ok(c.command_id().map(str::to_string));
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// Patches Patch Manager counts as installed but waiting for a reboot.
     async fn pending_reboots(&self, id: &InstanceId) -> Result<i32> {
         let out = self
@@ -236,6 +268,14 @@ impl Commands for AwsProvider {
             }
         };
         params.retain(|_, v| !v.is_empty());
+        // SendCommand has no client token: the token rides in the comment,
+        // and a command this instance already got with it (sent before a
+        // crash, or by a request whose answer was lost) is handed back
+        // instead of running twice.
+        let comment = truncate(&format!("repave {}", req.token), 100);
+        if let Some(id) = self.sent_before(&req.instance, &comment).await? {
+            return Ok(encode(&id, &req.instance, kind));
+        }
         let deadline = Instant::now() + req.timeout;
         loop {
             // TimeoutSeconds bounds delivery; AWS-RunPatchBaseline has no
@@ -247,7 +287,7 @@ impl Commands for AwsProvider {
                 .instance_ids(req.instance.as_str())
                 .document_name(document)
                 .timeout_seconds(timeout as i32)
-                .comment(truncate(&format!("repave {}", req.token), 100));
+                .comment(&comment);
             for (k, v) in &params {
                 call = call.parameters(k, v.clone());
             }

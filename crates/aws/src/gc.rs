@@ -15,7 +15,7 @@ impl AwsProvider {
     /// Image ids referenced anywhere in the account and region.
     /// Cost: 1 + (launch templates) + (launch configuration pages) +
     /// (instance pages) calls.
-    pub async fn referenced_images(&self) -> Result<BTreeSet<ImageId>> {
+    pub(crate) async fn account_references(&self) -> Result<BTreeSet<ImageId>> {
         let mut out = BTreeSet::new();
         let mut templates = Vec::new();
         let mut token: Option<String> = None;

@@ -152,7 +152,9 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline) -> Value {
         }),
         // A patch command still running at patch.timeout is cancelled;
         // CancelCommand has no resource-level permissions.
-        json!({ "Sid": "CancelCommand", "Effect": "Allow", "Action": "ssm:CancelCommand", "Resource": "*" }),
+        // ListCommands (a command already sent with this token is not sent
+        // again) has no resource-level permissions either.
+        json!({ "Sid": "CommandControl", "Effect": "Allow", "Action": ["ssm:CancelCommand", "ssm:ListCommands"], "Resource": "*" }),
         json!({
             "Sid": "RunCommandOnOwnInstances",
             "Effect": "Allow",
@@ -225,7 +227,7 @@ instance_profile = "builder"
             .iter()
             .filter(|s| {
                 s["Resource"] == "*"
-                    && !["Describe", "PassInstanceRoles", "CancelCommand"]
+                    && !["Describe", "PassInstanceRoles", "CommandControl"]
                         .contains(&s["Sid"].as_str().unwrap_or_default())
             })
             .collect();

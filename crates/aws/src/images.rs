@@ -191,6 +191,10 @@ impl Images for AwsProvider {
         Ok(out)
     }
 
+    async fn referenced_images(&self) -> Result<std::collections::BTreeSet<ImageId>> {
+        self.account_references().await
+    }
+
     async fn tag_image(&self, id: &ImageId, tags: &Tags) -> Result<()> {
         self.ec2
             .create_tags()

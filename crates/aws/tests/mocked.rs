@@ -220,7 +220,9 @@ const SENT: &str = r#"{"Command":{"CommandId":"c9","Status":"Pending"}}"#;
 #[tokio::test]
 async fn shell_env_is_exported_quoted_not_spliced() {
     let linux = describe_instance(None);
-    let replay = Replay::new(&[(200, &linux), (200, SENT)]);
+    // DescribeInstances (the platform), ListCommands (nothing sent with
+    // this token yet), SendCommand.
+    let replay = Replay::new(&[(200, &linux), (200, r#"{"Commands":[]}"#), (200, SENT)]);
     let p = provider(&replay, false, AwsOptions::default()).await;
     let mut env = BTreeMap::new();
     env.insert("NAME".to_string(), "o'brien; rm -rf /".to_string());
@@ -235,7 +237,8 @@ async fn shell_env_is_exported_quoted_not_spliced() {
     };
     let id = p.send_command(req).await.expect("sent");
     assert_eq!(id.as_str(), "c9/i-1/shell");
-    let body: serde_json::Value = serde_json::from_str(&replay.requests()[1]).expect("json body");
+    let body: serde_json::Value = serde_json::from_str(&replay.requests()[2]).expect("json body");
+    assert_eq!(body["Comment"], "repave t");
     assert_eq!(body["DocumentName"], "AWS-RunShellScript");
     assert_eq!(body["InstanceIds"], serde_json::json!(["i-1"]));
     assert_eq!(body["Parameters"]["commands"][0], r"export NAME='o'\''brien; rm -rf /'");

@@ -526,7 +526,9 @@ async fn referenced_images_cover_templates_configurations_and_instances() {
         .await
         .expect("v2");
     let unreferenced = moto.make_image("nobody", &fleet.subnets[0]).await;
-    let refs = p.referenced_images().await.expect("refs");
+    let refs = repave_core::provider::Images::referenced_images(&p)
+        .await
+        .expect("refs");
     for img in [&fleet.golden, &in_lc, &in_v2] {
         assert!(
             refs.contains(&repave_core::ImageId::new(img)),
@@ -617,6 +619,10 @@ async fn gc_cleans_tagged_leftovers_and_keeps_referenced_images() {
     store
         .set_run_state(&live_run.id, repave_store::RunState::Running, None, now)
         .expect("state");
+    // Driven by a live process (this one), as a real run is.
+    store
+        .acquire_lease(&fleet.group, live_run.id.as_str(), Duration::from_secs(600), now)
+        .expect("lease");
     let leftover = |run: &str| {
         let mut tags = Tags::new();
         tags.insert(tag::ROLE.into(), tag::ROLE_BUILDER.into());
@@ -659,9 +665,8 @@ async fn gc_cleans_tagged_leftovers_and_keeps_referenced_images() {
         .await
         .expect("v2");
 
-    let extra = provider.referenced_images().await.expect("refs");
     let pipelines = vec![("web".to_string(), pipeline)];
-    let actions = repave_engine::gc(provider.as_ref(), &store, &pipelines, &extra, now, false)
+    let actions = repave_engine::gc(provider.as_ref(), &store, &pipelines, now, false)
         .await
         .expect("gc");
     let did = |action: &str, what: &str| {

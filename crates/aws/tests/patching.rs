@@ -351,10 +351,17 @@ async fn a_windows_install_past_24000_characters_reports_its_failed_kb_and_pendi
         ..Default::default()
     };
     let send = |document: CommandDocument| CommandRequest {
+        token: format!(
+            "t-{}",
+            if matches!(document, CommandDocument::ScanUpdates { .. }) {
+                "scan"
+            } else {
+                "install"
+            }
+        ),
         instance: id.clone(),
         document,
         timeout: Duration::from_secs(120),
-        token: "t".into(),
     };
     let scan = provider
         .send_command(send(CommandDocument::ScanUpdates {
@@ -526,4 +533,36 @@ async fn a_timed_out_patch_command_is_cancelled_and_nothing_is_published() {
     assert_eq!(after.version, before.version, "nothing published");
     assert_eq!(out.summary.new_image, None);
     assert!(baselines(&moto).await.is_empty());
+}
+
+/// SendCommand has no client token: a command sent again with the same
+/// token (a driver killed between sending and journaling it, a lost answer)
+/// is found by its comment and handed back, not run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_again_with_its_token_runs_once() {
+    let (moto, fleet, provider) = fleet_with_patches(
+        true,
+        json!({ "os": "WINDOWS", "patches": [patch("KB5034439", "SecurityUpdates", "Critical", 20)] }),
+    )
+    .await;
+    let id = windows_builder(&moto, &provider, &fleet.golden, &fleet.subnets[0]).await;
+    let req = |token: &str| CommandRequest {
+        instance: id.clone(),
+        document: CommandDocument::ScanUpdates {
+            selection: PatchSelection {
+                os: Some(OsFamily::Windows),
+                ..Default::default()
+            },
+        },
+        timeout: Duration::from_secs(120),
+        token: token.into(),
+    };
+    let first = provider.send_command(req("run-1-scan-0")).await.expect("send");
+    let again = provider.send_command(req("run-1-scan-0")).await.expect("send again");
+    assert_eq!(first, again, "the same token is the same command");
+    assert_eq!(patch_commands(&moto, id.as_str()).await.len(), 1);
+    let other = provider.send_command(req("run-1-scan-1")).await.expect("send other");
+    assert_ne!(first, other, "another token is another command");
+    assert_eq!(patch_commands(&moto, id.as_str()).await.len(), 2);
+    provider.terminate_instance(&id).await.expect("terminate");
 }

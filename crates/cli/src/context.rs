@@ -110,24 +110,10 @@ impl Loaded {
             .map_err(Exit::failed)
     }
 
-    /// Engine timing for a pipeline's provider: the local fleet is observed
-    /// every 100 ms; AWS at `poll_interval` (each look costs API calls).
+    /// Engine timing for a pipeline's provider (the same function
+    /// `repave serve` uses, so a run polls alike whoever drives it).
     pub fn engine_options(&self, pipeline: &Pipeline) -> repave_engine::EngineOptions {
-        let mut opts = repave_engine::EngineOptions::default();
-        if pipeline.provider == "aws" {
-            let poll = self
-                .config
-                .providers
-                .aws
-                .clone()
-                .unwrap_or_default()
-                .poll_interval
-                .get();
-            opts.tick = poll;
-            opts.poll = poll.min(std::time::Duration::from_secs(5));
-            opts.lease_ttl = opts.lease_ttl.max(poll * 6);
-        }
-        opts
+        repave_engine::EngineOptions::for_pipeline(&self.config, pipeline)
     }
 
     pub async fn local(&self) -> Result<LocalClient, Exit> {

@@ -31,10 +31,62 @@ impl Exit {
     }
 }
 
+/// Standard output was closed by its reader (`repave logs RUN | head`):
+/// the reader has all it wanted, so the command stops, quietly and with
+/// success.
+#[derive(Debug)]
+pub struct OutputClosed;
+
+impl std::fmt::Display for OutputClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for OutputClosed {}
+
+impl Exit {
+    /// Writing the command's output failed.
+    pub fn output(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Exit {
+                code: OK,
+                error: OutputClosed.into(),
+            }
+        } else {
+            Exit::failed(anyhow::Error::new(e).context("writing to standard output"))
+        }
+    }
+
+    /// Nothing to say: the output's reader went away.
+    pub fn is_quiet(&self) -> bool {
+        self.error.is::<OutputClosed>()
+    }
+}
+
 impl From<anyhow::Error> for Exit {
     fn from(error: anyhow::Error) -> Self {
+        if let Some(EngineError::Leased {
+            group,
+            holder,
+            expires_at,
+            driver,
+        }) = error.downcast_ref::<EngineError>()
+        {
+            // People get the lease's end as a date and how far away it is,
+            // and which process holds it.
+            let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock).millis();
+            let until = crate::output::time_from_now(*expires_at, now);
+            let by = driver.as_ref().map(|d| format!(", driven by {d}")).unwrap_or_default();
+            return Exit {
+                code: LEASED,
+                error: anyhow::anyhow!(
+                    "group {group} is being changed by run {holder}{by} (its lease runs until {until})"
+                ),
+            };
+        }
         let code = match error.downcast_ref::<EngineError>() {
-            Some(EngineError::Leased { .. }) => LEASED,
+            Some(EngineError::Leased { .. }) | Some(EngineError::Unfinished { .. }) => LEASED,
             Some(EngineError::Config(_)) => BAD_INPUT,
             Some(EngineError::UnknownRun(_)) | Some(EngineError::NotResumable { .. }) => BAD_INPUT,
             _ => FAILED,

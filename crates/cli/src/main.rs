@@ -24,6 +24,10 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk under the fleet
+        // process's daemon.log, a closed pipe) must not panic the request
+        // that logged: losing a line beats losing the request half-done.
+        .log_internal_errors(false)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -32,6 +36,7 @@ fn main() {
     let json = cli.json;
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
+        Err(exit) if exit.is_quiet() => exit.code,
         Err(Exit { code, error }) => {
             if json {
                 let v = serde_json::json!({ "error": format!("{error:#}"), "exit_code": code });

@@ -124,3 +124,73 @@ fn full_or_read_only_image_store_fails_cleanly() {
         .json();
     assert_eq!(v["state"], "succeeded");
 }
+
+/// The whole state dir (journal, fleet state, instance roots) on a nearly
+/// full filesystem: the run fails at launch and its cleanup may fail too,
+/// so the run can be left `running` with a builder half-made. With room
+/// again, `gc` ends the run and sweeps what it left: nothing leaked.
+#[test]
+fn a_full_state_dir_leaves_nothing_gc_cannot_sweep() {
+    let _l = fleet_lock();
+    let fleet = Fleet::new(2, 2, 4, "");
+    let c = fleet.config.clone();
+    let state = Mount::tmpfs(&fleet.state_dir(), "64m");
+    fleet.up();
+    let members: Vec<String> = fleet.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    // Leave about 160 KB free.
+    state.remount(&format!("size={}k", state.used_kib() + 160));
+    let ran = Repave::new().args(["--config", c.as_str(), "--json", "run"]).run();
+    assert_ne!(ran.code, 0, "a run on a full disk cannot succeed: {}", ran.stdout);
+    state.remount("size=64m");
+
+    let dry = Repave::new()
+        .args(["--config", c.as_str(), "--json", "gc", "--dry-run"])
+        .run()
+        .expect_code(0)
+        .json();
+    let swept = Repave::new()
+        .args(["--config", c.as_str(), "--json", "gc"])
+        .run()
+        .expect_code(0)
+        .json();
+    // Whatever the run left is gone: only the members' roots remain, no
+    // run is still `running`, and gc said beforehand what it would do.
+    let roots: Vec<String> = std::fs::read_dir(fleet.state_dir().join("local/instances"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for r in &roots {
+        assert!(
+            members.contains(r),
+            "root {r} left behind; gc said {swept} (dry run {dry})"
+        );
+    }
+    let hist = Repave::new()
+        .args(["--config", c.as_str(), "--json", "history"])
+        .run()
+        .expect_code(0)
+        .json();
+    for r in hist.as_array().unwrap() {
+        assert_ne!(r["state"], "running", "a run left running: {r}; gc said {swept}");
+    }
+    let leaks = Repave::new()
+        .args(["--config", c.as_str(), "--json", "status"])
+        .run()
+        .expect_code(0)
+        .json();
+    assert_eq!(leaks[0]["instances"].as_array().unwrap().len(), 2);
+    // And the next run goes through.
+    let v = Repave::new()
+        .args(["--config", c.as_str(), "--json", "run"])
+        .run()
+        .expect_code(0)
+        .json();
+    assert_eq!(v["state"], "succeeded");
+    // Stop the fleet while its state is still mounted.
+    fleet.repave(["local", "down"]).expect_code(0);
+}

@@ -158,6 +158,103 @@ fn kill_9_anywhere_then_resume() {
     assert!(mid_step >= 6, "kills landed in too few steps: {interrupted_in:?}");
 }
 
+/// The fleet process as a second victim: at seeded instants over the run,
+/// the orchestrator and the fleet process are both SIGKILLed; the fleet is
+/// brought back (`repave local up` adopts its instances) and `resume`
+/// finishes the run with the same invariants. (No load here: with the fleet
+/// process dead its balancer is down, as an ALB would be.)
+#[test]
+fn kill_9_of_the_fleet_process_too() {
+    let _l = fleet_lock();
+    let mut rng = Rng(0x000f_1ee7);
+    let fleet = Fleet::new(
+        3,
+        3,
+        6,
+        "[pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n",
+    );
+    fleet.up();
+    let c = fleet.config.clone();
+    let store = Store::open(&fleet.state_dir().join("repave.db")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let daemon_pid = || {
+        rt.block_on(async {
+            let client = repave_local::LocalClient::connect(&fleet.state_dir()).await.ok()?;
+            client.daemon_pid().await.ok()
+        })
+    };
+    let targets = [
+        "wait_ready",
+        "patch",
+        "create_image",
+        "test_image",
+        "publish",
+        "roll",
+        "roll",
+        "verify",
+    ];
+    for (i, target) in targets.iter().enumerate() {
+        let before = newest_run(&store).map(|r| r.id);
+        let mut child = fleet.spawn(&["run"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "kill {i}: step {target} never started");
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if let Some(r) = newest_run(&store).filter(|r| Some(&r.id) != before.as_ref()) {
+                if store.step(&r.id, target).unwrap().is_some() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.next() % 200));
+        let daemon = daemon_pid().expect("the fleet process answers");
+        // Both victims, in a seeded order.
+        if rng.next().is_multiple_of(2) {
+            let _ = child.kill();
+            // SAFETY: signalling the fleet process this test started.
+            unsafe { libc::kill(daemon as libc::pid_t, libc::SIGKILL) };
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::kill(daemon as libc::pid_t, libc::SIGKILL) };
+            std::thread::sleep(Duration::from_millis(rng.next() % 300));
+            let _ = child.kill();
+        }
+        child.wait().unwrap();
+        fleet.up();
+        let run = newest_run(&store)
+            .filter(|r| Some(&r.id) != before.as_ref())
+            .expect("the run was recorded");
+        let state = store.get_run(&run.id).unwrap().unwrap().state;
+        if !state.is_terminal() {
+            let v = Repave::new()
+                .args(["--config", c.as_str(), "--json", "resume", run.id.as_str()])
+                .run();
+            assert_eq!(
+                v.code, 0,
+                "kill {i} at {target}: resume failed\n{}\n{}",
+                v.stdout, v.stderr
+            );
+        }
+        let record = store.get_run(&run.id).unwrap().unwrap();
+        assert_eq!(
+            record.state.as_str(),
+            "succeeded",
+            "kill {i} at {target}: {:?}",
+            record.error
+        );
+        check_invariants(&c, &fleet.state_dir(), &run.id.to_string(), i as u64);
+        // The image was never blamed for the lost fleet process.
+        let of_run: Vec<_> = images(&c)
+            .into_iter()
+            .filter(|img| img["tags"]["repave:run"] == run.id.as_str())
+            .collect();
+        assert_eq!(of_run[0]["tags"]["repave:status"], serde_json::Value::Null, "kill {i}");
+    }
+}
+
 fn check_invariants(c: &str, state: &Path, run: &str, i: u64) {
     let all = images(c);
     let of_run: Vec<_> = all.iter().filter(|img| img["tags"]["repave:run"] == run).collect();

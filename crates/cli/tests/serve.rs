@@ -6,164 +6,16 @@
 
 mod common;
 
-use common::{exe, fleet_lock, http_load, wait_for, wait_status, FleetGuard};
-use serde_json::Value;
+use common::serve::{
+    get, http, post, serve_command, start_run, wait_roll_under_way, wait_state, write_config, Serve, TOKEN,
+};
+use common::{fleet_lock, free_port, http_load, wait_for, wait_status, FleetGuard};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const TOKEN: &str = "test-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_config(dir: &Path, port: u16, desired: u32, warmup: &str, extra: &str) -> PathBuf {
-    let path = dir.join("repave.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{extra}\n[providers.local.groups.web]\nmin = 1\nmax = 8\ndesired = {desired}\nport = {port}\nderegistration_delay = \"2s\"\n\n\
-             [pipelines.web]\nprovider = \"local\"\ngroup = \"web\"\nparameter = \"latestAmi\"\n\
-             window = {{ cron = \"0 2 * * TUE#2+3\", timezone = \"Asia/Taipei\", duration = \"4h\", cutoff = \"1h\" }}\n\
-             [pipelines.web.rollout]\nwarmup = \"{warmup}\"\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// A running `repave serve`; killed when dropped.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-/// `repave --config CONFIG serve` on a free port, stdout piped.
-fn serve_command(config: &Path) -> Command {
-    let mut cmd = Command::new(exe());
-    cmd.args(["--config", config.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
-        .env("REPAVE_TOKEN", TOKEN)
-        .env("REPAVE_LOG", "warn")
-        .env_remove("REPAVE_CONFIG")
-        .env_remove("REPAVE_STATE_DIR")
-        .stdout(Stdio::piped());
-    cmd
-}
-
-impl Serve {
-    fn start(config: &Path, log: &str) -> Serve {
-        let stderr = std::fs::File::create(config.with_file_name(log)).unwrap();
-        let mut child = serve_command(config).stderr(stderr).spawn().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        // Bounded: the fleet process starts first (a few seconds at most).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("serve printed its address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Serve { child, addr }
-    }
-
-    fn terminate(&mut self) -> i32 {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", pid.as_str()]).status().unwrap();
-        wait_status(&mut self.child, Duration::from_secs(60))
-            .code()
-            .unwrap_or(-1)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `POST /api/runs` for pipeline `web`, expecting 202; the new run's id.
-fn start_run(addr: &str) -> String {
-    let (status, started) = post(addr, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"run"}"#);
-    assert_eq!(status, 202, "{started}");
-    started["run"]["id"].as_str().unwrap().to_string()
-}
-
-/// One HTTP/1.1 request (`Connection: close`); returns status and body.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
-
-fn get(addr: &str, path: &str) -> Value {
-    let (status, body) = http(addr, "GET", path, None, None);
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-}
-
-fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let (status, body) = http(addr, "POST", path, token, Some(body));
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn wait_state(addr: &str, run: &str, states: &[&str], timeout: Duration) -> String {
-    wait_for(&format!("run {run} to reach {states:?}"), timeout, || {
-        let s = get(addr, &format!("/api/runs/{run}"))["run"]["state"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        states.contains(&s.as_str()).then_some(s)
-    })
-}
 
 /// A webhook receiver on 127.0.0.1 that fails its first request (500) to
 /// prove the retry, then accepts; records every body.
@@ -241,7 +93,8 @@ fn api_endpoints_auth_conflicts_webhooks_and_pages() {
     let run = start_run(a);
     let (status, conflict) = post(a, "/api/runs", Some(TOKEN), r#"{"pipeline":"web","kind":"roll"}"#);
     assert_eq!(status, 409, "{conflict}");
-    assert_eq!(conflict["holder"], run.as_str());
+    assert_eq!(conflict["error"]["code"], "leased", "{conflict}");
+    assert_eq!(conflict["error"]["holder"], run.as_str());
 
     // Cancel mid-roll: the run pauses at a safe point; resume finishes it.
     wait_for("the roll step", Duration::from_secs(90), || {
@@ -468,8 +321,9 @@ fn dashboard_chart_moves_during_a_roll_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), free_port(), 4, "2500ms", "");
     let _guard = FleetGuard(dir.path().join(".repave"));
-    let serve = Serve::start(&config, "serve.log");
-    let a = serve.addr.as_str();
+    let mut serve = Serve::start(&config, "serve.log");
+    let a = serve.addr.clone();
+    let a = a.as_str();
     let run = start_run(a);
     wait_for("roll samples", Duration::from_secs(90), || {
         let p = get(a, &format!("/api/runs/{run}/progress"));
@@ -491,6 +345,8 @@ fn dashboard_chart_moves_during_a_roll_in_headless_chromium() {
     std::thread::sleep(Duration::from_millis(1500));
     let second = chromium(&["--virtual-time-budget=2000", "--dump-dom", url.as_str()]);
     let (samples2, new2) = (attr(&second, "data-samples"), attr(&second, "data-new"));
+    assert_reads_well(&first, "mid-roll");
+    assert_reads_well(&second, "mid-roll");
     assert!(samples1 >= 2, "the chart drew the roll: {samples1} samples");
     assert!(
         samples2 > samples1,
@@ -511,6 +367,45 @@ fn dashboard_chart_moves_during_a_roll_in_headless_chromium() {
         ),
         "succeeded"
     );
+    // A server that did not drive the roll draws it from the run's summary.
+    assert_eq!(serve.terminate(), 0);
+    let serve = Serve::start(&config, "serve2.log");
+    let url = format!("http://{}/runs/{run}", serve.addr);
+    let after = chromium(&["--virtual-time-budget=2000", "--dump-dom", url.as_str()]);
+    assert_reads_well(&after, "after a restart");
+    assert!(attr(&after, "data-samples") >= 2, "the finished roll is drawn");
+    assert!(after.contains("replaced 4/4 ·"), "{}", visible_text(&after));
+}
+
+/// The page as a reader sees it: without its scripts.
+fn visible_text(dom: &str) -> String {
+    let mut text = String::new();
+    let mut rest = dom;
+    while let Some(at) = rest.find("<script") {
+        text.push_str(&rest[..at]);
+        rest = rest[at..].find("</script>").map_or("", |end| &rest[at + end + 9..]);
+    }
+    text.push_str(rest);
+    text
+}
+
+/// No "undefined" or "NaN" where a number or a word should be.
+fn assert_reads_well(dom: &str, when: &str) {
+    let text = visible_text(dom);
+    for bad in ["undefined", "NaN"] {
+        if let Some(at) = text.find(bad) {
+            let before: String = text[..at]
+                .chars()
+                .rev()
+                .take(120)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let after: String = text[at..].chars().take(40).collect();
+            panic!("{bad:?} on the run page {when}: …{before}{after}…");
+        }
+    }
 }
 
 #[test]
@@ -531,15 +426,7 @@ fn sigterm_mid_roll_then_restart_finishes_with_zero_failed_requests() {
     let a = serve.addr.clone();
     let run = start_run(&a);
     // Mid-roll: the first new instances are up.
-    wait_for("the roll to be under way", Duration::from_secs(90), || {
-        let p = get(&a, &format!("/api/runs/{run}/progress"));
-        p["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["new"].as_u64() > Some(0))
-            .then_some(())
-    });
+    wait_roll_under_way(&a, &run);
     assert_eq!(serve.terminate(), 0, "serve exits cleanly on SIGTERM");
     // Its log says the fleet outlives it, and how to stop it, at start and exit.
     let log = std::fs::read_to_string(dir.path().join("serve1.log")).unwrap();

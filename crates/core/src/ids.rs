@@ -69,6 +69,29 @@ impl Timestamp {
     }
 }
 
+/// `ms` (Unix epoch milliseconds) as RFC 3339 in UTC, to the second:
+/// `2026-12-02T04:52:32Z`. For messages people read.
+pub fn format_timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Source of the current time; the engine is handed one (wall clock, or the
 /// simulator's virtual clock).
 pub trait Clock: Send + Sync {
@@ -85,5 +108,18 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Timestamp(d.as_millis() as i64)
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::format_timestamp;
+
+    #[test]
+    fn rfc3339_in_utc() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_timestamp(1_796_490_000_000), "2026-12-05T17:00:00Z");
+        assert_eq!(format_timestamp(951_782_400_999), "2000-02-29T00:00:00Z");
+        assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59Z");
     }
 }

@@ -35,6 +35,10 @@ pub mod tag {
     pub const ROLE_IMAGE: &str = "image";
     /// Value of `repave:status` on an image that failed test or roll.
     pub const STATUS_BAD: &str = "bad";
+    /// Value of `repave:status` on an image its run never published
+    /// (cancelled, or stopped by something that was not the image's fault):
+    /// not bad, but nothing uses it, so retention and `gc` remove it.
+    pub const STATUS_UNPUBLISHED: &str = "unpublished";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +83,13 @@ pub trait Images: Send + Sync {
     /// Images carrying every tag in `tags` (an empty map lists all).
     async fn list_images(&self, tags: &Tags) -> Result<Vec<Image>>;
     async fn tag_image(&self, id: &ImageId, tags: &Tags) -> Result<()>;
+    /// Images the cloud's own configuration still points at beyond any one
+    /// group: every launch spec version (AWS: launch template version and
+    /// launch configuration in the account and region) and every live
+    /// instance. Retention and `gc` never delete these. Fails when it
+    /// cannot read them all: deleting on a partial picture is how an image
+    /// still in use goes.
+    async fn referenced_images(&self) -> Result<std::collections::BTreeSet<ImageId>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -241,6 +241,10 @@ pub struct RollProgress {
     /// the roll): at or after it no new replacement starts.
     #[serde(default)]
     pub cutoff: Option<Timestamp>,
+    /// When this roll was last resumed: `window_cutoff` counts from here
+    /// (`started_at` still tells which instances the roll launched).
+    #[serde(default)]
+    pub resumed_at: Option<Timestamp>,
 }
 
 impl RollProgress {
@@ -258,12 +262,16 @@ impl RollProgress {
             stage_done_at: None,
             blocked_since: None,
             cutoff: None,
+            resumed_at: None,
         }
     }
 
-    /// The earlier of the explicit cutoff and `started_at + window_cutoff`.
+    /// The earlier of the explicit cutoff and `window_cutoff` after the roll
+    /// (or its resume) began.
     pub fn effective_cutoff(&self, policy: &RollPolicy) -> Option<Timestamp> {
-        let relative = policy.window_cutoff.map(|d| self.started_at.plus(d));
+        let relative = policy
+            .window_cutoff
+            .map(|d| self.resumed_at.unwrap_or(self.started_at).plus(d));
         match (self.cutoff, relative) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

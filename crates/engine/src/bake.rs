@@ -91,6 +91,11 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
             image.state
         )));
     }
+    if image.tags.get(tag::STATUS).map(String::as_str) == Some(tag::STATUS_BAD) {
+        return Err(EngineError::Preflight(format!(
+            "golden parameter {name:?} points at {source}, which is marked bad; point it at a good image (`repave rollback` does)"
+        )));
+    }
     let os = builder_os(ctx, &image)?;
     let group = &ctx.pipeline.group;
     let g = retry("resolve", || p.describe_group(group))
@@ -102,10 +107,16 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
             e => e,
         })?;
     retry("resolve", || p.describe_launch_spec(&g.launch_spec)).await?;
-    // A roll the group cannot hold is refused before anything is created.
+    // A roll the group cannot hold, or held instances the policy refuses,
+    // are refused before anything is created.
     let rolls = !matches!(ctx.run.kind, repave_store::RunKind::Bake);
     if rolls && ctx.pipeline.rollout.strategy != "native" {
         if let Some(reason) = repave_core::rollout::no_room(g.desired, g.max, &ctx.policy()) {
+            return Err(EngineError::Preflight(format!("group {group}: {reason}")));
+        }
+    }
+    if rolls {
+        if let Some(reason) = refused_held(ctx, &g) {
             return Err(EngineError::Preflight(format!("group {group}: {reason}")));
         }
     }
@@ -122,6 +133,29 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
 /// `builder.platform` and the selection before anything is launched.
 pub(crate) fn builder_os(ctx: &Ctx<'_>, image: &repave_core::provider::Image) -> Result<OsFamily, EngineError> {
     repave_core::config::builder_os(&ctx.pipeline, image).map_err(EngineError::Preflight)
+}
+
+/// Protected or standby members under a `fail` policy (for either
+/// strategy: Instance Refresh has no "fail", so it must be refused here).
+fn refused_held(ctx: &Ctx<'_>, g: &repave_core::provider::Group) -> Option<String> {
+    use repave_core::config::HeldInstances;
+    use repave_core::provider::Lifecycle;
+    let r = &ctx.pipeline.rollout;
+    let held: Vec<String> = g
+        .members
+        .iter()
+        .filter(|m| {
+            (m.lifecycle == Lifecycle::Standby && r.standby == HeldInstances::Fail)
+                || (m.protected && m.lifecycle != Lifecycle::Standby && r.protected == HeldInstances::Fail)
+        })
+        .map(|m| m.id.to_string())
+        .collect();
+    (!held.is_empty()).then(|| {
+        format!(
+            "protected or standby instance(s) {} cannot be replaced and the policy says \"fail\"; unprotect them or set protected/standby = \"skip\" or \"wait\"",
+            held.join(", ")
+        )
+    })
 }
 
 pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOutput, EngineError> {
@@ -245,7 +279,10 @@ pub(crate) async fn run_command(
     document: CommandDocument,
     timeout: Duration,
 ) -> Result<CommandResult, EngineError> {
-    let token = format!("{}-{step}-{}", ctx.run_id(), rand::random::<u32>());
+    // The n-th command of this step: the same token when the step runs
+    // again after a restart, so a provider that keeps tokens hands back the
+    // command already sent (and its result) instead of running it twice.
+    let token = ctx.command_token();
     run_command_as(ctx, step, instance, document, timeout, token, None, |_| Ok(())).await
 }
 
@@ -278,7 +315,7 @@ pub(crate) async fn run_command_as(
         }
         None => false,
     };
-    let id = match previous.filter(|_| resumable) {
+    let id = match previous.clone().filter(|_| resumable) {
         Some(id) => {
             ctx.log(
                 step,
@@ -288,6 +325,17 @@ pub(crate) async fn run_command_as(
             id
         }
         None => {
+            // Same token, same command: one sent again after a previous
+            // one that ended without success needs a token of its own
+            // (derived from that one, so a crash while sending it still
+            // finds it).
+            let token = match &previous {
+                Some(before) => format!(
+                    "{token}-after-{}",
+                    before.as_str().split('/').next().unwrap_or_default()
+                ),
+                None => token,
+            };
             let req = CommandRequest {
                 instance: instance.clone(),
                 document,
@@ -495,7 +543,9 @@ pub async fn test_image(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineErro
             terminate(ctx, &i.id, "test_image").await?;
         }
     }
-    if let Err(e) = &result {
+    // Only a failed test is the image's fault (a cancel or a lost provider
+    // is not): the executor's cleanup labels the image otherwise.
+    if let Err(e @ EngineError::TestImage { .. }) = &result {
         mark_bad(ctx, image, &e.to_string()).await;
     }
     result
@@ -588,22 +638,28 @@ async fn test_image_inner(ctx: &Ctx<'_>, image: &ImageId) -> Result<(), EngineEr
 
 /// Tag an image as bad so nothing picks it up again.
 pub(crate) async fn mark_bad(ctx: &Ctx<'_>, image: &ImageId, reason: &str) {
+    mark(ctx, image, tag::STATUS_BAD, &format!("marked bad: {reason}")).await
+}
+
+async fn mark(ctx: &Ctx<'_>, image: &ImageId, status: &str, what: &str) {
     let mut tags = Tags::new();
-    tags.insert(tag::STATUS.into(), tag::STATUS_BAD.into());
-    if let Err(e) = retry("mark_bad", || ctx.provider().tag_image(image, &tags)).await {
-        tracing::warn!(%image, error = %e, "could not tag image as bad");
+    tags.insert(tag::STATUS.into(), status.into());
+    if let Err(e) = retry("cleanup", || ctx.provider().tag_image(image, &tags)).await {
+        ctx.log(
+            "cleanup",
+            format!("could not tag image {image} {status}: {e}"),
+            serde_json::Value::Null,
+        );
     }
-    ctx.log(
-        "cleanup",
-        format!("image {image} marked bad: {reason}"),
-        serde_json::Value::Null,
-    );
+    ctx.log("cleanup", format!("image {image} {what}"), serde_json::Value::Null);
 }
 
 /// On any failure before publish: terminate every builder and test instance
-/// of this run and mark its image bad. Never fails the caller: what it could
-/// not do is logged, and `gc` sweeps by tag.
-pub async fn cleanup(ctx: &Ctx<'_>) {
+/// of this run, and label what it made: bad when `failure` is the image's
+/// fault, unpublished otherwise (retention and `gc` remove both; only a bad
+/// one says the image is wrong). Never fails the caller: what it could not
+/// do is logged, and `gc` sweeps by tag.
+pub async fn cleanup(ctx: &Ctx<'_>, failure: &EngineError) {
     let p = ctx.provider();
     for role in [tag::ROLE_BUILDER, tag::ROLE_TEST] {
         let tags = run_tags(ctx, role);
@@ -645,9 +701,21 @@ pub async fn cleanup(ctx: &Ctx<'_>) {
         }
     }
     let tags = run_tags(ctx, tag::ROLE_IMAGE);
-    if let Ok(images) = retry("cleanup", || p.list_images(&tags)).await {
-        for img in images {
-            mark_bad(ctx, &img.id, "run failed before publish").await;
+    match retry("cleanup", || p.list_images(&tags)).await {
+        Ok(images) => {
+            for img in images.into_iter().filter(|i| !i.tags.contains_key(tag::STATUS)) {
+                if failure.blames_image() {
+                    mark_bad(ctx, &img.id, &failure.to_string()).await;
+                } else {
+                    let why = format!("left unpublished: the run stopped before publish ({failure})");
+                    mark(ctx, &img.id, tag::STATUS_UNPUBLISHED, &why).await;
+                }
+            }
         }
+        Err(e) => ctx.log(
+            "cleanup",
+            format!("could not list this run's images: {e}"),
+            serde_json::Value::Null,
+        ),
     }
 }

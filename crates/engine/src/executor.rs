@@ -68,6 +68,9 @@ pub(crate) struct Ctx<'a> {
     /// The roll's readiness timing (config, or the group's own), read once
     /// when the driver starts.
     health: Mutex<HealthSettings>,
+    /// The journaled step running now, and the commands it sent so far in
+    /// this attempt (their tokens).
+    commands: Mutex<(String, u32)>,
 }
 
 impl Ctx<'_> {
@@ -83,6 +86,16 @@ impl Ctx<'_> {
     pub fn poll(&self) -> Duration {
         self.engine.opts.poll
     }
+    /// A token for the next command the running step sends:
+    /// `{run}-{step}-{n}`, n = 1, 2, ... in the order the step sends them,
+    /// so a step that runs again after a restart repeats its tokens and a
+    /// provider that keeps them hands back what was already sent.
+    pub fn command_token(&self) -> String {
+        let mut c = self.commands.lock().expect("commands lock");
+        c.1 += 1;
+        format!("{}-{}-{}", self.run.id, c.0, c.1)
+    }
+
     pub fn health(&self) -> HealthSettings {
         self.health.lock().expect("health lock").clone()
     }
@@ -186,6 +199,7 @@ impl Ctx<'_> {
         }
         self.check_cancel()?;
         self.keep_lease()?;
+        *self.commands.lock().expect("commands lock") = (name.to_string(), 0);
         let rec = store.begin_step(&self.run.id, name, &intent, self.now())?;
         let resumed = rec.attempts > 1;
         self.engine.observer.on_event(&EngineEvent::StepStarted {
@@ -273,15 +287,29 @@ impl Engine {
     }
 
     /// Start a new run of `pipeline`. Refused (nothing created) when another
-    /// run holds the group.
+    /// run holds the group, or the group has a run that has not ended
+    /// (paused, or interrupted with nobody driving it).
     pub async fn start(&self, name: &str, pipeline: &Pipeline, kind: RunKind) -> Result<RunOutcome, EngineError> {
         let now = self.clock.now();
         if let Some(l) = self.store.current_lease(&pipeline.group)? {
-            if l.expires_at > now {
+            // A holder whose process is gone holds nothing: the run it left
+            // is reported as unfinished below.
+            let live = l.driver.as_ref().is_none_or(|d| d.alive() != Some(false));
+            if l.expires_at > now && live {
                 return Err(EngineError::Leased {
                     group: pipeline.group.clone(),
                     holder: l.holder,
                     expires_at: l.expires_at.millis(),
+                    driver: l.driver,
+                });
+            }
+        }
+        if kind != RunKind::Bake {
+            if let Some(r) = self.unfinished(&pipeline.group)? {
+                return Err(EngineError::Unfinished {
+                    group: pipeline.group.clone(),
+                    run: r.id.to_string(),
+                    state: r.state.as_str().to_string(),
                 });
             }
         }
@@ -294,34 +322,96 @@ impl Engine {
             config,
             now,
         })?;
-        let lease = match self
-            .store
-            .acquire_lease(&pipeline.group, run.id.as_str(), self.opts.lease_ttl, now)
-        {
+        let (lease, claim) = match self.lease(&pipeline.group, &run.id) {
             Ok(l) => l,
-            Err(StoreError::LeaseHeld {
-                group,
-                holder,
-                expires_at,
-            }) => {
-                self.store.set_run_state(
-                    &run.id,
-                    RunState::Cancelled,
-                    Some(&format!("group {group} leased by {holder}")),
-                    now,
-                )?;
-                return Err(EngineError::Leased {
-                    group,
-                    holder,
-                    expires_at: expires_at.millis(),
-                });
+            Err(e @ EngineError::Leased { .. }) => {
+                self.store
+                    .set_run_state(&run.id, RunState::Cancelled, Some(&e.to_string()), now)?;
+                return Err(e);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
-        self.drive(run, pipeline.clone(), lease).await
+        self.drive(run, pipeline.clone(), lease, claim).await
     }
 
-    /// Continue an interrupted or paused run from its journal.
+    /// A run of `group` that changes it and has not ended: paused, or
+    /// running with no process driving it any more.
+    fn unfinished(&self, group: &str) -> Result<Option<RunRecord>, EngineError> {
+        for state in [RunState::Running, RunState::Paused] {
+            let runs = self.store.list_runs(&repave_store::RunFilter {
+                group: Some(group.to_string()),
+                state: Some(state),
+                limit: Some(20),
+                ..Default::default()
+            })?;
+            if let Some(r) = runs.into_iter().find(|r| r.kind != RunKind::Bake) {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The group's lease for `run`, held by this process. Refused while
+    /// another run holds it, or another live process — or another task of
+    /// this one (a server) — drives this run.
+    fn lease(&self, group: &str, run: &RunId) -> Result<(Lease, Driving), EngineError> {
+        let driver = repave_store::Driver::current();
+        let Some(claim) = Driving::claim(run) else {
+            let held = self.store.current_lease(group)?;
+            return Err(EngineError::Leased {
+                group: group.to_string(),
+                holder: run.to_string(),
+                expires_at: held.map_or(0, |l| l.expires_at.millis()),
+                driver: Some(driver),
+            });
+        };
+        let lease =
+            match self
+                .store
+                .acquire_lease_by(group, run.as_str(), &driver, self.opts.lease_ttl, self.clock.now())
+            {
+                Ok(l) => l,
+                Err(StoreError::LeaseHeld {
+                    group,
+                    holder,
+                    expires_at,
+                    driver,
+                }) => {
+                    return Err(EngineError::Leased {
+                        group,
+                        holder,
+                        expires_at: expires_at.millis(),
+                        driver,
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
+        Ok((lease, claim))
+    }
+
+    /// The event a pending, never-seen cancel request follows (see
+    /// [`Ctx::check_cancel`]): the last time a driver started or stopped.
+    fn unseen_cancel(&self, run: &RunId) -> Result<Option<i64>, EngineError> {
+        let mut last = 0;
+        let mut after = 0;
+        loop {
+            let page = self.store.events(run, after, 1000)?;
+            let Some(end) = page.last().map(|e| e.id) else { break };
+            for e in &page {
+                let boundary = e.step.as_deref() == Some("run")
+                    && (e.message.starts_with("driven by process") || e.message.starts_with("run "));
+                if boundary {
+                    last = e.id;
+                }
+            }
+            after = end;
+        }
+        Ok(self.store.cancel_requested(run, last)?.then_some(last))
+    }
+
+    /// Continue an interrupted or paused run from its journal. Refused
+    /// (exit 4) while another live process drives it; of two racing
+    /// resumes, one proceeds.
     pub async fn resume(&self, id: &RunId) -> Result<RunOutcome, EngineError> {
         let run = self
             .store
@@ -335,28 +425,31 @@ impl Engine {
         }
         let pipeline: Pipeline =
             serde_json::from_value(run.config.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
-        let lease = match self
+        let (lease, claim) = self.lease(&run.group, &run.id)?;
+        // Read again under the lease: a racing driver may have ended it.
+        let run = self
             .store
-            .acquire_lease(&run.group, run.id.as_str(), self.opts.lease_ttl, self.clock.now())
-        {
-            Ok(l) => l,
-            Err(StoreError::LeaseHeld {
-                group,
-                holder,
-                expires_at,
-            }) => {
-                return Err(EngineError::Leased {
-                    group,
-                    holder,
-                    expires_at: expires_at.millis(),
-                })
+            .get_run(id)?
+            .ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
+        if run.state.is_terminal() {
+            if let Err(e) = self.store.release_lease(&lease) {
+                tracing::warn!(error = %e, "could not release lease");
             }
-            Err(e) => return Err(e.into()),
-        };
-        self.drive(run, pipeline, lease).await
+            return Err(EngineError::NotResumable {
+                run: id.to_string(),
+                state: run.state.as_str().to_string(),
+            });
+        }
+        self.drive(run, pipeline, lease, claim).await
     }
 
-    async fn drive(&self, run: RunRecord, pipeline: Pipeline, lease: Lease) -> Result<RunOutcome, EngineError> {
+    async fn drive(
+        &self,
+        run: RunRecord,
+        pipeline: Pipeline,
+        lease: Lease,
+        _driving: Driving,
+    ) -> Result<RunOutcome, EngineError> {
         let ctx = Ctx {
             engine: self,
             health: Mutex::new(HealthSettings::new(&pipeline.rollout, &Default::default())),
@@ -365,6 +458,7 @@ impl Engine {
             lease: Mutex::new(lease),
             last_roll: Mutex::new(None),
             driver_event: std::sync::atomic::AtomicI64::new(0),
+            commands: Mutex::new((String::new(), 0)),
         };
         let span = tracing::info_span!("run", run = %ctx.run.id, pipeline = %ctx.run.pipeline, group = %ctx.run.group);
         let _guard = span.enter();
@@ -376,17 +470,24 @@ impl Engine {
         });
         // Which process drives the run: `status` tells an interrupted run
         // (its process gone) from a live one before the lease expires.
+        // A cancel requested while nobody drove the run (after its last
+        // driver started, or after it last stopped) is this driver's to
+        // honour: it was never seen.
+        let unseen_cancel = self.unseen_cancel(&ctx.run.id)?;
+        let me = repave_store::Driver::current();
         let driver = NewEvent {
             run: ctx.run.id.clone(),
             at: self.clock.now(),
             level: "info".into(),
             step: Some("run".into()),
-            message: format!("driven by process {}", std::process::id()),
-            data: serde_json::json!({ "pid": std::process::id() }),
+            message: format!("driven by process {} on {}", me.pid, me.host),
+            data: serde_json::json!({ "pid": me.pid, "driver": me }),
         };
         let driver_event = self.store.append_event(&driver)?;
-        ctx.driver_event
-            .store(driver_event, std::sync::atomic::Ordering::Relaxed);
+        ctx.driver_event.store(
+            unseen_cancel.unwrap_or(driver_event),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut summary = RunSummary::default();
         let calls_before = self.provider.api_calls();
         let result = match ctx.load_health().await {
@@ -398,6 +499,12 @@ impl Engine {
                 RunKind::Rollback => rollback_only(&ctx, &mut summary).await,
             },
         };
+        // Another process took the run over (it presumed this one dead):
+        // it owns the run's record now; write nothing more.
+        if let Err(e @ EngineError::Store(StoreError::LeaseLost { .. })) = result {
+            tracing::warn!(error = %e, "another process drives this run now; stopping without recording");
+            return Err(e);
+        }
         let (state, error) = match &result {
             Ok(()) if summary.rolled_back => (RunState::RolledBack, summary.error.clone()),
             Ok(()) => (RunState::Succeeded, None),
@@ -407,7 +514,13 @@ impl Engine {
             ),
             Err(EngineError::Cancelled) => {
                 // A roll that was interrupted keeps its place: resumable.
-                if ctx.output::<PublishOutput>("publish")?.is_some() || ctx.run.kind == RunKind::Roll {
+                let rolling = ["roll", "rollback_roll"]
+                    .iter()
+                    .map(|s| self.store.step(&ctx.run.id, s))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .iter()
+                    .any(Option::is_some);
+                if rolling || ctx.output::<PublishOutput>("publish")?.is_some() || ctx.run.kind == RunKind::Roll {
                     (
                         RunState::Paused,
                         Some("cancelled during roll; `repave resume` continues".to_string()),
@@ -432,11 +545,13 @@ impl Engine {
         self.store.set_run_summary(&ctx.run.id, &summary_json)?;
         self.store
             .set_run_state(&ctx.run.id, state, error.as_deref(), self.clock.now())?;
+        // The lease says a process is acting on the group now; a paused run
+        // keeps the group from new runs by being unfinished (`start`
+        // refuses, naming it), not by holding the lease of a process that
+        // stopped driving it.
         let lease = ctx.lease.lock().expect("lease lock").clone();
-        if !matches!(state, RunState::Paused) {
-            if let Err(e) = self.store.release_lease(&lease) {
-                tracing::warn!(error = %e, "could not release lease");
-            }
+        if let Err(e) = self.store.release_lease(&lease) {
+            tracing::warn!(error = %e, "could not release lease");
         }
         self.observer.on_event(&EngineEvent::RunFinished {
             run: ctx.run.id.clone(),
@@ -468,6 +583,32 @@ impl Engine {
     }
 }
 
+/// Runs this process drives now: the store's lease tells processes apart,
+/// this tells apart two tasks of one process (two API resumes in a server).
+fn driving() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
+    static DRIVING: std::sync::OnceLock<Mutex<std::collections::HashSet<String>>> = std::sync::OnceLock::new();
+    DRIVING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Marks a run as driven by this process while it lives.
+struct Driving(String);
+
+impl Driving {
+    /// `None` when a task of this process already drives `run`.
+    fn claim(run: &RunId) -> Option<Driving> {
+        driving().insert(run.to_string()).then(|| Driving(run.to_string()))
+    }
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        driving().remove(&self.0);
+    }
+}
+
 /// resolve → bake → test → (publish → roll → verify → retain).
 async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_it: bool) -> Result<(), EngineError> {
     let resolved: ResolveOutput = ctx
@@ -484,8 +625,9 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
             return Ok(());
         }
         Err(e) => {
-            // Nothing was published: clean up and mark what was made as bad.
-            bake::cleanup(ctx).await;
+            // Nothing was published: clean up, and say whether what was made
+            // is bad or merely unpublished.
+            bake::cleanup(ctx, &e).await;
             return Err(e);
         }
     };
@@ -507,7 +649,10 @@ async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_i
     let rolled = roll_and_verify(ctx, "roll", "verify", &image, &published.launch_spec, &policy, None).await;
     match rolled {
         Ok(report) => summary.roll = Some(report),
-        Err(e @ (EngineError::Cancelled | EngineError::Paused(_))) => return Err(e),
+        Err(e) if !e.blames_image() => {
+            summary.roll = ctx.last_roll.lock().expect("last roll").take();
+            return Err(pause_unless_image(e));
+        }
         Err(e) => {
             summary.roll = ctx.last_roll.lock().expect("last roll").take();
             if !ctx.pipeline.rollout.auto_rollback {
@@ -634,6 +779,19 @@ pub(crate) async fn roll_and_verify(
     Ok(report)
 }
 
+/// A roll that stopped for a reason that is not the image's (a lost
+/// provider or fleet process, a timeout, a limit) pauses: the image stays
+/// good, the fleet stays as it is, `resume` continues once the cause is
+/// fixed. Cancel, pause and a lost lease pass through as they are.
+fn pause_unless_image(e: EngineError) -> EngineError {
+    match e {
+        e if e.blames_image() => e,
+        e @ (EngineError::Cancelled | EngineError::Paused(_)) => e,
+        e @ EngineError::Store(StoreError::LeaseLost { .. }) => e,
+        e => EngineError::Paused(format!("the roll stopped, not because of the image: {e}")),
+    }
+}
+
 /// `repave roll`: put the group on the golden parameter's image.
 async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), EngineError> {
     let resolved: ResolveOutput = ctx
@@ -647,7 +805,8 @@ async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), Engine
         })
         .await?;
     let policy = ctx.policy();
-    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &image, &spec, &policy, None).await?);
+    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &spec, &policy, None).await;
+    summary.roll = Some(rolled.map_err(pause_unless_image)?);
     Ok(())
 }
 
@@ -670,6 +829,7 @@ async fn rollback_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), En
         })
         .await?;
     let policy = ctx.policy();
-    summary.roll = Some(roll_and_verify(ctx, "roll", "verify", &target, &spec, &policy, None).await?);
+    let rolled = roll_and_verify(ctx, "roll", "verify", &target, &spec, &policy, None).await;
+    summary.roll = Some(rolled.map_err(pause_unless_image)?);
     Ok(())
 }

@@ -1,23 +1,25 @@
 //! `repave gc`: sweep what runs left behind. Builders and test instances
-//! tagged by repave whose run is finished or unknown are terminated; images
-//! marked bad, or beyond `keep`, are deregistered with their snapshots —
-//! never one still referenced by the group, its launch spec, a live
-//! instance, the golden parameter inside the rollback window, or anything
-//! the caller adds (launch template versions and launch configurations
-//! anywhere in an AWS account).
+//! tagged by repave whose run is finished, unknown or abandoned (stuck
+//! `running` before publish with no process driving it: a cleanup that
+//! failed on a full disk) are terminated — also when stuck shutting down —
+//! and abandoned runs are ended `failed`; images marked bad or unpublished,
+//! or beyond `keep`, are deregistered with their snapshots — never one still
+//! referenced (see [`crate::references`]; a source that cannot be read stops
+//! gc before it deletes anything).
 
+use crate::call::retry;
 use crate::error::EngineError;
+use crate::references::{disposable, image_references};
 use repave_core::config::Pipeline;
-use repave_core::provider::{tag, ImageState, Provider, Tags};
-use repave_core::{ImageId, RunId, Timestamp};
-use repave_store::Store;
+use repave_core::provider::{tag, InstanceState, Provider, Tags};
+use repave_core::{RunId, Timestamp};
+use repave_store::{RunFilter, RunKind, RunRecord, RunState, Store};
 use serde::Serialize;
-use std::collections::BTreeSet;
 
 /// One thing `gc` did, would do (dry run), or deliberately left alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcAction {
-    /// "terminate", "deregister", "delete" or "keep".
+    /// "terminate", "deregister", "delete", "end" (an abandoned run) or "keep".
     pub action: String,
     pub instance: Option<String>,
     pub image: Option<String>,
@@ -28,16 +30,11 @@ pub struct GcAction {
     pub why: String,
 }
 
-fn provider_err(e: repave_core::ProviderError) -> EngineError {
-    EngineError::provider("gc", e)
-}
-
 /// Sweep one provider for the pipelines that use it.
 pub async fn gc(
     p: &dyn Provider,
     store: &Store,
     pipelines: &[(String, Pipeline)],
-    extra_references: &BTreeSet<ImageId>,
     now: Timestamp,
     dry_run: bool,
 ) -> Result<Vec<GcAction>, EngineError> {
@@ -45,8 +42,10 @@ pub async fn gc(
     for role in [tag::ROLE_BUILDER, tag::ROLE_TEST] {
         let mut tags = Tags::new();
         tags.insert(tag::ROLE.into(), role.into());
-        for i in p.list_instances(&tags).await.map_err(provider_err)? {
-            if i.state.is_gone() {
+        for i in retry("gc", || p.list_instances(&tags)).await? {
+            // Shutting down is not gone: a cleanup that failed half-way
+            // (a full disk) leaves instances there; terminating is idempotent.
+            if i.state == InstanceState::Terminated {
                 continue;
             }
             let run = i.tags.get(tag::RUN).cloned().unwrap_or_default();
@@ -59,49 +58,44 @@ pub async fn gc(
                 pipeline: i.tags.get(tag::PIPELINE).cloned(),
                 why: format!("{role} of run {run}, which is finished or unknown"),
             };
-            if record.as_ref().is_some_and(|r| !r.state.is_terminal()) {
-                act.action = "keep".into();
-                act.why = format!("{role} of run {run}, not finished (resume or cancel it)");
-            } else if !dry_run {
-                p.terminate_instance(&i.id).await.map_err(provider_err)?;
+            if let Some(r) = record.as_ref().filter(|r| !r.state.is_terminal()) {
+                match abandoned(store, r, now)? {
+                    None => {
+                        act.action = "keep".into();
+                        act.why = format!("{role} of run {run}, not finished (resume or cancel it)");
+                    }
+                    Some(why) => act.why = format!("{role} of run {run}, which {why}"),
+                }
+            }
+            if act.action == "terminate" && !dry_run {
+                retry("gc", || p.terminate_instance(&i.id)).await?;
             }
             actions.push(act);
         }
     }
+    actions.extend(end_abandoned_runs(store, pipelines, now, dry_run)?);
     for (name, pipeline) in pipelines {
-        let mut referenced = references(p, pipeline, now).await?;
-        referenced.extend(extra_references.iter().cloned());
+        // Fails closed: a reference that cannot be read stops gc before it
+        // deletes anything of this pipeline.
+        let refs = image_references(p, pipeline, &[], now).await?;
         let mut tags = Tags::new();
         tags.insert(tag::PIPELINE.into(), name.clone());
         tags.insert(tag::ROLE.into(), tag::ROLE_IMAGE.into());
-        let mut images: Vec<_> = p
-            .list_images(&tags)
-            .await
-            .map_err(provider_err)?
-            .into_iter()
-            .filter(|i| i.state != ImageState::Deregistered)
-            .collect();
-        images.sort_by_key(|i| std::cmp::Reverse(i.created_at));
-        let keep = pipeline.retention.keep as usize;
-        for (n, img) in images.iter().enumerate() {
-            let bad = img.tags.get(tag::STATUS).map(String::as_str) == Some(tag::STATUS_BAD);
-            if !bad && n < keep {
-                continue;
-            }
-            let why = if bad { "marked bad" } else { "beyond keep" };
+        let images = retry("gc", || p.list_images(&tags)).await?;
+        for v in disposable(&images, pipeline.retention.keep as usize, &refs) {
             let mut act = GcAction {
                 action: "deregister".into(),
                 instance: None,
-                image: Some(img.id.to_string()),
+                image: Some(v.image.to_string()),
                 baseline: None,
                 pipeline: Some(name.clone()),
-                why: why.into(),
+                why: v.why.clone(),
             };
-            if referenced.contains(&img.id) {
+            if v.referenced {
                 act.action = "keep".into();
-                act.why = format!("{why}, but still referenced");
+                act.why = format!("{}, but still referenced", v.why);
             } else if !dry_run {
-                p.deregister_image(&img.id).await.map_err(provider_err)?;
+                retry("gc", || p.deregister_image(&v.image)).await?;
             }
             actions.push(act);
         }
@@ -109,29 +103,58 @@ pub async fn gc(
     Ok(actions)
 }
 
-/// Every image the pipeline's group, launch spec, live instances and golden
-/// parameter (inside the rollback window) still point at.
-async fn references(p: &dyn Provider, pipeline: &Pipeline, now: Timestamp) -> Result<BTreeSet<ImageId>, EngineError> {
-    let mut refs = BTreeSet::new();
-    if let Ok(g) = p.describe_group(&pipeline.group).await {
-        refs.extend(g.members.iter().map(|m| m.image.clone()));
-        if let Ok(spec) = p.describe_launch_spec(&g.launch_spec).await {
-            refs.insert(spec.image);
-        }
+/// Why an unfinished run counts as abandoned (its instances may go), or
+/// `None` while it may still be driven or resumed: it is abandoned when no
+/// live process drives it and it never published (there is nothing for a
+/// resume to finish that a fresh run would not do better).
+fn abandoned(store: &Store, run: &RunRecord, now: Timestamp) -> Result<Option<String>, EngineError> {
+    if run.state != RunState::Running {
+        return Ok(None);
     }
-    if let Ok(history) = p.parameter_history(&pipeline.parameter).await {
-        let window = pipeline.retention.rollback_window.get();
-        if let Some(last) = history.last() {
-            refs.insert(ImageId::new(last.value.trim()));
-        }
-        for v in history.iter().filter(|v| now.since(v.modified_at) <= window) {
-            refs.insert(ImageId::new(v.value.trim()));
-        }
+    if store.run_driver(&run.group, run.id.as_str(), now)?.is_some() {
+        return Ok(None);
     }
-    for i in p.list_instances(&Tags::new()).await.map_err(provider_err)? {
-        if !i.state.is_gone() {
-            refs.insert(i.image);
-        }
+    // A publish that began (its intent journaled) may have moved things:
+    // only a resume may finish or undo it.
+    let published = store.step(&run.id, "publish")?.is_some();
+    if published || run.kind != RunKind::Run && run.kind != RunKind::Bake {
+        return Ok(None);
     }
-    Ok(refs)
+    Ok(Some("stopped before publish with no process driving it".into()))
+}
+
+/// Runs stuck `running` whose driver is gone and which never published
+/// (their final state could not be written: a full disk, a kill): ended
+/// `failed` with the reason, so they no longer hold their group.
+fn end_abandoned_runs(
+    store: &Store,
+    pipelines: &[(String, Pipeline)],
+    now: Timestamp,
+    dry_run: bool,
+) -> Result<Vec<GcAction>, EngineError> {
+    let mut out = Vec::new();
+    let runs = store.list_runs(&RunFilter {
+        state: Some(RunState::Running),
+        limit: Some(200),
+        ..Default::default()
+    })?;
+    for r in runs.iter().filter(|r| pipelines.iter().any(|(n, _)| n == &r.pipeline)) {
+        let Some(why) = abandoned(store, r, now)? else { continue };
+        if !dry_run {
+            let reason = format!("abandoned: the run {why}; repave gc ended it and swept what it left");
+            store.set_run_state(&r.id, RunState::Failed, Some(&reason), now)?;
+            if let Some(lease) = store.current_lease(&r.group)?.filter(|l| l.holder == r.id.as_str()) {
+                store.release_lease(&lease)?;
+            }
+        }
+        out.push(GcAction {
+            action: "end".into(),
+            instance: None,
+            image: None,
+            baseline: None,
+            pipeline: Some(r.pipeline.clone()),
+            why: format!("run {}, which {why}", r.id),
+        });
+    }
+    Ok(out)
 }

@@ -6,7 +6,7 @@ use crate::call::retry;
 use crate::error::EngineError;
 use crate::executor::{roll_and_verify, Ctx};
 use crate::summary::RollReport;
-use repave_core::provider::LaunchSpecRef;
+use repave_core::provider::{tag, ImageState, LaunchSpecRef};
 use repave_core::rollout::RollPolicy;
 use repave_core::ImageId;
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,8 @@ async fn launch_spec_for(ctx: &Ctx<'_>, image: &ImageId) -> Result<(LaunchSpecRe
     Ok((new, false))
 }
 
-/// The image the golden parameter held before its current value.
+/// The image the golden parameter held before its current value — never
+/// one marked bad (rolling back onto a bad image publishes it again).
 pub async fn previous_image(ctx: &Ctx<'_>) -> Result<ImageId, EngineError> {
     let p = ctx.provider();
     let name = &ctx.pipeline.parameter;
@@ -99,11 +100,31 @@ pub async fn previous_image(ctx: &Ctx<'_>) -> Result<ImageId, EngineError> {
     let labeled = history
         .iter()
         .rev()
-        .find(|v| v.labels.iter().any(|l| l == PREVIOUS_LABEL) && v.value != current.value);
-    let prev = labeled
-        .or_else(|| history.iter().rev().find(|v| v.value != current.value))
-        .ok_or_else(|| EngineError::Preflight(format!("parameter {name} has no earlier value to roll back to")))?;
-    Ok(ImageId::new(prev.value.clone()))
+        .filter(|v| v.labels.iter().any(|l| l == PREVIOUS_LABEL) && v.value != current.value);
+    let others = history.iter().rev().filter(|v| v.value != current.value);
+    let mut skipped = Vec::new();
+    for v in labeled.chain(others) {
+        let image = ImageId::new(v.value.trim());
+        match retry("resolve_previous", || p.describe_image(&image)).await {
+            Ok(i) if i.tags.get(tag::STATUS).map(String::as_str) == Some(tag::STATUS_BAD) => {
+                skipped.push(format!("{image} (marked bad)"))
+            }
+            Ok(i) if i.state != ImageState::Available => skipped.push(format!("{image} ({:?})", i.state)),
+            Ok(_) => return Ok(image),
+            Err(EngineError::Provider { source, .. }) if source.is_not_found() => {
+                skipped.push(format!("{image} (deregistered)"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(EngineError::Preflight(format!(
+        "parameter {name} has no earlier good image to roll back to{}",
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (skipped: {})", skipped.join(", "))
+        }
+    )))
 }
 
 pub async fn restore_parameter(ctx: &Ctx<'_>, image: &ImageId) -> Result<u64, EngineError> {

@@ -43,11 +43,28 @@ pub async fn observe(p: &dyn Provider, group: &str) -> Result<Observation, Engin
 /// actions that change desired capacity (and again once they are done): the
 /// fleet's size without surge, and desired capacity before and after this
 /// tick's actions.
+///
+/// It also carries the planner's progress (stage, canaries done, failed new
+/// instances, replaced count, the roll's start), so a resumed roll goes on
+/// where it stood: no repeated canary stage, no fresh failure budget.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Checkpoint {
     base_desired: u32,
     desired_before: u32,
     desired_after: u32,
+    #[serde(default)]
+    progress: Option<RollProgress>,
+}
+
+/// The planner's progress a previous attempt of this roll step left.
+fn checkpointed_progress(ctx: &Ctx<'_>, step: &str) -> Result<Option<RollProgress>, EngineError> {
+    Ok(ctx
+        .engine
+        .store
+        .step(ctx.run_id(), step)?
+        .and_then(|s| s.checkpoint)
+        .and_then(|c| serde_json::from_value::<Checkpoint>(c).ok())
+        .and_then(|c| c.progress))
 }
 
 /// The capacity a (re)started roll aims at, without its own surge. A roll
@@ -111,6 +128,8 @@ struct Measurements {
     max_live: u32,
     total_old: u32,
     replaced: u32,
+    /// Replaced by this attempt (a resumed roll did only part of it).
+    replaced_here: u32,
 }
 
 fn median(v: &[i64]) -> i64 {
@@ -170,8 +189,30 @@ async fn roll_loop(
     // launches in its first second would otherwise read as older than the
     // roll (and never count as failed).
     let started = launch_time_granularity(started);
-    let mut progress = RollProgress::new(target.clone(), base, started);
+    let mut progress = match checkpointed_progress(ctx, step)? {
+        // Resumed: the same roll, going on from where it stood, on the
+        // base capacity as it stands now (see `base_capacity`).
+        Some(mut p) if &p.target_image == target => {
+            p.base_desired = base;
+            p.last_set_desired = None;
+            p.resumed_at = Some(started);
+            p.blocked_since = None;
+            ctx.log(
+                step,
+                format!(
+                    "resuming the roll: {} replaced so far, stage {}, {} failed new instance(s) counted",
+                    p.replaced,
+                    p.stage,
+                    p.failed_new.len()
+                ),
+                serde_json::Value::Null,
+            );
+            p
+        }
+        _ => RollProgress::new(target.clone(), base, started),
+    };
     progress.cutoff = ctx.engine.opts.roll_cutoff;
+    let replaced_before = progress.replaced;
     // Instances this roll deregistered before a restart are still draining.
     for m in &first.members {
         if m.image != *target
@@ -187,8 +228,19 @@ async fn roll_loop(
     let tick = ctx.engine.opts.tick;
     let mut blocked_since: Option<Timestamp> = None;
     let mut checkpointed: Option<Checkpoint> = None;
+    // A cancel stops the roll gracefully: no new replacement starts, the
+    // ones in flight finish and capacity returns to base, then it pauses.
+    let mut stopping = false;
     loop {
-        ctx.check_cancel()?;
+        if !stopping && matches!(ctx.check_cancel(), Err(EngineError::Cancelled)) {
+            stopping = true;
+            progress.cutoff = Some(progress.cutoff.map_or(ctx.now(), |c| c.min(ctx.now())));
+            ctx.log(
+                step,
+                "cancel requested: no new replacement starts; finishing the ones in flight",
+                serde_json::Value::Null,
+            );
+        }
         ctx.keep_lease()?;
         let now = ctx.now();
         let obs = observe(p, &group).await?;
@@ -230,9 +282,15 @@ async fn roll_loop(
                 }
             }
             Outcome::Progressing => blocked_since = None,
-            // Window cutoff: nothing in flight, the rest waits for the next
-            // window; the executor records the run as paused and resumable.
+            // Window cutoff (or a cancel): nothing in flight, capacity at
+            // base, the rest waits; the executor records the run as paused
+            // and resumable.
             Outcome::Paused { reason } => {
+                checkpoint(ctx, step, &mut checkpointed, &obs, &plan.progress)?;
+                if stopping {
+                    ctx.log(step, "stopped at a safe point after cancel", serde_json::Value::Null);
+                    return Err(EngineError::Cancelled);
+                }
                 ctx.log(
                     step,
                     format!("paused: {reason}"),
@@ -248,18 +306,9 @@ async fn roll_loop(
                 what: format!("roll not complete: {:?}", plan.status),
             });
         }
-        // Journal the capacity bookkeeping before acting on it.
-        let cp = Checkpoint {
-            base_desired: plan.progress.base_desired,
-            desired_before: obs.desired,
-            desired_after: plan.progress.last_set_desired.unwrap_or(obs.desired),
-        };
-        if checkpointed.as_ref().map(|c| (c.base_desired, c.desired_after)) != Some((cp.base_desired, cp.desired_after))
-        {
-            let json = serde_json::to_value(&cp).expect("checkpoint serializes");
-            ctx.engine.store.checkpoint_step(ctx.run_id(), step, &json)?;
-            checkpointed = Some(cp);
-        }
+        // Journal the capacity bookkeeping and the planner's progress
+        // before acting on them.
+        checkpoint(ctx, step, &mut checkpointed, &obs, &plan.progress)?;
         for action in &plan.actions {
             act(ctx, step, &group, action, meas).await?;
         }
@@ -272,7 +321,33 @@ async fn roll_loop(
         progress = plan.progress;
         tokio::time::sleep(tick).await;
     }
+    meas.replaced_here = progress.replaced.saturating_sub(replaced_before);
     Ok(progress.replaced)
+}
+
+/// Write the roll's checkpoint when it changed.
+fn checkpoint(
+    ctx: &Ctx<'_>,
+    step: &str,
+    last: &mut Option<Checkpoint>,
+    obs: &Observation,
+    progress: &RollProgress,
+) -> Result<(), EngineError> {
+    let cp = Checkpoint {
+        base_desired: progress.base_desired,
+        desired_before: obs.desired,
+        desired_after: progress.last_set_desired.unwrap_or(obs.desired),
+        progress: Some(progress.clone()),
+    };
+    let same = last.as_ref().is_some_and(|c| {
+        (c.base_desired, c.desired_after, &c.progress) == (cp.base_desired, cp.desired_after, &cp.progress)
+    });
+    if !same {
+        let json = serde_json::to_value(&cp).expect("checkpoint serializes");
+        ctx.engine.store.checkpoint_step(ctx.run_id(), step, &json)?;
+        *last = Some(cp);
+    }
+    Ok(())
 }
 
 /// `t` rounded down to the whole second launch times are reported in.
@@ -295,8 +370,15 @@ fn report(
     let launch_ready: Vec<i64> = meas.launch_ready.values().copied().collect();
     let lr = median(&launch_ready);
     let drain = median(&meas.drain_ms);
+    // The bound of what this attempt did: a resumed roll replaced only
+    // what was left when it resumed.
+    let done = if meas.replaced_here > 0 {
+        meas.replaced_here
+    } else {
+        total_old
+    };
     let lb = rollout::lower_bound(
-        total_old.min(base),
+        done.min(base),
         k,
         Duration::from_millis(lr.max(0) as u64),
         Duration::ZERO,
@@ -470,5 +552,10 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
         },
     )
     .await;
-    r.map_err(|e| EngineError::Verify(format!("{e}: {}", last.lock().expect("lock"))))
+    // Only running out of time says the new image's fleet is not right; a
+    // cancel or a lost provider is no verdict on the image.
+    r.map_err(|e| match e {
+        e @ EngineError::Timeout { .. } => EngineError::Verify(format!("{e}: {}", last.lock().expect("lock"))),
+        e => e,
+    })
 }

@@ -263,6 +263,10 @@ impl Images for LocalClient {
     async fn list_images(&self, tags: &Tags) -> PResult<Vec<Image>> {
         Ok(expect!(self.call(&Request::ListImages { tags: tags.clone() }).await?, Response::Images(i) => i)?)
     }
+    async fn referenced_images(&self) -> PResult<std::collections::BTreeSet<ImageId>> {
+        let ids = expect!(self.call(&Request::ReferencedImages).await?, Response::ImageIds(i) => i)?;
+        Ok(ids.into_iter().collect())
+    }
     async fn tag_image(&self, id: &ImageId, tags: &Tags) -> PResult<()> {
         Ok(self
             .unit(Request::TagImage {

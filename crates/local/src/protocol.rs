@@ -111,6 +111,8 @@ pub enum Request {
     ListImages {
         tags: Tags,
     },
+    /// Every image a launch spec version or a live instance points at.
+    ReferencedImages,
     TagImage {
         id: ImageId,
         tags: Tags,
@@ -211,6 +213,7 @@ pub enum Response {
     Pong { pid: u32 },
     GroupSetup(GroupSetupResult),
     ImageId(ImageId),
+    ImageIds(Vec<ImageId>),
     Image(Image),
     Images(Vec<Image>),
     Instance(Instance),

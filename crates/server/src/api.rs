@@ -2,6 +2,7 @@
 //! reads or into [`crate::runs::launch`] / cancel calls; the run registry
 //! owns the running engines.
 
+use crate::errors::{ApiError, Code};
 use crate::fleet;
 use crate::runs::{launch, Launch};
 use crate::state::Shared;
@@ -10,53 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use repave_core::{ImageId, RunId, Timestamp};
-use repave_engine::EngineError;
-use repave_store::{RunFilter, RunKind, RunRecord, RunState};
+use repave_store::{NewEvent, RunFilter, RunKind, RunRecord, RunState, CANCEL_REQUESTED};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 
 pub(crate) type AppState = State<Arc<Shared>>;
-
-/// An error answer: status plus `{"error": ...}` (and extra fields).
-pub(crate) struct ApiError(pub StatusCode, pub serde_json::Value);
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError(status, json!({ "error": message.into() }))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match &e {
-            EngineError::Leased {
-                group,
-                holder,
-                expires_at,
-            } => ApiError(
-                StatusCode::CONFLICT,
-                json!({ "error": e.to_string(), "group": group, "holder": holder, "expires_at": expires_at }),
-            ),
-            EngineError::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            EngineError::NotResumable { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            EngineError::Config(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        }
-    }
-}
-
-impl From<repave_store::StoreError> for ApiError {
-    fn from(e: repave_store::StoreError) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -136,7 +96,7 @@ pub(crate) async fn list_runs(State(s): AppState, Query(q): Query<RunsQuery>) ->
     let state = match q.state.as_deref().filter(|v| !v.is_empty()) {
         Some(v) => Some(
             v.parse::<RunState>()
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
         ),
         None => None,
     };
@@ -153,7 +113,7 @@ pub(crate) async fn list_runs(State(s): AppState, Query(q): Query<RunsQuery>) ->
 fn get_run(s: &Shared, id: &str) -> ApiResult<RunRecord> {
     s.store
         .get_run(&RunId::new(id))?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("run {id} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
 }
 
 pub(crate) fn run_json(s: &Shared, id: &str) -> ApiResult<serde_json::Value> {
@@ -169,33 +129,51 @@ pub(crate) async fn run_detail(State(s): AppState, Path(id): Path<String>) -> Ap
 }
 
 /// Roll progress for the chart: live samples while this server drives the
-/// roll, else the samples the finished run's summary kept.
+/// roll (or drove it lately), else the samples the run's summary kept; with
+/// the roll's `replaced` / `total` as of the last sample either way (`null`
+/// before a roll), so a page shows the same thing after a restart.
 pub(crate) async fn progress(State(s): AppState, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let run = get_run(&s, &id)?;
-    let samples = match s.runs.progress(&id) {
-        Some(samples) => json!(samples),
-        None => {
-            let roll = run
-                .summary
-                .as_ref()
-                .and_then(|sum| sum.get("roll"))
-                .filter(|r| !r.is_null());
-            let start = roll.and_then(|r| r["started_at_ms"].as_i64()).unwrap_or(0);
-            let samples = roll.and_then(|r| r["samples"].as_array().cloned()).unwrap_or_default();
-            let v: Vec<_> = samples
-                .iter()
-                .map(|x| {
-                    let mut x = x.clone();
-                    x["at"] = json!(start + x["t_ms"].as_i64().unwrap_or(0));
-                    x
-                })
-                .collect();
-            json!(v)
+    let (samples, replaced, total) = match s.runs.progress(&id) {
+        Some(samples) => {
+            let last = samples.last();
+            let counts = (last.map(|l| l.replaced), last.map(|l| l.total));
+            (json!(samples), counts.0, counts.1)
         }
+        None => summary_progress(&run),
     };
-    Ok(Json(
-        json!({ "run": id, "state": run.state, "live": s.runs.is_live(&id), "samples": samples }),
-    ))
+    Ok(Json(json!({
+        "run": id, "state": run.state, "live": s.runs.is_live(&id),
+        "samples": samples, "replaced": replaced, "total": total,
+    })))
+}
+
+/// A finished (or stopped) roll's samples from the run summary, placed in
+/// wall time; its total is what it replaced plus the old instances left.
+fn summary_progress(run: &RunRecord) -> (serde_json::Value, Option<u32>, Option<u32>) {
+    let Some(roll) = run
+        .summary
+        .as_ref()
+        .and_then(|sum| sum.get("roll"))
+        .filter(|r| !r.is_null())
+    else {
+        return (json!([]), None, None);
+    };
+    let start = roll["started_at_ms"].as_i64().unwrap_or(0);
+    let samples: Vec<_> = roll["samples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| {
+            let mut x = x.clone();
+            x["at"] = json!(start + x["t_ms"].as_i64().unwrap_or(0));
+            x
+        })
+        .collect();
+    let count = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    let replaced = count(&roll["replaced"]);
+    let left = samples.last().and_then(|l| count(&l["old"])).unwrap_or(0);
+    (json!(samples), replaced, replaced.map(|r| r + left))
 }
 
 #[derive(Deserialize)]
@@ -212,12 +190,9 @@ pub(crate) async fn start_run(State(s): AppState, Json(body): Json<StartBody>) -
     let kind: RunKind = body
         .kind
         .parse()
-        .map_err(|e: repave_store::UnknownName| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        .map_err(|e: repave_store::UnknownName| ApiError::bad_request(e.to_string()))?;
     if !s.config.pipelines.contains_key(&body.pipeline) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown pipeline {:?}", body.pipeline),
-        ));
+        return Err(ApiError::not_found(format!("unknown pipeline {:?}", body.pipeline)));
     }
     started(
         &s,
@@ -235,37 +210,43 @@ async fn started(s: &Arc<Shared>, what: Launch) -> ApiResult<Response> {
     Ok((StatusCode::ACCEPTED, Json(json!({ "run": RunView::new(&run, s) }))).into_response())
 }
 
+/// Ask the run's driver to stop at its next safe point. The request goes
+/// into the store, as `repave cancel` puts it, so it reaches the run
+/// whichever process drives it; a run driven here is also told at once.
 pub(crate) async fn cancel(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
     let run = get_run(&s, &id)?;
     if run.state.is_terminal() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run {id} is {}; nothing to cancel", run.state),
-        ));
+        return Err(ApiError::conflict(format!(
+            "run {id} is {}; nothing to cancel",
+            run.state
+        )));
     }
-    if !s.runs.cancel(&id) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run {id} is not driven by this server (cancel it where it runs)"),
-        ));
-    }
-    crate::scheduler::append(&s, &run.id, "cancel requested through the API".into());
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run": id, "cancelling": true }))).into_response())
+    s.store.append_event(&NewEvent {
+        run: run.id.clone(),
+        at: s.clock.now(),
+        level: "warn".into(),
+        step: None,
+        message: CANCEL_REQUESTED.into(),
+        data: json!({ "by": "api" }),
+    })?;
+    let driven_here = s.runs.cancel(&id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": id, "cancelling": true, "driven_here": driven_here })),
+    )
+        .into_response())
 }
 
 pub(crate) async fn resume(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
     let run = get_run(&s, &id)?;
     if s.runs.is_live(&id) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run {id} is already running here"),
-        ));
+        return Err(ApiError::conflict(format!("run {id} is already running here")));
     }
     if run.state.is_terminal() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run {id} is {}; nothing to resume", run.state),
-        ));
+        return Err(ApiError::conflict(format!(
+            "run {id} is {}; nothing to resume",
+            run.state
+        )));
     }
     started(
         &s,
@@ -281,10 +262,10 @@ pub(crate) async fn resume(State(s): AppState, Path(id): Path<String>) -> ApiRes
 pub(crate) async fn rollback(State(s): AppState, Path(id): Path<String>) -> ApiResult<Response> {
     let run = get_run(&s, &id)?;
     if !s.config.pipelines.contains_key(&run.pipeline) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("pipeline {:?} is not in the config", run.pipeline),
-        ));
+        return Err(ApiError::not_found(format!(
+            "pipeline {:?} is not in the config",
+            run.pipeline
+        )));
     }
     started(
         &s,
@@ -306,17 +287,48 @@ pub(crate) struct DiffQuery {
     b: String,
 }
 
-pub(crate) async fn image_diff(State(s): AppState, Query(q): Query<DiffQuery>) -> Json<fleet::ManifestDiff> {
+pub(crate) async fn image_diff(State(s): AppState, Query(q): Query<DiffQuery>) -> ApiResult<Json<fleet::ManifestDiff>> {
     let bakes = fleet::bakes(&s);
-    let (a, b) = (
-        fleet::manifest(&bakes, &ImageId::new(q.a)),
-        fleet::manifest(&bakes, &ImageId::new(q.b)),
-    );
-    Json(fleet::diff(a, b))
+    let a = known_manifest(&s, &bakes, q.a).await?;
+    let b = known_manifest(&s, &bakes, q.b).await?;
+    Ok(Json(fleet::diff(a, b)))
 }
 
-pub(crate) async fn image_manifest(State(s): AppState, Path(id): Path<String>) -> Json<fleet::Manifest> {
-    Json(fleet::manifest(&fleet::bakes(&s), &ImageId::new(id)))
+pub(crate) async fn image_manifest(State(s): AppState, Path(id): Path<String>) -> ApiResult<Json<fleet::Manifest>> {
+    Ok(Json(known_manifest(&s, &fleet::bakes(&s), id).await?))
+}
+
+/// An image's manifest, if the image is known: baked by repave (in the
+/// journal, even once deregistered) or held by a pipeline's provider (a
+/// base image: its manifest is empty). Anything else is 404, never an
+/// empty manifest that looks like an unpatched image.
+async fn known_manifest(
+    s: &Shared,
+    bakes: &std::collections::BTreeMap<ImageId, fleet::Bake>,
+    id: String,
+) -> ApiResult<fleet::Manifest> {
+    let image = ImageId::new(id);
+    if bakes.contains_key(&image) {
+        return Ok(fleet::manifest(bakes, &image));
+    }
+    let mut unanswered = None;
+    for (pipeline, provider) in &s.providers {
+        match provider.describe_image(&image).await {
+            Ok(_) => return Ok(fleet::manifest(bakes, &image)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => unanswered = Some(format!("pipeline {pipeline}'s provider: {e}")),
+        }
+    }
+    Err(match unanswered {
+        Some(why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            format!("could not tell whether image {image} exists ({why})"),
+        ),
+        None => ApiError::not_found(format!(
+            "image {image} is unknown: repave did not bake it and no pipeline's provider has it"
+        )),
+    })
 }
 
 pub(crate) async fn metrics(State(s): AppState) -> Response {
@@ -361,7 +373,7 @@ pub(crate) async fn set_schedule(
     Json(change): Json<ScheduleChange>,
 ) -> ApiResult<Json<serde_json::Value>> {
     if !s.config.pipelines.contains_key(&name) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline {name:?}")));
+        return Err(ApiError::not_found(format!("no pipeline {name:?}")));
     }
     let reason = change
         .reason
@@ -377,12 +389,7 @@ pub(crate) async fn set_schedule(
                 st.disabled_reason = Some(reason);
             }
         })
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("pipeline {name} has no window, so no schedule"),
-            )
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("pipeline {name} has no window, so no schedule")))?;
     tracing::info!(
         pipeline = name,
         enabled = updated.enabled,

@@ -7,7 +7,9 @@
 
 mod api;
 mod dashboard;
+mod errors;
 pub mod fleet;
+mod http;
 mod lifecycle;
 mod metrics;
 mod openapi;
@@ -37,6 +39,8 @@ pub enum ServerError {
     Window { pipeline: String, message: String },
     #[error("no provider for pipeline {0}")]
     MissingProvider(String),
+    #[error("no engine options for pipeline {0}")]
+    MissingEngineOptions(String),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -103,13 +107,17 @@ impl Server {
         let notifier = tokio::spawn(async move { notifier_shared.notifier.run(on_result, stop_notifier).await });
         lifecycle::recover(&shared).await;
         let scheduler = tokio::spawn(scheduler::run(shared.clone(), background.clone()));
-        let app = router(shared.clone());
-        let stop = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        // Not accepting any more: stop the scheduler first so it starts
-        // nothing new, then bring the runs to a safe point.
+        // The HTTP side drains on its own, bounded, while the runs stop: a
+        // client holding a connection open never delays that.
+        let http = tokio::spawn(http::serve(
+            listener,
+            router(shared.clone()),
+            shared.header_read_timeout,
+            shutdown.clone(),
+        ));
+        shutdown.cancelled().await;
+        // Stop the scheduler first so it starts nothing new, then bring the
+        // runs to a safe point.
         background.cancel();
         let _ = scheduler.await;
         lifecycle::stop_runs(&shared).await;
@@ -127,7 +135,8 @@ impl Server {
         }
         notifier_stop.cancel();
         let _ = notifier.await;
-        served.map_err(ServerError::Serve)
+        http.await
+            .map_err(|e| ServerError::Serve(std::io::Error::other(format!("the HTTP task ended abnormally: {e}"))))
     }
 }
 
@@ -149,6 +158,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(api::metrics))
         .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .layer(middleware::from_fn(errors::json_errors))
         .with_state(shared)
 }
 
@@ -168,7 +178,8 @@ async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
         } else {
             "missing or wrong bearer token (Authorization: Bearer <token>)"
         };
-        let mut r = api::ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+        let mut r =
+            errors::ApiError::new(StatusCode::UNAUTHORIZED, errors::Code::Unauthorized, message).into_response();
         r.headers_mut()
             .insert("www-authenticate", "Bearer".parse().expect("header value"));
         r

@@ -232,6 +232,11 @@ pub(crate) async fn launch(
         .get(&pipeline_name)
         .cloned()
         .ok_or_else(|| EngineError::Config(format!("unknown pipeline {pipeline_name:?}")))?;
+    let options = shared
+        .engine
+        .get(&pipeline_name)
+        .cloned()
+        .ok_or_else(|| EngineError::Config(format!("no engine options for pipeline {pipeline_name:?}")))?;
     let cancel = shared.runs.root.child_token();
     let (tx, rx) = oneshot::channel();
     let observer = Arc::new(RunObserver {
@@ -250,7 +255,7 @@ pub(crate) async fn launch(
         // window's cutoff and pauses once nothing is in flight.
         repave_engine::EngineOptions {
             roll_cutoff: cutoff,
-            ..shared.engine.clone()
+            ..options
         },
     );
     let pipeline = shared.config.pipelines.get(&pipeline_name).cloned();

@@ -103,8 +103,9 @@ async fn fire(shared: &Arc<Shared>, pipeline: &str, open: Opening) {
     }
 }
 
-/// Wait for a scheduled run; at the cutoff, stop it at the next safe point
-/// once it is rolling (a bake is never cut in half: the roll then starts
+/// Wait for a scheduled run; at the cutoff, mark it once it is rolling (the
+/// engine's planner stops new replacements there and pauses the roll once
+/// nothing is in flight; a bake is never cut in half: the roll then starts
 /// paused and goes on in the next window). With `only_if =
 /// "updates_available"`, stop it after its scan when nothing changed.
 async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: RunTask, cutoff: Timestamp) {
@@ -114,6 +115,8 @@ async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: R
         .get(pipeline)
         .and_then(|p| p.window.as_ref())
         .and_then(|w| w.only_if.clone());
+    // How often the run's own engine looks at its provider.
+    let poll = shared.engine.get(pipeline).map(|o| o.poll).unwrap_or_default();
     let watch = async {
         let mut scan_checked = only_if.is_none();
         loop {
@@ -137,20 +140,19 @@ async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: R
             }
             let now = shared.clock.now();
             if now >= cutoff && is_rolling(shared, &run) {
+                // The engine's planner holds the cutoff (the run was started
+                // with it): no new replacement starts, the ones in flight
+                // finish, capacity returns to base, then the run pauses.
+                // Cancelling here would cut that short.
                 let message = format!("{CUTOFF_MARK}: no new replacement starts; the roll resumes in the next window");
                 append(shared, &run, message);
-                shared.runs.cancel(run.as_str());
                 return;
             }
-            let until_cutoff = if now < cutoff {
-                cutoff.since(now)
-            } else {
-                shared.engine.poll
-            };
+            let until_cutoff = if now < cutoff { cutoff.since(now) } else { poll };
             tokio::time::sleep(if scan_checked {
                 until_cutoff
             } else {
-                until_cutoff.min(shared.engine.poll)
+                until_cutoff.min(poll)
             })
             .await;
         }

@@ -25,11 +25,17 @@ pub struct ServerOptions {
     /// The provider of each pipeline, by pipeline name.
     pub providers: BTreeMap<String, Arc<dyn Provider>>,
     pub clock: Arc<dyn Clock>,
-    pub engine: EngineOptions,
+    /// The engine timing of each pipeline, by pipeline name: what
+    /// `EngineOptions::for_pipeline` gives, as for `repave run`.
+    pub engine: BTreeMap<String, EngineOptions>,
     /// Longest the scheduler sleeps between looks at the clock.
     pub scheduler_tick: Duration,
     /// How long shutdown waits for runs to reach a safe point.
     pub shutdown_grace: Duration,
+    /// How long an HTTP client may take to send a request's headers,
+    /// counted from when it connected or got its last response (this also
+    /// closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
 }
 
 /// The scheduler's view of one pipeline (shown by the API and dashboard).
@@ -55,9 +61,10 @@ pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub providers: BTreeMap<String, Arc<dyn Provider>>,
     pub clock: Arc<dyn Clock>,
-    pub engine: EngineOptions,
+    pub engine: BTreeMap<String, EngineOptions>,
     pub scheduler_tick: Duration,
     pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
     pub windows: BTreeMap<String, WindowSchedule>,
     pub schedules: Mutex<BTreeMap<String, ScheduleState>>,
     pub runs: RunRegistry,
@@ -72,6 +79,9 @@ impl Shared {
         for (name, p) in &o.config.pipelines {
             if !o.providers.contains_key(name) {
                 return Err(ServerError::MissingProvider(name.clone()));
+            }
+            if !o.engine.contains_key(name) {
+                return Err(ServerError::MissingEngineOptions(name.clone()));
             }
             if let Some(w) = &p.window {
                 let ws = WindowSchedule::parse(w).map_err(|e| ServerError::Window {
@@ -104,6 +114,7 @@ impl Shared {
             engine: o.engine,
             scheduler_tick: o.scheduler_tick,
             shutdown_grace: o.shutdown_grace,
+            header_read_timeout: o.header_read_timeout,
             windows,
             schedules: Mutex::new(schedules),
             runs: RunRegistry::default(),

@@ -8,7 +8,6 @@ use axum::routing::post;
 use axum::Router;
 use repave_core::config::{Config, Webhook};
 use repave_core::ids::{Clock, SystemClock};
-use repave_engine::EngineOptions;
 use repave_server::webhooks::hook_key;
 use repave_server::{Server, ServerOptions};
 use repave_store::{NoticeState, Store};
@@ -74,9 +73,10 @@ async fn a_notice_queued_before_a_restart_is_delivered_after_it() {
         store: store.clone(),
         providers: BTreeMap::new(),
         clock: Arc::new(SystemClock),
-        engine: EngineOptions::default(),
+        engine: BTreeMap::new(),
         scheduler_tick: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(5),
+        header_read_timeout: Duration::from_secs(10),
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -86,14 +86,18 @@ async fn serve(
         store: store.clone(),
         providers,
         clock: clock.clone(),
-        engine: EngineOptions {
-            tick: Duration::from_secs(5),
-            poll: Duration::from_secs(5),
-            roll_cutoff: None,
-            lease_ttl: Duration::from_secs(30 * 86_400),
-        },
+        engine: BTreeMap::from([(
+            "web".to_string(),
+            EngineOptions {
+                tick: Duration::from_secs(5),
+                poll: Duration::from_secs(5),
+                roll_cutoff: None,
+                lease_ttl: Duration::from_secs(30 * 86_400),
+            },
+        )]),
         scheduler_tick: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(600),
+        header_read_timeout: Duration::from_secs(10),
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,6 +21,10 @@ pub struct SimProvider {
     calls: Mutex<BTreeMap<&'static str, u64>>,
     /// Native rolls in progress: group → (id, min healthy percent).
     native: Mutex<HashMap<String, (String, u32)>>,
+    /// Every call fails (see [`SimProvider::set_unreachable`]).
+    unreachable: std::sync::atomic::AtomicBool,
+    /// Operations that fail (see [`SimProvider::fail_operation`]).
+    failing: Mutex<std::collections::HashSet<&'static str>>,
 }
 
 /// A simulated group's readiness settings, as an operator would set them
@@ -87,6 +91,8 @@ impl SimProvider {
             world: Mutex::new(world),
             calls: Mutex::new(BTreeMap::new()),
             native: Mutex::new(HashMap::new()),
+            unreachable: std::sync::atomic::AtomicBool::new(false),
+            failing: Mutex::new(Default::default()),
         }
     }
 
@@ -102,9 +108,35 @@ impl SimProvider {
         self.world.lock().expect("sim world lock")
     }
 
-    /// Count the call, and maybe throttle it.
+    /// Make the cloud unreachable (every call fails as a dropped connection
+    /// would) or reachable again: the test of a provider lost mid-run.
+    pub fn set_unreachable(&self, down: bool) {
+        self.unreachable.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Make every call of `op` fail permanently (or work again).
+    pub fn fail_operation(&self, op: &'static str, fail: bool) {
+        let mut f = self.failing.lock().expect("failing lock");
+        if fail {
+            f.insert(op);
+        } else {
+            f.remove(op);
+        }
+    }
+
+    /// Count the call, and maybe fail or throttle it.
     fn call(&self, op: &'static str) -> Result<()> {
         *self.calls.lock().expect("calls lock").entry(op).or_default() += 1;
+        if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ProviderError::new(
+                ErrorKind::Transient,
+                op,
+                "connection refused (simulated: the cloud is unreachable)",
+            ));
+        }
+        if self.failing.lock().expect("failing lock").contains(op) {
+            return Err(ProviderError::permanent(op, "AccessDenied (simulated failure)"));
+        }
         let mut w = self.world();
         let pct = w.faults.throttle_percent;
         if chance(&mut w.rng, pct) {
@@ -353,6 +385,21 @@ impl Images for SimProvider {
             .filter(|i| has_tags(&i.image.tags, tags))
             .map(|i| i.view(now))
             .collect())
+    }
+
+    async fn referenced_images(&self) -> Result<std::collections::BTreeSet<ImageId>> {
+        self.call("referenced_images")?;
+        let now = self.now();
+        let w = self.world();
+        let mut out: std::collections::BTreeSet<ImageId> =
+            w.specs.values().flatten().map(|s| s.image.clone()).collect();
+        out.extend(
+            w.instances
+                .values()
+                .filter(|i| !i.state(now).is_gone())
+                .map(|i| i.image.clone()),
+        );
+        Ok(out)
     }
 
     async fn tag_image(&self, id: &ImageId, tags: &Tags) -> Result<()> {

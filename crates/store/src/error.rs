@@ -48,6 +48,8 @@ pub enum StoreError {
         group: String,
         holder: String,
         expires_at: Timestamp,
+        /// The process holding it, where recorded.
+        driver: Option<crate::Driver>,
     },
     #[error("renew lease on group {group}")]
     RenewLease { group: String, source: Sql },

@@ -6,6 +6,7 @@
 //! Several processes (CLI runs, `repave serve`) share one database file:
 //! WAL mode, a 5 s busy timeout, and every write a short transaction.
 
+mod driver;
 mod error;
 mod events;
 mod leases;
@@ -16,6 +17,7 @@ mod schema;
 mod steps;
 mod types;
 
+pub use driver::Driver;
 pub use error::StoreError;
 pub use events::CANCEL_REQUESTED;
 pub use outbox::{Notice, NoticeState};

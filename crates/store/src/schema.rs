@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE steps ADD COLUMN checkpoint TEXT;
     "#,
+    // 4: the process holding a lease (pid, host, boot, start time), so a
+    // second driver of the same run is refused while the first is alive.
+    r#"
+    ALTER TABLE leases ADD COLUMN driver TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -201,4 +201,6 @@ pub struct Lease {
     pub holder: String,
     pub token: i64,
     pub expires_at: Timestamp,
+    /// The process holding it (None on leases written before schema 4).
+    pub driver: Option<crate::Driver>,
 }

@@ -284,6 +284,63 @@ fn leases_fence_out_stale_holders() {
     assert_eq!(store.acquire_lease("api", "cli-1", ttl, at(53)).unwrap().token, 1);
 }
 
+/// One driver per run: the same holder (a run id) from another process is
+/// refused while that process lives, and takes over at once when it is
+/// gone; the old process is then fenced out.
+#[test]
+fn a_second_driver_of_one_run_is_refused_while_the_first_lives() {
+    let (_dir, store) = temp_store();
+    let ttl = Duration::from_secs(30);
+    let me = repave_store::Driver::current();
+    let a = store.acquire_lease_by("web", "run-1", &me, ttl, at(0)).unwrap();
+    assert_eq!(a.driver.as_ref(), Some(&me));
+
+    // Another process on this host asks for the same run: refused while
+    // this one lives, and told who holds it.
+    let mut sibling = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let other = repave_store::Driver {
+        pid: sibling.id(),
+        started: 0,
+        ..me.clone()
+    };
+    match store.acquire_lease_by("web", "run-1", &other, ttl, at(1)) {
+        Err(StoreError::LeaseHeld { holder, driver, .. }) => {
+            assert_eq!(holder, "run-1");
+            assert_eq!(driver.as_ref(), Some(&me));
+        }
+        other => panic!("expected LeaseHeld, got {other:?}"),
+    }
+
+    // A run held by a process that has died: taken over at once with the
+    // next token, and the dead holder's lease is fenced out.
+    let dead = store.acquire_lease_by("db", "run-2", &other, ttl, at(2)).unwrap();
+    sibling.kill().unwrap();
+    sibling.wait().unwrap();
+    let taken = store.acquire_lease_by("db", "run-2", &me, ttl, at(3)).unwrap();
+    assert_eq!((dead.token, taken.token), (1, 2));
+    assert!(matches!(
+        store.check_lease(&dead, at(4)),
+        Err(StoreError::LeaseLost { .. })
+    ));
+    store.check_lease(&taken, at(4)).unwrap();
+
+    // Held from another host: its liveness cannot be seen from here, so
+    // only the lease's expiry frees it.
+    let elsewhere = repave_store::Driver {
+        host: format!("{}-elsewhere", me.host),
+        ..me.clone()
+    };
+    store.acquire_lease_by("api", "run-3", &elsewhere, ttl, at(5)).unwrap();
+    assert!(matches!(
+        store.acquire_lease_by("api", "run-3", &me, ttl, at(6)),
+        Err(StoreError::LeaseHeld { .. })
+    ));
+    assert_eq!(
+        store.acquire_lease_by("api", "run-3", &me, ttl, at(36)).unwrap().token,
+        2
+    );
+}
+
 #[test]
 fn two_handles_on_one_file_see_each_other() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use crate::cli::Cli;
 use crate::exit::{self, Exit};
 use repave_core::config::Pipeline;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
@@ -21,14 +21,7 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
     let mut actions = Vec::new();
     for pipelines in by_provider.values() {
         let provider = loaded.provider(&pipelines[0].1).await?;
-        // Launch template versions and launch configurations anywhere in the
-        // account also keep their images.
-        let extra = if pipelines[0].1.provider == "aws" {
-            loaded.aws().await?.referenced_images().await.map_err(Exit::failed)?
-        } else {
-            BTreeSet::new()
-        };
-        actions.extend(repave_engine::gc(provider.as_ref(), &store, pipelines, &extra, now, dry_run).await?);
+        actions.extend(repave_engine::gc(provider.as_ref(), &store, pipelines, now, dry_run).await?);
         if pipelines[0].1.provider == "aws" {
             actions.extend(patch_baselines(&loaded, &store, dry_run).await?);
         }

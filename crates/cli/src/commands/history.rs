@@ -2,7 +2,7 @@
 
 use crate::cli::Cli;
 use crate::exit::{self, Exit};
-use crate::output::time;
+use crate::output::{outln, time, Out};
 use repave_store::RunFilter;
 
 pub fn run(cli: &Cli, pipeline: Option<&str>, limit: u32) -> Result<i32, Exit> {
@@ -14,19 +14,21 @@ pub fn run(cli: &Cli, pipeline: Option<&str>, limit: u32) -> Result<i32, Exit> {
         ..Default::default()
     };
     let runs = store.list_runs(&filter).map_err(Exit::failed)?;
+    let mut out = Out::new();
     if cli.json {
-        crate::output::json(&runs);
+        out.json(&runs)?;
         return Ok(exit::OK);
     }
     if runs.is_empty() {
-        println!("no runs yet");
+        outln!(out, "no runs yet")?;
     }
     for r in runs {
         let took = r
             .ended_at
             .map(|e| format!("{:.1}s", e.since(r.started_at).as_secs_f64()))
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
+            out,
             "{}  {:<8} {:<12} {:<11} {}  {:>8}  {}",
             r.id,
             r.kind.as_str(),
@@ -35,7 +37,7 @@ pub fn run(cli: &Cli, pipeline: Option<&str>, limit: u32) -> Result<i32, Exit> {
             time(r.started_at.millis()),
             took,
             r.error.unwrap_or_default()
-        );
+        )?;
     }
     Ok(exit::OK)
 }
@@ -47,40 +49,44 @@ pub fn logs(cli: &Cli, run: &str) -> Result<i32, Exit> {
     let id = record.id.clone();
     let steps = store.steps(&id).map_err(Exit::failed)?;
     let events = store.events(&id, 0, 100_000).map_err(Exit::failed)?;
+    let mut out = Out::new();
     if cli.json {
-        crate::output::json(&serde_json::json!({ "run": record, "steps": steps, "events": events }));
+        out.json(&serde_json::json!({ "run": record, "steps": steps, "events": events }))?;
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
+        out,
         "run {} ({} {}): {}",
         record.id,
         record.kind.as_str(),
         record.pipeline,
         record.state.as_str()
-    );
+    )?;
     for s in &steps {
         let took = s
             .ended_at
             .map(|e| format!("{:.1}s", e.since(s.started_at).as_secs_f64()))
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
+            out,
             "  {:<18} {:<8} {:>8}  attempts {}  {}",
             s.name,
             format!("{:?}", s.state).to_lowercase(),
             took,
             s.attempts,
             s.error.clone().unwrap_or_default()
-        );
+        )?;
     }
-    println!();
+    outln!(out)?;
     for e in &events {
-        println!(
+        outln!(
+            out,
             "{}  {:<5} {:<16} {}",
             time(e.at.millis()),
             e.level,
             e.step.clone().unwrap_or_default(),
             e.message
-        );
+        )?;
     }
     Ok(exit::OK)
 }

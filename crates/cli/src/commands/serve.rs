@@ -5,7 +5,6 @@ use crate::cli::Cli;
 use crate::exit::{self, Exit};
 use anyhow::{anyhow, Context as _};
 use repave_core::ids::{Clock as _, SystemClock};
-use repave_engine::EngineOptions;
 use repave_server::{Server, ServerOptions};
 use repave_store::{Lease, Store, StoreError};
 use std::collections::BTreeMap;
@@ -20,9 +19,15 @@ pub struct ServeArgs {
     /// 127.0.0.1:8787). Port 0 picks a free port; the address is printed.
     #[arg(long)]
     pub listen: Option<String>,
-    /// How long SIGTERM waits for runs to reach a safe point.
+    /// How long SIGTERM waits for runs to reach a safe point (meanwhile
+    /// HTTP connections get at most 5s to finish their request).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// How long an HTTP client may take to send a request's headers,
+    /// counted from when it connects or got its last response: closes slow
+    /// clients and idle keep-alive connections.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
 }
 
 /// What `--help` says (and the log at start and exit) about the local fleet.
@@ -32,6 +37,16 @@ and its instances keep serving, after serve exits, like a cloud outlives its con
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     repave_core::duration::parse_duration(s)
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| {
+        if d.is_zero() {
+            Err("must be longer than 0s".into())
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
@@ -44,8 +59,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
     // One server per state dir, checked before anything starts.
     let lease = take_serve_lease(&store, &loaded.state_dir)?;
     let mut providers = BTreeMap::new();
+    let mut engine = BTreeMap::new();
     for (name, pipeline) in &config.pipelines {
         providers.insert(name.clone(), loaded.provider(pipeline).await?);
+        engine.insert(name.clone(), loaded.engine_options(pipeline));
     }
     let local_fleet = config.pipelines.values().any(|p| p.provider == "local");
     if local_fleet {
@@ -58,9 +75,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
         store: store.clone(),
         providers,
         clock: Arc::new(SystemClock),
-        engine: EngineOptions::default(),
+        engine,
         scheduler_tick: Duration::from_secs(30),
         shutdown_grace: args.shutdown_grace,
+        header_read_timeout: args.header_read_timeout,
     };
     let server = Server::new(opts).map_err(Exit::bad_input)?;
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -2,7 +2,7 @@
 
 use crate::cli::Cli;
 use crate::exit::{self, Exit};
-use crate::output::time;
+use crate::output::{outln, time, Out};
 use repave_core::provider::TargetState;
 use repave_store::{RunFilter, RunState, StepState};
 use serde_json::json;
@@ -61,17 +61,13 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
             let leased = lease
                 .as_ref()
                 .is_some_and(|l| l.holder == r.id.as_str() && l.expires_at > now);
-            if leased && r.state == RunState::Running && driver_alive(&store, &r.id) {
+            if leased && r.state == RunState::Running && driver_alive(&store, r) {
                 continue;
             }
             let steps = store.steps(&r.id).map_err(Exit::failed)?;
-            let next = steps
-                .iter()
-                .find(|s| s.state != StepState::Done)
-                .map(|s| s.name.clone());
             interrupted.push(json!({
                 "run": r.id, "state": r.state.as_str(),
-                "resume": format!("`repave resume {}` continues at step {}", r.id, next.unwrap_or_else(|| "the next step".into())),
+                "resume": format!("`repave resume {}` {}", r.id, resumes_where(&steps)),
             }));
         }
         out.push(json!({
@@ -84,13 +80,15 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
             "interrupted": interrupted,
         }));
     }
+    let mut stdout = Out::new();
     if cli.json {
-        crate::output::json(&out);
+        stdout.json(&out)?;
         return Ok(exit::OK);
     }
     for p in &out {
         let g = &p["group"];
-        println!(
+        outln!(
+            stdout,
             "pipeline {}  group {} (desired {}, min {}, max {})  launch spec {} v{}  balancer {}",
             p["pipeline"].as_str().unwrap_or(""),
             g["name"].as_str().unwrap_or(""),
@@ -100,9 +98,10 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
             g["launch_spec"]["name"].as_str().unwrap_or(""),
             g["launch_spec"]["version"],
             g["balancer"].as_str().unwrap_or("-")
-        );
+        )?;
         for i in p["instances"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
+                stdout,
                 "  {}  {}{}  {:<11} {}",
                 i["id"].as_str().unwrap_or(""),
                 i["image"].as_str().unwrap_or(""),
@@ -113,9 +112,9 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
                 },
                 i["lifecycle"].as_str().unwrap_or(""),
                 i["health"].as_str().unwrap_or("")
-            );
+            )?;
         }
-        println!("  parameter {}:", p["parameter"]["name"].as_str().unwrap_or(""));
+        outln!(stdout, "  parameter {}:", p["parameter"]["name"].as_str().unwrap_or(""))?;
         for v in p["parameter"]["versions"].as_array().into_iter().flatten() {
             let labels: Vec<&str> = v["labels"]
                 .as_array()
@@ -123,47 +122,54 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
                 .flatten()
                 .filter_map(|l| l.as_str())
                 .collect();
-            println!(
+            outln!(
+                stdout,
                 "    v{:<3} {}  {}  {}",
                 v["version"],
                 v["value"].as_str().unwrap_or(""),
                 time(v["modified_at"].as_i64().unwrap_or(0)),
                 labels.join(",")
-            );
+            )?;
         }
         if let Some(r) = p["recent_runs"].as_array().and_then(|r| r.first()) {
-            println!(
+            outln!(
+                stdout,
                 "  last run {}: {}",
                 r["id"].as_str().unwrap_or(""),
                 r["state"].as_str().unwrap_or("")
-            );
+            )?;
         }
         for i in p["interrupted"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
+                stdout,
                 "  interrupted run {} ({}): {}",
                 i["run"].as_str().unwrap_or(""),
                 i["state"].as_str().unwrap_or(""),
                 i["resume"].as_str().unwrap_or("")
-            );
+            )?;
         }
     }
     Ok(exit::OK)
 }
 
+/// Where `resume` picks a run up: its first step not done (nor skipped),
+/// else after its last step (the journal has no step names ahead of it).
+fn resumes_where(steps: &[repave_store::StepRecord]) -> String {
+    let finished = |s: &&repave_store::StepRecord| matches!(s.state, StepState::Done | StepState::Skipped);
+    match (steps.iter().find(|s| !finished(s)), steps.last()) {
+        (Some(next), _) => format!("continues at step {}", next.name),
+        (None, Some(last)) => format!("continues after step {}", last.name),
+        (None, None) => "starts it from its first step".to_string(),
+    }
+}
+
 /// Whether the process that last drove the run is still alive (the engine
 /// records its pid in the run's events).
-pub(crate) fn driver_alive(store: &repave_store::Store, run: &repave_core::RunId) -> bool {
-    let events = match store.events(run, 0, 100_000) {
-        Ok(e) => e,
-        Err(_) => return true,
-    };
-    let pid = events
-        .iter()
-        .rev()
-        .find_map(|e| e.data.get("pid").and_then(|p| p.as_i64()));
-    match pid {
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        Some(pid) => unsafe { libc::kill(pid as libc::pid_t, 0) == 0 },
-        None => true,
-    }
+pub(crate) fn driver_alive(store: &repave_store::Store, run: &repave_store::RunRecord) -> bool {
+    let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock);
+    // A store that cannot be read: assume someone drives it (say less, do
+    // nothing rash).
+    store
+        .run_driver(&run.group, run.id.as_str(), now)
+        .map_or(true, |d| d.is_some())
 }

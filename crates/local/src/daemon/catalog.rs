@@ -236,3 +236,24 @@ pub(crate) fn create_launch_spec_version(
     shared.save(cloud)?;
     Ok(r)
 }
+
+/// Every image a launch spec version (of any group) or a live instance
+/// points at: what retention and `gc` must never delete.
+pub(crate) fn referenced_images(cloud: &Cloud) -> Vec<ImageId> {
+    let mut out: std::collections::BTreeSet<ImageId> = cloud
+        .state
+        .launch_specs
+        .values()
+        .flatten()
+        .map(|s| s.image.clone())
+        .collect();
+    out.extend(
+        cloud
+            .state
+            .instances
+            .values()
+            .filter(|r| !r.instance.state.is_gone())
+            .map(|r| r.instance.image.clone()),
+    );
+    out.into_iter().collect()
+}

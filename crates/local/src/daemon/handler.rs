@@ -84,6 +84,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, LocalE
                 .map(|i| stamp(shared, i))
                 .collect(),
         ),
+        Q::ReferencedImages => R::ImageIds(catalog::referenced_images(&shared.cloud())),
         Q::TagImage { id, tags } => {
             catalog::tag_image(shared, &mut shared.cloud(), &id, &tags)?;
             R::Unit

@@ -185,7 +185,13 @@ pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Re
                         pid.filter(|p| crate::process::pid_alive(*p))
                             .map(crate::process::ProcHandle::adopted)
                     });
-                    shared.save(&cloud)?;
+                    // A state file that cannot be written (a full disk)
+                    // must not leave the instance half-stopped and busy for
+                    // ever: stop it anyway (terminating frees the disk), and
+                    // write the final state below.
+                    if let Err(e) = shared.save(&cloud) {
+                        tracing::warn!(instance = %id, error = %e, "could not record the stop; stopping anyway");
+                    }
                     break h;
                 }
             }
@@ -200,6 +206,10 @@ pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Re
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     };
+    // Whatever happens from here — the request dropped half-way, a failed
+    // write — the instance must not stay busy for ever (every later stop
+    // would wait on it and fail).
+    let _busy = Busy { shared, id };
     if let Some(h) = handle {
         h.stop(STOP_GRACE).await;
     }
@@ -225,6 +235,18 @@ pub(crate) async fn stop(shared: &Shared, id: &InstanceId, mode: StopMode) -> Re
     shared.save(&cloud)?;
     tracing::info!(instance = %id, ?mode, "stopped");
     booted
+}
+
+/// Clears an instance's busy mark when a stop ends in any way.
+struct Busy<'a> {
+    shared: &'a Shared,
+    id: &'a InstanceId,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.shared.cloud().busy.remove(self.id);
+    }
 }
 
 /// Start a stopped instance.

@@ -130,14 +130,8 @@ async fn run_page(State(s): AppState, Path(id): Path<String>) -> Response {
     let detail = match api::run_json(&s, &id) {
         Ok(d) => d,
         Err(e) => {
-            return (
-                e.0,
-                page(
-                    "not found",
-                    &format!("<h1>{}</h1>", esc(e.1["error"].as_str().unwrap_or("error"))),
-                ),
-            )
-                .into_response()
+            let title = e.status.canonical_reason().unwrap_or("error").to_lowercase();
+            return (e.status, page(&title, &format!("<h1>{}</h1>", esc(&e.message)))).into_response();
         }
     };
     let run = &detail["run"];

@@ -2,10 +2,14 @@
 // (in service against the floor; old / new / draining) and the steps.
 // Drawn in this order: in service last, on top.
 const SERIES = [["old", "#888", ""], ["new", "#2563eb", ""], ["draining", "#e08a00", ""], ["floor", "#d33", "6 4"], ["in_service", "#1f9d55", ""]];
-function draw(samples) {
+function draw(p) {
   const svg = document.getElementById("chart");
+  const samples = p.samples || [];
   const W = 900, H = 260, P = 30;
-  if (!samples.length) return;
+  if (!samples.length) {
+    if (!p.live) document.getElementById("roll-status").textContent = "no roll samples recorded for this run";
+    return;
+  }
   const t0 = samples[0].at, t1 = Math.max(samples[samples.length - 1].at, t0 + 1);
   let ymax = 1;
   for (const s of samples) for (const [k] of SERIES) ymax = Math.max(ymax, s[k] || 0);
@@ -22,8 +26,10 @@ function draw(samples) {
   const last = samples[samples.length - 1];
   svg.setAttribute("data-samples", samples.length);
   for (const [k] of SERIES) svg.setAttribute("data-" + k.replace("_", "-"), last[k] || 0);
+  // The counts come with the response (a finished roll's samples carry none).
+  const replaced = p.total == null ? "" : `replaced ${p.replaced}/${p.total} · `;
   document.getElementById("roll-status").textContent =
-    `replaced ${last.replaced}/${last.total} · in service ${last.in_service} (floor ${last.floor}) · old ${last.old} · new ${last.new} · draining ${last.draining}`;
+    `${replaced}in service ${last.in_service} (floor ${last.floor}) · old ${last.old} · new ${last.new} · draining ${last.draining}`;
 }
 function steps(list) {
   // Same timeline as the server renders: a bar per step, placed by time.
@@ -51,7 +57,7 @@ function events(list) {
 async function poll() {
   try {
     const p = await (await fetch(`/api/runs/${RUN}/progress`)).json();
-    draw(p.samples || []);
+    draw(p);
     const state = document.getElementById("run-state");
     state.innerHTML = `<span class="state ${p.state}">${p.state}</span>`;
     if (p.live) {
