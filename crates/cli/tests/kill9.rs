@@ -171,7 +171,8 @@ fn kill_9_of_the_fleet_process_too() {
         3,
         3,
         6,
-        "[pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n",
+        // As above: every cycle bakes an image although the first installs everything.
+        "[pipelines.web.patch]\nwhen_empty = \"publish\"\n[pipelines.web.rollout]\nwarmup = \"300ms\"\n[pipelines.web.retention]\nkeep = 2\nrollback_window = \"1ms\"\n",
     );
     fleet.up();
     let c = fleet.config.clone();
