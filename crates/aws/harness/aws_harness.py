@@ -14,6 +14,10 @@ Patched behaviour:
   - target health: `initial` until HealthyThresholdCount x
     HealthCheckIntervalSeconds after registration, then `healthy` (or
     `unhealthy` for an instance whose image breaks the application);
+  - Classic Load Balancers (classic_elb.py): members registered at
+    InService, OutOfService until HealthyThreshold x Interval, a
+    deregistered instance InService "deregistration currently in progress"
+    for the connection-draining timeout, Auto Scaling waiting for it;
   - deregistration: `draining` for `deregistration_delay.timeout_seconds`,
     listed by DescribeTargetHealth, then gone;
   - Auto Scaling registers an instance with its target groups when it enters
@@ -59,6 +63,8 @@ Control API (POST JSON, on the same port):
   /_harness/account  {"account": "123456789012", "refuse_launch_configurations": true}
   /_harness/settings {"image_pending_seconds": 3, ...} (see SETTINGS)
   /_harness/patches  {"account": ..., "image": ..., "os": ..., "patches": [...]}
+  /_harness/report   {"account": ...} -> what the harness recorded for the
+                     account (classic_elb.py: early_terminations)
                      (the patches an image's instances have; see ssm_patching.py)
 
 Run: python aws_harness.py -H 127.0.0.1 -p 5055
@@ -90,6 +96,7 @@ from moto.ec2.utils import parse_user_data
 from moto.elbv2 import models as elb_models
 from moto.ssm import models as ssm_models
 
+import classic_elb
 import ssm_patching
 
 SETTINGS = {
@@ -559,12 +566,24 @@ def _target_groups(group):
     return [elb.target_groups[a] for a in group.target_group_arns if a in elb.target_groups]
 
 
+def _classic_elbs(group):
+    if not group.load_balancer_names:
+        return []
+    elb = group.autoscaling_backend.elb_backend
+    return [lb for n in group.load_balancer_names if (lb := elb.get_load_balancer(n)) is not None]
+
+
 def _register(group, state) -> None:
     for tg in _target_groups(group):
         key = (tg.arn, state.instance.id)
         if key not in group._harness_registered:
             group._harness_registered.add(key)
             tg.register([{"Id": state.instance.id, "Port": tg.port}])
+    for lb in _classic_elbs(group):
+        key = ("classic:" + lb.name, state.instance.id)
+        if key not in group._harness_registered:
+            group._harness_registered.add(key)
+            group.autoscaling_backend.elb_backend.register_instances(lb.name, [state.instance.id])
 
 
 def _begin_terminate(group, state, replace: bool) -> None:
@@ -579,6 +598,8 @@ def _begin_terminate(group, state, replace: bool) -> None:
             until = max(until, now() + _tg_delay(tg))
         elif state.instance.id in tg._harness_draining:
             until = max(until, tg._harness_draining[state.instance.id][1])
+    for lb in _classic_elbs(group):
+        until = max(until, classic_elb.begin_drain(lb, state.instance.id))
     state._harness_until = until
     state._harness_hooks_left = None
 
@@ -586,6 +607,8 @@ def _begin_terminate(group, state, replace: bool) -> None:
 def _finish_terminate(group, state) -> None:
     group.instance_states = [s for s in group.instance_states if s is not state]
     group._harness_registered = {k for k in group._harness_registered if k[1] != state.instance.id}
+    for lb in _classic_elbs(group):
+        classic_elb.forget(lb, state.instance.id)
     if state.instance.state != "terminated":
         group.autoscaling_backend.ec2_backend.terminate_instances([state.instance.id])
 
@@ -737,6 +760,13 @@ def _patched_update_attached_target_groups(self, group_name):
             _register(group, s)
 
 
+# moto's update_attached_elbs registers every member with the group's
+# Classic Load Balancers at once and deregisters the rest on the spot; AWS
+# registers a member when it enters InService and drains it when it goes
+# (see classic_elb.py), which _register / _begin_terminate do.
+_patched_update_attached_elbs = _patched_update_attached_target_groups
+
+
 def _check_range(desired, lo, hi, what: str) -> None:
     if desired is None:
         return
@@ -798,6 +828,10 @@ def _patched_terminate_instance(self, instance_id, should_decrement):
     if state is None:
         raise ValidationError("Instance Id not found - No managed instance found for instance ID: " + instance_id)
     group = state.instance.autoscaling_group
+    for lb in _classic_elbs(group):
+        until = classic_elb.drain_until(lb, instance_id)
+        if until is not None and until > now() and not state.lifecycle_state.startswith("Terminating"):
+            classic_elb.record_early_termination(self.account_id, instance_id)
     original = group.desired_capacity
     if should_decrement and not state.lifecycle_state.startswith("Terminating"):
         if original - 1 < (group.min_size or 0):
@@ -816,6 +850,8 @@ asg_models.FakeAutoScalingGroup.__init__ = _patched_group_init
 asg_models.FakeAutoScalingGroup.set_desired_capacity = _patched_set_desired_capacity
 asg_models.FakeAutoScalingGroup.update = _patched_group_update
 asg_models.AutoScalingBackend.update_attached_target_groups = _patched_update_attached_target_groups
+asg_models.AutoScalingBackend.update_attached_elbs = _patched_update_attached_elbs
+classic_elb.install(instance_app_broken)
 asg_models.AutoScalingBackend.set_desired_capacity = _patched_backend_set_desired
 asg_models.AutoScalingBackend.update_auto_scaling_group = _patched_backend_update
 asg_models.AutoScalingBackend.terminate_instance = _patched_terminate_instance
@@ -1256,6 +1292,11 @@ class Harness:
                     ACCOUNTS.setdefault(str(body.pop("account")), {}).update(body)
                 elif path == "/_harness/patches":
                     ssm_patching.configure(body)
+                elif path == "/_harness/report":
+                    account = str(body["account"])
+                    return self.answer(start_response, "200 OK", {
+                        "early_terminations": classic_elb.EARLY_TERMINATIONS.get(account, []),
+                    })
                 elif path == "/_harness/settings":
                     for k, v in body.items():
                         if k not in SETTINGS:
@@ -1263,11 +1304,15 @@ class Harness:
                         SETTINGS[k] = float(v)
                 else:
                     raise KeyError(path)
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [json.dumps({"ok": True, "settings": SETTINGS}).encode()]
+            return self.answer(start_response, "200 OK", {"ok": True, "settings": SETTINGS})
         except (KeyError, ValueError) as e:
-            start_response("400 Bad Request", [("Content-Type", "application/json")])
-            return [json.dumps({"error": str(e)}).encode()]
+            return self.answer(start_response, "400 Bad Request", {"error": str(e)})
+
+    @staticmethod
+    def answer(start_response, status, value):
+        body = json.dumps(value).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
 
 
 def main() -> None:

@@ -133,10 +133,10 @@ impl AwsProvider {
             .first()
             .cloned()
             .ok_or_else(|| not_found("DescribeAutoScalingGroups", format!("group {name}")))?;
-        self.target_groups
+        self.balancers
             .lock()
-            .expect("target group lock")
-            .insert(name.to_string(), g.target_group_arns().to_vec());
+            .expect("balancer lock")
+            .insert(name.to_string(), crate::traffic::Balancers::of(&g));
         Ok(g)
     }
 

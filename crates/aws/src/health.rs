@@ -2,8 +2,11 @@
 //! health check type and DefaultInstanceWarmup (DescribeAutoScalingGroups),
 //! each target group's healthy threshold × interval and port
 //! (DescribeTargetGroups) and deregistration delay
-//! (DescribeTargetGroupAttributes), and the launch lifecycle hooks'
-//! heartbeats (DescribeLifecycleHooks). Read once per run, not per tick.
+//! (DescribeTargetGroupAttributes), each Classic Load Balancer's health
+//! check (DescribeLoadBalancers) and connection-draining timeout
+//! (DescribeLoadBalancerAttributes; 0 when draining is off), and the launch
+//! lifecycle hooks' heartbeats (DescribeLifecycleHooks). Read once per run,
+//! not per tick.
 
 use crate::error::map_sdk;
 use crate::groups::secs;
@@ -53,6 +56,54 @@ impl AwsProvider {
                     interval: secs(tg.health_check_interval_seconds()).unwrap_or(Duration::from_secs(30)),
                     healthy_threshold: tg.healthy_threshold_count().unwrap_or(5).max(1) as u32,
                     deregistration_delay: delay,
+                    port,
+                });
+            }
+        }
+        let classic = g.load_balancer_names().to_vec();
+        if !classic.is_empty() {
+            let out = self
+                .clb
+                .describe_load_balancers()
+                .set_load_balancer_names(Some(classic))
+                .send()
+                .await
+                .map_err(|e| map_sdk("DescribeLoadBalancers", e))?;
+            for lb in out.load_balancer_descriptions() {
+                let name = lb.load_balancer_name().unwrap_or_default();
+                let attrs = self
+                    .clb
+                    .describe_load_balancer_attributes()
+                    .load_balancer_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk("DescribeLoadBalancerAttributes", e))?;
+                let draining = attrs
+                    .load_balancer_attributes()
+                    .and_then(|a| a.connection_draining())
+                    .map(|d| {
+                        if d.enabled() {
+                            d.timeout().unwrap_or(300).max(0) as u64
+                        } else {
+                            0
+                        }
+                    })
+                    .unwrap_or(0);
+                let hc = lb.health_check();
+                // "HTTP:80/health", "TCP:8080": the port follows the protocol.
+                let port = hc
+                    .map(|h| h.target())
+                    .and_then(|t| t.split_once(':'))
+                    .and_then(|(_, rest)| rest.split('/').next())
+                    .and_then(|p| p.parse::<u16>().ok());
+                checks.push(BalancerCheck {
+                    name: format!("classic:{name}"),
+                    // A Classic Load Balancer's defaults: 30 s, 10 checks.
+                    interval: hc
+                        .and_then(|h| secs(Some(h.interval())))
+                        .unwrap_or(Duration::from_secs(30)),
+                    healthy_threshold: hc.map(|h| h.healthy_threshold()).unwrap_or(10).max(1) as u32,
+                    deregistration_delay: Some(Duration::from_secs(draining)),
                     port,
                 });
             }

@@ -1,6 +1,7 @@
 //! repave-aws: the AWS provider. EC2 (images, instances, launch templates),
 //! Auto Scaling (groups, launch configurations), SSM (Run Command, golden
-//! parameter) and ELBv2 (target health, draining) through `aws-sdk-rust`.
+//! parameter), ELBv2 (target health, draining) and Classic Load Balancers
+//! (instance health, connection draining) through `aws-sdk-rust`.
 //!
 //! Construction follows the standard AWS chain: credentials, region and
 //! profile from the environment and `~/.aws`, overridden by the pipeline's
@@ -65,11 +66,13 @@ pub struct AwsProvider {
     pub(crate) asg: aws_sdk_autoscaling::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub(crate) clb: aws_sdk_elasticloadbalancing::Client,
     pub(crate) options: AwsOptions,
     counter: CallCounter,
-    /// Target group ARNs per Auto Scaling group, refreshed by every
+    /// The balancers attached to each Auto Scaling group (target group
+    /// ARNs, Classic Load Balancer names), refreshed by every
     /// `describe_group` so a roll tick costs no extra describe.
-    pub(crate) target_groups: Mutex<HashMap<String, Vec<String>>>,
+    pub(crate) balancers: Mutex<HashMap<String, traffic::Balancers>>,
     /// First time this process saw each instance in its current balancer
     /// state (ELB reports no transition times).
     pub(crate) target_since: Mutex<HashMap<InstanceId, (TargetState, Timestamp)>>,
@@ -145,14 +148,18 @@ impl AwsProvider {
         let elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
             .interceptor(counter.clone())
             .build();
+        let clb = aws_sdk_elasticloadbalancing::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build();
         AwsProvider {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             asg: aws_sdk_autoscaling::Client::from_conf(asg),
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
+            clb: aws_sdk_elasticloadbalancing::Client::from_conf(clb),
             options,
             counter,
-            target_groups: Mutex::new(HashMap::new()),
+            balancers: Mutex::new(HashMap::new()),
             target_since: Mutex::new(HashMap::new()),
             platforms: Mutex::new(HashMap::new()),
             drained: Mutex::new(std::collections::HashSet::new()),

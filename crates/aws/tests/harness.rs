@@ -29,10 +29,20 @@ struct Watch {
 
 impl Watch {
     fn start(moto: &Moto, group: &str, target_groups: &[String]) -> Watch {
+        Watch::start_with(moto, group, target_groups, None)
+    }
+
+    /// Watch the fleet's own balancers: its target groups, or its Classic
+    /// Load Balancer (InService there, and not deregistering).
+    fn fleet(moto: &Moto, fleet: &common::Fleet) -> Watch {
+        Watch::start_with(moto, &fleet.group, &fleet.target_groups, fleet.classic_elb.clone())
+    }
+
+    fn start_with(moto: &Moto, group: &str, target_groups: &[String], classic: Option<String>) -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
         let min_healthy = Arc::new(AtomicU32::new(u32::MAX));
         let max_desired = Arc::new(AtomicU32::new(0));
-        let (asg, elb) = (moto.asg.clone(), moto.elb.clone());
+        let (asg, elb, clb) = (moto.asg.clone(), moto.elb.clone(), moto.clb.clone());
         let (group, tgs) = (group.to_string(), target_groups.to_vec());
         let (s, mh, md) = (stop.clone(), min_healthy.clone(), max_desired.clone());
         let task = tokio::spawn(async move {
@@ -67,6 +77,20 @@ impl Watch {
                             })
                             .count() as u32;
                         healthy = Some(healthy.map_or(n, |h| h.min(n)));
+                    }
+                    if let Some(lb) = &classic {
+                        if let Ok(h) = clb.describe_instance_health().load_balancer_name(lb).send().await {
+                            let n = h
+                                .instance_states()
+                                .iter()
+                                .filter(|i| {
+                                    i.state() == Some("InService")
+                                        && !i.description().unwrap_or_default().contains("deregistration")
+                                        && i.instance_id().is_some_and(|id| in_service.contains(&id))
+                                })
+                                .count() as u32;
+                            healthy = Some(healthy.map_or(n, |h| h.min(n)));
+                        }
                     }
                     if let Some(h) = healthy {
                         mh.fetch_min(h, Ordering::SeqCst);
@@ -362,6 +386,62 @@ async fn a_launch_hook_holding_instances_is_waited_for() {
     let roll = out.summary.roll.as_ref().expect("roll");
     // launch → healthy took at least the hook's hold plus the health checks.
     assert!(roll.launch_ready_ms_median >= 5_000, "{roll:?}");
+}
+
+/// A group behind a Classic Load Balancer (`LoadBalancerNames`, no target
+/// groups, connection draining on): each old instance is deregistered from
+/// the balancer and terminated only once its drain is over, new instances
+/// count once the balancer has them InService, and the balancer never has
+/// fewer in service than the floor. (Before: with no target groups the roll
+/// took the group's own Healthy for "in service" and "drained" at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_load_balancer_group_drains_before_terminating() {
+    let moto = Moto::new().await;
+    let fleet = moto
+        .fleet_with(FleetSpec {
+            classic_elb: true,
+            ..FleetSpec::new(SpecKind::Template, 2)
+        })
+        .await;
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "");
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let watch = Watch::fleet(&moto, &fleet);
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    let (min_in_service, _) = watch.finish().await;
+    assert_succeeded(&out);
+    let report = moto.harness_report().await;
+    assert_eq!(
+        report["early_terminations"],
+        serde_json::json!([]),
+        "instances terminated while the Classic Load Balancer still routed to or drained them"
+    );
+    assert!(
+        min_in_service >= 2,
+        "in service at the balancer dipped to {min_in_service}"
+    );
+    let calls = provider.api_calls();
+    assert!(
+        calls.get("DeregisterInstancesFromLoadBalancer").copied().unwrap_or(0) >= 2,
+        "{calls:?}"
+    );
+    let roll = out.summary.roll.as_ref().expect("roll");
+    assert!(
+        roll.drain_ms_median >= (common::DEREGISTRATION_DELAY as i64 * 1000) - 500,
+        "drains did not wait for connection draining: {roll:?}"
+    );
+    let ev = events(&store, &out);
+    let readiness = ev
+        .iter()
+        .find(|m| m.starts_with("readiness:"))
+        .expect("readiness event");
+    assert!(readiness.contains("classic:web-clb"), "{readiness}");
+    let images = moto.member_images(&fleet.group).await;
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(images.iter().all(|(_, img)| img != &fleet.golden), "{images:?}");
 }
 
 async fn failed_image_is_rolled_back(spec: FleetSpec) {

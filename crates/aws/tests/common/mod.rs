@@ -94,6 +94,7 @@ pub struct Moto {
     pub asg: aws_sdk_autoscaling::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub clb: aws_sdk_elasticloadbalancing::Client,
 }
 
 impl Moto {
@@ -105,6 +106,7 @@ impl Moto {
             asg: aws_sdk_autoscaling::Client::new(&sdk),
             ssm: aws_sdk_ssm::Client::new(&sdk),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+            clb: aws_sdk_elasticloadbalancing::Client::new(&sdk),
             account,
             sdk,
         }
@@ -148,6 +150,13 @@ pub struct FleetSpec {
     pub launch_hook: Option<(i32, &'static str)>,
     pub grace_period: i32,
     pub default_warmup: Option<i32>,
+    /// Behind a Classic Load Balancer (`LoadBalancerNames`, connection
+    /// draining for DEREGISTRATION_DELAY) instead of target groups.
+    pub classic_elb: bool,
+    /// A termination lifecycle hook: heartbeat seconds and default result.
+    pub termination_hook: Option<(i32, &'static str)>,
+    /// New instances protected from scale in.
+    pub protect_new: bool,
 }
 
 impl FleetSpec {
@@ -163,6 +172,9 @@ impl FleetSpec {
             launch_hook: None,
             grace_period: 2,
             default_warmup: None,
+            classic_elb: false,
+            termination_hook: None,
+            protect_new: false,
         }
     }
 }
@@ -177,6 +189,8 @@ pub struct Fleet {
     pub group: String,
     pub target_group: String,
     pub target_groups: Vec<String>,
+    /// The Classic Load Balancer's name, with `FleetSpec::classic_elb`.
+    pub classic_elb: Option<String>,
     pub launch_template: Option<String>,
     pub launch_configuration: Option<String>,
 }
@@ -205,7 +219,8 @@ pub async fn harness_patches(account: &str, image: &str, spec: serde_json::Value
     harness_post("/_harness/patches", &body).await;
 }
 
-async fn harness_post(path: &str, body: &serde_json::Value) {
+/// POST to the harness's control API; the JSON it answers.
+async fn harness_post(path: &str, body: &serde_json::Value) -> serde_json::Value {
     let url = endpoint();
     let addr = url.trim_start_matches("http://").to_string();
     let body = body.to_string();
@@ -222,6 +237,8 @@ async fn harness_post(path: &str, body: &serde_json::Value) {
         out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
         "harness control {path}: {out}"
     );
+    let json = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
 }
 
 impl Moto {
@@ -367,6 +384,68 @@ impl Moto {
         arn
     }
 
+    /// A Classic Load Balancer with 1 s health checks (threshold 2) and
+    /// connection draining for DEREGISTRATION_DELAY seconds.
+    async fn classic_elb(&self, subnets: &[String], security_group: &str) -> String {
+        use aws_sdk_elasticloadbalancing::types::{ConnectionDraining, HealthCheck, Listener, LoadBalancerAttributes};
+        let name = "web-clb".to_string();
+        self.clb
+            .create_load_balancer()
+            .load_balancer_name(&name)
+            .listeners(
+                Listener::builder()
+                    .protocol("HTTP")
+                    .load_balancer_port(80)
+                    .instance_protocol("HTTP")
+                    .instance_port(80)
+                    .build()
+                    .expect("listener"),
+            )
+            .set_subnets(Some(subnets.to_vec()))
+            .security_groups(security_group)
+            .send()
+            .await
+            .expect("classic load balancer");
+        self.clb
+            .configure_health_check()
+            .load_balancer_name(&name)
+            .health_check(
+                HealthCheck::builder()
+                    .target("HTTP:80/health")
+                    .interval(1)
+                    .timeout(1)
+                    .healthy_threshold(HEALTH_THRESHOLD)
+                    .unhealthy_threshold(2)
+                    .build()
+                    .expect("health check"),
+            )
+            .send()
+            .await
+            .expect("health check");
+        self.clb
+            .modify_load_balancer_attributes()
+            .load_balancer_name(&name)
+            .load_balancer_attributes(
+                LoadBalancerAttributes::builder()
+                    .connection_draining(
+                        ConnectionDraining::builder()
+                            .enabled(true)
+                            .timeout(DEREGISTRATION_DELAY)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("connection draining");
+        name
+    }
+
+    /// What the harness recorded for this account (`/_harness/report`).
+    pub async fn harness_report(&self) -> serde_json::Value {
+        harness_post("/_harness/report", &serde_json::json!({ "account": self.account })).await
+    }
+
     pub async fn fleet_with(&self, spec: FleetSpec) -> Fleet {
         let vpc = self
             .ec2
@@ -452,7 +531,16 @@ impl Moto {
             .health_check_grace_period(spec.grace_period)
             .set_default_instance_warmup(spec.default_warmup)
             .vpc_zone_identifier(subnets.join(","))
-            .set_target_group_arns(Some(target_groups.clone()));
+            .new_instances_protected_from_scale_in(spec.protect_new);
+        let classic_elb = if spec.classic_elb {
+            Some(self.classic_elb(&subnets, &security_group).await)
+        } else {
+            None
+        };
+        create = match &classic_elb {
+            Some(name) => create.load_balancer_names(name),
+            None => create.set_target_group_arns(Some(target_groups.clone())),
+        };
         let (mut launch_template, mut launch_configuration) = (None, None);
         match spec.kind {
             SpecKind::Template | SpecKind::Mixed => {
@@ -552,6 +640,19 @@ impl Moto {
                 .await
                 .expect("hook");
         }
+        if let Some((heartbeat, result)) = spec.termination_hook {
+            self.asg
+                .put_lifecycle_hook()
+                .auto_scaling_group_name(&group)
+                .lifecycle_hook_name("drain-logs")
+                .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+                .heartbeat_timeout(heartbeat)
+                .default_result(result)
+                .send()
+                .await
+                .expect("hook");
+        }
+        let target_groups = if classic_elb.is_some() { vec![] } else { target_groups };
         let fleet = Fleet {
             vpc,
             subnets,
@@ -559,8 +660,9 @@ impl Moto {
             golden,
             parameter,
             group,
-            target_group: target_groups[0].clone(),
+            target_group: target_groups.first().cloned().unwrap_or_default(),
             target_groups,
+            classic_elb,
             launch_template,
             launch_configuration,
         };
@@ -598,6 +700,21 @@ impl Moto {
                     .target_health_descriptions()
                     .iter()
                     .filter(|d| d.target_health().and_then(|t| t.state()).map(|s| s.as_str()) == Some("healthy"))
+                    .count();
+                healthy &= ok == n;
+            }
+            if let Some(lb) = &fleet.classic_elb {
+                let h = self
+                    .clb
+                    .describe_instance_health()
+                    .load_balancer_name(lb)
+                    .send()
+                    .await
+                    .expect("instance health");
+                let ok = h
+                    .instance_states()
+                    .iter()
+                    .filter(|i| i.state() == Some("InService"))
                     .count();
                 healthy &= ok == n;
             }
