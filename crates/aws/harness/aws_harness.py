@@ -90,6 +90,7 @@ from moto.ec2.utils import parse_user_data
 from moto.elbv2 import models as elb_models
 from moto.ssm import models as ssm_models
 
+import operation_record
 import ssm_patching
 
 SETTINGS = {
@@ -1243,6 +1244,7 @@ class Harness:
             return self.control(path, environ, start_response)
         if LOG_ACTIONS:
             log_action(environ)
+        operation_record.record(environ)
         with LOCK:
             tick()
             return list(self.app(environ, start_response))

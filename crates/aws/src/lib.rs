@@ -20,6 +20,7 @@ mod gc;
 mod groups;
 mod health;
 pub mod iam;
+mod iam_scope;
 mod images;
 mod instances;
 mod launch_config;
@@ -34,7 +35,8 @@ mod traffic;
 pub use baseline::PatchBaselineRecord;
 pub use error::AwsError;
 pub use groups::LAUNCH_CONFIGURATION_PREFIX;
-pub use iam::iam_policy;
+pub use iam::{iam_policy, partition, widened, PolicyScope};
+pub use iam_scope::POLICY_READS_APP;
 pub use plan::Preflight;
 pub use refresh::{refresh_preferences, RefreshState, RefreshStatus};
 
@@ -66,6 +68,9 @@ pub struct AwsProvider {
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
     pub(crate) options: AwsOptions,
+    /// The configuration the clients were built from (`policy_scope`
+    /// builds its own clients from it).
+    pub(crate) sdk: SdkConfig,
     counter: CallCounter,
     /// Target group ARNs per Auto Scaling group, refreshed by every
     /// `describe_group` so a roll tick costs no extra describe.
@@ -95,6 +100,9 @@ impl std::fmt::Debug for AwsProvider {
             .finish_non_exhaustive()
     }
 }
+
+/// The user agent app name of the provider's calls.
+pub const PROVIDER_APP: &str = "repave";
 
 /// SDK retry policy: standard mode (exponential backoff with jitter,
 /// throttling-aware), five attempts. The engine retries on top of this for
@@ -133,6 +141,12 @@ impl AwsProvider {
     /// Build from an already loaded SDK configuration (tests, embedding).
     pub fn from_sdk_config(sdk: &SdkConfig, options: AwsOptions) -> AwsProvider {
         let counter = CallCounter::default();
+        // `app/repave` in the user agent: AWS's logs (and the harness's
+        // operation record, issue 12) tell the provider's calls apart.
+        let sdk = &sdk
+            .to_builder()
+            .app_name(aws_config::AppName::new(PROVIDER_APP).expect("valid app name"))
+            .build();
         let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
             .interceptor(counter.clone())
             .build();
@@ -151,6 +165,7 @@ impl AwsProvider {
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
             options,
+            sdk: sdk.clone(),
             counter,
             target_groups: Mutex::new(HashMap::new()),
             target_since: Mutex::new(HashMap::new()),
