@@ -157,8 +157,7 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
                 "elasticloadbalancing:DescribeTargetGroupAttributes",
                 "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancers",
                 "elasticloadbalancing:DescribeLoadBalancerAttributes",
-                "ssm:GetCommandInvocation", "ssm:DescribeInstancePatches", "ssm:DescribeInstancePatchStates",
-                "ssm:DescribePatchBaselines"
+                "ssm:GetCommandInvocation", "ssm:DescribePatchBaselines"
             ],
             "Resource": "*"
         }),
@@ -272,7 +271,9 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
             "Sid": "RunCommandDocuments",
             "Effect": "Allow",
             "Action": "ssm:SendCommand",
-            "Resource": DOCUMENTS.iter().map(|d| format!("arn:{}:ssm:{}::document/{d}", arn.partition, arn.region)).collect::<Vec<_>>()
+            // AWS's own documents (no account in their ARN; `*` matches the
+            // empty account, and no account may name a document `AWS-*`).
+            "Resource": DOCUMENTS.iter().map(|d| format!("arn:{}:ssm:{}:*:document/{d}", arn.partition, arn.region)).collect::<Vec<_>>()
         }),
         // The run's patch baseline (the pipeline's selection) and its patch
         // group; created, replaced with the frozen list, removed.
@@ -305,6 +306,15 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
             "Effect": "Allow",
             "Action": "ssm:SendCommand",
             "Resource": arn.ec2("instance", "*"),
+            "Condition": { "StringEquals": { format!("ssm:resourceTag/{}", tag::PIPELINE): name } }
+        }),
+        // The builder's patch results; SSM names EC2 instances and managed
+        // (hybrid) instances alike as this action's resources.
+        json!({
+            "Sid": "PatchStatesOfOwnInstances",
+            "Effect": "Allow",
+            "Action": ["ssm:DescribeInstancePatches", "ssm:DescribeInstancePatchStates"],
+            "Resource": [arn.ec2("instance", "*"), arn.service("ssm", "managed-instance/*")],
             "Condition": { "StringEquals": { format!("ssm:resourceTag/{}", tag::PIPELINE): name } }
         }),
     ];

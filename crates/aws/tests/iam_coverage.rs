@@ -79,25 +79,50 @@ const USED_OPTIONAL: &[(&str, &str, &[&str])] = &[
     ("ec2", "CreateTags", &["instance", "volume", "image", "snapshot"]),
 ];
 
-/// Do two IAM patterns (`*` any run, `?` one character) match a common string?
+/// Stands for one variable of an ARN format (`${Region}`, `${InstanceId}`):
+/// any run of characters without `:`.
+const VARIABLE: u8 = 0x01;
+
+/// Do two IAM patterns match a common string? `*` is any run, `?` one
+/// character, [`VARIABLE`] any run without `:`.
 fn intersects(a: &[u8], b: &[u8]) -> bool {
     let (n, m) = (a.len(), b.len());
+    let wild = |c: u8| c == b'*' || c == VARIABLE;
+    // May wildcard `w` take character `c` of the other side?
+    let takes = |w: u8, c: u8| w == b'*' || c != b':';
     // can[i][j]: a[i..] and b[j..] intersect.
     let mut can = vec![vec![false; m + 1]; n + 1];
-    can[n][m] = true;
     for i in (0..=n).rev() {
         for j in (0..=m).rev() {
-            if i == n && j == m {
-                continue;
-            }
-            let star_a = i < n && a[i] == b'*';
-            let star_b = j < m && b[j] == b'*';
-            can[i][j] = (star_a && (can[i + 1][j] || (j < m && can[i][j + 1])))
-                || (star_b && (can[i][j + 1] || (i < n && can[i + 1][j])))
-                || (i < n && j < m && (a[i] == b[j] || a[i] == b'?' || b[j] == b'?') && can[i + 1][j + 1]);
+            can[i][j] = if i == n && j == m {
+                true
+            } else {
+                (i < n && wild(a[i]) && (can[i + 1][j] || (j < m && takes(a[i], b[j]) && can[i][j + 1])))
+                    || (j < m && wild(b[j]) && (can[i][j + 1] || (i < n && takes(b[j], a[i]) && can[i + 1][j])))
+                    || (i < n
+                        && j < m
+                        && !wild(a[i])
+                        && !wild(b[j])
+                        && (a[i] == b[j] || (a[i] == b'?' && b[j] != b':') || (b[j] == b'?' && a[i] != b':'))
+                        && can[i + 1][j + 1])
+            };
         }
     }
     can[0][0]
+}
+
+/// A policy's resource as a pattern: IAM matches the five segments before
+/// the resource one by one, so their `*` stays within its segment.
+fn resource_pattern(resource: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(resource.len());
+    let mut colons = 0;
+    for c in resource.bytes() {
+        if c == b':' {
+            colons += 1;
+        }
+        out.push(if c == b'*' && colons < 5 && resource.starts_with("arn:") { VARIABLE } else { c });
+    }
+    out
 }
 
 /// An ARN format of the reference as a pattern: `${Var}` → `*`.
@@ -106,7 +131,7 @@ fn arn_pattern(format: &str) -> String {
     let mut rest = format;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
-        out.push('*');
+        out.push(VARIABLE as char);
         rest = rest[start..].split_once('}').map(|(_, r)| r).unwrap_or("");
     }
     out.push_str(rest);
@@ -195,7 +220,7 @@ fn grants_type(reference: &Value, policy: &Value, service: &str, action: &str, r
         let resources = strings(&s["Resource"]);
         let resource_ok = match &arn {
             None => resources.iter().any(|r| r == "*"),
-            Some(p) => resources.iter().any(|r| intersects(r.as_bytes(), p.as_bytes())),
+            Some(p) => resources.iter().any(|r| intersects(&resource_pattern(r), p.as_bytes())),
         };
         if !resource_ok {
             why.push(format!("{sid}: no Resource matches {}", arn.as_deref().unwrap_or("\"*\"")));
@@ -280,16 +305,27 @@ fn without(policy: &Value, sid: &str) -> Value {
 
 #[test]
 fn patterns_intersect_like_iam_wildcards() {
-    let t = |a: &str, b: &str| intersects(a.as_bytes(), b.as_bytes());
-    assert!(t("arn:aws:ec2:*:*:instance/*", "arn:*:ec2:*:*:instance/*"));
-    assert!(t("arn:aws:ssm:us-east-1:1:parameter/golden/web", "arn:*:ssm:*:*:parameter/*"));
-    assert!(!t("arn:aws:ssm:us-east-1:1:patchbaseline/*", "arn:*:ssm:*:*:parameter/*"));
-    assert!(!t("arn:aws:elasticloadbalancing:*:*:loadbalancer/*", "arn:*:elasticloadbalancing:*:*:targetgroup/*/*"));
-    assert!(t("*", "arn:*:iam::*:role/*"));
-    assert!(!t("arn:aws:ec2:*:*:image/*", "arn:*:ec2:*::image/*"), "images have no account");
+    let t = |a: &str, b: &str| intersects(&resource_pattern(a), arn_pattern(b).as_bytes());
+    let ec2_instance = "arn:${Partition}:ec2:${Region}:${Account}:instance/${InstanceId}";
+    assert!(t("arn:aws:ec2:*:*:instance/*", ec2_instance));
+    assert!(t("arn:aws:ec2:us-east-1:123456789012:instance/*", ec2_instance));
+    assert!(!t("arn:aws:ec2:us-east-1:123456789012:volume/*", ec2_instance));
+    let parameter = "arn:${Partition}:ssm:${Region}:${Account}:parameter/${ParameterNameWithoutLeadingSlash}";
+    assert!(t("arn:aws:ssm:us-east-1:1:parameter/golden/web", parameter));
+    assert!(!t("arn:aws:ssm:us-east-1:1:patchbaseline/*", parameter));
+    assert!(!t(
+        "arn:aws:elasticloadbalancing:*:*:loadbalancer/*",
+        "arn:${Partition}:elasticloadbalancing:${Region}:${Account}:targetgroup/${TargetGroupName}/${TargetGroupId}"
+    ));
+    assert!(t("*", "arn:${Partition}:iam::${Account}:role/${RoleNameWithPath}"));
+    // IAM matches an ARN segment by segment: `*` matches an empty account,
+    // but never runs into the next segment.
+    assert!(t("arn:aws:ec2:*:*:image/*", "arn:${Partition}:ec2:${Region}::image/${ImageId}"));
+    assert!(!t("arn:aws:ec2:*:image/*", "arn:${Partition}:ec2:${Region}::image/${ImageId}"));
+    assert!(t("arn:aws:ec2:*::image/*", "arn:${Partition}:ec2:${Region}::image/${ImageId}"));
     assert_eq!(
         arn_pattern("arn:${Partition}:ec2:${Region}::image/${ImageId}"),
-        "arn:*:ec2:*::image/*"
+        "arn:\x01:ec2:\x01::image/\x01"
     );
 }
 

@@ -75,10 +75,37 @@ fn scope(region: &str) -> PolicyScope {
     }
 }
 
+/// parliament's RESOURCE_MISMATCH asks every statement naming an action to
+/// name all of its required resource types. An action whose resources need
+/// different conditions cannot be written so: AWS's own examples split
+/// RunInstances into a statement for what it uses (image, subnet, security
+/// group) and one for what it creates, conditioned on the request's tags
+/// (EC2 User Guide, "Example policies to control access to the Amazon EC2
+/// API", Launch instances: "Require tags"). These three actions are split
+/// that way, and `tests/iam_coverage.rs` proves each of their resource types
+/// is granted by some statement with conditions AWS evaluates for it.
+const SPLIT_BY_CONDITION: &[&str] = &["ec2:RunInstances", "ec2:CreateImage", "ssm:SendCommand"];
+
+/// Findings other than RESOURCE_MISMATCH of the split actions above.
+fn unexpected(findings: Vec<String>) -> Vec<String> {
+    findings
+        .into_iter()
+        .filter(|f| {
+            let v: serde_json::Value = serde_json::from_str(f).unwrap_or_else(|e| panic!("finding {f}: {e}"));
+            let split = v["issue"] == "RESOURCE_MISMATCH"
+                && v["detail"].as_array().is_some_and(|d| {
+                    d.iter()
+                        .all(|x| SPLIT_BY_CONDITION.contains(&x["action"].as_str().unwrap_or_default()))
+                });
+            !split
+        })
+        .collect()
+}
+
 #[test]
 fn the_printed_policy_has_no_parliament_finding() {
     for region in ["us-east-1", "cn-north-1", "us-gov-west-1"] {
-        let findings = lint(&iam_policy("web", &pipeline(), &scope(region)));
+        let findings = unexpected(lint(&iam_policy("web", &pipeline(), &scope(region))));
         assert!(findings.is_empty(), "{region}: parliament findings:\n{}", findings.join("\n"));
     }
 }
@@ -89,13 +116,12 @@ fn the_printed_policy_has_no_parliament_finding() {
 fn parliament_finds_what_is_wrong() {
     let bad = serde_json::json!({
         "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Action": ["ec2:RunInstancez", "ssm:GetParameter"],
-            "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*"
-        }]
+        "Statement": [
+            { "Effect": "Allow", "Action": "ec2:RunInstancez", "Resource": "*" },
+            { "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/i-1" }
+        ]
     });
-    let findings = lint(&bad).join("\n");
+    let findings = unexpected(lint(&bad)).join("\n");
     assert!(findings.contains("UNKNOWN_ACTION"), "{findings}");
     assert!(findings.contains("RESOURCE_MISMATCH"), "{findings}");
 }
