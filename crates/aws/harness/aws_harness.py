@@ -91,6 +91,7 @@ from moto.elbv2 import models as elb_models
 from moto.ssm import models as ssm_models
 
 import operation_record
+import iam_enforcement
 import ssm_patching
 
 SETTINGS = {
@@ -1244,6 +1245,7 @@ class Harness:
             return self.control(path, environ, start_response)
         if LOG_ACTIONS:
             log_action(environ)
+        iam_enforcement.remember_body(environ)
         operation_record.record(environ)
         with LOCK:
             tick()

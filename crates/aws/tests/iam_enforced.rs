@@ -278,7 +278,10 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
     // the missing permission named, before anything was created.
     assert_ne!(refused.state, "succeeded");
     let error = refused.summary.error.clone().unwrap_or_default();
-    assert!(error.contains("ssm:GetParameter"), "missing permission named: {error}");
+    assert!(
+        error.contains("AccessDeniedException") && error.contains("is not authorized to perform: ssm:GetParameter"),
+        "missing permission named: {error}"
+    );
     let instances = missing
         .moto
         .ec2
