@@ -34,6 +34,9 @@ Patched behaviour:
     to DescribeInstances for the first moment; RunInstances is idempotent
     by ClientToken;
   - CreateLaunchTemplateVersion honours SourceVersion;
+  - under moto's IAM enforcement, SigV4 is verified over the body as
+    received, and JSON services answer access denied in JSON
+    (iam_enforcement.py);
   - Instance Refresh (StartInstanceRefresh, DescribeInstanceRefreshes,
     CancelInstanceRefresh) with AWS's validation and a replacement model;
   - accounts can be told to refuse CreateLaunchConfiguration, as accounts

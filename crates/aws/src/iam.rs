@@ -74,14 +74,20 @@ struct Arns<'a> {
 
 impl Arns<'_> {
     fn ec2(&self, kind: &str, id: &str) -> String {
-        format!("arn:{}:ec2:{}:{}:{kind}/{id}", self.partition, self.region, self.account)
+        format!(
+            "arn:{}:ec2:{}:{}:{kind}/{id}",
+            self.partition, self.region, self.account
+        )
     }
     /// Images have no account in their ARN; AWS's own documents neither.
     fn ec2_unowned(&self, kind: &str, id: &str) -> String {
         format!("arn:{}:ec2:{}::{kind}/{id}", self.partition, self.region)
     }
     fn service(&self, service: &str, rest: &str) -> String {
-        format!("arn:{}:{service}:{}:{}:{rest}", self.partition, self.region, self.account)
+        format!(
+            "arn:{}:{service}:{}:{}:{rest}",
+            self.partition, self.region, self.account
+        )
     }
 }
 
@@ -95,8 +101,16 @@ fn ids_or_all(ids: &[String]) -> Vec<String> {
 
 /// The policy document for pipeline `name`.
 pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value {
-    let region = if scope.region.is_empty() { "*" } else { scope.region.as_str() };
-    let account = if scope.account.is_empty() { "*" } else { scope.account.as_str() };
+    let region = if scope.region.is_empty() {
+        "*"
+    } else {
+        scope.region.as_str()
+    };
+    let account = if scope.account.is_empty() {
+        "*"
+    } else {
+        scope.account.as_str()
+    };
     let arn = Arns {
         partition: partition(region),
         region,
@@ -432,7 +446,9 @@ instance_profile = "builder"
         let p = iam_policy("web", &pipeline(), &scope("eu-west-1"));
         let text = p.to_string();
         assert_eq!(p["Version"], "2012-10-17");
-        assert!(text.contains("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/web-asg"));
+        assert!(
+            text.contains("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/web-asg")
+        );
         assert!(text.contains("arn:aws:ssm:eu-west-1:123456789012:parameter/golden/latestAmi"));
         assert!(text.contains("subnet/subnet-123") && text.contains("subnet/subnet-9"));
         assert!(text.contains("security-group/sg-1"));
@@ -453,7 +469,11 @@ instance_profile = "builder"
             .as_array()
             .expect("statements")
             .iter()
-            .filter(|s| s["Resource"] == "*" && !["Describe", "CommandControl", "NewPatchBaseline"].contains(&s["Sid"].as_str().unwrap_or_default()))
+            .filter(|s| {
+                s["Resource"] == "*"
+                    && !["Describe", "CommandControl", "NewPatchBaseline"]
+                        .contains(&s["Sid"].as_str().unwrap_or_default())
+            })
             .collect();
         assert!(mutating_on_star.is_empty(), "{mutating_on_star:?}");
     }
@@ -463,14 +483,19 @@ instance_profile = "builder"
         let p = iam_policy("web", &pipeline(), &scope("eu-west-1"));
         assert_eq!(
             statement(&p, "PassInstanceRoles")["Resource"],
-            json!(["arn:aws:iam::123456789012:role/builder", "arn:aws:iam::123456789012:role/web"])
+            json!([
+                "arn:aws:iam::123456789012:role/builder",
+                "arn:aws:iam::123456789012:role/web"
+            ])
         );
         // No role to pass, no PassRole at all.
         let none = PolicyScope {
             pass_roles: vec![],
             ..scope("eu-west-1")
         };
-        assert!(!iam_policy("web", &pipeline(), &none).to_string().contains("iam:PassRole"));
+        assert!(!iam_policy("web", &pipeline(), &none)
+            .to_string()
+            .contains("iam:PassRole"));
     }
 
     #[test]
@@ -491,7 +516,10 @@ instance_profile = "builder"
                     Value::Array(r) => r.iter().map(|x| x.as_str().expect("resource").to_string()).collect(),
                     other => panic!("bad resource {other}"),
                 };
-                for r in resources.iter().filter(|r| r.as_str() != "*" && !r.contains(":iam::") && !r.contains(":kms:")) {
+                for r in resources
+                    .iter()
+                    .filter(|r| r.as_str() != "*" && !r.contains(":iam::") && !r.contains(":kms:"))
+                {
                     assert!(r.starts_with(&format!("arn:{partition_name}:")), "{region}: {r}");
                     assert!(r.contains(&format!(":{region}:")), "{region}: {r}");
                 }
@@ -519,7 +547,10 @@ instance_profile = "builder"
         let p = iam_policy("web", &pipeline(), &scope("eu-west-1"));
         let s = statement(&p, "EncryptedVolumeGrants");
         assert_eq!(s["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true");
-        assert_eq!(s["Condition"]["StringEquals"]["kms:ViaService"], "ec2.eu-west-1.amazonaws.com");
+        assert_eq!(
+            s["Condition"]["StringEquals"]["kms:ViaService"],
+            "ec2.eu-west-1.amazonaws.com"
+        );
         let none = PolicyScope {
             kms_keys: vec![],
             ..scope("eu-west-1")

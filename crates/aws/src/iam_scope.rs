@@ -131,7 +131,10 @@ impl AwsProvider {
             let v = out.launch_template_versions().first().ok_or_else(|| {
                 not_found(
                     "DescribeLaunchTemplateVersions",
-                    format!("version {version} of launch template {}", id.or(name).unwrap_or_default()),
+                    format!(
+                        "version {version} of launch template {}",
+                        id.or(name).unwrap_or_default()
+                    ),
                 )
             })?;
             let template = v.launch_template_id().unwrap_or_default().to_string();
@@ -203,7 +206,10 @@ impl AwsProvider {
                     .map_err(|e| map_sdk("DescribeSnapshots", e))?;
                 for s in out.snapshots() {
                     if let Some(k) = s.kms_key_id() {
-                        keys.insert(key_arn(&format!("snapshot {}", s.snapshot_id().unwrap_or_default()), k)?);
+                        keys.insert(key_arn(
+                            &format!("snapshot {}", s.snapshot_id().unwrap_or_default()),
+                            k,
+                        )?);
                     }
                 }
             }
@@ -266,7 +272,13 @@ mod tests {
     #[test]
     fn profile_names_from_names_and_arns() {
         assert_eq!(profile_name("builder"), "builder");
-        assert_eq!(profile_name("arn:aws:iam::123456789012:instance-profile/builder"), "builder");
-        assert_eq!(profile_name("arn:aws:iam::123456789012:instance-profile/team/web"), "web");
+        assert_eq!(
+            profile_name("arn:aws:iam::123456789012:instance-profile/builder"),
+            "builder"
+        );
+        assert_eq!(
+            profile_name("arn:aws:iam::123456789012:instance-profile/team/web"),
+            "web"
+        );
     }
 }

@@ -41,7 +41,10 @@ subnet = "subnet-1"
 security_groups = ["sg-1"]
 instance_profile = "builder"
 "#;
-    let pipeline = repave_core::config::parse(src, "repave.toml").expect("parses").pipelines["web"].clone();
+    let pipeline = repave_core::config::parse(src, "repave.toml")
+        .expect("parses")
+        .pipelines["web"]
+        .clone();
     let scope = PolicyScope {
         region: "us-east-1".into(),
         account: "123456789012".into(),
@@ -120,7 +123,11 @@ fn resource_pattern(resource: &str) -> Vec<u8> {
         if c == b':' {
             colons += 1;
         }
-        out.push(if c == b'*' && colons < 5 && resource.starts_with("arn:") { VARIABLE } else { c });
+        out.push(if c == b'*' && colons < 5 && resource.starts_with("arn:") {
+            VARIABLE
+        } else {
+            c
+        });
     }
     out
 }
@@ -190,7 +197,10 @@ fn condition_keys(statement: &Value) -> Vec<String> {
 
 fn action_matches(pattern: &str, action: &str) -> bool {
     // `action` has no wildcard: intersecting is matching.
-    intersects(pattern.to_ascii_lowercase().as_bytes(), action.to_ascii_lowercase().as_bytes())
+    intersects(
+        pattern.to_ascii_lowercase().as_bytes(),
+        action.to_ascii_lowercase().as_bytes(),
+    )
 }
 
 /// Does an Allow statement of `policy` grant `service:action` on resource
@@ -223,7 +233,10 @@ fn grants_type(reference: &Value, policy: &Value, service: &str, action: &str, r
             Some(p) => resources.iter().any(|r| intersects(&resource_pattern(r), p.as_bytes())),
         };
         if !resource_ok {
-            why.push(format!("{sid}: no Resource matches {}", arn.as_deref().unwrap_or("\"*\"")));
+            why.push(format!(
+                "{sid}: no Resource matches {}",
+                arn.as_deref().unwrap_or("\"*\"")
+            ));
             continue;
         }
         let bad: Vec<String> = condition_keys(s)
@@ -320,9 +333,18 @@ fn patterns_intersect_like_iam_wildcards() {
     assert!(t("*", "arn:${Partition}:iam::${Account}:role/${RoleNameWithPath}"));
     // IAM matches an ARN segment by segment: `*` matches an empty account,
     // but never runs into the next segment.
-    assert!(t("arn:aws:ec2:*:*:image/*", "arn:${Partition}:ec2:${Region}::image/${ImageId}"));
-    assert!(!t("arn:aws:ec2:*:image/*", "arn:${Partition}:ec2:${Region}::image/${ImageId}"));
-    assert!(t("arn:aws:ec2:*::image/*", "arn:${Partition}:ec2:${Region}::image/${ImageId}"));
+    assert!(t(
+        "arn:aws:ec2:*:*:image/*",
+        "arn:${Partition}:ec2:${Region}::image/${ImageId}"
+    ));
+    assert!(!t(
+        "arn:aws:ec2:*:image/*",
+        "arn:${Partition}:ec2:${Region}::image/${ImageId}"
+    ));
+    assert!(t(
+        "arn:aws:ec2:*::image/*",
+        "arn:${Partition}:ec2:${Region}::image/${ImageId}"
+    ));
     assert_eq!(
         arn_pattern("arn:${Partition}:ec2:${Region}::image/${ImageId}"),
         "arn:\x01:ec2:\x01::image/\x01"
@@ -338,7 +360,10 @@ fn the_check_fails_where_aws_would_deny() {
     let p = policy();
     granted(&r, &p, "autoscaling", "UpdateAutoScalingGroup").expect("granted");
     let e = granted(&r, &without(&p, "Group"), "autoscaling", "UpdateAutoScalingGroup").unwrap_err();
-    assert!(e.contains("autoscaling:UpdateAutoScalingGroup on autoScalingGroup"), "{e}");
+    assert!(
+        e.contains("autoscaling:UpdateAutoScalingGroup on autoScalingGroup"),
+        "{e}"
+    );
 
     // Right action, wrong resource type.
     let wrong: Value = serde_json::json!({"Statement": [{"Sid": "T", "Effect": "Allow",
@@ -379,9 +404,7 @@ fn no_statement_of_the_policy_is_dead() {
             let types = r["services"][service]["actions"][name]
                 .as_object()
                 .unwrap_or_else(|| panic!("{action} of {sid} is not in the reference"));
-            let any = types
-                .keys()
-                .any(|t| grants_type(&r, &alone, service, name, t).is_ok());
+            let any = types.keys().any(|t| grants_type(&r, &alone, service, name, t).is_ok());
             if !any {
                 dead.push(format!("{sid}: {action}"));
             }
@@ -397,38 +420,72 @@ fn the_provider_s_known_operations_are_granted() {
     let r = reference();
     let p = policy();
     let known = [
-        ("ec2", "DescribeImages"), ("ec2", "DescribeInstances"), ("ec2", "DescribeInstanceStatus"),
-        ("ec2", "DescribeLaunchTemplates"), ("ec2", "DescribeLaunchTemplateVersions"), ("ec2", "RunInstances"),
-        ("ec2", "CreateTags"), ("ec2", "StopInstances"), ("ec2", "StartInstances"), ("ec2", "RebootInstances"),
-        ("ec2", "TerminateInstances"), ("ec2", "CreateImage"), ("ec2", "DeregisterImage"), ("ec2", "DeleteSnapshot"),
-        ("ec2", "CreateLaunchTemplateVersion"), ("ec2", "ModifyLaunchTemplate"),
-        ("autoscaling", "DescribeAutoScalingGroups"), ("autoscaling", "DescribeLaunchConfigurations"),
-        ("autoscaling", "DescribeLifecycleHooks"), ("autoscaling", "DescribeInstanceRefreshes"),
-        ("autoscaling", "UpdateAutoScalingGroup"), ("autoscaling", "SetDesiredCapacity"),
-        ("autoscaling", "TerminateInstanceInAutoScalingGroup"), ("autoscaling", "SetInstanceProtection"),
-        ("autoscaling", "StartInstanceRefresh"), ("autoscaling", "CancelInstanceRefresh"),
-        ("autoscaling", "SuspendProcesses"), ("autoscaling", "ResumeProcesses"), ("autoscaling", "DescribeWarmPool"),
-        ("autoscaling", "PutWarmPool"), ("autoscaling", "DeleteWarmPool"),
+        ("ec2", "DescribeImages"),
+        ("ec2", "DescribeInstances"),
+        ("ec2", "DescribeInstanceStatus"),
+        ("ec2", "DescribeLaunchTemplates"),
+        ("ec2", "DescribeLaunchTemplateVersions"),
+        ("ec2", "RunInstances"),
+        ("ec2", "CreateTags"),
+        ("ec2", "StopInstances"),
+        ("ec2", "StartInstances"),
+        ("ec2", "RebootInstances"),
+        ("ec2", "TerminateInstances"),
+        ("ec2", "CreateImage"),
+        ("ec2", "DeregisterImage"),
+        ("ec2", "DeleteSnapshot"),
+        ("ec2", "CreateLaunchTemplateVersion"),
+        ("ec2", "ModifyLaunchTemplate"),
+        ("autoscaling", "DescribeAutoScalingGroups"),
+        ("autoscaling", "DescribeLaunchConfigurations"),
+        ("autoscaling", "DescribeLifecycleHooks"),
+        ("autoscaling", "DescribeInstanceRefreshes"),
+        ("autoscaling", "UpdateAutoScalingGroup"),
+        ("autoscaling", "SetDesiredCapacity"),
+        ("autoscaling", "TerminateInstanceInAutoScalingGroup"),
+        ("autoscaling", "SetInstanceProtection"),
+        ("autoscaling", "StartInstanceRefresh"),
+        ("autoscaling", "CancelInstanceRefresh"),
+        ("autoscaling", "SuspendProcesses"),
+        ("autoscaling", "ResumeProcesses"),
+        ("autoscaling", "DescribeWarmPool"),
+        ("autoscaling", "PutWarmPool"),
+        ("autoscaling", "DeleteWarmPool"),
         ("autoscaling", "CreateLaunchConfiguration"),
-        ("elasticloadbalancing", "DescribeTargetHealth"), ("elasticloadbalancing", "DescribeTargetGroups"),
-        ("elasticloadbalancing", "DescribeTargetGroupAttributes"), ("elasticloadbalancing", "RegisterTargets"),
-        ("elasticloadbalancing", "DeregisterTargets"), ("elasticloadbalancing", "DescribeInstanceHealth"),
-        ("elasticloadbalancing", "DescribeLoadBalancers"), ("elasticloadbalancing", "DescribeLoadBalancerAttributes"),
+        ("elasticloadbalancing", "DescribeTargetHealth"),
+        ("elasticloadbalancing", "DescribeTargetGroups"),
+        ("elasticloadbalancing", "DescribeTargetGroupAttributes"),
+        ("elasticloadbalancing", "RegisterTargets"),
+        ("elasticloadbalancing", "DeregisterTargets"),
+        ("elasticloadbalancing", "DescribeInstanceHealth"),
+        ("elasticloadbalancing", "DescribeLoadBalancers"),
+        ("elasticloadbalancing", "DescribeLoadBalancerAttributes"),
         ("elasticloadbalancing", "RegisterInstancesWithLoadBalancer"),
         ("elasticloadbalancing", "DeregisterInstancesFromLoadBalancer"),
-        ("ssm", "GetParameter"), ("ssm", "GetParameterHistory"), ("ssm", "PutParameter"),
-        ("ssm", "LabelParameterVersion"), ("ssm", "SendCommand"), ("ssm", "GetCommandInvocation"),
-        ("ssm", "CancelCommand"), ("ssm", "ListCommands"), ("ssm", "CreatePatchBaseline"),
-        ("ssm", "UpdatePatchBaseline"), ("ssm", "GetPatchBaseline"), ("ssm", "DeletePatchBaseline"),
-        ("ssm", "DescribePatchBaselines"), ("ssm", "RegisterPatchBaselineForPatchGroup"),
-        ("ssm", "DeregisterPatchBaselineForPatchGroup"), ("ssm", "DescribeInstancePatches"),
-        ("ssm", "DescribeInstancePatchStates"), ("ssm", "ListTagsForResource"),
-        ("iam", "PassRole"), ("kms", "CreateGrant"), ("kms", "Decrypt"), ("kms", "GenerateDataKeyWithoutPlaintext"),
+        ("ssm", "GetParameter"),
+        ("ssm", "GetParameterHistory"),
+        ("ssm", "PutParameter"),
+        ("ssm", "LabelParameterVersion"),
+        ("ssm", "SendCommand"),
+        ("ssm", "GetCommandInvocation"),
+        ("ssm", "CancelCommand"),
+        ("ssm", "ListCommands"),
+        ("ssm", "CreatePatchBaseline"),
+        ("ssm", "UpdatePatchBaseline"),
+        ("ssm", "GetPatchBaseline"),
+        ("ssm", "DeletePatchBaseline"),
+        ("ssm", "DescribePatchBaselines"),
+        ("ssm", "RegisterPatchBaselineForPatchGroup"),
+        ("ssm", "DeregisterPatchBaselineForPatchGroup"),
+        ("ssm", "DescribeInstancePatches"),
+        ("ssm", "DescribeInstancePatchStates"),
+        ("ssm", "ListTagsForResource"),
+        ("iam", "PassRole"),
+        ("kms", "CreateGrant"),
+        ("kms", "Decrypt"),
+        ("kms", "GenerateDataKeyWithoutPlaintext"),
     ];
-    let failures: Vec<String> = known
-        .iter()
-        .filter_map(|(s, a)| granted(&r, &p, s, a).err())
-        .collect();
+    let failures: Vec<String> = known.iter().filter_map(|(s, a)| granted(&r, &p, s, a).err()).collect();
     assert!(failures.is_empty(), "not granted:\n  {}", failures.join("\n  "));
 }
 
@@ -462,13 +519,10 @@ fn every_recorded_operation_is_granted() {
     }
     assert!(
         ops.len() >= 20,
-        "{path}: only {} operations by the provider recorded: the record is broken",
+        "{path}: only {} operations by the provider recorded: the record is broken (was the harness started with HARNESS_RECORD_OPERATIONS, as scripts/test does, and not left over from an earlier start?)",
         ops.len()
     );
-    let failures: Vec<String> = ops
-        .iter()
-        .filter_map(|(s, a)| granted(&r, &p, s, a).err())
-        .collect();
+    let failures: Vec<String> = ops.iter().filter_map(|(s, a)| granted(&r, &p, s, a).err()).collect();
     eprintln!(
         "{} provider operations recorded, {} not granted; {} reads made to print policies",
         ops.len(),

@@ -102,7 +102,10 @@ async fn enforce(endpoint: &str, on: bool) {
     s.write_all(req.as_bytes()).await.expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
-    assert!(out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"), "reset-auth: {out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+        "reset-auth: {out}"
+    );
 }
 
 /// One pipeline of one kind, in an account of its own, with a builder
@@ -208,7 +211,11 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
         case("launch template", SpecKind::Template, ""),
         case("launch configuration", SpecKind::Configuration, ""),
         case("mixed instances", SpecKind::Mixed, ""),
-        case("native", SpecKind::Template, "[pipelines.web.rollout]\nstrategy = \"native\"\n"),
+        case(
+            "native",
+            SpecKind::Template,
+            "[pipelines.web.rollout]\nstrategy = \"native\"\n"
+        ),
         case("missing statement", SpecKind::Template, ""),
     );
     let cases = [template, configuration, mixed, native];
@@ -219,16 +226,30 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
             .iter()
             .find(|s| s["Sid"] == "PassInstanceRoles")
             .unwrap_or_else(|| panic!("{}: no PassRole statement", c.name))["Resource"];
-        assert_eq!(passed, &serde_json::json!([c.role]), "{}: PassRole scoped to the builder's role", c.name);
+        assert_eq!(
+            passed,
+            &serde_json::json!([c.role]),
+            "{}: PassRole scoped to the builder's role",
+            c.name
+        );
         if let Some(lt) = &c.fleet.launch_template {
-            assert!(c.policy.to_string().contains(&format!("launch-template/{lt}")), "{}: {lt}", c.name);
+            assert!(
+                c.policy.to_string().contains(&format!("launch-template/{lt}")),
+                "{}: {lt}",
+                c.name
+            );
         }
     }
     let mut users = vec![];
     for c in &cases {
         users.push(user(&c.moto, "repave", &widened(&c.policy)).await);
     }
-    let short = user(&missing.moto, "repave", &widened(&without(&missing.policy, "GoldenParameter"))).await;
+    let short = user(
+        &missing.moto,
+        "repave",
+        &widened(&without(&missing.policy, "GoldenParameter")),
+    )
+    .await;
 
     enforce(&harness.endpoint, true).await;
     let runs: Vec<_> = cases
@@ -296,6 +317,13 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
         .await
         .expect("instances");
     assert!(instances.reservations().is_empty(), "nothing launched: {instances:?}");
-    let images = missing.moto.ec2.describe_images().owners("self").send().await.expect("images");
+    let images = missing
+        .moto
+        .ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect("images");
     assert_eq!(images.images().len(), 1, "only the golden image: {images:?}");
 }

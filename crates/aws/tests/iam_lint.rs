@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn parliament() -> PathBuf {
-    let venv = std::env::var("MOTO_VENV").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/moto-venv")
-    });
+    let venv = std::env::var("MOTO_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/moto-venv"));
     let venv = if venv.is_relative() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(venv)
     } else {
@@ -41,7 +40,11 @@ fn lint(policy: &serde_json::Value) -> Vec<String> {
         "parliament failed ({}): {stderr}",
         out.status
     );
-    stdout.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect()
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn pipeline() -> repave_core::config::Pipeline {
@@ -57,7 +60,10 @@ subnet = "subnet-1"
 security_groups = ["sg-1"]
 instance_profile = "builder"
 "#;
-    repave_core::config::parse(src, "repave.toml").expect("parses").pipelines["web"].clone()
+    repave_core::config::parse(src, "repave.toml")
+        .expect("parses")
+        .pipelines["web"]
+        .clone()
 }
 
 fn scope(region: &str) -> PolicyScope {
@@ -106,7 +112,11 @@ fn unexpected(findings: Vec<String>) -> Vec<String> {
 fn the_printed_policy_has_no_parliament_finding() {
     for region in ["us-east-1", "cn-north-1", "us-gov-west-1"] {
         let findings = unexpected(lint(&iam_policy("web", &pipeline(), &scope(region))));
-        assert!(findings.is_empty(), "{region}: parliament findings:\n{}", findings.join("\n"));
+        assert!(
+            findings.is_empty(),
+            "{region}: parliament findings:\n{}",
+            findings.join("\n")
+        );
     }
 }
 
