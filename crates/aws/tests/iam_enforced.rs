@@ -199,6 +199,81 @@ fn without(policy: &serde_json::Value, sid: &str) -> serde_json::Value {
     p
 }
 
+/// What the policy is scoped to comes from the account: a group whose
+/// template names an instance profile and a KMS key for its volumes gets
+/// PassRole for the profile's role and the key (by ARN); a profile that
+/// does not exist is an error naming it.
+async fn scope_reads_the_account(c: &Case) {
+    use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+    use aws_sdk_ec2::types::{
+        LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+        LaunchTemplateIamInstanceProfileSpecificationRequest, RequestLaunchTemplateData,
+    };
+    const KEY: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+    let lt = c
+        .moto
+        .ec2
+        .create_launch_template()
+        .launch_template_name("encrypted")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(&c.fleet.golden)
+                .iam_instance_profile(
+                    LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                        .name("web-builder")
+                        .build(),
+                )
+                .block_device_mappings(
+                    LaunchTemplateBlockDeviceMappingRequest::builder()
+                        .device_name("/dev/xvda")
+                        .ebs(
+                            LaunchTemplateEbsBlockDeviceRequest::builder()
+                                .encrypted(true)
+                                .kms_key_id(KEY)
+                                .volume_size(8)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("template");
+    let id = lt
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .expect("template id")
+        .to_string();
+    c.moto
+        .asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name("encrypted")
+        .launch_template(LaunchTemplateSpecification::builder().launch_template_id(&id).version("1").build())
+        .min_size(0)
+        .max_size(1)
+        .desired_capacity(0)
+        .vpc_zone_identifier(c.fleet.subnets.join(","))
+        .send()
+        .await
+        .expect("group");
+    let mut p = c.pipeline.clone();
+    p.group = "encrypted".into();
+    p.builder.instance_profile = None;
+    let scope = c.moto.provider().policy_scope(&p).await.expect("scope");
+    assert_eq!(scope.pass_roles, vec![c.role.clone()], "the template's role");
+    assert_eq!(scope.launch_templates, vec![id]);
+    assert_eq!(scope.subnets, c.fleet.subnets);
+    assert_eq!(scope.account, c.moto.account);
+    assert_eq!(
+        scope.kms_keys,
+        vec![format!("arn:aws:kms:us-east-1:{}:key/{KEY}", c.moto.account)]
+    );
+    p.builder.instance_profile = Some("no-such-profile".into());
+    let e = c.moto.provider().policy_scope(&p).await.expect_err("missing profile");
+    assert!(e.is_not_found() && e.message.contains("no-such-profile"), "{e}");
+}
+
 const DENIED: &[&str] = &["AccessDenied", "UnauthorizedOperation", "AuthFailure", "not authorized"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -240,6 +315,7 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
             );
         }
     }
+    scope_reads_the_account(&missing).await;
     let mut users = vec![];
     for c in &cases {
         users.push(user(&c.moto, "repave", &widened(&c.policy)).await);
