@@ -249,7 +249,12 @@ async fn scope_reads_the_account(c: &Case) {
         .asg
         .create_auto_scaling_group()
         .auto_scaling_group_name("encrypted")
-        .launch_template(LaunchTemplateSpecification::builder().launch_template_id(&id).version("1").build())
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(&id)
+                .version("1")
+                .build(),
+        )
         .min_size(0)
         .max_size(1)
         .desired_capacity(0)
