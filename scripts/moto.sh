@@ -26,11 +26,19 @@ PORT="${2:-${REPAVE_MOTO_PORT:-5055}}"
 PIDFILE="$VENV/moto-$PORT.pid"
 LOG="$VENV/moto-$PORT.log"
 
+# parliament: the IAM linter `repave iam-policy` is checked with
+# (crates/aws/tests/iam_lint.rs finds it in this venv).
+PARLIAMENT_VERSION="1.6.4"
+
 install() {
     if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$VERSION')" 2>/dev/null; then
         echo "installing moto[server]==$VERSION into $VENV" >&2
         python3 -m venv "$VENV" >&2
         "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$VERSION" >&2
+    fi
+    if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('parliament') != '$PARLIAMENT_VERSION')" 2>/dev/null; then
+        echo "installing parliament==$PARLIAMENT_VERSION into $VENV" >&2
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "parliament==$PARLIAMENT_VERSION" >&2
     fi
 }
 

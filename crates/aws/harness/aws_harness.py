@@ -38,6 +38,9 @@ Patched behaviour:
     to DescribeInstances for the first moment; RunInstances is idempotent
     by ClientToken;
   - CreateLaunchTemplateVersion honours SourceVersion;
+  - under moto's IAM enforcement, SigV4 is verified over the body as
+    received, and JSON services answer access denied in JSON
+    (iam_enforcement.py);
   - Instance Refresh (StartInstanceRefresh, DescribeInstanceRefreshes,
     CancelInstanceRefresh) with AWS's validation and a replacement model;
   - accounts can be told to refuse CreateLaunchConfiguration, as accounts
@@ -97,6 +100,8 @@ from moto.elbv2 import models as elb_models
 from moto.ssm import models as ssm_models
 
 import classic_elb
+import operation_record
+import iam_enforcement
 import ssm_patching
 
 SETTINGS = {
@@ -1279,6 +1284,8 @@ class Harness:
             return self.control(path, environ, start_response)
         if LOG_ACTIONS:
             log_action(environ)
+        iam_enforcement.remember_body(environ)
+        operation_record.record(environ)
         with LOCK:
             tick()
             return list(self.app(environ, start_response))

@@ -61,6 +61,8 @@ const NOT_FOUND: &[&str] = &[
     "TargetGroupNotFound",
     "LoadBalancerNotFound",
     "InvalidAMIID.Unavailable",
+    // IAM: GetInstanceProfile of a profile that does not exist.
+    "NoSuchEntity",
 ];
 
 /// Classify an AWS error code (and HTTP status, when there was a response).

@@ -21,6 +21,7 @@ mod gc;
 mod groups;
 mod health;
 pub mod iam;
+mod iam_scope;
 mod images;
 mod instances;
 mod launch_config;
@@ -35,7 +36,8 @@ mod traffic;
 pub use baseline::PatchBaselineRecord;
 pub use error::AwsError;
 pub use groups::LAUNCH_CONFIGURATION_PREFIX;
-pub use iam::iam_policy;
+pub use iam::{iam_policy, partition, widened, PolicyScope};
+pub use iam_scope::POLICY_READS_APP;
 pub use plan::Preflight;
 pub use refresh::{refresh_preferences, RefreshState, RefreshStatus};
 
@@ -68,6 +70,9 @@ pub struct AwsProvider {
     pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
     pub(crate) clb: aws_sdk_elasticloadbalancing::Client,
     pub(crate) options: AwsOptions,
+    /// The configuration the clients were built from (`policy_scope`
+    /// builds its own clients from it).
+    pub(crate) sdk: SdkConfig,
     counter: CallCounter,
     /// The balancers attached to each Auto Scaling group (target group
     /// ARNs, Classic Load Balancer names), refreshed by every
@@ -98,6 +103,9 @@ impl std::fmt::Debug for AwsProvider {
             .finish_non_exhaustive()
     }
 }
+
+/// The user agent app name of the provider's calls.
+pub const PROVIDER_APP: &str = "repave";
 
 /// SDK retry policy: standard mode (exponential backoff with jitter,
 /// throttling-aware), five attempts. The engine retries on top of this for
@@ -136,6 +144,12 @@ impl AwsProvider {
     /// Build from an already loaded SDK configuration (tests, embedding).
     pub fn from_sdk_config(sdk: &SdkConfig, options: AwsOptions) -> AwsProvider {
         let counter = CallCounter::default();
+        // `app/repave` in the user agent: AWS's logs (and the harness's
+        // operation record, issue 12) tell the provider's calls apart.
+        let sdk = &sdk
+            .to_builder()
+            .app_name(aws_config::AppName::new(PROVIDER_APP).expect("valid app name"))
+            .build();
         let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
             .interceptor(counter.clone())
             .build();
@@ -158,6 +172,7 @@ impl AwsProvider {
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
             clb: aws_sdk_elasticloadbalancing::Client::from_conf(clb),
             options,
+            sdk: sdk.clone(),
             counter,
             balancers: Mutex::new(HashMap::new()),
             target_since: Mutex::new(HashMap::new()),
