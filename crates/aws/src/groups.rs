@@ -376,6 +376,12 @@ impl Groups for AwsProvider {
             balancer: None,
             subnets: subnets(&g),
             health: Default::default(),
+            suspended: g
+                .suspended_processes()
+                .iter()
+                .filter_map(|p| p.process_name())
+                .map(str::to_string)
+                .collect(),
         })
     }
 
@@ -457,6 +463,34 @@ impl Groups for AwsProvider {
             .send()
             .await
             .map_err(|e| member_not_found("SetInstanceProtection", map_sdk("SetInstanceProtection", e)))?;
+        Ok(())
+    }
+
+    async fn suspend_processes(&self, group: &str, processes: &[String]) -> Result<()> {
+        if processes.is_empty() {
+            return Ok(());
+        }
+        self.asg
+            .suspend_processes()
+            .auto_scaling_group_name(group)
+            .set_scaling_processes(Some(processes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| map_sdk("SuspendProcesses", e))?;
+        Ok(())
+    }
+
+    async fn resume_processes(&self, group: &str, processes: &[String]) -> Result<()> {
+        if processes.is_empty() {
+            return Ok(());
+        }
+        self.asg
+            .resume_processes()
+            .auto_scaling_group_name(group)
+            .set_scaling_processes(Some(processes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| map_sdk("ResumeProcesses", e))?;
         Ok(())
     }
 }

@@ -111,6 +111,32 @@ impl AwsProvider {
                         pipeline.group
                     ));
                 }
+                let suspended: Vec<String> = g
+                    .suspended_processes()
+                    .iter()
+                    .filter_map(|p| p.process_name())
+                    .map(str::to_string)
+                    .collect();
+                let native = pipeline.rollout.strategy == "native";
+                if let Some(reason) = repave_core::processes::refusal(&pipeline.group, &suspended, native) {
+                    out.problems.push(reason);
+                }
+                let to_suspend: Vec<&str> = repave_core::processes::DURING_ROLL
+                    .iter()
+                    .copied()
+                    .filter(|p| !suspended.iter().any(|s| s == p))
+                    .collect();
+                if !to_suspend.is_empty() {
+                    out.notes.push(format!(
+                        "the roll suspends {} and resumes exactly those afterwards{}",
+                        to_suspend.join(", "),
+                        if suspended.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (already suspended, left as they are: {})", suspended.join(", "))
+                        }
+                    ));
+                }
                 let timing = self.read_health_timing(&pipeline.group).await?;
                 let health = repave_core::rollout::HealthSettings::new(&pipeline.rollout, &timing);
                 let desired = g.desired_capacity().unwrap_or(0).max(0) as u32;

@@ -444,6 +444,121 @@ async fn a_classic_load_balancer_group_drains_before_terminating() {
     assert!(images.iter().all(|(_, img)| img != &fleet.golden), "{images:?}");
 }
 
+async fn suspended(moto: &Moto, group: &str) -> Vec<String> {
+    let mut v: Vec<String> = raw_group(moto, group)
+        .await
+        .suspended_processes()
+        .iter()
+        .filter_map(|p| p.process_name().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A group with a process a roll needs suspended (`Launch`) is refused
+/// before anything is created, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_launch_suspended_is_refused_before_anything_is_made() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 2).await;
+    moto.asg
+        .suspend_processes()
+        .auto_scaling_group_name(&fleet.group)
+        .scaling_processes("Launch")
+        .scaling_processes("AZRebalance")
+        .send()
+        .await
+        .expect("suspend");
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "");
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    let err = out.summary.error.clone().unwrap_or_default();
+    assert!(err.contains("suspended process(es) Launch"), "{out:?}");
+    assert!(!err.contains("AZRebalance"), "{err}");
+    let mut builders = Tags::new();
+    builders.insert(tag::RUN.into(), out.run.to_string());
+    assert!(provider.list_instances(&builders).await.expect("list").is_empty());
+    let calls = provider.api_calls();
+    assert!(
+        !calls.contains_key("RunInstances") && !calls.contains_key("SuspendProcesses"),
+        "{calls:?}"
+    );
+    assert_eq!(suspended(&moto, &fleet.group).await, ["AZRebalance", "Launch"]);
+}
+
+/// During the roll AZRebalance, AlarmNotification and ScheduledActions are
+/// suspended; afterwards exactly the operator's own suspension is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_suspends_what_could_disturb_it_and_restores_exactly_the_previous_set() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 2).await;
+    moto.asg
+        .suspend_processes()
+        .auto_scaling_group_name(&fleet.group)
+        .scaling_processes("AlarmNotification")
+        .send()
+        .await
+        .expect("suspend");
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "");
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::<Vec<String>>::new()));
+    let watcher = {
+        let (asg, group, stop, seen) = (moto.asg.clone(), fleet.group.clone(), stop.clone(), seen.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(g) = asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&group)
+                    .send()
+                    .await
+                {
+                    let mut v: Vec<String> = g.auto_scaling_groups()[0]
+                        .suspended_processes()
+                        .iter()
+                        .filter_map(|p| p.process_name().map(str::to_string))
+                        .collect();
+                    v.sort();
+                    seen.lock().expect("seen").insert(v);
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    stop.store(true, Ordering::SeqCst);
+    watcher.await.expect("watcher");
+    assert_succeeded(&out);
+    let seen = seen.lock().expect("seen").clone();
+    let during: Vec<String> = ["AZRebalance", "AlarmNotification", "ScheduledActions"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(seen.contains(&during), "never saw the roll's suspensions: {seen:?}");
+    assert_eq!(suspended(&moto, &fleet.group).await, ["AlarmNotification"]);
+    let ev = events(&store, &out);
+    assert!(
+        ev.iter()
+            .any(|m| m == "suspending AZRebalance, ScheduledActions for the roll"),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|m| m.starts_with("resumed AZRebalance, ScheduledActions")),
+        "{ev:?}"
+    );
+}
+
 async fn failed_image_is_rolled_back(spec: FleetSpec) {
     let moto = Moto::new().await;
     let fleet = moto.fleet_with(spec).await;

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod error;
 pub mod ids;
 pub mod patch;
+pub mod processes;
 pub mod provider;
 pub mod rollout;
 

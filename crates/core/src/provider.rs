@@ -355,6 +355,11 @@ pub struct Group {
     /// answer [`Groups::health_timing`] with calls of their own.
     #[serde(default)]
     pub health: HealthTiming,
+    /// The group's scaling processes that are suspended (AWS:
+    /// SuspendedProcesses, such as "Launch" or "AZRebalance"); empty where
+    /// a provider has no such thing.
+    #[serde(default)]
+    pub suspended: Vec<String>,
 }
 
 /// How long a new instance of a group takes to be ready, in the group's own
@@ -425,6 +430,17 @@ pub trait Groups: Send + Sync {
     /// without it the group launches a replacement.
     async fn terminate_group_instance(&self, group: &str, instance: &InstanceId, decrement: bool) -> Result<()>;
     async fn set_instance_protection(&self, group: &str, instance: &InstanceId, protected: bool) -> Result<()>;
+    /// Suspend these scaling processes of the group (AWS:
+    /// SuspendProcesses). Idempotent. Providers without scaling processes
+    /// have nothing to suspend.
+    async fn suspend_processes(&self, _group: &str, _processes: &[String]) -> Result<()> {
+        Ok(())
+    }
+    /// Resume exactly these scaling processes (AWS: ResumeProcesses).
+    /// Idempotent.
+    async fn resume_processes(&self, _group: &str, _processes: &[String]) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -116,6 +116,10 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
         }
     }
     if rolls {
+        let native = ctx.pipeline.rollout.strategy == "native";
+        if let Some(reason) = repave_core::processes::refusal(group, &g.suspended, native) {
+            return Err(EngineError::Preflight(reason));
+        }
         if let Some(reason) = refused_held(ctx, &g) {
             return Err(EngineError::Preflight(format!("group {group}: {reason}")));
         }

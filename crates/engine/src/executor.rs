@@ -756,6 +756,21 @@ pub(crate) async fn roll_and_verify(
     policy: &RollPolicy,
     base_hint: Option<u32>,
 ) -> Result<RollReport, EngineError> {
+    crate::processes::suspended_during(ctx, roll_step, || {
+        roll_and_verify_now(ctx, roll_step, verify_step, image, spec, policy, base_hint)
+    })
+    .await
+}
+
+async fn roll_and_verify_now(
+    ctx: &Ctx<'_>,
+    roll_step: &str,
+    verify_step: &str,
+    image: &ImageId,
+    spec: &repave_core::provider::LaunchSpecRef,
+    policy: &RollPolicy,
+    base_hint: Option<u32>,
+) -> Result<RollReport, EngineError> {
     if ctx.pipeline.rollout.strategy == "native" {
         let intent = serde_json::json!({ "target": image, "launch_spec": spec, "strategy": "native" });
         let report: RollReport = ctx

@@ -2,7 +2,8 @@
 //! tagged by repave whose run is finished, unknown or abandoned (stuck
 //! `running` before publish with no process driving it: a cleanup that
 //! failed on a full disk) are terminated — also when stuck shutting down —
-//! and abandoned runs are ended `failed`; images marked bad or unpublished,
+//! and abandoned runs are ended `failed`; scaling processes a run suspended
+//! for its roll and never resumed are resumed once no process drives it; images marked bad or unpublished,
 //! or beyond `keep`, are deregistered with their snapshots — never one still
 //! referenced (see [`crate::references`]; a source that cannot be read stops
 //! gc before it deletes anything).
@@ -19,7 +20,8 @@ use serde::Serialize;
 /// One thing `gc` did, would do (dry run), or deliberately left alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcAction {
-    /// "terminate", "deregister", "delete", "end" (an abandoned run) or "keep".
+    /// "terminate", "deregister", "delete", "end" (an abandoned run),
+    /// "resume" (scaling processes a run suspended) or "keep".
     pub action: String,
     pub instance: Option<String>,
     pub image: Option<String>,
@@ -74,6 +76,7 @@ pub async fn gc(
         }
     }
     actions.extend(end_abandoned_runs(store, pipelines, now, dry_run)?);
+    actions.extend(restore_processes(p, store, pipelines, now, dry_run).await?);
     for (name, pipeline) in pipelines {
         // Fails closed: a reference that cannot be read stops gc before it
         // deletes anything of this pipeline.
@@ -121,6 +124,49 @@ fn abandoned(store: &Store, run: &RunRecord, now: Timestamp) -> Result<Option<St
         return Ok(None);
     }
     Ok(Some("stopped before publish with no process driving it".into()))
+}
+
+/// Scaling processes a run suspended for its roll and never resumed (it
+/// was killed, or ResumeProcesses failed), for runs no process drives:
+/// resumed, exactly those. A run that is resumed later suspends again what
+/// its roll needs.
+async fn restore_processes(
+    p: &dyn Provider,
+    store: &Store,
+    pipelines: &[(String, Pipeline)],
+    now: Timestamp,
+    dry_run: bool,
+) -> Result<Vec<GcAction>, EngineError> {
+    let mut out = Vec::new();
+    let runs = store.list_runs(&RunFilter {
+        limit: Some(200),
+        ..Default::default()
+    })?;
+    for r in runs.iter().filter(|r| pipelines.iter().any(|(n, _)| n == &r.pipeline)) {
+        if !r.state.is_terminal() && store.run_driver(&r.group, r.id.as_str(), now)?.is_some() {
+            continue;
+        }
+        for (step, s) in crate::processes::unrestored(store, r)? {
+            let why = format!(
+                "scaling processes {} of group {} suspended by run {} for its roll and not resumed",
+                s.processes.join(", "),
+                s.group,
+                r.id
+            );
+            if !dry_run {
+                crate::processes::restore_for_gc(p, store, &r.id, &step, s).await?;
+            }
+            out.push(GcAction {
+                action: "resume".into(),
+                instance: None,
+                image: None,
+                baseline: None,
+                pipeline: Some(r.pipeline.clone()),
+                why,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Runs stuck `running` whose driver is gone and which never published

@@ -12,6 +12,7 @@ mod gc;
 mod native;
 mod options;
 mod patching;
+mod processes;
 mod publish;
 mod references;
 mod retain;

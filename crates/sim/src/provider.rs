@@ -741,6 +741,7 @@ impl Groups for SimProvider {
             balancer: Some(format!("{}.elb.sim", g.name)),
             subnets: vec![],
             health: sim_health_timing(&w.lat),
+            suspended: vec![],
         })
     }
 

@@ -72,6 +72,7 @@ pub(crate) fn describe_group(cloud: &Cloud, name: &str) -> Result<Group, LocalEr
             launch_hooks: vec![],
             default_warmup: None,
         },
+        suspended: vec![],
     })
 }
 
