@@ -12,7 +12,9 @@
 //! ([`AwsProvider::api_calls`]).
 
 mod baseline;
+pub mod budget;
 mod commands;
+pub mod connect;
 mod convert;
 mod counter;
 pub mod error;
@@ -30,8 +32,11 @@ pub mod plan;
 mod probe;
 pub mod refresh;
 mod traffic;
+pub mod trust;
 
 pub use baseline::PatchBaselineRecord;
+pub use budget::RequestBudget;
+pub use connect::{AssumeRole, AwsTarget, ProviderPool};
 pub use error::AwsError;
 pub use groups::LAUNCH_CONFIGURATION_PREFIX;
 pub use iam::iam_policy;
@@ -86,6 +91,7 @@ pub struct AwsProvider {
     pub(crate) patch_contexts: Mutex<HashMap<InstanceId, baseline::PatchContext>>,
     /// The application port of each group, for the image test's probe.
     pub(crate) probe_ports: Mutex<HashMap<String, u16>>,
+    budget: Option<std::sync::Arc<RequestBudget>>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -96,11 +102,12 @@ impl std::fmt::Debug for AwsProvider {
     }
 }
 
-/// SDK retry policy: standard mode (exponential backoff with jitter,
-/// throttling-aware), five attempts. The engine retries on top of this for
-/// errors that outlast it.
+/// SDK retry policy: adaptive mode (standard's exponential backoff with
+/// jitter, plus a client-side rate limiter that slows down after throttling
+/// errors), five attempts. The engine retries on top of this for errors
+/// that outlast it; the request budget keeps throttling rare to begin with.
 pub fn retry_config() -> RetryConfig {
-    RetryConfig::standard()
+    RetryConfig::adaptive()
         .with_max_attempts(5)
         .with_initial_backoff(Duration::from_millis(200))
 }
@@ -132,19 +139,41 @@ impl AwsProvider {
 
     /// Build from an already loaded SDK configuration (tests, embedding).
     pub fn from_sdk_config(sdk: &SdkConfig, options: AwsOptions) -> AwsProvider {
+        Self::from_sdk_config_with(sdk, options, None)
+    }
+
+    /// [`Self::from_sdk_config`] whose requests wait for `budget` (shared
+    /// with every other provider of the same account and region).
+    pub fn from_sdk_config_with(
+        sdk: &SdkConfig,
+        options: AwsOptions,
+        budget: Option<std::sync::Arc<RequestBudget>>,
+    ) -> AwsProvider {
+        use repave_core::budget::Service;
         let counter = CallCounter::default();
-        let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
-        let asg = aws_sdk_autoscaling::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
-        let ssm = aws_sdk_ssm::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
-        let elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
+        let http = |service: Service| {
+            budget.as_ref().map(|b| {
+                let inner = sdk.http_client().unwrap_or_else(budget::default_http_client);
+                budget::BudgetedClient::new(inner, b.clone(), service)
+            })
+        };
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::Ec2) {
+            ec2 = ec2.http_client(c);
+        }
+        let mut asg = aws_sdk_autoscaling::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::AutoScaling) {
+            asg = asg.http_client(c);
+        }
+        let mut ssm = aws_sdk_ssm::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::SystemsManager) {
+            ssm = ssm.http_client(c);
+        }
+        let mut elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::LoadBalancing) {
+            elb = elb.http_client(c);
+        }
+        let (ec2, asg, ssm, elb) = (ec2.build(), asg.build(), ssm.build(), elb.build());
         AwsProvider {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             asg: aws_sdk_autoscaling::Client::from_conf(asg),
@@ -159,7 +188,13 @@ impl AwsProvider {
             member_cache: Mutex::new(HashMap::new()),
             patch_contexts: Mutex::new(HashMap::new()),
             probe_ports: Mutex::new(HashMap::new()),
+            budget,
         }
+    }
+
+    /// The request budget this provider's calls wait for, if any.
+    pub fn budget(&self) -> Option<&std::sync::Arc<RequestBudget>> {
+        self.budget.as_ref()
     }
 
     /// AWS API calls made so far (every HTTP attempt, retries included), by

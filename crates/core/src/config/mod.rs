@@ -173,6 +173,16 @@ pub struct AwsProvider {
     /// to install". Never set against real AWS.
     #[serde(default)]
     pub emulator: bool,
+    /// repave's share, in percent, of each AWS request bucket of an account
+    /// and region (see [`crate::budget::ApiBucket::documented_limit`]): one
+    /// budget shared by every pipeline in that account and region, so many
+    /// rolls at once are paced instead of throttled. 0 turns it off.
+    #[serde(default = "default_budget_percent")]
+    pub request_budget_percent: u32,
+}
+
+fn default_budget_percent() -> u32 {
+    crate::budget::DEFAULT_BUDGET_PERCENT
 }
 
 impl Default for AwsProvider {
@@ -183,6 +193,7 @@ impl Default for AwsProvider {
             endpoint_url: None,
             poll_interval: default_aws_poll(),
             emulator: false,
+            request_budget_percent: default_budget_percent(),
         }
     }
 }

@@ -86,6 +86,12 @@ impl Checker<'_> {
 
     fn providers(&mut self, config: &Config) {
         if let Some(aws) = &config.providers.aws {
+            if aws.request_budget_percent > 100 {
+                self.err(
+                    &["providers", "aws", "request_budget_percent"],
+                    format!("{} is out of range 0..=100 (0: no budget)", aws.request_budget_percent),
+                );
+            }
             if let Some(url) = &aws.endpoint_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     self.err(
