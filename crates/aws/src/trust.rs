@@ -51,6 +51,38 @@ pub fn trust_policy(aws: &PipelineAws, principal: &str, region: &str) -> Value {
     json!({ "Version": "2012-10-17", "Statement": [statement] })
 }
 
+/// Who the standard credential chain is: STS GetCallerIdentity's ARN
+/// (needs no permission). Only the ARN is kept; no credential is returned
+/// or logged.
+pub async fn caller_arn(sdk: &aws_config::SdkConfig) -> Result<String, String> {
+    let sts = aws_sdk_sts::Client::new(sdk);
+    match sts.get_caller_identity().send().await {
+        Ok(out) => out
+            .arn()
+            .map(str::to_string)
+            .ok_or_else(|| "STS GetCallerIdentity returned no ARN".to_string()),
+        Err(e) => Err(format!(
+            "STS GetCallerIdentity failed ({}): pass --principal ARN for who runs repave",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        )),
+    }
+}
+
+/// [`caller_arn`] for `[providers.aws]` (profile, region, endpoint).
+pub async fn caller_arn_for(cfg: &repave_core::config::AwsProvider) -> Result<String, String> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(crate::retry_config());
+    if let Some(p) = &cfg.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(r) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(u) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    caller_arn(&loader.load().await).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

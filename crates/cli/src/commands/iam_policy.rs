@@ -1,18 +1,59 @@
-//! `repave iam-policy`: the least-privilege IAM policy a pipeline needs.
+//! `repave iam-policy`: the least-privilege IAM policy a pipeline needs,
+//! and for a pipeline that assumes a role, the trust policy of that role.
 
 use crate::cli::Cli;
 use crate::exit::{self, Exit};
+use anyhow::anyhow;
 
-pub fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
+pub async fn run(cli: &Cli, name: Option<&str>, principal: Option<&str>) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let (name, pipeline) = loaded.pipeline(name)?;
     if pipeline.provider != "aws" {
-        return Err(Exit::bad_input(anyhow::anyhow!(
+        return Err(Exit::bad_input(anyhow!(
             "pipeline {name} runs on the {} provider; an IAM policy is for provider = \"aws\"",
             pipeline.provider
         )));
     }
-    // The policy document is JSON either way; `--json` changes nothing.
-    crate::output::json(&repave_aws::iam_policy(&name, &pipeline));
+    let policy = repave_aws::iam_policy(&name, &pipeline);
+    let role = pipeline.aws.as_ref().filter(|a| a.role_arn.is_some());
+    let Some(aws) = role else {
+        if principal.is_some() {
+            return Err(Exit::bad_input(anyhow!(
+                "--principal is for a pipeline with [pipelines.{name}.aws] role_arn; {name} assumes no role"
+            )));
+        }
+        // The policy document is JSON either way; `--json` changes nothing.
+        crate::output::json(&policy);
+        return Ok(exit::OK);
+    };
+    let mut provider_cfg = loaded.config.providers.aws.clone().unwrap_or_default();
+    if let Some(p) = &cli.profile {
+        provider_cfg.profile = Some(p.clone());
+    }
+    if let Some(r) = &cli.region {
+        provider_cfg.region = Some(r.clone());
+    }
+    let region = aws
+        .region
+        .clone()
+        .or_else(|| provider_cfg.region.clone())
+        .unwrap_or_else(|| "us-east-1".into());
+    let principal = match principal {
+        Some(p) if !(p.starts_with("arn:") || (p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit()))) => {
+            return Err(Exit::bad_input(anyhow!(
+                "--principal {p:?}: give an IAM user or role ARN (arn:aws:iam::123456789012:role/NAME) or a 12-digit account id"
+            )))
+        }
+        Some(p) => p.to_string(),
+        None => repave_aws::trust::caller_arn_for(&provider_cfg)
+            .await
+            .map_err(|e| Exit::failed(anyhow!(e)))?,
+    };
+    let trust = repave_aws::trust::trust_policy(aws, &principal, &region);
+    crate::output::json(&serde_json::json!({
+        "role": aws.role_arn,
+        "policy": policy,
+        "trust_policy": trust,
+    }));
     Ok(exit::OK)
 }
