@@ -71,7 +71,9 @@ impl AwsTarget {
     /// pipeline's own `[pipelines.X.aws]` (its region wins).
     pub fn new(provider: &repave_core::config::AwsProvider, pipeline: Option<&PipelineAws>) -> AwsTarget {
         AwsTarget {
-            region: pipeline.and_then(|p| p.region.clone()).or_else(|| provider.region.clone()),
+            region: pipeline
+                .and_then(|p| p.region.clone())
+                .or_else(|| provider.region.clone()),
             profile: provider.profile.clone(),
             endpoint_url: provider.endpoint_url.clone(),
             role: pipeline.and_then(AssumeRole::from_pipeline),

@@ -255,3 +255,13 @@ impl repave_core::provider::NativeRoll for AwsProvider {
         self.cancel_instance_refresh(group).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retries_are_adaptive() {
+        let r = super::retry_config();
+        assert_eq!(r.mode(), aws_config::retry::RetryMode::Adaptive);
+        assert_eq!(r.max_attempts(), 5);
+    }
+}

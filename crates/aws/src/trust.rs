@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn the_runner_is_the_principal_and_the_external_id_a_condition() {
-        let p = trust_policy(&aws(Some("tenant-42")), "arn:aws:iam::123456789012:user/ci", "eu-west-1");
+        let p = trust_policy(
+            &aws(Some("tenant-42")),
+            "arn:aws:iam::123456789012:user/ci",
+            "eu-west-1",
+        );
         let s = &p["Statement"][0];
         assert_eq!(s["Principal"]["AWS"], "arn:aws:iam::123456789012:user/ci");
         assert_eq!(s["Action"], "sts:AssumeRole");
@@ -113,10 +117,19 @@ mod tests {
             "arn:aws:sts::123456789012:assumed-role/control-plane/i-0abc",
             "us-east-1",
         );
-        assert_eq!(p["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::123456789012:role/control-plane");
+        assert_eq!(
+            p["Statement"][0]["Principal"]["AWS"],
+            "arn:aws:iam::123456789012:role/control-plane"
+        );
         let p = trust_policy(&aws(None), "123456789012", "cn-north-1");
-        assert_eq!(p["Statement"][0]["Principal"]["AWS"], "arn:aws-cn:iam::123456789012:root");
+        assert_eq!(
+            p["Statement"][0]["Principal"]["AWS"],
+            "arn:aws-cn:iam::123456789012:root"
+        );
         let p = trust_policy(&aws(None), "123456789012", "us-gov-west-1");
-        assert_eq!(p["Statement"][0]["Principal"]["AWS"], "arn:aws-us-gov:iam::123456789012:root");
+        assert_eq!(
+            p["Statement"][0]["Principal"]["AWS"],
+            "arn:aws-us-gov:iam::123456789012:root"
+        );
     }
 }

@@ -54,7 +54,10 @@ async fn iam(account: &str, params: &[(&str, &str)]) -> String {
     s.write_all(req.as_bytes()).await.expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
-    assert!(out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"), "IAM {params:?}: {out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+        "IAM {params:?}: {out}"
+    );
     out
 }
 
@@ -197,15 +200,27 @@ async fn a_pipeline_with_role_arn_rolls_its_group_in_the_roles_account() {
 
     // Without the role, the runner's own account has no such group.
     let own = pool.provider_on(&base, "runner", None, None).await.expect("own");
-    let err = own.describe_group(&fleet.group).await.expect_err("not in the runner's account");
+    let err = own
+        .describe_group(&fleet.group)
+        .await
+        .expect_err("not in the runner's account");
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
 
     let role = assume(&arn, Some("tenant-42"), Duration::from_secs(900));
-    let provider = pool.provider_on(&base, "runner", None, Some(&role)).await.expect("provider");
-    let group = provider.describe_group(&fleet.group).await.expect("group in the role's account");
+    let provider = pool
+        .provider_on(&base, "runner", None, Some(&role))
+        .await
+        .expect("provider");
+    let group = provider
+        .describe_group(&fleet.group)
+        .await
+        .expect("group in the role's account");
     assert_eq!((group.name.as_str(), group.desired), (fleet.group.as_str(), 2));
     // The same role and region: the same provider.
-    let again = pool.provider_on(&base, "runner", None, Some(&role)).await.expect("again");
+    let again = pool
+        .provider_on(&base, "runner", None, Some(&role))
+        .await
+        .expect("again");
     assert!(Arc::ptr_eq(&provider, &again));
 
     let next = roll(&target, &fleet, provider.clone()).await;
@@ -221,7 +236,11 @@ async fn a_pipeline_with_role_arn_rolls_its_group_in_the_roles_account() {
         .unwrap_or_else(|| panic!("no budget for the role's account: {budgets:?}"));
     let stats = budget.stats();
     let sent: u64 = stats.values().map(|s| s.requests).sum();
-    assert!(sent >= provider.api_call_total(), "{sent} through the budget, {} calls", provider.api_call_total());
+    assert!(
+        sent >= provider.api_call_total(),
+        "{sent} through the budget, {} calls",
+        provider.api_call_total()
+    );
     for (bucket, s) in &stats {
         repave_core::budget::conforms(&s.times, budget.limit(*bucket))
             .unwrap_or_else(|e| panic!("{bucket:?} over its budget: {e:?}"));
@@ -239,20 +258,43 @@ async fn a_role_is_refused_without_its_external_id_or_trust() {
         ..Default::default()
     };
     let arn = role(&target.account, "repave", &aws, &me.arn, 3600).await;
-    let stranger = role(&target.account, "not-for-you", &PipelineAws::default(), "arn:aws:iam::000000000000:root", 3600).await;
+    let stranger = role(
+        &target.account,
+        "not-for-you",
+        &PipelineAws::default(),
+        "arn:aws:iam::000000000000:root",
+        3600,
+    )
+    .await;
     let base = source(&me, Arc::new(AtomicU32::new(0))).await;
     let pool = pool();
     for (what, role) in [
-        ("wrong external id", assume(&arn, Some("tenant-43"), Duration::from_secs(900))),
+        (
+            "wrong external id",
+            assume(&arn, Some("tenant-43"), Duration::from_secs(900)),
+        ),
         ("no external id", assume(&arn, None, Duration::from_secs(900))),
         ("untrusted", assume(&stranger, None, Duration::from_secs(900))),
-        ("no such role", assume(&format!("arn:aws:iam::{}:role/missing", target.account), None, Duration::from_secs(900))),
+        (
+            "no such role",
+            assume(
+                &format!("arn:aws:iam::{}:role/missing", target.account),
+                None,
+                Duration::from_secs(900),
+            ),
+        ),
     ] {
-        let provider = pool.provider_on(&base, "runner", None, Some(&role)).await.expect("provider");
+        let provider = pool
+            .provider_on(&base, "runner", None, Some(&role))
+            .await
+            .expect("provider");
         let err = provider.describe_group(&fleet.group).await.expect_err(what);
         assert_eq!(err.kind, ErrorKind::Permanent, "{what}: {err}");
         let text = err.to_string();
-        assert!(text.contains("AccessDenied") && text.contains("sts:AssumeRole"), "{what}: {text}");
+        assert!(
+            text.contains("AccessDenied") && text.contains("sts:AssumeRole"),
+            "{what}: {text}"
+        );
         assert!(!text.contains(&me.secret), "the secret leaked: {text}");
     }
 }
@@ -286,7 +328,10 @@ async fn the_session_is_renewed_before_it_expires() {
         .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(frozen))
         .build();
     let frozen_provider = repave_aws::AwsProvider::from_sdk_config(&frozen_sdk, AwsOptions::default());
-    frozen_provider.describe_group(&fleet.group).await.expect("fresh session works");
+    frozen_provider
+        .describe_group(&fleet.group)
+        .await
+        .expect("fresh session works");
 
     let provider = pool()
         .provider_on(&base, "runner", None, Some(&assume(&arn, None, session)))
@@ -307,7 +352,10 @@ async fn the_session_is_renewed_before_it_expires() {
         .expect_err("an expired session is refused");
     assert!(err.to_string().contains("ExpiredToken"), "{err}");
     let renewals = counted.load(Ordering::SeqCst) - before;
-    assert!(renewals >= 2, "AssumeRole called {renewals} times over 16 s of 12 s sessions");
+    assert!(
+        renewals >= 2,
+        "AssumeRole called {renewals} times over 16 s of 12 s sessions"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,21 +364,28 @@ async fn one_pool_drives_two_accounts_in_two_regions() {
     let me = runner(&home).await;
     let east = Moto::in_region("us-east-1").await;
     let west = Moto::in_region("eu-west-1").await;
-    let (fleet_east, fleet_west) = tokio::join!(
-        east.fleet(SpecKind::Template, 1),
-        west.fleet(SpecKind::Template, 1)
-    );
+    let (fleet_east, fleet_west) = tokio::join!(east.fleet(SpecKind::Template, 1), west.fleet(SpecKind::Template, 1));
     let aws = PipelineAws::default();
     let arn_east = role(&east.account, "repave", &aws, &me.arn, 3600).await;
     let arn_west = role(&west.account, "repave", &aws, &me.arn, 3600).await;
     let base = source(&me, Arc::new(AtomicU32::new(0))).await;
     let pool = pool();
     let p_east = pool
-        .provider_on(&base, "runner", Some("us-east-1"), Some(&assume(&arn_east, None, Duration::from_secs(900))))
+        .provider_on(
+            &base,
+            "runner",
+            Some("us-east-1"),
+            Some(&assume(&arn_east, None, Duration::from_secs(900))),
+        )
         .await
         .expect("east");
     let p_west = pool
-        .provider_on(&base, "runner", Some("eu-west-1"), Some(&assume(&arn_west, None, Duration::from_secs(900))))
+        .provider_on(
+            &base,
+            "runner",
+            Some("eu-west-1"),
+            Some(&assume(&arn_west, None, Duration::from_secs(900))),
+        )
         .await
         .expect("west");
     assert!(!Arc::ptr_eq(&p_east, &p_west));
@@ -347,7 +402,10 @@ async fn one_pool_drives_two_accounts_in_two_regions() {
     );
     for (moto, fleet, image) in [(&east, &fleet_east, a), (&west, &fleet_west, b)] {
         let members = moto.member_images(&fleet.group).await;
-        assert!(!members.is_empty() && members.iter().all(|(_, i)| i == &image), "{members:?}");
+        assert!(
+            !members.is_empty() && members.iter().all(|(_, i)| i == &image),
+            "{members:?}"
+        );
     }
     let keys: Vec<(String, String)> = pool.budgets().await.into_iter().map(|(k, _)| k).collect();
     assert_eq!(

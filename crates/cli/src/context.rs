@@ -145,7 +145,11 @@ impl Loaded {
             Some(r) => format!("configuring the AWS provider (role {})", r.role_arn),
             None => "configuring the AWS provider".to_string(),
         };
-        self.aws_pool.provider(&target).await.context(what).map_err(Exit::failed)
+        self.aws_pool
+            .provider(&target)
+            .await
+            .context(what)
+            .map_err(Exit::failed)
     }
 
     /// Engine timing for a pipeline's provider (the same function

@@ -164,17 +164,28 @@ fn iam_policy_prints_the_roles_trust_policy() {
     );
     let v = aws(&["iam-policy", "web"], &c).expect_code(0).json();
     assert_eq!(v["role"], "arn:aws:iam::210987654321:role/repave");
-    assert!(v["policy"]["Statement"].as_array().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(
+        v["policy"]["Statement"].as_array().is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
     let trust = &v["trust_policy"]["Statement"][0];
     assert_eq!(trust["Action"], "sts:AssumeRole");
     assert_eq!(trust["Condition"]["StringEquals"]["sts:ExternalId"], "tenant-42");
     // moto's GetCallerIdentity for keys it does not know.
     let principal = trust["Principal"]["AWS"].as_str().unwrap();
-    assert!(principal.starts_with("arn:aws:") && principal.contains(":123456789012:"), "{principal}");
+    assert!(
+        principal.starts_with("arn:aws:") && principal.contains(":123456789012:"),
+        "{principal}"
+    );
     assert!(!v.to_string().contains("testing"), "no credential in the output: {v}");
 
     let v = aws(
-        &["iam-policy", "web", "--principal", "arn:aws:sts::123456789012:assumed-role/control-plane/i-1"],
+        &[
+            "iam-policy",
+            "web",
+            "--principal",
+            "arn:aws:sts::123456789012:assumed-role/control-plane/i-1",
+        ],
         &c,
     )
     .expect_code(0)

@@ -25,11 +25,15 @@ fn eight_groups_rolling_at_once_stay_within_the_shared_budget() {
     assert_eq!(with.state, "succeeded", "{:?}", with.error);
     assert_eq!(with.replaced, 40);
     for bucket in ApiBucket::ALL {
-        let times: Vec<f64> = with.call_log.iter().filter(|(_, b)| *b == bucket).map(|(t, _)| *t).collect();
+        let times: Vec<f64> = with
+            .call_log
+            .iter()
+            .filter(|(_, b)| *b == bucket)
+            .map(|(t, _)| *t)
+            .collect();
         let limit = bucket.documented_limit().share(10);
-        conforms(&times, limit).unwrap_or_else(|(a, b, n)| {
-            panic!("{bucket:?}: {n} calls between {a:.1}s and {b:.1}s, over {limit:?}")
-        });
+        conforms(&times, limit)
+            .unwrap_or_else(|(a, b, n)| panic!("{bucket:?}: {n} calls between {a:.1}s and {b:.1}s, over {limit:?}"));
     }
     let asg = &with.api_rates.buckets["autoscaling"];
     assert!(asg.peak_per_second <= 4, "{asg:?}");
@@ -39,7 +43,12 @@ fn eight_groups_rolling_at_once_stay_within_the_shared_budget() {
     let without = run(None);
     assert_eq!(without.state, "succeeded", "{:?}", without.error);
     let over = ApiBucket::ALL.iter().any(|bucket| {
-        let times: Vec<f64> = without.call_log.iter().filter(|(_, b)| b == bucket).map(|(t, _)| *t).collect();
+        let times: Vec<f64> = without
+            .call_log
+            .iter()
+            .filter(|(_, b)| b == bucket)
+            .map(|(t, _)| *t)
+            .collect();
         conforms(&times, bucket.documented_limit().share(10)).is_err()
     });
     assert!(over, "without a budget no bucket went over: {:?}", without.api_rates);

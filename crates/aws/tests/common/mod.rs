@@ -387,7 +387,11 @@ impl Moto {
             .expect("vpc");
         let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
         let mut subnets = Vec::new();
-        let region = self.sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+        let region = self
+            .sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
         for (i, az) in [format!("{region}a"), format!("{region}b")].iter().enumerate() {
             let s = self
                 .ec2

@@ -129,7 +129,8 @@ async fn compare(
     o2.budget_percent = Some(percent);
     let without = tokio::task::spawn_blocking(move || simulate(&pipeline, &opts));
     let with = tokio::task::spawn_blocking(move || simulate(&p2, &o2));
-    let (without, with) = tokio::try_join!(without, with).map_err(|e| Exit::failed(anyhow!("simulation task failed: {e}")))?;
+    let (without, with) =
+        tokio::try_join!(without, with).map_err(|e| Exit::failed(anyhow!("simulation task failed: {e}")))?;
     if cli.json {
         crate::output::json(&serde_json::json!({
             "pipeline": name,
@@ -154,13 +155,21 @@ async fn compare(
         r.map(|r| format!("{} / {:.1}", r.peak_per_second, r.mean_per_second))
             .unwrap_or_else(|| "-".into())
     };
-    let mut names: Vec<&String> = without.api_rates.buckets.keys().chain(with.api_rates.buckets.keys()).collect();
+    let mut names: Vec<&String> = without
+        .api_rates
+        .buckets
+        .keys()
+        .chain(with.api_rates.buckets.keys())
+        .collect();
     names.sort();
     names.dedup();
     for b in names {
         let (a, w) = (without.api_rates.buckets.get(b), with.api_rates.buckets.get(b));
-        let limit = |r: Option<&repave_sim::Rate>, per: fn(&repave_sim::Rate) -> Option<f64>, burst: fn(&repave_sim::Rate) -> Option<f64>| {
-            r.and_then(|r| Some(format!("{:.1}/s / {:.0}", per(r)?, burst(r)?))).unwrap_or_else(|| "-".into())
+        let limit = |r: Option<&repave_sim::Rate>,
+                     per: fn(&repave_sim::Rate) -> Option<f64>,
+                     burst: fn(&repave_sim::Rate) -> Option<f64>| {
+            r.and_then(|r| Some(format!("{:.1}/s / {:.0}", per(r)?, burst(r)?)))
+                .unwrap_or_else(|| "-".into())
         };
         println!(
             "  {:<22} {:>20} {:>20} {:>18} {:>18}",
@@ -177,12 +186,7 @@ async fn compare(
         cell(Some(&without.api_rates.all)),
         cell(Some(&with.api_rates.all))
     );
-    println!(
-        "  {:<22} {:>20} {:>20}",
-        "calls",
-        without.api_calls,
-        with.api_calls
-    );
+    println!("  {:<22} {:>20} {:>20}", "calls", without.api_calls, with.api_calls);
     println!(
         "  {:<22} {:>20} {:>20}",
         "roll (slowest group)",

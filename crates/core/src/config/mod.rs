@@ -267,7 +267,10 @@ impl PipelineAws {
     /// The account id in `role_arn` (the account the pipeline's calls go
     /// to), when the ARN is well formed.
     pub fn role_account(&self) -> Option<&str> {
-        self.role_arn.as_deref().and_then(|a| RoleArn::parse(a).ok()).map(|r| r.account)
+        self.role_arn
+            .as_deref()
+            .and_then(|a| RoleArn::parse(a).ok())
+            .map(|r| r.account)
     }
 }
 
@@ -320,17 +323,25 @@ impl<'a> RoleArn<'a> {
             return Err(format!("{arn:?} is not an ARN; {example}"));
         }
         let (partition, service, region, account, resource) = (parts[1], parts[2], parts[3], parts[4], parts[5]);
-        if !matches!(partition, "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b" | "aws-iso-e" | "aws-iso-f" | "aws-eusc") {
+        if !matches!(
+            partition,
+            "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b" | "aws-iso-e" | "aws-iso-f" | "aws-eusc"
+        ) {
             return Err(format!("{arn:?}: unknown partition {partition:?}; {example}"));
         }
         if service != "iam" || !region.is_empty() {
-            return Err(format!("{arn:?} is not an IAM role ARN (service must be `iam`, region empty); {example}"));
+            return Err(format!(
+                "{arn:?} is not an IAM role ARN (service must be `iam`, region empty); {example}"
+            ));
         }
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("{arn:?}: account {account:?} must be 12 digits; {example}"));
         }
         let Some(name_path) = resource.strip_prefix("role/") else {
-            return Err(format!("{arn:?} names a {:?}, not a role; {example}", resource.split('/').next().unwrap_or("")));
+            return Err(format!(
+                "{arn:?} names a {:?}, not a role; {example}",
+                resource.split('/').next().unwrap_or("")
+            ));
         };
         let name = name_path.rsplit('/').next().unwrap_or("");
         let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);

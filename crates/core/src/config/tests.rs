@@ -843,7 +843,10 @@ fn aws_cases() -> Vec<Case> {
         ),
         case(
             "aws table on a local pipeline",
-            replace("parameter = \"latestAmi\"\n", "parameter = \"latestAmi\"\n\n[pipelines.web.aws]\nregion = \"eu-west-1\"\n"),
+            replace(
+                "parameter = \"latestAmi\"\n",
+                "parameter = \"latestAmi\"\n\n[pipelines.web.aws]\nregion = \"eu-west-1\"\n",
+            ),
             (12, 16),
             Some("pipelines.web.aws"),
             "is for provider = \"aws\" pipelines",

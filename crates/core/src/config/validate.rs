@@ -283,10 +283,7 @@ impl Checker<'_> {
         let Some(aws) = &p.aws else { return };
         let at = |k: &'static str| ["pipelines", name, "aws", k];
         if p.provider != "aws" {
-            let message = format!(
-                "is for provider = \"aws\" pipelines; this one runs on {:?}",
-                p.provider
-            );
+            let message = format!("is for provider = \"aws\" pipelines; this one runs on {:?}", p.provider);
             self.err(&["pipelines", name, "aws"], message);
         }
         if let Some(r) = &aws.region {
@@ -301,7 +298,10 @@ impl Checker<'_> {
                 ("session_duration", aws.session_duration.is_some()),
             ] {
                 if set {
-                    self.err(&at(key), "only means something with `role_arn`; add the role to assume, or remove this");
+                    self.err(
+                        &at(key),
+                        "only means something with `role_arn`; add the role to assume, or remove this",
+                    );
                 }
             }
             return;
