@@ -218,3 +218,60 @@ pub async fn assumed(base: &SdkConfig, role: &AssumeRole) -> SdkConfig {
         .credentials_provider(SharedCredentialsProvider::new(provider))
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(region: &str, role: Option<&str>) -> AwsTarget {
+        AwsTarget {
+            region: Some(region.into()),
+            profile: None,
+            // Nothing listens there: building a provider makes no call.
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            role: role.map(|arn| AssumeRole {
+                role_arn: arn.into(),
+                external_id: None,
+                session_name: DEFAULT_SESSION_NAME.into(),
+                session_duration: DEFAULT_SESSION,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_provider_per_region_and_role_one_budget_per_account_and_region() {
+        let pool = ProviderPool::new(AwsOptions::default(), 50);
+        let a = "arn:aws:iam::111111111111:role/repave";
+        let a2 = "arn:aws:iam::111111111111:role/other";
+        let b = "arn:aws:iam::222222222222:role/repave";
+        let p1 = pool.provider(&target("us-east-1", Some(a))).await.unwrap();
+        let p2 = pool.provider(&target("us-east-1", Some(a))).await.unwrap();
+        let p3 = pool.provider(&target("us-east-1", Some(a2))).await.unwrap();
+        let p4 = pool.provider(&target("eu-west-1", Some(a))).await.unwrap();
+        let p5 = pool.provider(&target("us-east-1", Some(b))).await.unwrap();
+        assert!(Arc::ptr_eq(&p1, &p2), "same account, region and role: one provider");
+        assert!(!Arc::ptr_eq(&p1, &p3) && !Arc::ptr_eq(&p1, &p4) && !Arc::ptr_eq(&p1, &p5));
+        let budget = |p: &AwsProvider| p.budget().cloned().expect("budget");
+        // Two roles of one account in one region draw from one budget.
+        assert!(Arc::ptr_eq(&budget(&p1), &budget(&p3)));
+        assert!(!Arc::ptr_eq(&budget(&p1), &budget(&p4)), "another region");
+        assert!(!Arc::ptr_eq(&budget(&p1), &budget(&p5)), "another account");
+        let keys: Vec<_> = pool.budgets().await.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        // Percent 0: no budget.
+        let off = ProviderPool::new(AwsOptions::default(), 0);
+        assert!(off.provider(&target("us-east-1", None)).await.unwrap().budget().is_none());
+    }
+
+    #[test]
+    fn the_external_id_stays_out_of_debug_output() {
+        let role = AssumeRole {
+            role_arn: "arn:aws:iam::111111111111:role/repave".into(),
+            external_id: Some("s3cr3t-tenant".into()),
+            session_name: "repave".into(),
+            session_duration: DEFAULT_SESSION,
+        };
+        let text = format!("{:?}", target("us-east-1", None)) + &format!("{role:?}");
+        assert!(!text.contains("s3cr3t-tenant"), "{text}");
+    }
+}
