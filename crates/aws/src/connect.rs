@@ -260,7 +260,12 @@ mod tests {
         assert_eq!(keys.len(), 3, "{keys:?}");
         // Percent 0: no budget.
         let off = ProviderPool::new(AwsOptions::default(), 0);
-        assert!(off.provider(&target("us-east-1", None)).await.unwrap().budget().is_none());
+        assert!(off
+            .provider(&target("us-east-1", None))
+            .await
+            .unwrap()
+            .budget()
+            .is_none());
     }
 
     #[test]
