@@ -54,7 +54,10 @@ Patched behaviour:
     DescribeInstancePatchStates, InstalledPendingReboot until a reboot,
     output truncated at 24,000 characters (the whole of it in S3 when the
     command names a bucket), CancelCommand, UpdatePatchBaseline,
-    GetPatchBaseline, tagged baselines.
+    GetPatchBaseline, tagged baselines;
+  - STS AssumeRole (sts_roles.py): the role must exist and trust the caller
+    (external id condition included), DurationSeconds within 900 s and the
+    role's maximum, assumed credentials expire (ExpiredToken).
 
 Application model (not AWS behaviour; the stand-in for the software on the
 instances, documented in crates/aws/README.md): an image tagged
@@ -103,6 +106,7 @@ import classic_elb
 import operation_record
 import iam_enforcement
 import ssm_patching
+import sts_roles
 
 SETTINGS = {
     # CreateImage -> available.
@@ -1252,6 +1256,7 @@ def _patched_command_init(self, *args, **kwargs):
 
 ssm_models.Command.__init__ = _patched_command_init
 ssm_patching.install()
+sts_roles.install()
 
 
 # ---------------------------------------------------------------------------
@@ -1284,6 +1289,9 @@ class Harness:
             return self.control(path, environ, start_response)
         if LOG_ACTIONS:
             log_action(environ)
+        expired = sts_roles.expired_response(environ, start_response)
+        if expired is not None:
+            return expired
         iam_enforcement.remember_body(environ)
         operation_record.record(environ)
         with LOCK:
@@ -1296,7 +1304,9 @@ class Harness:
             body = json.loads(environ["wsgi.input"].read(size) or b"{}")
             with LOCK:
                 if path == "/_harness/account":
-                    ACCOUNTS.setdefault(str(body.pop("account")), {}).update(body)
+                    account = str(body.pop("account"))
+                    sts_roles.configure_account(account, body)
+                    ACCOUNTS.setdefault(account, {}).update(body)
                 elif path == "/_harness/patches":
                     ssm_patching.configure(body)
                 elif path == "/_harness/report":

@@ -123,6 +123,11 @@ where
                     ),
                 );
             }
+            // A role that cannot be assumed (not trusted, wrong external id,
+            // no such role) or a session AWS refuses stays so.
+            if detail.contains("sts:AssumeRole") || detail.contains("AccessDenied") || detail.contains("ExpiredToken") {
+                return ProviderError::permanent(operation, format!("assuming the pipeline's role failed: {detail}"));
+            }
             ProviderError::transient(operation, format!("DispatchFailure: {detail}"))
         }
         SdkError::ResponseError(_) => ProviderError::transient(operation, format!("ResponseError: {}", chain(&err))),

@@ -13,7 +13,9 @@
 //! ([`AwsProvider::api_calls`]).
 
 mod baseline;
+pub mod budget;
 mod commands;
+pub mod connect;
 mod convert;
 mod counter;
 pub mod error;
@@ -32,8 +34,11 @@ pub mod plan;
 mod probe;
 pub mod refresh;
 mod traffic;
+pub mod trust;
 
 pub use baseline::PatchBaselineRecord;
+pub use budget::RequestBudget;
+pub use connect::{AssumeRole, AwsTarget, ProviderPool};
 pub use error::AwsError;
 pub use groups::LAUNCH_CONFIGURATION_PREFIX;
 pub use iam::{iam_policy, partition, widened, PolicyScope};
@@ -94,6 +99,7 @@ pub struct AwsProvider {
     pub(crate) patch_contexts: Mutex<HashMap<InstanceId, baseline::PatchContext>>,
     /// The application port of each group, for the image test's probe.
     pub(crate) probe_ports: Mutex<HashMap<String, u16>>,
+    budget: Option<std::sync::Arc<RequestBudget>>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -107,11 +113,12 @@ impl std::fmt::Debug for AwsProvider {
 /// The user agent app name of the provider's calls.
 pub const PROVIDER_APP: &str = "repave";
 
-/// SDK retry policy: standard mode (exponential backoff with jitter,
-/// throttling-aware), five attempts. The engine retries on top of this for
-/// errors that outlast it.
+/// SDK retry policy: adaptive mode (standard's exponential backoff with
+/// jitter, plus a client-side rate limiter that slows down after throttling
+/// errors), five attempts. The engine retries on top of this for errors
+/// that outlast it; the request budget keeps throttling rare to begin with.
 pub fn retry_config() -> RetryConfig {
-    RetryConfig::standard()
+    RetryConfig::adaptive()
         .with_max_attempts(5)
         .with_initial_backoff(Duration::from_millis(200))
 }
@@ -143,6 +150,17 @@ impl AwsProvider {
 
     /// Build from an already loaded SDK configuration (tests, embedding).
     pub fn from_sdk_config(sdk: &SdkConfig, options: AwsOptions) -> AwsProvider {
+        Self::from_sdk_config_with(sdk, options, None)
+    }
+
+    /// [`Self::from_sdk_config`] whose requests wait for `budget` (shared
+    /// with every other provider of the same account and region).
+    pub fn from_sdk_config_with(
+        sdk: &SdkConfig,
+        options: AwsOptions,
+        budget: Option<std::sync::Arc<RequestBudget>>,
+    ) -> AwsProvider {
+        use repave_core::budget::Service;
         let counter = CallCounter::default();
         // `app/repave` in the user agent: AWS's logs (and the harness's
         // operation record, issue 12) tell the provider's calls apart.
@@ -150,21 +168,33 @@ impl AwsProvider {
             .to_builder()
             .app_name(aws_config::AppName::new(PROVIDER_APP).expect("valid app name"))
             .build();
-        let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
-        let asg = aws_sdk_autoscaling::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
-        let ssm = aws_sdk_ssm::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
-        let elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
-        let clb = aws_sdk_elasticloadbalancing::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build();
+        let http = |service: Service| {
+            budget.as_ref().map(|b| {
+                let inner = sdk.http_client().unwrap_or_else(budget::default_http_client);
+                budget::BudgetedClient::new(inner, b.clone(), service)
+            })
+        };
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::Ec2) {
+            ec2 = ec2.http_client(c);
+        }
+        let mut asg = aws_sdk_autoscaling::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::AutoScaling) {
+            asg = asg.http_client(c);
+        }
+        let mut ssm = aws_sdk_ssm::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::SystemsManager) {
+            ssm = ssm.http_client(c);
+        }
+        let mut elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::LoadBalancing) {
+            elb = elb.http_client(c);
+        }
+        let mut clb = aws_sdk_elasticloadbalancing::config::Builder::from(sdk).interceptor(counter.clone());
+        if let Some(c) = http(Service::LoadBalancing) {
+            clb = clb.http_client(c);
+        }
+        let (ec2, asg, ssm, elb, clb) = (ec2.build(), asg.build(), ssm.build(), elb.build(), clb.build());
         AwsProvider {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             asg: aws_sdk_autoscaling::Client::from_conf(asg),
@@ -181,7 +211,13 @@ impl AwsProvider {
             member_cache: Mutex::new(HashMap::new()),
             patch_contexts: Mutex::new(HashMap::new()),
             probe_ports: Mutex::new(HashMap::new()),
+            budget,
         }
+    }
+
+    /// The request budget this provider's calls wait for, if any.
+    pub fn budget(&self) -> Option<&std::sync::Arc<RequestBudget>> {
+        self.budget.as_ref()
     }
 
     /// AWS API calls made so far (every HTTP attempt, retries included), by
@@ -240,5 +276,15 @@ impl repave_core::provider::NativeRoll for AwsProvider {
     }
     async fn cancel_native_roll(&self, group: &str) -> repave_core::provider::Result<()> {
         self.cancel_instance_refresh(group).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retries_are_adaptive() {
+        let r = super::retry_config();
+        assert_eq!(r.mode(), aws_config::retry::RetryMode::Adaptive);
+        assert_eq!(r.max_attempts(), 5);
     }
 }

@@ -70,7 +70,13 @@ impl HttpClient for Replay {
 
 async fn provider(replay: &Replay, retries: bool, options: AwsOptions) -> AwsProvider {
     let retry = if retries {
-        repave_aws::retry_config().with_initial_backoff(Duration::from_millis(1))
+        // Standard mode here: adaptive mode's client-side rate limiter,
+        // fed two throttles and no measured send rate, holds the next
+        // attempt back for ~25 s (as it would on AWS), which says nothing
+        // about classification and counting.
+        repave_aws::retry_config()
+            .with_retry_mode(aws_config::retry::RetryMode::Standard)
+            .with_initial_backoff(Duration::from_millis(1))
     } else {
         aws_config::retry::RetryConfig::disabled()
     };

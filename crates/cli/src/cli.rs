@@ -69,8 +69,19 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Print the least-privilege IAM policy (JSON) an AWS pipeline needs.
-    IamPolicy(PipelineArg),
+    /// Print the least-privilege IAM policy (JSON) an AWS pipeline needs;
+    /// for a pipeline with `[pipelines.X.aws] role_arn`, an object with the
+    /// role's `policy` and the `trust_policy` it needs (who may assume it:
+    /// `--principal`, else the caller STS reports for the standard
+    /// credential chain; `sts:ExternalId` when `external_id` is set).
+    IamPolicy {
+        #[command(flatten)]
+        pipeline: PipelineArg,
+        /// The IAM user or role ARN (or account id) that runs repave and
+        /// assumes the pipeline's role. Default: STS GetCallerIdentity.
+        #[arg(long)]
+        principal: Option<String>,
+    },
     /// Ask the process driving a run to stop at its next safe point (before
     /// publish: clean up, `cancelled`; during the roll: `paused`, resumable).
     Cancel {

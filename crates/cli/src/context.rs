@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 pub struct Loaded {
     pub config: Config,
+    /// AWS providers, one per account + region + role, sharing one request
+    /// budget per account + region (so `serve` shares them across pipelines).
+    aws_pool: repave_aws::ProviderPool,
     /// `--profile` / `--region` for the AWS provider.
     pub aws_overrides: (Option<String>, Option<String>),
     pub config_dir: PathBuf,
@@ -41,15 +44,37 @@ pub fn load(cli: &Cli) -> Result<Loaded, Exit> {
         (None, Some(d)) => config_dir.join(d),
         (None, None) => config_dir.join(".repave"),
     };
-    Ok(Loaded {
+    Ok(Loaded::new(
         config,
         config_dir,
         state_dir,
-        aws_overrides: (cli.profile.clone(), cli.region.clone()),
-    })
+        (cli.profile.clone(), cli.region.clone()),
+    ))
 }
 
 impl Loaded {
+    pub fn new(
+        config: Config,
+        config_dir: PathBuf,
+        state_dir: PathBuf,
+        aws_overrides: (Option<String>, Option<String>),
+    ) -> Loaded {
+        let aws = config.providers.aws.clone().unwrap_or_default();
+        let aws_pool = repave_aws::ProviderPool::new(
+            repave_aws::AwsOptions {
+                empty_patch_output_is_clean: aws.emulator,
+            },
+            aws.request_budget_percent,
+        );
+        Loaded {
+            aws_pool,
+            config,
+            config_dir,
+            state_dir,
+            aws_overrides,
+        }
+    }
+
     /// The pipeline by name, or the only one.
     pub fn pipeline(&self, name: Option<&str>) -> Result<(String, Pipeline), Exit> {
         match name {
@@ -88,12 +113,26 @@ impl Loaded {
     pub async fn provider(&self, pipeline: &Pipeline) -> Result<Arc<dyn Provider>, Exit> {
         match pipeline.provider.as_str() {
             "local" => Ok(Arc::new(self.local().await?)),
-            "aws" => Ok(Arc::new(self.aws().await?)),
+            "aws" => Ok(self.aws_for(pipeline).await?),
             other => Err(Exit::bad_input(anyhow!("unknown provider {other:?}"))),
         }
     }
 
-    pub async fn aws(&self) -> Result<repave_aws::AwsProvider, Exit> {
+    /// The AWS provider of `[providers.aws]` (with `--profile` / `--region`).
+    pub async fn aws(&self) -> Result<Arc<repave_aws::AwsProvider>, Exit> {
+        self.aws_target(None).await
+    }
+
+    /// The AWS provider of a pipeline: its own region and role when
+    /// `[pipelines.X.aws]` names them (the role assumed through STS).
+    pub async fn aws_for(&self, pipeline: &Pipeline) -> Result<Arc<repave_aws::AwsProvider>, Exit> {
+        self.aws_target(pipeline.aws.as_ref()).await
+    }
+
+    async fn aws_target(
+        &self,
+        pipeline: Option<&repave_core::config::PipelineAws>,
+    ) -> Result<Arc<repave_aws::AwsProvider>, Exit> {
         let mut cfg = self.config.providers.aws.clone().unwrap_or_default();
         if let Some(p) = &self.aws_overrides.0 {
             cfg.profile = Some(p.clone());
@@ -101,12 +140,15 @@ impl Loaded {
         if let Some(r) = &self.aws_overrides.1 {
             cfg.region = Some(r.clone());
         }
-        let options = repave_aws::AwsOptions {
-            empty_patch_output_is_clean: cfg.emulator,
+        let target = repave_aws::AwsTarget::new(&cfg, pipeline);
+        let what = match &target.role {
+            Some(r) => format!("configuring the AWS provider (role {})", r.role_arn),
+            None => "configuring the AWS provider".to_string(),
         };
-        repave_aws::AwsProvider::from_config(&cfg, options)
+        self.aws_pool
+            .provider(&target)
             .await
-            .context("configuring the AWS provider")
+            .context(what)
             .map_err(Exit::failed)
     }
 

@@ -63,7 +63,9 @@ async fn dispatch(cli: Cli) -> Result<i32, Exit> {
         Command::Rollback(p) => commands::run::start(&cli, p, repave_store::RunKind::Rollback).await,
         Command::Plan(p) => commands::plan::run(&cli, p.pipeline.as_deref()).await,
         Command::Gc { dry_run } => commands::gc::run(&cli, *dry_run).await,
-        Command::IamPolicy(p) => commands::iam_policy::run(&cli, p.pipeline.as_deref()).await,
+        Command::IamPolicy { pipeline, principal } => {
+            commands::iam_policy::run(&cli, pipeline.pipeline.as_deref(), principal.as_deref()).await
+        }
         Command::Cancel { run } => commands::cancel::run(&cli, run),
         Command::Resume { run } => commands::run::resume(&cli, run).await,
         Command::Status { pipeline } => commands::status::run(&cli, pipeline.as_deref()).await,

@@ -135,3 +135,84 @@ fn credential_process_profiles_are_used() {
         "the error says what is missing and what to do: {said}"
     );
 }
+
+fn role_config(dir: &std::path::Path, aws_table: &str) -> String {
+    let path = dir.join("repave.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[providers.aws]\nendpoint_url = {:?}\nemulator = true\n\n[pipelines.web]\nprovider = \"aws\"\ngroup = \"cli-test-missing-group\"\nparameter = \"/repave/cli-test/missing\"\n[pipelines.web.builder]\ninstance_type = \"t3.micro\"\n[pipelines.web.aws]\n{aws_table}\n",
+            moto()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// A pipeline that assumes a role: iam-policy prints the role's policy and
+/// the trust policy it needs, trusting whoever STS says runs repave (or
+/// `--principal`), with the external id as a condition, in the region's
+/// partition.
+#[test]
+fn iam_policy_prints_the_roles_trust_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = role_config(
+        dir.path(),
+        "region = \"eu-west-1\"\nrole_arn = \"arn:aws:iam::210987654321:role/repave\"\nexternal_id = \"tenant-42\"",
+    );
+    let v = aws(&["iam-policy", "web"], &c).expect_code(0).json();
+    assert_eq!(v["role"], "arn:aws:iam::210987654321:role/repave");
+    assert!(
+        v["policy"]["Statement"].as_array().is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
+    let trust = &v["trust_policy"]["Statement"][0];
+    assert_eq!(trust["Action"], "sts:AssumeRole");
+    assert_eq!(trust["Condition"]["StringEquals"]["sts:ExternalId"], "tenant-42");
+    // moto's GetCallerIdentity for keys it does not know.
+    let principal = trust["Principal"]["AWS"].as_str().unwrap();
+    assert!(
+        principal.starts_with("arn:aws:") && principal.contains(":123456789012:"),
+        "{principal}"
+    );
+    assert!(!v.to_string().contains("testing"), "no credential in the output: {v}");
+
+    let v = aws(
+        &[
+            "iam-policy",
+            "web",
+            "--principal",
+            "arn:aws:sts::123456789012:assumed-role/control-plane/i-1",
+        ],
+        &c,
+    )
+    .expect_code(0)
+    .json();
+    assert_eq!(
+        v["trust_policy"]["Statement"][0]["Principal"]["AWS"],
+        "arn:aws:iam::123456789012:role/control-plane"
+    );
+    let bad = aws(&["iam-policy", "web", "--principal", "bob"], &c).expect_code(2);
+    assert!(bad.stderr.contains("--principal \"bob\""), "{}", bad.stderr);
+}
+
+/// A malformed role ARN, or an external id without a role, is a config
+/// error naming file:line:col, before any AWS call.
+#[test]
+fn a_malformed_role_is_a_config_error_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = role_config(dir.path(), "role_arn = \"arn:aws:iam::42:role/repave\"");
+    let r = aws(&["plan", "web"], &c).expect_code(2);
+    assert!(
+        r.stderr.contains("repave.toml:12:1: pipelines.web.aws.role_arn:") && r.stderr.contains("must be 12 digits"),
+        "{}",
+        r.stderr
+    );
+    let c = role_config(dir.path(), "external_id = \"tenant-42\"");
+    let r = aws(&["iam-policy", "web"], &c).expect_code(2);
+    assert!(
+        r.stderr.contains("repave.toml:12:1: pipelines.web.aws.external_id:") && r.stderr.contains("role_arn"),
+        "{}",
+        r.stderr
+    );
+}

@@ -2,6 +2,7 @@
 //! provider traits and the pure rollout planner. Nothing here does IO or reads
 //! a clock: time is always passed in.
 
+pub mod budget;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -11,6 +11,7 @@ mod latency;
 mod lockstep;
 mod native;
 mod provider;
+mod rate;
 mod simulate;
 mod world;
 
@@ -18,4 +19,5 @@ pub use clock::SimClock;
 pub use latency::{Faults, Latencies};
 pub use lockstep::{instance_refresh_batch, lockstep_roll_seconds, lockstep_with_batch};
 pub use provider::SimProvider;
+pub use rate::{ApiRates, Rate};
 pub use simulate::{pipeline, simulate, simulate_paused, SimOptions, SimReport, StepSeconds};

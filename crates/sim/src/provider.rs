@@ -25,6 +25,11 @@ pub struct SimProvider {
     unreachable: std::sync::atomic::AtomicBool,
     /// Operations that fail (see [`SimProvider::fail_operation`]).
     failing: Mutex<std::collections::HashSet<&'static str>>,
+    /// The account's request budget, when calls wait for it.
+    budget: Option<crate::rate::SimBudget>,
+    /// When each call went out (virtual seconds) and its AWS bucket.
+    call_log: Mutex<Vec<(f64, repave_core::budget::ApiBucket)>>,
+    started: tokio::time::Instant,
 }
 
 /// A simulated group's readiness settings, as an operator would set them
@@ -93,7 +98,28 @@ impl SimProvider {
             native: Mutex::new(HashMap::new()),
             unreachable: std::sync::atomic::AtomicBool::new(false),
             failing: Mutex::new(Default::default()),
+            budget: None,
+            call_log: Mutex::new(Vec::new()),
+            started: tokio::time::Instant::now(),
         }
+    }
+
+    /// Calls wait for one request budget (`percent` of each AWS bucket),
+    /// as every provider of an account and region does on AWS.
+    pub fn with_budget(mut self, percent: u32) -> Self {
+        self.budget = Some(crate::rate::SimBudget::new(percent));
+        self
+    }
+
+    /// Every call so far: (virtual seconds since the provider was made,
+    /// AWS bucket it draws from).
+    pub fn call_log(&self) -> Vec<(f64, repave_core::budget::ApiBucket)> {
+        self.call_log.lock().expect("call log lock").clone()
+    }
+
+    /// The limit the budget keeps `bucket` to, if there is a budget.
+    pub fn budget_limit(&self, bucket: repave_core::budget::ApiBucket) -> Option<repave_core::budget::Limit> {
+        self.budget.as_ref().map(|b| b.limit(bucket))
     }
 
     pub(crate) fn native_rolls(&self) -> MutexGuard<'_, HashMap<String, (String, u32)>> {
@@ -124,8 +150,15 @@ impl SimProvider {
         }
     }
 
-    /// Count the call, and maybe fail or throttle it.
-    fn call(&self, op: &'static str) -> Result<()> {
+    /// Wait for the budget (if any), count the call, and maybe fail or
+    /// throttle it.
+    async fn call(&self, op: &'static str) -> Result<()> {
+        let bucket = crate::rate::bucket_of(op);
+        if let Some(b) = &self.budget {
+            b.acquire(bucket, self.started).await;
+        }
+        let at = self.started.elapsed().as_secs_f64();
+        self.call_log.lock().expect("call log lock").push((at, bucket));
         *self.calls.lock().expect("calls lock").entry(op).or_default() += 1;
         if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ProviderError::new(
@@ -313,7 +346,7 @@ fn not_found(op: &str, what: impl std::fmt::Display) -> ProviderError {
 #[async_trait]
 impl Images for SimProvider {
     async fn describe_image(&self, id: &ImageId) -> Result<Image> {
-        self.call("describe_image")?;
+        self.call("describe_image").await?;
         let now = self.now();
         self.world()
             .images
@@ -323,7 +356,7 @@ impl Images for SimProvider {
     }
 
     async fn create_image(&self, req: CreateImageRequest) -> Result<ImageId> {
-        self.call("create_image")?;
+        self.call("create_image").await?;
         let now = self.now();
         let mut w = self.world();
         if let Some(id) = w.image_tokens.get(&req.token) {
@@ -365,7 +398,7 @@ impl Images for SimProvider {
     }
 
     async fn deregister_image(&self, id: &ImageId) -> Result<()> {
-        self.call("deregister_image")?;
+        self.call("deregister_image").await?;
         match self.world().images.get_mut(id) {
             Some(i) => {
                 i.image.state = ImageState::Deregistered;
@@ -376,7 +409,7 @@ impl Images for SimProvider {
     }
 
     async fn list_images(&self, tags: &Tags) -> Result<Vec<Image>> {
-        self.call("list_images")?;
+        self.call("list_images").await?;
         let now = self.now();
         Ok(self
             .world()
@@ -388,7 +421,7 @@ impl Images for SimProvider {
     }
 
     async fn referenced_images(&self) -> Result<std::collections::BTreeSet<ImageId>> {
-        self.call("referenced_images")?;
+        self.call("referenced_images").await?;
         let now = self.now();
         let w = self.world();
         let mut out: std::collections::BTreeSet<ImageId> =
@@ -403,7 +436,7 @@ impl Images for SimProvider {
     }
 
     async fn tag_image(&self, id: &ImageId, tags: &Tags) -> Result<()> {
-        self.call("tag_image")?;
+        self.call("tag_image").await?;
         match self.world().images.get_mut(id) {
             Some(i) => {
                 i.image.tags.extend(tags.clone());
@@ -417,7 +450,7 @@ impl Images for SimProvider {
 #[async_trait]
 impl Instances for SimProvider {
     async fn launch(&self, req: LaunchRequest) -> Result<Instance> {
-        self.call("launch")?;
+        self.call("launch").await?;
         let now = self.now();
         let mut w = self.world();
         if let Some(id) = w.launch_tokens.get(&req.token) {
@@ -446,7 +479,7 @@ impl Instances for SimProvider {
     }
 
     async fn describe_instances(&self, ids: &[InstanceId]) -> Result<Vec<Instance>> {
-        self.call("describe_instances")?;
+        self.call("describe_instances").await?;
         let now = self.now();
         let w = self.world();
         Ok(ids
@@ -457,7 +490,7 @@ impl Instances for SimProvider {
     }
 
     async fn list_instances(&self, tags: &Tags) -> Result<Vec<Instance>> {
-        self.call("list_instances")?;
+        self.call("list_instances").await?;
         let now = self.now();
         let w = self.world();
         let mut v: Vec<Instance> = w
@@ -471,7 +504,7 @@ impl Instances for SimProvider {
     }
 
     async fn stop_instance(&self, id: &InstanceId) -> Result<()> {
-        self.call("stop_instance")?;
+        self.call("stop_instance").await?;
         let now = self.now();
         let mut w = self.world();
         let d = {
@@ -488,7 +521,7 @@ impl Instances for SimProvider {
     }
 
     async fn start_instance(&self, id: &InstanceId) -> Result<()> {
-        self.call("start_instance")?;
+        self.call("start_instance").await?;
         let now = self.now();
         let mut w = self.world();
         let lat = w.lat.clone();
@@ -507,7 +540,7 @@ impl Instances for SimProvider {
     }
 
     async fn reboot_instance(&self, id: &InstanceId) -> Result<()> {
-        self.call("reboot_instance")?;
+        self.call("reboot_instance").await?;
         let now = self.now();
         let mut w = self.world();
         let boot = {
@@ -523,7 +556,7 @@ impl Instances for SimProvider {
     }
 
     async fn terminate_instance(&self, id: &InstanceId) -> Result<()> {
-        self.call("terminate_instance")?;
+        self.call("terminate_instance").await?;
         let now = self.now();
         let mut w = self.world();
         if !w.instances.contains_key(id) {
@@ -534,7 +567,7 @@ impl Instances for SimProvider {
     }
 
     async fn probe_health(&self, id: &InstanceId, _path: &str) -> Result<HealthProbe> {
-        self.call("probe_health")?;
+        self.call("probe_health").await?;
         let now = self.now();
         let w = self.world();
         let i = w.instances.get(id).ok_or_else(|| not_found("probe_health", id))?;
@@ -553,7 +586,7 @@ impl Instances for SimProvider {
 #[async_trait]
 impl Commands for SimProvider {
     async fn send_command(&self, req: CommandRequest) -> Result<CommandId> {
-        self.call("send_command")?;
+        self.call("send_command").await?;
         let now = self.now();
         let mut w = self.world();
         let Some(inst) = w.instances.get(&req.instance) else {
@@ -615,7 +648,7 @@ impl Commands for SimProvider {
     }
 
     async fn command_result(&self, id: &CommandId) -> Result<CommandResult> {
-        self.call("command_result")?;
+        self.call("command_result").await?;
         let now = self.now();
         let w = self.world();
         let c = w.commands.get(id).ok_or_else(|| not_found("command_result", id))?;
@@ -649,7 +682,7 @@ impl Commands for SimProvider {
 #[async_trait]
 impl Parameters for SimProvider {
     async fn get_parameter(&self, name: &str) -> Result<Parameter> {
-        self.call("get_parameter")?;
+        self.call("get_parameter").await?;
         self.world()
             .params
             .get(name)
@@ -658,7 +691,7 @@ impl Parameters for SimProvider {
     }
 
     async fn put_parameter(&self, name: &str, value: &str, description: Option<&str>) -> Result<u64> {
-        self.call("put_parameter")?;
+        self.call("put_parameter").await?;
         let now = self.now();
         let mut w = self.world();
         let history = w.params.entry(name.to_string()).or_default();
@@ -679,7 +712,7 @@ impl Parameters for SimProvider {
     }
 
     async fn parameter_history(&self, name: &str) -> Result<Vec<Parameter>> {
-        self.call("parameter_history")?;
+        self.call("parameter_history").await?;
         self.world()
             .params
             .get(name)
@@ -688,7 +721,7 @@ impl Parameters for SimProvider {
     }
 
     async fn label_parameter_version(&self, name: &str, version: u64, labels: &[String]) -> Result<()> {
-        self.call("label_parameter_version")?;
+        self.call("label_parameter_version").await?;
         let mut w = self.world();
         let history = w
             .params
@@ -710,7 +743,7 @@ impl Parameters for SimProvider {
 #[async_trait]
 impl Groups for SimProvider {
     async fn describe_group(&self, name: &str) -> Result<Group> {
-        self.call("describe_group")?;
+        self.call("describe_group").await?;
         let now = self.now();
         let mut w = self.world();
         w.reconcile(name, now);
@@ -746,7 +779,7 @@ impl Groups for SimProvider {
     }
 
     async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> Result<LaunchSpec> {
-        self.call("describe_launch_spec")?;
+        self.call("describe_launch_spec").await?;
         self.world()
             .specs
             .get(&spec.name)
@@ -755,7 +788,7 @@ impl Groups for SimProvider {
     }
 
     async fn create_launch_spec_version(&self, base: &LaunchSpecRef, image: &ImageId) -> Result<LaunchSpecRef> {
-        self.call("create_launch_spec_version")?;
+        self.call("create_launch_spec_version").await?;
         let now = self.now();
         let mut w = self.world();
         let versions = w
@@ -780,7 +813,7 @@ impl Groups for SimProvider {
     }
 
     async fn set_group_launch_spec(&self, group: &str, spec: &LaunchSpecRef) -> Result<()> {
-        self.call("set_group_launch_spec")?;
+        self.call("set_group_launch_spec").await?;
         let mut w = self.world();
         if !w
             .specs
@@ -801,7 +834,7 @@ impl Groups for SimProvider {
     }
 
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<()> {
-        self.call("set_desired_capacity")?;
+        self.call("set_desired_capacity").await?;
         let now = self.now();
         let mut w = self.world();
         let g = w
@@ -820,7 +853,7 @@ impl Groups for SimProvider {
     }
 
     async fn terminate_group_instance(&self, group: &str, instance: &InstanceId, decrement: bool) -> Result<()> {
-        self.call("terminate_group_instance")?;
+        self.call("terminate_group_instance").await?;
         let now = self.now();
         let mut w = self.world();
         let g = w
@@ -842,7 +875,7 @@ impl Groups for SimProvider {
     }
 
     async fn set_instance_protection(&self, group: &str, instance: &InstanceId, protected: bool) -> Result<()> {
-        self.call("set_instance_protection")?;
+        self.call("set_instance_protection").await?;
         let mut w = self.world();
         if !w.groups.get(group).is_some_and(|g| g.members.contains(instance)) {
             return Err(not_found("set_instance_protection", instance));
@@ -855,7 +888,7 @@ impl Groups for SimProvider {
 #[async_trait]
 impl Traffic for SimProvider {
     async fn target_health(&self, group: &str) -> Result<Vec<TargetHealth>> {
-        self.call("target_health")?;
+        self.call("target_health").await?;
         let now = self.now();
         let mut w = self.world();
         w.reconcile(group, now);
@@ -864,7 +897,7 @@ impl Traffic for SimProvider {
     }
 
     async fn deregister_target(&self, group: &str, instance: &InstanceId) -> Result<()> {
-        self.call("deregister_target")?;
+        self.call("deregister_target").await?;
         let now = self.now();
         let mut w = self.world();
         if !w.groups.get(group).is_some_and(|g| g.members.contains(instance)) {
@@ -875,7 +908,7 @@ impl Traffic for SimProvider {
     }
 
     async fn register_target(&self, group: &str, instance: &InstanceId) -> Result<()> {
-        self.call("register_target")?;
+        self.call("register_target").await?;
         let mut w = self.world();
         if !w.groups.get(group).is_some_and(|g| g.members.contains(instance)) {
             return Err(not_found("register_target", instance));

@@ -33,6 +33,9 @@ pub struct SimOptions {
     pub window: Duration,
     /// The engine's observe/plan/act period (virtual).
     pub tick: Duration,
+    /// Every group's calls wait for one shared request budget of the
+    /// account: this percent of each AWS bucket (None: no budget).
+    pub budget_percent: Option<u32>,
 }
 
 impl SimOptions {
@@ -46,6 +49,7 @@ impl SimOptions {
             faults: Faults::default(),
             window: Duration::from_secs(4 * 3600),
             tick: Duration::from_secs(5),
+            budget_percent: None,
         }
     }
 }
@@ -87,6 +91,12 @@ pub struct SimReport {
     pub faster_than_lockstep: f64,
     pub api_calls: u64,
     pub api_calls_by_op: BTreeMap<String, u64>,
+    /// API calls per second of the account (all groups share it), peak and
+    /// mean, per AWS bucket.
+    pub api_rates: crate::rate::ApiRates,
+    /// Every call: (virtual seconds, AWS bucket).
+    #[serde(skip)]
+    pub call_log: Vec<(f64, repave_core::budget::ApiBucket)>,
     /// Steps of the (first) run with their virtual durations.
     pub steps: Vec<StepSeconds>,
     #[serde(skip)]
@@ -122,12 +132,11 @@ pub fn simulate(pipeline: &Pipeline, opts: &SimOptions) -> SimReport {
 /// [`simulate`] inside a runtime whose clock is already paused.
 pub async fn simulate_paused(pipeline: &Pipeline, opts: &SimOptions) -> SimReport {
     let clock = Arc::new(SimClock::new(Timestamp(EPOCH_MS)));
-    let provider = Arc::new(SimProvider::new(
-        clock.clone(),
-        opts.latencies.clone(),
-        opts.faults.clone(),
-        opts.seed,
-    ));
+    let mut provider = SimProvider::new(clock.clone(), opts.latencies.clone(), opts.faults.clone(), opts.seed);
+    if let Some(percent) = opts.budget_percent {
+        provider = provider.with_budget(percent);
+    }
+    let provider = Arc::new(provider);
     let image = provider.add_image("golden");
     let groups = opts.groups.max(1);
     let per_group = opts.fleet.div_ceil(groups);
@@ -272,6 +281,8 @@ fn report(
     r.warnings = warnings(pipeline, &opts.latencies);
     r.api_calls_by_op = provider.api_calls();
     r.api_calls = r.api_calls_by_op.values().sum();
+    r.call_log = provider.call_log();
+    r.api_rates = crate::rate::api_rates(&r.call_log, |b| provider.budget_limit(b));
     r.steps = outcomes
         .iter()
         .take(1)

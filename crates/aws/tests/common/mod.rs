@@ -68,8 +68,13 @@ impl HttpClient for AccountClient {
 
 /// SDK config for moto in `account`.
 pub async fn sdk_config(account: &str) -> SdkConfig {
+    sdk_config_in(account, "us-east-1").await
+}
+
+/// SDK config for moto in `account` and `region`.
+pub async fn sdk_config_in(account: &str, region: &str) -> SdkConfig {
     let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
+        .region(Region::new(region.to_string()))
         .endpoint_url(endpoint())
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
         .retry_config(repave_aws::retry_config())
@@ -99,8 +104,13 @@ pub struct Moto {
 
 impl Moto {
     pub async fn new() -> Moto {
+        Self::in_region("us-east-1").await
+    }
+
+    /// A fresh account, its clients in `region`.
+    pub async fn in_region(region: &str) -> Moto {
         let account = new_account();
-        let sdk = sdk_config(&account).await;
+        let sdk = sdk_config_in(&account, region).await;
         Moto {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             asg: aws_sdk_autoscaling::Client::new(&sdk),
@@ -456,13 +466,18 @@ impl Moto {
             .expect("vpc");
         let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
         let mut subnets = Vec::new();
-        for (i, az) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        let region = self
+            .sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
+        for (i, az) in [format!("{region}a"), format!("{region}b")].iter().enumerate() {
             let s = self
                 .ec2
                 .create_subnet()
                 .vpc_id(&vpc)
                 .cidr_block(format!("10.20.{i}.0/24"))
-                .availability_zone(*az)
+                .availability_zone(az)
                 .send()
                 .await
                 .expect("subnet");

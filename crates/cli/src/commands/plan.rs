@@ -112,7 +112,12 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
     }
     let mut aws = serde_json::Value::Null;
     if pipeline.provider == "aws" {
-        let pf = loaded.aws().await?.preflight(&pipeline).await.map_err(Exit::failed)?;
+        let pf = loaded
+            .aws_for(&pipeline)
+            .await?
+            .preflight(&pipeline)
+            .await
+            .map_err(Exit::failed)?;
         for prob in &pf.problems {
             if !problems.contains(prob) {
                 problems.push(prob.clone());

@@ -41,6 +41,13 @@ pub struct SimulateArgs {
     /// Every latency exactly its median (no variance).
     #[arg(long)]
     pub no_variance: bool,
+    /// Simulate twice, without and with the shared request budget of the
+    /// account (`[providers.aws] request_budget_percent`, default 50), and
+    /// print API calls per second per bucket, peak and mean, side by side
+    /// (all groups are in one account and region). A benchmark: e.g.
+    /// `--instances 10000 --groups 100 --budget-compare`.
+    #[arg(long)]
+    pub budget_compare: bool,
 }
 
 pub async fn run(cli: &Cli, args: &SimulateArgs) -> Result<i32, Exit> {
@@ -86,6 +93,17 @@ pub async fn run(cli: &Cli, args: &SimulateArgs) -> Result<i32, Exit> {
     let mut opts = SimOptions::new(instances, args.seed, latencies);
     opts.groups = args.groups;
     opts.window = args.window;
+    if args.budget_compare {
+        let percent = loaded
+            .config
+            .providers
+            .aws
+            .as_ref()
+            .map(|a| a.request_budget_percent)
+            .filter(|p| *p > 0)
+            .unwrap_or(repave_core::budget::DEFAULT_BUDGET_PERCENT);
+        return compare(cli, &name, pipeline, opts, percent).await;
+    }
     let report = tokio::task::spawn_blocking(move || simulate(&pipeline, &opts))
         .await
         .map_err(|e| Exit::failed(anyhow!("simulation task failed: {e}")))?;
@@ -96,6 +114,86 @@ pub async fn run(cli: &Cli, args: &SimulateArgs) -> Result<i32, Exit> {
     } else {
         print_human(&name, &report);
     }
+    Ok(exit::OK)
+}
+
+/// The same fleet without and with the shared budget, side by side.
+async fn compare(
+    cli: &Cli,
+    name: &str,
+    pipeline: repave_core::config::Pipeline,
+    opts: SimOptions,
+    percent: u32,
+) -> Result<i32, Exit> {
+    let (p2, mut o2) = (pipeline.clone(), opts.clone());
+    o2.budget_percent = Some(percent);
+    let without = tokio::task::spawn_blocking(move || simulate(&pipeline, &opts));
+    let with = tokio::task::spawn_blocking(move || simulate(&p2, &o2));
+    let (without, with) =
+        tokio::try_join!(without, with).map_err(|e| Exit::failed(anyhow!("simulation task failed: {e}")))?;
+    if cli.json {
+        crate::output::json(&serde_json::json!({
+            "pipeline": name,
+            "instances": with.instances,
+            "groups": with.groups,
+            "budget_percent": percent,
+            "without_budget": { "state": without.state, "roll_seconds": without.roll_seconds, "run_seconds": without.run_seconds, "api_calls": without.api_calls, "api_rates": without.api_rates },
+            "with_budget": { "state": with.state, "roll_seconds": with.roll_seconds, "run_seconds": with.run_seconds, "api_calls": with.api_calls, "api_rates": with.api_rates },
+        }));
+        return Ok(exit::OK);
+    }
+    println!(
+        "simulated {name}: {} instance(s) in {} group(s) rolling at once in one account and region, seed {}",
+        with.instances, with.groups, with.seed
+    );
+    println!("API calls per second of the account (peak / mean); budget = {percent}% of each AWS bucket");
+    println!(
+        "  {:<22} {:>20} {:>20} {:>18} {:>18}",
+        "bucket", "without budget", "with budget", "budget rate/burst", "AWS rate/burst"
+    );
+    let cell = |r: Option<&repave_sim::Rate>| {
+        r.map(|r| format!("{} / {:.1}", r.peak_per_second, r.mean_per_second))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut names: Vec<&String> = without
+        .api_rates
+        .buckets
+        .keys()
+        .chain(with.api_rates.buckets.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    for b in names {
+        let (a, w) = (without.api_rates.buckets.get(b), with.api_rates.buckets.get(b));
+        let limit = |r: Option<&repave_sim::Rate>,
+                     per: fn(&repave_sim::Rate) -> Option<f64>,
+                     burst: fn(&repave_sim::Rate) -> Option<f64>| {
+            r.and_then(|r| Some(format!("{:.1}/s / {:.0}", per(r)?, burst(r)?)))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "  {:<22} {:>20} {:>20} {:>18} {:>18}",
+            b,
+            cell(a),
+            cell(w),
+            limit(w, |r| r.budget_per_second, |r| r.budget_burst),
+            limit(w.or(a), |r| r.aws_per_second, |r| r.aws_burst),
+        );
+    }
+    println!(
+        "  {:<22} {:>20} {:>20}",
+        "all",
+        cell(Some(&without.api_rates.all)),
+        cell(Some(&with.api_rates.all))
+    );
+    println!("  {:<22} {:>20} {:>20}", "calls", without.api_calls, with.api_calls);
+    println!(
+        "  {:<22} {:>20} {:>20}",
+        "roll (slowest group)",
+        secs(without.roll_seconds),
+        secs(with.roll_seconds)
+    );
+    println!("  {:<22} {:>20} {:>20}", "run state", without.state, with.state);
     Ok(exit::OK)
 }
 

@@ -73,12 +73,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> Result<i32, Exit> {
         .map_err(Exit::failed)?;
     let config = repave_core::config::parse(&toml, &config_path.display().to_string()).map_err(Exit::failed)?;
     let pipeline = config.pipelines.get(PIPELINE).expect("demo pipeline").clone();
-    let loaded = crate::context::Loaded {
-        config,
-        config_dir: state_dir.clone(),
-        state_dir: state_dir.clone(),
-        aws_overrides: (None, None),
-    };
+    let loaded = crate::context::Loaded::new(config, state_dir.clone(), state_dir.clone(), (None, None));
 
     let spin = bars.spinner(&format!(
         "starting {} instances behind the load balancer",

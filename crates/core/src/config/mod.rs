@@ -173,6 +173,16 @@ pub struct AwsProvider {
     /// to install". Never set against real AWS.
     #[serde(default)]
     pub emulator: bool,
+    /// repave's share, in percent, of each AWS request bucket of an account
+    /// and region (see [`crate::budget::ApiBucket::documented_limit`]): one
+    /// budget shared by every pipeline in that account and region, so many
+    /// rolls at once are paced instead of throttled. 0 turns it off.
+    #[serde(default = "default_budget_percent")]
+    pub request_budget_percent: u32,
+}
+
+fn default_budget_percent() -> u32 {
+    crate::budget::DEFAULT_BUDGET_PERCENT
 }
 
 impl Default for AwsProvider {
@@ -183,6 +193,7 @@ impl Default for AwsProvider {
             endpoint_url: None,
             poll_interval: default_aws_poll(),
             emulator: false,
+            request_budget_percent: default_budget_percent(),
         }
     }
 }
@@ -221,6 +232,130 @@ pub struct Pipeline {
     /// Maintenance window for `repave serve`'s scheduler.
     #[serde(default)]
     pub window: Option<Window>,
+    /// `[pipelines.X.aws]`: the account and region this pipeline's group
+    /// lives in, when not the ones `[providers.aws]` and the credential
+    /// chain point at.
+    #[serde(default)]
+    pub aws: Option<PipelineAws>,
+}
+
+/// `[pipelines.X.aws]`: a pipeline in another region and/or account. With
+/// `role_arn`, repave assumes the role through STS, the standard credential
+/// chain being the source, and renews the session before it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineAws {
+    /// The group's region (wins over `--region` and `[providers.aws] region`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The IAM role to assume: `arn:aws:iam::123456789012:role/repave`.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy requires (`sts:ExternalId`).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The role session name CloudTrail shows (default `repave`).
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// How long each STS session lasts (AWS: 15m to the role's maximum, at
+    /// most 12h); it is renewed before it ends.
+    #[serde(default)]
+    pub session_duration: Option<HumanDuration>,
+}
+
+impl PipelineAws {
+    /// The account id in `role_arn` (the account the pipeline's calls go
+    /// to), when the ARN is well formed.
+    pub fn role_account(&self) -> Option<&str> {
+        self.role_arn
+            .as_deref()
+            .and_then(|a| RoleArn::parse(a).ok())
+            .map(|r| r.account)
+    }
+}
+
+/// The AWS partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`,
+/// ...): ARNs and service principals are spelled with it.
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
+    } else {
+        "aws"
+    }
+}
+
+/// `us-east-1`, `cn-north-1`, `us-gov-west-1`: lowercase words and a number.
+pub fn is_valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+/// A parsed IAM role ARN: `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleArn<'a> {
+    pub partition: &'a str,
+    pub account: &'a str,
+    /// Path and name: `repave` or `ops/repave`.
+    pub resource: &'a str,
+}
+
+impl<'a> RoleArn<'a> {
+    /// Parse a role ARN; the error says what is wrong with it.
+    pub fn parse(arn: &'a str) -> Result<RoleArn<'a>, String> {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let example = "write arn:aws:iam::123456789012:role/NAME";
+        if parts.len() != 6 || parts[0] != "arn" {
+            return Err(format!("{arn:?} is not an ARN; {example}"));
+        }
+        let (partition, service, region, account, resource) = (parts[1], parts[2], parts[3], parts[4], parts[5]);
+        if !matches!(
+            partition,
+            "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b" | "aws-iso-e" | "aws-iso-f" | "aws-eusc"
+        ) {
+            return Err(format!("{arn:?}: unknown partition {partition:?}; {example}"));
+        }
+        if service != "iam" || !region.is_empty() {
+            return Err(format!(
+                "{arn:?} is not an IAM role ARN (service must be `iam`, region empty); {example}"
+            ));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{arn:?}: account {account:?} must be 12 digits; {example}"));
+        }
+        let Some(name_path) = resource.strip_prefix("role/") else {
+            return Err(format!(
+                "{arn:?} names a {:?}, not a role; {example}",
+                resource.split('/').next().unwrap_or("")
+            ));
+        };
+        let name = name_path.rsplit('/').next().unwrap_or("");
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+        if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {
+            return Err(format!(
+                "{arn:?}: role name {name:?} must be 1-64 letters, digits or +=,.@_-; {example}"
+            ));
+        }
+        Ok(RoleArn {
+            partition,
+            account,
+            resource: name_path,
+        })
+    }
 }
 
 fn default_image_timeout() -> HumanDuration {

@@ -738,3 +738,155 @@ fn window_and_server_parse_with_defaults() {
     assert_eq!(config.server.listen, "127.0.0.1:8787");
     assert!(config.server.webhooks.is_empty());
 }
+
+/// An AWS pipeline; `[pipelines.web.aws]` cases append to it (line 9 on).
+const AWS_BASE: &str = r#"[providers.aws]
+region = "us-east-1"
+
+[pipelines.web]
+provider = "aws"
+group = "web-asg"
+parameter = "latestAmi"
+
+[pipelines.web.aws]
+"#;
+
+fn aws_cases() -> Vec<Case> {
+    let aws = |body: &str| format!("{AWS_BASE}{body}\n");
+    vec![
+        case(
+            "role_arn is not an ARN",
+            aws("role_arn = \"repave\""),
+            (10, 1),
+            Some("pipelines.web.aws.role_arn"),
+            "is not an ARN",
+        ),
+        case(
+            "role_arn with a short account",
+            aws("role_arn = \"arn:aws:iam::12345:role/repave\""),
+            (10, 1),
+            Some("pipelines.web.aws.role_arn"),
+            "must be 12 digits",
+        ),
+        case(
+            "role_arn naming a user",
+            aws("role_arn = \"arn:aws:iam::123456789012:user/bob\""),
+            (10, 1),
+            Some("pipelines.web.aws.role_arn"),
+            "not a role",
+        ),
+        case(
+            "role_arn of another service",
+            aws("role_arn = \"arn:aws:sts::123456789012:role/repave\""),
+            (10, 1),
+            Some("pipelines.web.aws.role_arn"),
+            "not an IAM role ARN",
+        ),
+        case(
+            "role_arn in the wrong partition for the region",
+            aws("region = \"cn-north-1\"\nrole_arn = \"arn:aws:iam::123456789012:role/repave\""),
+            (11, 1),
+            Some("pipelines.web.aws.role_arn"),
+            "region cn-north-1 is in \"aws-cn\"",
+        ),
+        case(
+            "external_id without role_arn",
+            aws("region = \"eu-west-1\"\nexternal_id = \"abc123\""),
+            (11, 1),
+            Some("pipelines.web.aws.external_id"),
+            "only means something with `role_arn`",
+        ),
+        case(
+            "session_name without role_arn",
+            aws("session_name = \"ci\""),
+            (10, 1),
+            Some("pipelines.web.aws.session_name"),
+            "only means something with `role_arn`",
+        ),
+        case(
+            "external_id with a space",
+            aws("role_arn = \"arn:aws:iam::123456789012:role/repave\"\nexternal_id = \"a b\""),
+            (11, 1),
+            Some("pipelines.web.aws.external_id"),
+            "2-1224 letters",
+        ),
+        case(
+            "session_name too long",
+            aws(&format!(
+                "role_arn = \"arn:aws:iam::123456789012:role/repave\"\nsession_name = \"{}\"",
+                "s".repeat(65)
+            )),
+            (11, 1),
+            Some("pipelines.web.aws.session_name"),
+            "2-64 letters",
+        ),
+        case(
+            "session shorter than STS allows",
+            aws("role_arn = \"arn:aws:iam::123456789012:role/repave\"\nsession_duration = \"5m\""),
+            (11, 1),
+            Some("pipelines.web.aws.session_duration"),
+            "out of range 15m..=12h",
+        ),
+        case(
+            "region that is no region",
+            aws("region = \"Frankfurt\""),
+            (10, 1),
+            Some("pipelines.web.aws.region"),
+            "is not an AWS region",
+        ),
+        case(
+            "unknown key",
+            aws("role = \"arn:aws:iam::123456789012:role/repave\""),
+            (10, 1),
+            Some("pipelines.web.aws.role"),
+            "unknown field `role`",
+        ),
+        case(
+            "aws table on a local pipeline",
+            replace(
+                "parameter = \"latestAmi\"\n",
+                "parameter = \"latestAmi\"\n\n[pipelines.web.aws]\nregion = \"eu-west-1\"\n",
+            ),
+            (12, 16),
+            Some("pipelines.web.aws"),
+            "is for provider = \"aws\" pipelines",
+        ),
+    ]
+}
+
+#[test]
+fn malformed_pipeline_aws_configs_point_at_the_problem() {
+    let mut failures = Vec::new();
+    for c in aws_cases() {
+        match parse_bytes(&c.src, "repave.toml") {
+            Ok(_) => failures.push(format!("{}: parsed without error", c.name)),
+            Err(err) => {
+                if (err.line, err.col) != (c.line, c.col)
+                    || err.field.as_deref() != c.field
+                    || !err.message.contains(c.message)
+                {
+                    failures.push(format!(
+                        "{}: got {}:{} {:?} {:?}; want {}:{} {:?} ~{:?}",
+                        c.name, err.line, err.col, err.field, err.message, c.line, c.col, c.field, c.message
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_pipeline_in_another_account_and_region_parses() {
+    let src = format!(
+        "{AWS_BASE}region = \"cn-north-1\"\nrole_arn = \"arn:aws-cn:iam::123456789012:role/ops/repave\"\nexternal_id = \"tenant-42\"\nsession_duration = \"1h\"\n"
+    );
+    let config = parse(&src, "repave.toml").unwrap();
+    let aws = config.pipelines["web"].aws.as_ref().unwrap();
+    assert_eq!(aws.role_account(), Some("123456789012"));
+    let role = RoleArn::parse(aws.role_arn.as_deref().unwrap()).unwrap();
+    assert_eq!((role.partition, role.resource), ("aws-cn", "ops/repave"));
+    assert_eq!(partition_of("cn-north-1"), "aws-cn");
+    assert_eq!(partition_of("us-gov-west-1"), "aws-us-gov");
+    assert_eq!(partition_of("eu-west-1"), "aws");
+}

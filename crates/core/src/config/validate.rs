@@ -86,6 +86,12 @@ impl Checker<'_> {
 
     fn providers(&mut self, config: &Config) {
         if let Some(aws) = &config.providers.aws {
+            if aws.request_budget_percent > 100 {
+                self.err(
+                    &["providers", "aws", "request_budget_percent"],
+                    format!("{} is out of range 0..=100 (0: no budget)", aws.request_budget_percent),
+                );
+            }
             if let Some(url) = &aws.endpoint_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     self.err(
@@ -269,6 +275,83 @@ impl Checker<'_> {
             );
         }
         self.positive(&at("image_timeout"), p.image_timeout);
+        self.pipeline_aws(config, name, p);
+    }
+
+    /// `[pipelines.X.aws]`: region, role, external id, session.
+    fn pipeline_aws(&mut self, config: &Config, name: &str, p: &Pipeline) {
+        let Some(aws) = &p.aws else { return };
+        let at = |k: &'static str| ["pipelines", name, "aws", k];
+        if p.provider != "aws" {
+            let message = format!("is for provider = \"aws\" pipelines; this one runs on {:?}", p.provider);
+            self.err(&["pipelines", name, "aws"], message);
+        }
+        if let Some(r) = &aws.region {
+            if !super::is_valid_region(r) {
+                self.err(&at("region"), format!("{r:?} is not an AWS region; e.g. \"eu-west-1\""));
+            }
+        }
+        let Some(arn) = &aws.role_arn else {
+            for (key, set) in [
+                ("external_id", aws.external_id.is_some()),
+                ("session_name", aws.session_name.is_some()),
+                ("session_duration", aws.session_duration.is_some()),
+            ] {
+                if set {
+                    self.err(
+                        &at(key),
+                        "only means something with `role_arn`; add the role to assume, or remove this",
+                    );
+                }
+            }
+            return;
+        };
+        match super::RoleArn::parse(arn) {
+            Err(message) => self.err(&at("role_arn"), message),
+            Ok(role) => {
+                let region = aws
+                    .region
+                    .as_deref()
+                    .or(config.providers.aws.as_ref().and_then(|a| a.region.as_deref()));
+                if let Some(region) = region.filter(|r| super::is_valid_region(r)) {
+                    let want = super::partition_of(region);
+                    if role.partition != want {
+                        let message = format!(
+                            "the role is in partition {:?} but region {region} is in {want:?}; write arn:{want}:iam::...",
+                            role.partition
+                        );
+                        self.err(&at("role_arn"), message);
+                    }
+                }
+            }
+        }
+        if let Some(id) = &aws.external_id {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c);
+            if !(2..=1224).contains(&id.len()) || !id.chars().all(allowed) {
+                self.err(
+                    &at("external_id"),
+                    "must be 2-1224 letters, digits or +=,.@:/_- (STS AssumeRole ExternalId)",
+                );
+            }
+        }
+        if let Some(s) = &aws.session_name {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+            if !(2..=64).contains(&s.len()) || !s.chars().all(allowed) {
+                self.err(
+                    &at("session_name"),
+                    "must be 2-64 letters, digits or +=,.@_- (STS AssumeRole RoleSessionName)",
+                );
+            }
+        }
+        if let Some(d) = aws.session_duration {
+            let secs = d.get().as_secs();
+            if !(900..=43_200).contains(&secs) {
+                self.err(
+                    &at("session_duration"),
+                    format!("{secs}s is out of range 15m..=12h (STS AssumeRole DurationSeconds)"),
+                );
+            }
+        }
     }
 
     fn parameter(&mut self, pipeline: &str, param: &str) {
