@@ -17,23 +17,59 @@ pub async fn run(cli: &Cli, name: Option<&str>, principal: Option<&str>) -> Resu
             pipeline.provider
         )));
     }
-    let provider = loaded.aws_for(&pipeline).await?;
-    let scope = match provider.policy_scope(&pipeline).await {
-        Ok(s) => s,
+    let role = pipeline.aws.as_ref().filter(|a| a.role_arn.is_some());
+    // A role's trust policy is needed before the role exists: for a role
+    // pipeline whose role cannot be assumed yet (or whose group is not
+    // there yet) the policy is printed scoped by the config alone, and
+    // says so.
+    let scoped = match loaded.aws_for(&pipeline).await {
+        Ok(provider) => provider
+            .policy_scope(&pipeline)
+            .await
+            .map_err(|e| (e.is_not_found(), anyhow::Error::new(e))),
+        Err(e) if role.is_none() => return Err(e),
+        Err(e) => Err((false, e.error)),
+    };
+    let (scope, unscoped) = match (scoped, role) {
+        (Ok(s), _) => (s, None),
+        (Err((_, e)), Some(aws)) => {
+            let region = aws
+                .region
+                .clone()
+                .or_else(|| cli.region.clone())
+                .or_else(|| loaded.config.providers.aws.as_ref().and_then(|a| a.region.clone()))
+                .unwrap_or_else(|| "us-east-1".into());
+            let account = aws
+                .role_arn
+                .as_deref()
+                .and_then(|a| a.split(':').nth(4))
+                .unwrap_or("*")
+                .to_string();
+            let why = format!(
+                "not scoped by the account ({e:#}): instance roles, launch templates, subnets and KMS keys are `*`; run iam-policy again once the role can be assumed"
+            );
+            (
+                repave_aws::PolicyScope {
+                    region,
+                    account,
+                    ..Default::default()
+                },
+                Some(why),
+            )
+        }
         // The config names a group or profile the account does not have.
-        Err(e) if e.is_not_found() => {
+        (Err((true, e)), None) => {
             return Err(Exit::bad_input(
-                anyhow::Error::new(e).context(format!("pipeline {name} (group {})", pipeline.group)),
+                e.context(format!("pipeline {name} (group {})", pipeline.group)),
             ))
         }
-        Err(e) => {
+        (Err((false, e)), None) => {
             return Err(Exit::failed(
-                anyhow::Error::new(e).context(format!("reading what pipeline {name}'s policy is scoped to")),
+                e.context(format!("reading what pipeline {name}'s policy is scoped to")),
             ))
         }
     };
     let policy = repave_aws::iam_policy(&name, &pipeline, &scope);
-    let role = pipeline.aws.as_ref().filter(|a| a.role_arn.is_some());
     let Some(aws) = role else {
         if principal.is_some() {
             return Err(Exit::bad_input(anyhow!(
@@ -72,6 +108,7 @@ pub async fn run(cli: &Cli, name: Option<&str>, principal: Option<&str>) -> Resu
         "role": aws.role_arn,
         "policy": policy,
         "trust_policy": trust,
+        "unscoped": unscoped,
     }));
     Ok(exit::OK)
 }
