@@ -245,6 +245,9 @@ impl Provider for AwsProvider {
     fn native_roll(&self) -> Option<&dyn repave_core::provider::NativeRoll> {
         Some(self)
     }
+    fn has_scaling_processes(&self) -> bool {
+        true
+    }
 }
 
 /// `strategy = "native"`: EC2 Auto Scaling Instance Refresh.

@@ -530,4 +530,9 @@ pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffi
     fn native_roll(&self) -> Option<&dyn NativeRoll> {
         None
     }
+    /// Groups have scaling processes a roll suspends
+    /// ([`Groups::suspend_processes`]; AWS Auto Scaling).
+    fn has_scaling_processes(&self) -> bool {
+        false
+    }
 }

@@ -60,6 +60,9 @@ where
     let step = step_name(roll_step);
     let store = &ctx.engine.store;
     let p = ctx.provider();
+    if !p.has_scaling_processes() {
+        return f().await;
+    }
     let group = ctx.pipeline.group.clone();
     let g = retry(&step, || p.describe_group(&group)).await?;
     let native = ctx.pipeline.rollout.strategy == "native";
