@@ -46,23 +46,10 @@ pub struct PolicyScope {
 }
 
 /// The AWS partition of a region: `aws-cn` for China, `aws-us-gov` for
-/// GovCloud, `aws-iso*` for the isolated regions, `aws` otherwise.
+/// GovCloud, `aws-iso*` for the isolated regions, `aws` otherwise (the
+/// config's own [`repave_core::config::partition_of`]).
 pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else if region.starts_with("us-isob-") {
-        "aws-iso-b"
-    } else if region.starts_with("us-iso-") {
-        "aws-iso"
-    } else if region.starts_with("eu-isoe-") {
-        "aws-iso-e"
-    } else if region.starts_with("us-isof-") {
-        "aws-iso-f"
-    } else {
-        "aws"
-    }
+    repave_core::config::partition_of(region)
 }
 
 /// ARNs of one partition, region and account.

@@ -444,15 +444,19 @@ async fn a_classic_load_balancer_group_drains_before_terminating() {
     assert!(images.iter().all(|(_, img)| img != &fleet.golden), "{images:?}");
 }
 
-async fn suspended(moto: &Moto, group: &str) -> Vec<String> {
-    let mut v: Vec<String> = raw_group(moto, group)
-        .await
+/// The group's suspended processes, sorted.
+fn process_names(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<String> {
+    let mut v: Vec<String> = g
         .suspended_processes()
         .iter()
         .filter_map(|p| p.process_name().map(str::to_string))
         .collect();
     v.sort();
     v
+}
+
+async fn suspended(moto: &Moto, group: &str) -> Vec<String> {
+    process_names(&raw_group(moto, group).await)
 }
 
 /// A group with a process a roll needs suspended (`Launch`) is refused
@@ -518,13 +522,9 @@ async fn a_roll_suspends_what_could_disturb_it_and_restores_exactly_the_previous
                     .send()
                     .await
                 {
-                    let mut v: Vec<String> = g.auto_scaling_groups()[0]
-                        .suspended_processes()
-                        .iter()
-                        .filter_map(|p| p.process_name().map(str::to_string))
-                        .collect();
-                    v.sort();
-                    seen.lock().expect("seen").insert(v);
+                    seen.lock()
+                        .expect("seen")
+                        .insert(process_names(&g.auto_scaling_groups()[0]));
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
