@@ -298,3 +298,60 @@ async fn a_recorded_pid_now_running_something_else_is_neither_adopted_nor_killed
     stranger.kill().unwrap();
     stranger.wait().unwrap();
 }
+
+/// A fleet process killed in the middle of a launch — the root materialized
+/// and the process started, the state not yet written — leaves a root and a
+/// process no record names. The next fleet process removes both: the launch
+/// was never answered, so whoever asked retries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_cut_short_by_kill_9_leaves_no_root_and_no_process() {
+    let fx = Fixture::start().await;
+    fx.client.ensure_group(group("web", 1)).await.unwrap();
+    let members = wait_healthy(&fx.client, "web", 1).await;
+    let mark: Vec<(String, String)> = {
+        let environ = std::fs::read(format!("/proc/{}/environ", fx.pid(&members[0]))).unwrap();
+        environ
+            .split(|b| *b == 0)
+            .filter_map(|v| std::str::from_utf8(v).ok()?.split_once('='))
+            .filter(|(k, _)| k.starts_with("REPAVE_FLEET_"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(mark.len(), 2, "the fleet mark: {mark:?}");
+    let daemon = fx.client.daemon_pid().await.unwrap() as i32;
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    wait_all_dead("killed fleet process", &[daemon], Duration::from_secs(5)).await;
+
+    // What the launch had done when the fleet process died.
+    let ghost = "i-0123456789abcdef0";
+    let root = fx.state_dir().join("local/instances").join(ghost);
+    std::fs::create_dir_all(root.join("opt/app")).unwrap();
+    std::fs::write(root.join("opt/app/version"), "1").unwrap();
+    let mut process = Command::new("sleep")
+        .arg("600")
+        .envs(mark.iter().cloned())
+        .env("REPAVE_INSTANCE_ID", ghost)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+
+    let client = LocalClient::ensure_running(fx.state_dir(), Path::new(EXE), None)
+        .await
+        .unwrap();
+    let pid = process.id() as i32;
+    wait_for("the unrecorded process stopped", GONE_BOUND, || async {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.contains(") Z "))
+            .then_some(())
+    })
+    .await;
+    process.wait().unwrap();
+    assert!(!root.exists(), "the unrecorded root is still there");
+    assert_eq!(
+        wait_healthy(&client, "web", 1).await,
+        members,
+        "the recorded member is kept"
+    );
+    let leaks = client.leak_report().await.unwrap();
+    assert!(!leaks.live_processes.iter().any(|i| i.as_str() == ghost), "{leaks:?}");
+}

@@ -6,7 +6,7 @@
 pub mod serve;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,9 @@ pub fn fleet_lock() -> MutexGuard<'static, ()> {
 pub fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_repave"))
 }
+
+/// The longest any one `repave` command of the tests may take.
+pub const RUN_LIMIT: Duration = Duration::from_secs(480);
 
 pub struct Repave {
     cmd: Command,
@@ -83,12 +86,51 @@ impl Repave {
         self.cmd.env_remove(key);
         self
     }
+    /// Run to the end, at most [`RUN_LIMIT`]: a command still running then
+    /// is killed and the test fails with what it printed, so a hang costs
+    /// minutes, not the CI's whole budget.
     pub fn run(mut self) -> Ran {
-        let Output { status, stdout, stderr } = self.cmd.output().unwrap_or_else(|e| panic!("{}: {e}", self.display));
+        use std::io::Read;
+        use std::process::Stdio;
+        let mut child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.display));
+        let pipe = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let out = pipe(Box::new(child.stdout.take().unwrap()));
+        let err = pipe(Box::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + RUN_LIMIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        let Some(status) = status else {
+            panic!(
+                "{} still running after {RUN_LIMIT:?}, killed\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                self.display
+            );
+        };
         Ran {
             code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stdout,
+            stderr,
         }
     }
 }

@@ -331,7 +331,42 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
             }
         }
     }
+    remove_unrecorded(shared, &cloud);
     shared.save(&cloud)
+}
+
+/// A launch materializes the root and starts the process before the state
+/// names the instance: a fleet process killed in between leaves a root and
+/// a process no record holds (and the launch was never answered, so it is
+/// retried). Both go, as do those of instances recorded as terminated.
+fn remove_unrecorded(shared: &Shared, cloud: &Cloud) {
+    let gone = |id: &str| {
+        cloud
+            .state
+            .instances
+            .get(&InstanceId::new(id.to_string()))
+            .is_none_or(|r| r.instance.state == InstanceState::Terminated)
+    };
+    for m in crate::mark::scan() {
+        let Some(id) = m.instance.as_deref().filter(|_| m.mark.id == shared.mark.id) else {
+            continue;
+        };
+        if gone(id) {
+            tracing::warn!(instance = id, pid = m.pid, command = %m.command, "stopping the process of an unrecorded instance");
+            // SAFETY: plain syscall on a pid just seen alive with our mark.
+            unsafe { libc::kill(m.pid, libc::SIGKILL) };
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(&shared.paths.instances) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if gone(&name) {
+            tracing::warn!(instance = %name, "removing the root of an unrecorded instance");
+            crate::util::remove_root(&e.path());
+        }
+    }
 }
 
 async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
