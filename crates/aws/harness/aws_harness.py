@@ -55,6 +55,8 @@ Patched behaviour:
     output truncated at 24,000 characters (the whole of it in S3 when the
     command names a bucket), CancelCommand, UpdatePatchBaseline,
     GetPatchBaseline, tagged baselines;
+  - RunInstances naming an instance profile created moments ago answers
+    Invalid IAM Instance Profile (instance_profiles.py; per account);
   - STS AssumeRole (sts_roles.py): the role must exist and trust the caller
     (external id condition included), DurationSeconds within 900 s and the
     role's maximum, assumed credentials expire (ExpiredToken).
@@ -105,6 +107,7 @@ from moto.ssm import models as ssm_models
 import classic_elb
 import operation_record
 import iam_enforcement
+import instance_profiles
 import ssm_patching
 import sts_roles
 
@@ -1256,6 +1259,7 @@ def _patched_command_init(self, *args, **kwargs):
 
 ssm_models.Command.__init__ = _patched_command_init
 ssm_patching.install()
+instance_profiles.install(ACCOUNTS, now)
 sts_roles.install()
 
 
@@ -1313,6 +1317,7 @@ class Harness:
                     account = str(body["account"])
                     return self.answer(start_response, "200 OK", {
                         "early_terminations": classic_elb.EARLY_TERMINATIONS.get(account, []),
+                        "profile_refusals": instance_profiles.REFUSALS.get(account, 0),
                     })
                 elif path == "/_harness/settings":
                     for k, v in body.items():

@@ -140,7 +140,7 @@ impl Instances for AwsProvider {
                 t.launch_template_name(id_or_name)
             };
             call = call.launch_template(t.build());
-            let out = call.send().await.map_err(|e| map_sdk("RunInstances", e))?;
+            let out = run_instances(call).await?;
             return out
                 .instances()
                 .first()
@@ -169,7 +169,7 @@ impl Instances for AwsProvider {
             };
             call = call.iam_instance_profile(profile);
         }
-        let out = call.send().await.map_err(|e| map_sdk("RunInstances", e))?;
+        let out = run_instances(call).await?;
         out.instances()
             .first()
             .map(instance)
@@ -289,5 +289,52 @@ fn token(t: &str) -> String {
         clean
     } else {
         clean[clean.len() - 64..].to_string()
+    }
+}
+
+/// How long RunInstances is asked again while EC2 does not know an
+/// instance profile yet.
+const PROFILE_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// RunInstances, asked again for [`PROFILE_PROPAGATION`] while it answers
+/// `Invalid IAM Instance Profile`: a profile created moments ago (by the
+/// operator's Terraform, say) is not known to EC2 until IAM has propagated
+/// it (IAM is eventually consistent; IAM User Guide, troubleshooting:
+/// https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency).
+/// A profile that really does not exist fails after the minute with EC2's
+/// own message.
+async fn run_instances(
+    call: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
+) -> Result<aws_sdk_ec2::operation::run_instances::RunInstancesOutput> {
+    let deadline = std::time::Instant::now() + PROFILE_PROPAGATION;
+    loop {
+        match call.clone().send().await.map_err(|e| map_sdk("RunInstances", e)) {
+            Err(e) if unknown_profile(&e.message) && std::time::Instant::now() < deadline => {
+                tracing::info!("RunInstances: {} (IAM propagating); asking again", e.message);
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// EC2's answer for an instance profile it does not know (yet).
+fn unknown_profile(message: &str) -> bool {
+    message.starts_with("InvalidParameterValue") && message.contains("Invalid IAM Instance Profile")
+}
+
+#[cfg(test)]
+mod profile_tests {
+    #[test]
+    fn only_the_unknown_profile_answer_is_asked_again() {
+        assert!(super::unknown_profile(
+            "InvalidParameterValue: Value (web) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name (HTTP 400)"
+        ));
+        assert!(!super::unknown_profile(
+            "InvalidParameterValue: Invalid subnet (HTTP 400)"
+        ));
+        assert!(!super::unknown_profile(
+            "UnauthorizedOperation: Invalid IAM Instance Profile (HTTP 403)"
+        ));
     }
 }

@@ -248,6 +248,12 @@ impl Provider for AwsProvider {
     fn has_scaling_processes(&self) -> bool {
         true
     }
+    fn builder_needs(&self) -> repave_core::builder::BuilderNeeds {
+        repave_core::builder::BuilderNeeds {
+            instance_profile: true,
+            instance_type: true,
+        }
+    }
 }
 
 /// `strategy = "native"`: EC2 Auto Scaling Instance Refresh.

@@ -31,11 +31,14 @@ pub struct Preflight {
     /// Worth knowing, not in the way.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The builder's settings and where each came from (config or group).
+    #[serde(default)]
+    pub builder: Vec<String>,
 }
 
 impl AwsProvider {
     /// Check everything a run of `pipeline` touches, read-only.
-    pub async fn preflight(&self, pipeline: &Pipeline) -> repave_core::provider::Result<Preflight> {
+    pub async fn preflight(&self, name: &str, pipeline: &Pipeline) -> repave_core::provider::Result<Preflight> {
         let mut out = Preflight::default();
         match self.get_parameter(&pipeline.parameter).await {
             Ok(p) => out.source_image = Some(ImageId::new(p.value.trim())),
@@ -173,21 +176,61 @@ impl AwsProvider {
                 ));
             }
         }
-        if let Some(img) = out.source_image.clone() {
-            if let Some(p) = self.dry_run_builder(pipeline, &img).await? {
+        if let (Some(img), Some(spec)) = (
+            out.source_image.clone(),
+            self.builder_of(name, pipeline, &mut out).await?,
+        ) {
+            if let Some(p) = self.dry_run_builder(&spec, &img).await? {
                 out.problems.push(p);
             }
         }
         Ok(out)
     }
 
+    /// The builder's settings as the run resolves them (the config's, the
+    /// rest from the group): `None`, with the problem said, when the group
+    /// or its launch spec cannot be read or a setting the builder needs is
+    /// nowhere.
+    async fn builder_of(
+        &self,
+        name: &str,
+        pipeline: &Pipeline,
+        out: &mut Preflight,
+    ) -> repave_core::provider::Result<Option<repave_core::provider::InstanceSpec>> {
+        use repave_core::provider::Provider;
+        if out.launch_spec.is_none() {
+            return Ok(None);
+        }
+        let g = self.describe_group(&pipeline.group).await?;
+        let launch = match self.describe_launch_spec(&g.launch_spec).await {
+            Ok(l) => l,
+            Err(e) if e.is_not_found() => {
+                out.problems.push(format!(
+                    "group {}: launch spec {:?} does not exist",
+                    g.name, g.launch_spec
+                ));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        match repave_core::builder::builder_spec(name, &pipeline.builder, &g, &launch.spec, self.builder_needs()) {
+            Ok(b) => {
+                out.builder = b.origins;
+                Ok(Some(b.spec))
+            }
+            Err(m) => {
+                out.problems.push(m);
+                Ok(None)
+            }
+        }
+    }
+
     /// RunInstances with DryRun for the builder: `None` when it would work.
     async fn dry_run_builder(
         &self,
-        pipeline: &Pipeline,
+        b: &repave_core::provider::InstanceSpec,
         image: &ImageId,
     ) -> repave_core::provider::Result<Option<String>> {
-        let b = &pipeline.builder;
         let mut call = self
             .ec2
             .run_instances()

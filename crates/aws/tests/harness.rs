@@ -861,3 +861,154 @@ async fn a_scale_out_during_verify_is_not_a_failure() {
     assert_eq!(after.len(), 3, "{after:?}");
     assert!(after.iter().all(|(_, i)| i == new_image.as_str()), "{after:?}");
 }
+
+/// The builder instances of a run, terminated ones included.
+async fn builders_of(moto: &Moto, run: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+    let out = moto
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:repave:run")
+                .values(run)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:repave:role")
+                .values(tag::ROLE_BUILDER)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe builders");
+    out.reservations().iter().flat_map(|r| r.instances().to_vec()).collect()
+}
+
+/// With no subnet, security groups or type in the config the builder
+/// launches where the group does — the group's subnet, its launch
+/// template's security groups, type and instance profile — never in the
+/// default VPC on EC2's default type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_with_nothing_set_launches_where_the_group_does() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 1).await;
+    let provider = Arc::new(moto.provider());
+    let mut pipeline = default_pipeline(&fleet, "linux", "");
+    pipeline.builder.subnet = None;
+    pipeline.builder.security_groups.clear();
+    pipeline.builder.instance_type = None;
+    pipeline.builder.instance_profile = None;
+    // EC2 drops a terminated instance's profile association: watch it live.
+    let seen = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (ec2, seen_w, stop) = (moto.ec2.clone(), seen.clone(), Arc::new(AtomicBool::new(false)));
+    let stop_w = stop.clone();
+    let watcher = tokio::spawn(async move {
+        while !stop_w.load(Ordering::SeqCst) {
+            let assoc = ec2.describe_iam_instance_profile_associations().send().await;
+            if let Some(arn) = assoc.ok().and_then(|a| {
+                a.iam_instance_profile_associations()
+                    .iter()
+                    .find_map(|x| x.iam_instance_profile().and_then(|p| p.arn()).map(str::to_string))
+            }) {
+                *seen_w.lock().unwrap() = Some(arn);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Bake)
+        .await
+        .expect("bake");
+    stop.store(true, Ordering::SeqCst);
+    watcher.await.expect("watcher");
+    assert_succeeded(&out);
+    let builders = builders_of(&moto, out.run.as_str()).await;
+    assert_eq!(builders.len(), 1, "{builders:?}");
+    let b = &builders[0];
+    assert_eq!(b.vpc_id(), Some(fleet.vpc.as_str()), "in the group's VPC: {b:?}");
+    assert_eq!(
+        b.subnet_id(),
+        Some(fleet.subnets[0].as_str()),
+        "the group's first subnet"
+    );
+    let groups: Vec<&str> = b.security_groups().iter().filter_map(|g| g.group_id()).collect();
+    assert_eq!(
+        groups,
+        [fleet.security_group.as_str()],
+        "the template's security groups"
+    );
+    assert_eq!(
+        b.instance_type().map(|t| t.as_str()),
+        Some("t3.micro"),
+        "the template's type"
+    );
+    let profile = seen.lock().unwrap().clone().unwrap_or_default();
+    assert!(
+        profile.ends_with(&format!("/{}", common::INSTANCE_PROFILE)),
+        "the template's profile: {profile:?}"
+    );
+    let ev = events(&store, &out);
+    let said = ev.iter().find(|m| m.starts_with("builder:")).expect("builder event");
+    assert!(
+        said.contains(&format!("subnet {} (the group's first subnet)", fleet.subnets[0]))
+            && said.contains("instance type t3.micro (the group's launch spec)"),
+        "{said}"
+    );
+}
+
+/// A builder without an instance profile can never reach SSM: `plan`
+/// names the missing setting, and `run` refuses before anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_without_an_instance_profile_is_refused_by_plan_and_run() {
+    let moto = Moto::new().await;
+    let fleet = moto
+        .fleet_with(FleetSpec {
+            instance_profile: false,
+            ..FleetSpec::new(SpecKind::Template, 1)
+        })
+        .await;
+    let provider = Arc::new(moto.provider());
+    let pipeline = default_pipeline(&fleet, "linux", "");
+    let said = "[pipelines.web.builder] instance_profile is not set";
+    let plan = provider.preflight("web", &pipeline).await.expect("preflight");
+    assert!(plan.problems.iter().any(|p| p.starts_with(said)), "{plan:#?}");
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Run)
+        .await
+        .expect("run");
+    let err = out.summary.error.clone().unwrap_or_default();
+    assert!(err.contains(said), "{out:?}");
+    assert!(builders_of(&moto, out.run.as_str()).await.is_empty());
+    let calls = provider.api_calls();
+    assert!(!calls.contains_key("RunInstances"), "{calls:?}");
+}
+
+/// A builder profile created a moment before the run (by the operator's
+/// Terraform, say) is not known to EC2 yet: RunInstances answers `Invalid
+/// IAM Instance Profile` and is asked again until IAM has propagated it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_profile_created_a_moment_ago_is_retried_until_ec2_knows_it() {
+    let moto = Moto::new().await;
+    let fleet = moto.fleet(SpecKind::Template, 1).await;
+    harness_account(&moto.account, serde_json::json!({ "profile_propagation_seconds": 5 })).await;
+    let profile = moto.instance_profile("builder-new").await;
+    let provider = Arc::new(moto.provider());
+    let mut pipeline = default_pipeline(&fleet, "linux", "");
+    pipeline.builder.instance_profile = Some(profile);
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let out = engine_on(provider.clone(), store.clone())
+        .start("web", &pipeline, RunKind::Bake)
+        .await
+        .expect("bake");
+    assert_succeeded(&out);
+    let refused = moto.harness_report().await["profile_refusals"].as_u64().unwrap_or(0);
+    assert!(refused >= 1, "EC2 refused the new profile at first: {refused}");
+    assert_eq!(
+        builders_of(&moto, out.run.as_str()).await.len(),
+        1,
+        "one builder, not one per attempt"
+    );
+}

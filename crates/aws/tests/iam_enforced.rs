@@ -306,10 +306,16 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
             .iter()
             .find(|s| s["Sid"] == "PassInstanceRoles")
             .unwrap_or_else(|| panic!("{}: no PassRole statement", c.name))["Resource"];
+        // The builder's role and the one the group's launch spec passes.
+        let template_role = format!(
+            "{}/{}",
+            c.role.rsplit_once('/').expect("role arn").0,
+            common::INSTANCE_PROFILE
+        );
         assert_eq!(
             passed,
-            &serde_json::json!([c.role]),
-            "{}: PassRole scoped to the builder's role",
+            &serde_json::json!([c.role, template_role]),
+            "{}: PassRole scoped to the builder's and the template's roles",
             c.name
         );
         if let Some(lt) = &c.fleet.launch_template {

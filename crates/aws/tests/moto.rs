@@ -447,7 +447,7 @@ async fn preflight_reads_and_reports_without_changing_anything() {
     let fleet = moto.fleet(SpecKind::Template, 2).await;
     let p = moto.provider();
     let pipeline = pipeline(&fleet);
-    let clean = p.preflight(&pipeline).await.expect("preflight");
+    let clean = p.preflight("web", &pipeline).await.expect("preflight");
     assert_eq!(
         clean.source_image.as_ref().map(|i| i.as_str()),
         Some(fleet.golden.as_str())
@@ -475,7 +475,7 @@ async fn preflight_reads_and_reports_without_changing_anything() {
         .expect("protect");
     let mut broken = pipeline.clone();
     broken.parameter = "/repave/missing".into();
-    let found = p.preflight(&broken).await.expect("preflight");
+    let found = p.preflight("web", &broken).await.expect("preflight");
     let text = found.problems.join("\n");
     assert!(text.contains("does not exist"), "{text}");
     assert!(text.contains("protected or standby"), "{text}");

@@ -3,6 +3,7 @@
 //! a clock: time is always passed in.
 
 pub mod budget;
+pub mod builder;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -535,4 +535,9 @@ pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffi
     fn has_scaling_processes(&self) -> bool {
         false
     }
+    /// What a builder of this cloud cannot go without
+    /// ([`crate::builder::builder_spec`] refuses a run that lacks it).
+    fn builder_needs(&self) -> crate::builder::BuilderNeeds {
+        crate::builder::BuilderNeeds::default()
+    }
 }

@@ -34,6 +34,11 @@ pub struct ResolveOutput {
     /// against `builder.platform` and the patch selection.
     #[serde(default)]
     pub os: Option<OsFamily>,
+    /// The builder's settings: the config's, the rest from the group
+    /// ([`repave_core::builder::builder_spec`]). `None` in a journal
+    /// written before they were resolved: the config's alone.
+    #[serde(default)]
+    pub builder: Option<InstanceSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +111,22 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
             }
             e => e,
         })?;
-    retry("resolve", || p.describe_launch_spec(&g.launch_spec)).await?;
+    let launch = retry("resolve", || p.describe_launch_spec(&g.launch_spec)).await?;
+    let builder = repave_core::builder::builder_spec(
+        &ctx.run.pipeline,
+        &ctx.pipeline.builder,
+        &g,
+        &launch.spec,
+        p.builder_needs(),
+    )
+    .map_err(EngineError::Preflight)?;
+    if !builder.origins.is_empty() {
+        ctx.log(
+            "resolve",
+            format!("builder: {}", builder.origins.join("; ")),
+            serde_json::Value::Null,
+        );
+    }
     // A roll the group cannot hold, or held instances the policy refuses,
     // are refused before anything is created.
     let rolls = !matches!(ctx.run.kind, repave_store::RunKind::Bake);
@@ -130,6 +150,7 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
         launch_spec: g.launch_spec,
         desired: g.desired,
         os: Some(os),
+        builder: Some(builder.spec),
     })
 }
 
@@ -162,7 +183,8 @@ fn refused_held(ctx: &Ctx<'_>, g: &repave_core::provider::Group) -> Option<Strin
     })
 }
 
-pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOutput, EngineError> {
+pub async fn launch_builder(ctx: &Ctx<'_>, resolved: &ResolveOutput) -> Result<BuilderOutput, EngineError> {
+    let source = &resolved.source_image;
     let p = ctx.provider();
     let tags = run_tags(ctx, tag::ROLE_BUILDER);
     let existing = retry("launch_builder", || p.list_instances(&tags)).await?;
@@ -178,15 +200,16 @@ pub async fn launch_builder(ctx: &Ctx<'_>, source: &ImageId) -> Result<BuilderOu
         return Ok(BuilderOutput { builder: i.id });
     }
     let b = &ctx.pipeline.builder;
+    let spec = resolved.builder.clone().unwrap_or_else(|| InstanceSpec {
+        instance_type: b.instance_type.clone(),
+        subnet: b.subnet.clone(),
+        security_groups: b.security_groups.clone(),
+        instance_profile: b.instance_profile.clone(),
+        ..Default::default()
+    });
     let req = LaunchRequest {
         image: source.clone(),
-        spec: InstanceSpec {
-            instance_type: b.instance_type.clone(),
-            subnet: b.subnet.clone(),
-            security_groups: b.security_groups.clone(),
-            instance_profile: b.instance_profile.clone(),
-            ..Default::default()
-        },
+        spec,
         tags,
         token: format!("{}-builder-{attempt}", ctx.run_id()),
     };

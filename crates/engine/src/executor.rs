@@ -687,7 +687,7 @@ async fn bake_image(
     let src = resolved.source_image.clone();
     let builder: BuilderOutput = ctx
         .step("launch_builder", serde_json::json!({ "image": src }), || {
-            bake::launch_builder(ctx, &src)
+            bake::launch_builder(ctx, resolved)
         })
         .await?;
     let id = builder.builder.clone();

@@ -100,6 +100,7 @@ pub struct Moto {
     pub ssm: aws_sdk_ssm::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub clb: aws_sdk_elasticloadbalancing::Client,
+    pub iam: aws_sdk_iam::Client,
 }
 
 impl Moto {
@@ -117,6 +118,7 @@ impl Moto {
             ssm: aws_sdk_ssm::Client::new(&sdk),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
             clb: aws_sdk_elasticloadbalancing::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::new(&sdk),
             account,
             sdk,
         }
@@ -167,6 +169,9 @@ pub struct FleetSpec {
     pub termination_hook: Option<(i32, &'static str)>,
     /// New instances protected from scale in.
     pub protect_new: bool,
+    /// The launch spec names an instance profile ([`INSTANCE_PROFILE`]),
+    /// as a fleet reachable by SSM does.
+    pub instance_profile: bool,
 }
 
 impl FleetSpec {
@@ -185,6 +190,7 @@ impl FleetSpec {
             classic_elb: false,
             termination_hook: None,
             protect_new: false,
+            instance_profile: true,
         }
     }
 }
@@ -204,6 +210,9 @@ pub struct Fleet {
     pub launch_template: Option<String>,
     pub launch_configuration: Option<String>,
 }
+
+/// The instance profile of the fixture's launch spec (and its role's name).
+pub const INSTANCE_PROFILE: &str = "web-instance";
 
 pub const USER_DATA: &str = "IyEvYmluL3NoCmVjaG8gaGVsbG8K"; // "#!/bin/sh\necho hello\n"
 pub const DESCRIPTION: &str = "golden image of the web fleet";
@@ -358,6 +367,33 @@ impl Moto {
             ..FleetSpec::new(kind, desired)
         })
         .await
+    }
+
+    /// An instance profile holding a role EC2 may assume, as the profile
+    /// of a fleet that SSM manages is; its name.
+    pub async fn instance_profile(&self, name: &str) -> String {
+        const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        self.iam
+            .create_role()
+            .role_name(name)
+            .assume_role_policy_document(TRUST)
+            .send()
+            .await
+            .expect("instance role");
+        self.iam
+            .create_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+            .expect("instance profile");
+        self.iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(name)
+            .role_name(name)
+            .send()
+            .await
+            .expect("role in profile");
+        name.to_string()
     }
 
     async fn target_group(&self, vpc: &str, name: &str) -> String {
@@ -557,6 +593,11 @@ impl Moto {
             None => create.set_target_group_arns(Some(target_groups.clone())),
         };
         let (mut launch_template, mut launch_configuration) = (None, None);
+        let profile = if spec.instance_profile {
+            Some(self.instance_profile(INSTANCE_PROFILE).await)
+        } else {
+            None
+        };
         match spec.kind {
             SpecKind::Template | SpecKind::Mixed => {
                 self.ec2
@@ -569,6 +610,11 @@ impl Moto {
                     .image_id(&golden)
                     .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
                     .security_group_ids(&security_group)
+                    .set_iam_instance_profile(profile.as_ref().map(|p| {
+                        aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                            .name(p)
+                            .build()
+                    }))
                     .key_name("web-key")
                     .user_data(USER_DATA)
                     .metadata_options(
@@ -634,6 +680,7 @@ impl Moto {
                     .image_id(&golden)
                     .instance_type("t3.micro")
                     .security_groups(&security_group)
+                    .set_iam_instance_profile(profile.clone())
                     .user_data(USER_DATA)
                     .send()
                     .await

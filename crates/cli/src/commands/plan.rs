@@ -55,8 +55,36 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
     let mut replace = Vec::new();
     let mut held = Vec::new();
     let mut group_json = serde_json::Value::Null;
+    let mut builder_json =
+        json!({ "instance_type": pipeline.builder.instance_type, "subnet": pipeline.builder.subnet });
     match p.describe_group(&pipeline.group).await {
         Ok(g) => {
+            // The builder's settings as the run will resolve them.
+            match p.describe_launch_spec(&g.launch_spec).await {
+                Ok(launch) => {
+                    match repave_core::builder::builder_spec(
+                        &name,
+                        &pipeline.builder,
+                        &g,
+                        &launch.spec,
+                        p.builder_needs(),
+                    ) {
+                        Ok(b) => {
+                            builder_json = json!({
+                                "instance_type": b.spec.instance_type, "subnet": b.spec.subnet,
+                                "security_groups": b.spec.security_groups, "instance_profile": b.spec.instance_profile,
+                                "origins": b.origins,
+                            })
+                        }
+                        Err(m) => problems.push(m),
+                    }
+                }
+                Err(e) if e.is_not_found() => problems.push(format!(
+                    "group {}: launch spec {:?} does not exist",
+                    g.name, g.launch_spec
+                )),
+                Err(e) => return Err(Exit::failed(e)),
+            }
             let (floor, max_total) = capacity_bounds_within(g.desired, g.max, &policy);
             let (_, wanted) = capacity_bounds(g.desired, &policy);
             if pipeline.rollout.strategy != "native" {
@@ -115,7 +143,7 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
         let pf = loaded
             .aws_for(&pipeline)
             .await?
-            .preflight(&pipeline)
+            .preflight(&name, &pipeline)
             .await
             .map_err(Exit::failed)?;
         for prob in &pf.problems {
@@ -127,7 +155,7 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
         aws = serde_json::to_value(&pf).unwrap_or_default();
     }
     let creates = json!([
-        { "what": "builder instance", "from": source, "instance_type": pipeline.builder.instance_type, "subnet": pipeline.builder.subnet },
+        { "what": "builder instance", "from": source, "settings": builder_json },
         { "what": "image", "from": "the patched builder" },
         { "what": "test instance", "when": pipeline.test.enabled },
         { "what": "launch spec version", "of": group_json["launch_spec"] },
@@ -160,6 +188,9 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
         }
         for line in &health.sources {
             println!("  readiness     {line}");
+        }
+        for line in builder_json["origins"].as_array().into_iter().flatten() {
+            println!("  builder       {}", line.as_str().unwrap_or(""));
         }
         println!(
             "  would create  builder from the golden image, an image, {}a launch spec version, a parameter version",
