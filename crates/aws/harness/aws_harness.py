@@ -42,7 +42,9 @@ Patched behaviour:
     received, and JSON services answer access denied in JSON
     (iam_enforcement.py);
   - Instance Refresh (StartInstanceRefresh, DescribeInstanceRefreshes,
-    CancelInstanceRefresh) with AWS's validation and a replacement model;
+    CancelInstanceRefresh) with AWS's validation and a replacement model
+    that honours ScaleInProtectedInstances (Ignore by default, Refresh,
+    Wait);
   - accounts can be told to refuse CreateLaunchConfiguration, as accounts
     created after 2023-10-01 do;
   - DescribeImages reports PlatformDetails ("Windows" / "Linux/UNIX");
@@ -1024,9 +1026,21 @@ class Refresh:
         return out
 
     def old_members(self):
+        """Members the refresh must still replace. ScaleInProtectedInstances
+        (API_RefreshPreferences): "Refresh" replaces protected instances,
+        "Ignore" (the default) skips them, "Wait" waits for their protection
+        to be removed (one hour, then the refresh fails). Standby members
+        are not live: the default StandbyInstances "Ignore"."""
         image = self.target_image()
+        mode = self.prefs.get("ScaleInProtectedInstances", "Ignore")
         return [s for s in self.group.instance_states
-                if s.lifecycle_state in LIVE_STATES and s.instance.image_id != image]
+                if s.lifecycle_state in LIVE_STATES and s.instance.image_id != image
+                and not (mode == "Ignore" and s.protected_from_scale_in)]
+
+    def replaceable(self):
+        """Old members the refresh may take now (not protected under Wait)."""
+        mode = self.prefs.get("ScaleInProtectedInstances", "Ignore")
+        return [s for s in self.old_members() if not (mode == "Wait" and s.protected_from_scale_in)]
 
 
 def _member_ready(group, state, warmup: float) -> bool:
@@ -1066,6 +1080,14 @@ def _refresh_step(r: Refresh) -> None:
     old = r.old_members()
     if r.to_update is None:
         r.to_update = len(old)
+    if old and not r.replaceable() and not r.launched:
+        # Only protected members under "Wait" are left: wait, an hour at most.
+        if now() > r.start_time + 3600:
+            r.status = "Failed"
+            r.status_reason = "Protected instances were not unprotected within one hour"
+            r.end_time = now()
+        return
+    old = r.replaceable()
     # New instances of the refresh that are not ready hold the next batch.
     launched_live = [s for s in r.launched if s in group.instance_states and s.lifecycle_state in LIVE_STATES]
     if any(s.lifecycle_state.startswith("Pending") for s in launched_live):

@@ -160,7 +160,8 @@ impl AwsProvider {
             for m in &g.members {
                 // A new image differs from every member's, so every member
                 // that is not held would be replaced.
-                if m.protected || m.lifecycle == Lifecycle::Standby {
+                let replaced_anyway = pipeline.rollout.protected == repave_core::config::HeldInstances::Replace;
+                if (m.protected && !replaced_anyway) || m.lifecycle == Lifecycle::Standby {
                     out.held.push(m.id.clone());
                 } else if !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated) {
                     out.would_replace.push(m.id.clone());

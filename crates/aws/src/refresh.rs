@@ -66,6 +66,8 @@ fn held(h: HeldInstances) -> (StandbyInstances, ScaleInProtectedInstances) {
     match h {
         HeldInstances::Skip => (StandbyInstances::Ignore, ScaleInProtectedInstances::Ignore),
         HeldInstances::Wait | HeldInstances::Fail => (StandbyInstances::Wait, ScaleInProtectedInstances::Wait),
+        // Validation keeps "replace" off standby.
+        HeldInstances::Replace => (StandbyInstances::Ignore, ScaleInProtectedInstances::Refresh),
     }
 }
 

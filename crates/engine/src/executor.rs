@@ -780,7 +780,7 @@ async fn roll_and_verify_now(
             roll::verify(ctx, image)
         })
         .await?;
-        return Ok(report);
+        return with_left_behind(ctx, verify_step, image, report).await;
     }
     let base = roll::base_capacity(ctx, roll_step, base_hint).await?;
     let intent = serde_json::json!({ "target": image, "policy": policy, "base_desired": base });
@@ -791,6 +791,29 @@ async fn roll_and_verify_now(
         roll::verify(ctx, image)
     })
     .await?;
+    with_left_behind(ctx, verify_step, image, report).await
+}
+
+/// The verified roll's report with the members the policy left on their
+/// old image, said in the run's events too.
+async fn with_left_behind(
+    ctx: &Ctx<'_>,
+    verify_step: &str,
+    image: &ImageId,
+    mut report: RollReport,
+) -> Result<RollReport, EngineError> {
+    report.left_on_old_image = roll::left_on_old_image(ctx, image).await?;
+    if !report.left_on_old_image.is_empty() {
+        ctx.log(
+            verify_step,
+            format!(
+                "{} instance(s) left on the old image by the policy: {} (protected = \"replace\" replaces protected ones too)",
+                report.left_on_old_image.len(),
+                report.left_on_old_image.join(", ")
+            ),
+            serde_json::json!({ "left_on_old_image": report.left_on_old_image }),
+        );
+    }
     Ok(report)
 }
 

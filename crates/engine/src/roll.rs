@@ -404,6 +404,7 @@ fn report(
         warmup_ms: policy.warmup.as_millis() as i64,
         drain_ms_median: drain,
         samples: downsample(meas.samples, 2000),
+        left_on_old_image: vec![],
     }
 }
 
@@ -511,6 +512,9 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
     let group = ctx.pipeline.group.clone();
     let last = std::sync::Mutex::new(String::new());
     let health = ctx.health();
+    // Protected instances the policy skips stay on the old image (reported
+    // by `left_on_old_image`); under wait or replace they must be replaced.
+    let skipped = ctx.pipeline.rollout.protected == repave_core::config::HeldInstances::Skip;
     let r = crate::bake::wait_for(
         ctx,
         "verify",
@@ -530,7 +534,7 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
                 .collect();
             let off: Vec<String> = live
                 .iter()
-                .filter(|m| &m.image != target && !m.protected)
+                .filter(|m| &m.image != target && !(m.protected && skipped))
                 .map(|m| format!("{} on {}", m.id, m.image))
                 .collect();
             let sick: Vec<String> = live
@@ -558,4 +562,27 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
         e @ EngineError::Timeout { .. } => EngineError::Verify(format!("{e}: {}", last.lock().expect("lock"))),
         e => e,
     })
+}
+
+/// Members the policy left on an image other than `target` — protected
+/// ones under `protected = "skip"`, standby ones under `standby = "skip"`
+/// — as "i-1 on ami-0 (protected)". A verified roll reports them rather
+/// than passing over them in silence.
+pub async fn left_on_old_image(ctx: &Ctx<'_>, target: &ImageId) -> Result<Vec<String>, EngineError> {
+    let obs = observe(ctx.provider(), &ctx.pipeline.group).await?;
+    Ok(obs
+        .members
+        .iter()
+        .filter(|m| &m.image != target && !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated))
+        .filter_map(|m| {
+            let why = if m.lifecycle == Lifecycle::Standby {
+                "standby"
+            } else if m.protected {
+                "protected"
+            } else {
+                return None;
+            };
+            Some(format!("{} on {} ({why})", m.id, m.image))
+        })
+        .collect())
 }

@@ -37,6 +37,11 @@ pub struct RollReport {
     pub warmup_ms: i64,
     pub drain_ms_median: i64,
     pub samples: Vec<RollSample>,
+    /// Protected or standby members the policy left on their old image,
+    /// "i-1 on ami-0 (protected)"; empty when the whole fleet is on the
+    /// new one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_on_old_image: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]

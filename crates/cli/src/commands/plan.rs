@@ -103,7 +103,8 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
                 .filter(|m| !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated))
             {
                 let standby = m.lifecycle == Lifecycle::Standby;
-                if m.protected || standby {
+                let replaced_anyway = pipeline.rollout.protected == HeldInstances::Replace;
+                if (m.protected && !replaced_anyway) || standby {
                     let how = if standby {
                         pipeline.rollout.standby
                     } else {

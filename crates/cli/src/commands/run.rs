@@ -111,6 +111,13 @@ pub fn print_outcome(o: &RunOutcome) {
             r.min_in_service,
             r.floor
         );
+        if !r.left_on_old_image.is_empty() {
+            println!(
+                "  left       {} on the old image by the policy: {}",
+                r.left_on_old_image.len(),
+                r.left_on_old_image.join(", ")
+            );
+        }
     }
     if !s.api_calls.is_empty() {
         let total: u64 = s.api_calls.values().sum();

@@ -575,6 +575,10 @@ pub enum HeldInstances {
     Wait,
     /// Refuse to start the roll.
     Fail,
+    /// Replace them like any other instance (Instance Refresh's
+    /// `ScaleInProtectedInstances=Refresh`). `protected` only: a standby
+    /// instance is out of service on purpose.
+    Replace,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -185,6 +185,13 @@ fn cases() -> Vec<Case> {
             "unknown strategy \"blue-green\"",
         ),
         case(
+            "standby replace",
+            rollout("standby = \"replace\""),
+            (13, 1),
+            Some("pipelines.web.rollout.standby"),
+            "\"replace\" is for protected instances only",
+        ),
+        case(
             "max_unhealthy_new 0",
             rollout("max_unhealthy_new = 0"),
             (13, 1),

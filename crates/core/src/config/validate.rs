@@ -400,6 +400,12 @@ impl Checker<'_> {
                 format!("unknown strategy {other:?}; expected \"rolling\" or \"native\""),
             ),
         }
+        if r.standby == crate::config::HeldInstances::Replace {
+            self.err(
+                &at("standby"),
+                "\"replace\" is for protected instances only; a standby instance is out of service on purpose: use \"skip\", \"wait\" or \"fail\"",
+            );
+        }
         let (min, max) = (r.min_healthy_percent, r.max_healthy_percent);
         if min > 100 {
             self.err(&at("min_healthy_percent"), format!("{min} is out of range 0..=100"));

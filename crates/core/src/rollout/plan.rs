@@ -20,7 +20,7 @@ fn in_service(m: &Member, p: &RollProgress, policy: &RollPolicy, now: Timestamp)
 fn held(m: &Member, policy: &RollPolicy) -> Option<HeldInstances> {
     if m.lifecycle == Lifecycle::Standby {
         Some(policy.standby)
-    } else if m.protected {
+    } else if m.protected && policy.protected != HeldInstances::Replace {
         Some(policy.protected)
     } else {
         None
@@ -137,7 +137,8 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
                 blocked_on.push(m.id.clone());
             }
             Some(HeldInstances::Fail) => refused.push(m.id.clone()),
-            None => {}
+            // `held` says None for protected members under "replace".
+            Some(HeldInstances::Replace) | None => {}
         }
         old.push(m);
     }

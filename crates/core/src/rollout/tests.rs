@@ -574,6 +574,19 @@ fn protected_wait_resumes_when_unprotected() {
 }
 
 #[test]
+fn protected_replace_replaces_them_like_the_rest() {
+    let pol = RollPolicy {
+        protected: HeldInstances::Replace,
+        ..policy(100, 150)
+    };
+    let mut m = Model::new(4, 1000, 50);
+    m.members[2].0.protected = true;
+    let (_, _, outcome) = drive(&mut m, &pol, 100, 10_000);
+    assert_eq!(outcome, Outcome::Complete);
+    assert_eq!(new_count(&m), 4, "the protected member was replaced too");
+}
+
+#[test]
 fn protected_fail_refuses() {
     let pol = RollPolicy {
         protected: HeldInstances::Fail,
