@@ -155,13 +155,16 @@ impl AwsProvider {
             Err(e) if e.is_not_found() => out.problems.push(format!("group {} does not exist", pipeline.group)),
             Err(e) => return Err(e),
         }
+        let mut builder = None;
         if out.launch_spec.is_some() {
             let g = self.describe_group(&pipeline.group).await?;
+            builder = self.builder_of(name, pipeline, &g, &mut out).await?;
             for m in &g.members {
                 // A new image differs from every member's, so every member
                 // that is not held would be replaced.
-                let replaced_anyway = pipeline.rollout.protected == repave_core::config::HeldInstances::Replace;
-                if (m.protected && !replaced_anyway) || m.lifecycle == Lifecycle::Standby {
+                let r = &pipeline.rollout;
+                let standby = m.lifecycle == Lifecycle::Standby;
+                if repave_core::config::HeldInstances::holding(standby, m.protected, r.standby, r.protected).is_some() {
                     out.held.push(m.id.clone());
                 } else if !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated) {
                     out.would_replace.push(m.id.clone());
@@ -177,10 +180,7 @@ impl AwsProvider {
                 ));
             }
         }
-        if let (Some(img), Some(spec)) = (
-            out.source_image.clone(),
-            self.builder_of(name, pipeline, &mut out).await?,
-        ) {
+        if let (Some(img), Some(spec)) = (out.source_image.clone(), builder) {
             if let Some(p) = self.dry_run_builder(&spec, &img).await? {
                 out.problems.push(p);
             }
@@ -189,20 +189,16 @@ impl AwsProvider {
     }
 
     /// The builder's settings as the run resolves them (the config's, the
-    /// rest from the group): `None`, with the problem said, when the group
-    /// or its launch spec cannot be read or a setting the builder needs is
-    /// nowhere.
+    /// rest from group `g`): `None`, with the problem said, when its launch
+    /// spec cannot be read or a setting the builder needs is nowhere.
     async fn builder_of(
         &self,
         name: &str,
         pipeline: &Pipeline,
+        g: &repave_core::provider::Group,
         out: &mut Preflight,
     ) -> repave_core::provider::Result<Option<repave_core::provider::InstanceSpec>> {
         use repave_core::provider::Provider;
-        if out.launch_spec.is_none() {
-            return Ok(None);
-        }
-        let g = self.describe_group(&pipeline.group).await?;
         let launch = match self.describe_launch_spec(&g.launch_spec).await {
             Ok(l) => l,
             Err(e) if e.is_not_found() => {
@@ -214,7 +210,7 @@ impl AwsProvider {
             }
             Err(e) => return Err(e),
         };
-        match repave_core::builder::builder_spec(name, &pipeline.builder, &g, &launch.spec, self.builder_needs()) {
+        match repave_core::builder::builder_spec(name, &pipeline.builder, g, &launch.spec, self.builder_needs()) {
             Ok(b) => {
                 out.builder = b.origins;
                 Ok(Some(b.spec))

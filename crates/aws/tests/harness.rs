@@ -944,7 +944,11 @@ async fn a_builder_with_nothing_set_launches_where_the_group_does() {
         Some("t3.micro"),
         "the template's type"
     );
-    let profile = seen.lock().unwrap().clone().unwrap_or_default();
+    let profile = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("a live builder with an instance profile");
     assert!(
         profile.ends_with(&format!("/{}", common::INSTANCE_PROFILE)),
         "the template's profile: {profile:?}"

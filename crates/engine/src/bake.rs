@@ -170,8 +170,8 @@ fn refused_held(ctx: &Ctx<'_>, g: &repave_core::provider::Group) -> Option<Strin
         .members
         .iter()
         .filter(|m| {
-            (m.lifecycle == Lifecycle::Standby && r.standby == HeldInstances::Fail)
-                || (m.protected && m.lifecycle != Lifecycle::Standby && r.protected == HeldInstances::Fail)
+            HeldInstances::holding(m.lifecycle == Lifecycle::Standby, m.protected, r.standby, r.protected)
+                == Some(HeldInstances::Fail)
         })
         .map(|m| m.id.to_string())
         .collect();

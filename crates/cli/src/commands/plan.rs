@@ -103,13 +103,8 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
                 .filter(|m| !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated))
             {
                 let standby = m.lifecycle == Lifecycle::Standby;
-                let replaced_anyway = pipeline.rollout.protected == HeldInstances::Replace;
-                if (m.protected && !replaced_anyway) || standby {
-                    let how = if standby {
-                        pipeline.rollout.standby
-                    } else {
-                        pipeline.rollout.protected
-                    };
+                let r = &pipeline.rollout;
+                if let Some(how) = HeldInstances::holding(standby, m.protected, r.standby, r.protected) {
                     held.push(json!({ "instance": m.id, "why": if standby { "standby" } else { "protected" }, "policy": how }));
                     if how == HeldInstances::Fail {
                         problems.push(format!(

@@ -102,7 +102,7 @@ impl Repave {
         let pipe = |mut r: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
+                r.read_to_end(&mut buf).expect("reading the command's output");
                 String::from_utf8_lossy(&buf).into_owned()
             })
         };
@@ -114,6 +114,8 @@ impl Repave {
                 break Some(status);
             }
             if Instant::now() > deadline {
+                // It may exit between the check and the kill: either way it
+                // is gone, and the test fails below with its output.
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;

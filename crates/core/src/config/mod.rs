@@ -581,6 +581,27 @@ pub enum HeldInstances {
     Replace,
 }
 
+impl HeldInstances {
+    /// The policy that holds a member back from a roll (`on_standby` for a
+    /// standby one, `on_protected` for a protected one), `None` when the
+    /// roll replaces it like any other — unprotected, or protected under
+    /// "replace". The one place the planner, `plan` and the preflight ask.
+    pub fn holding(
+        standby: bool,
+        protected: bool,
+        on_standby: HeldInstances,
+        on_protected: HeldInstances,
+    ) -> Option<HeldInstances> {
+        if standby {
+            Some(on_standby)
+        } else if protected && on_protected != HeldInstances::Replace {
+            Some(on_protected)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {

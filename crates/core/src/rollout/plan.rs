@@ -18,13 +18,12 @@ fn in_service(m: &Member, p: &RollProgress, policy: &RollPolicy, now: Timestamp)
 }
 
 fn held(m: &Member, policy: &RollPolicy) -> Option<HeldInstances> {
-    if m.lifecycle == Lifecycle::Standby {
-        Some(policy.standby)
-    } else if m.protected && policy.protected != HeldInstances::Replace {
-        Some(policy.protected)
-    } else {
-        None
-    }
+    HeldInstances::holding(
+        m.lifecycle == Lifecycle::Standby,
+        m.protected,
+        policy.standby,
+        policy.protected,
+    )
 }
 
 /// Drain over: the balancer says so, or the deregistration delay bound
