@@ -59,6 +59,10 @@ Patched behaviour:
     GetPatchBaseline, tagged baselines;
   - RunInstances naming an instance profile created moments ago answers
     Invalid IAM Instance Profile (instance_profiles.py; per account);
+  - warm pools (warm_pools.py): pool instances launched from the group's
+    launch template of the time, drawn in first on scale-out with the image
+    they carry, refilled, terminated by TerminateInstanceInAutoScalingGroup,
+    replaced by Instance Refresh after the group's members;
   - STS AssumeRole (sts_roles.py): the role must exist and trust the caller
     (external id condition included), DurationSeconds within 900 s and the
     role's maximum, assumed credentials expire (ExpiredToken).
@@ -74,7 +78,8 @@ Control API (POST JSON, on the same port):
   /_harness/settings {"image_pending_seconds": 3, ...} (see SETTINGS)
   /_harness/patches  {"account": ..., "image": ..., "os": ..., "patches": [...]}
   /_harness/report   {"account": ...} -> what the harness recorded for the
-                     account (classic_elb.py: early_terminations)
+                     account (classic_elb.py: early_terminations;
+                     warm_pools.py: warm_pool_draws)
                      (the patches an image's instances have; see ssm_patching.py)
 
 Run: python aws_harness.py -H 127.0.0.1 -p 5055
@@ -112,6 +117,7 @@ import iam_enforcement
 import instance_profiles
 import ssm_patching
 import sts_roles
+import warm_pools
 
 SETTINGS = {
     # CreateImage -> available.
@@ -627,17 +633,38 @@ def _finish_terminate(group, state) -> None:
         group.autoscaling_backend.ec2_backend.terminate_instances([state.instance.id])
 
 
-def _launch(group, count: int) -> None:
+def _launch(group, count: int, draw: bool = True) -> None:
+    """Scale out by `count`: the warm pool's ready instances first (they
+    keep their image), new launches for the rest. An Instance Refresh's
+    replacements (`draw=False`) launch from its desired configuration."""
+    drawn = warm_pools.draw(group, count) if draw else []
+    group.instance_states.extend(drawn)
     before = set(id(s) for s in group.instance_states)
-    group.replace_autoscaling_group_instances(count, group.get_propagated_tags())
+    if count > len(drawn):
+        group.replace_autoscaling_group_instances(count - len(drawn), group.get_propagated_tags())
     t = now()
     for s in group.instance_states:
-        if id(s) in before:
+        if id(s) in before and not any(s is d for d in drawn):
             continue
         s.lifecycle_state = "Pending"
         s._harness_until = t + SETTINGS["member_pending_seconds"]
         s._harness_hooks_left = None
         s.instance._harness_launched_by_asg = True
+
+
+def _launch_detached(group, count: int) -> list:
+    """Instances launched from the group's launch spec that are not members
+    (the warm pool's)."""
+    before = set(id(s) for s in group.instance_states)
+    group.replace_autoscaling_group_instances(count, group.get_propagated_tags())
+    new = [s for s in group.instance_states if id(s) not in before]
+    group.instance_states = [s for s in group.instance_states if id(s) in before]
+    for s in new:
+        s.instance._harness_launched_by_asg = True
+    return new
+
+
+warm_pools.install(now, SETTINGS, _launch_detached)
 
 
 def _live(group):
@@ -734,6 +761,7 @@ def _asg_tick() -> None:
             GROUPS.remove(group)
             continue
         _advance(group)
+        warm_pools.tick(group)
         _refresh_advance(group)
 
 
@@ -840,6 +868,13 @@ def _patched_terminate_instance(self, instance_id, should_decrement):
         None,
     )
     if state is None:
+        pooled = warm_pools.find(self, instance_id)
+        if pooled is not None:
+            # A warm pool instance: not part of desired capacity; the pool
+            # refills from the group's launch spec.
+            group, state = pooled
+            warm_pools.begin_terminate(state)
+            return asg_models.TerminateInstanceActivity(state.instance, group.desired_capacity)
         raise ValidationError("Instance Id not found - No managed instance found for instance ID: " + instance_id)
     group = state.instance.autoscaling_group
     for lb in _classic_elbs(group):
@@ -1114,12 +1149,22 @@ def _refresh_step(r: Refresh) -> None:
         r.launched = []
         return
     if not old:
-        r.status = "Successful"
-        r.end_time = now()
-        if r.desired:
+        # The live pool is done; the group takes the desired configuration,
+        # then "it replaces instances in the warm pool"
+        # (ec2-auto-scaling-warm-pools.html): the old ones are terminated
+        # and the pool refills from the new configuration.
+        if r.desired and not getattr(r, "_harness_applied", False):
             lt = r.desired["LaunchTemplate"]
             group._set_launch_configuration(None, lt, None)
             group.provided_launch_template_version = lt.get("Version")
+            r._harness_applied = True
+        stale = warm_pools.stale(group, r.target_image())
+        if stale or warm_pools.filling(group):
+            for s in stale:
+                warm_pools.begin_terminate(s)
+            return
+        r.status = "Successful"
+        r.end_time = now()
         return
     floor = math.ceil(desired * lo / 100)
     ceiling = max(desired + (1 if hi > 100 else 0), math.floor(desired * hi / 100))
@@ -1153,7 +1198,7 @@ def _launch_image(group, count: int, image: str) -> None:
     original = type(group).image_id
     try:
         type(group).image_id = property(lambda self: image if self is group else original.fget(self))
-        _launch(group, count)
+        _launch(group, count, draw=False)
     finally:
         type(group).image_id = original
 
@@ -1340,6 +1385,7 @@ class Harness:
                     return self.answer(start_response, "200 OK", {
                         "early_terminations": classic_elb.EARLY_TERMINATIONS.get(account, []),
                         "profile_refusals": instance_profiles.REFUSALS.get(account, 0),
+                        "warm_pool_draws": warm_pools.DRAWS.get(account, []),
                     })
                 elif path == "/_harness/settings":
                     for k, v in body.items():

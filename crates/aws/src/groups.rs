@@ -20,7 +20,7 @@ use aws_sdk_autoscaling::types::{
     AutoScalingGroup, LaunchTemplate as AsgLaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification,
     LifecycleState, MixedInstancesPolicy,
 };
-use repave_core::provider::{Group, GroupMember, Groups, LaunchSpec, LaunchSpecRef, Lifecycle, Result};
+use repave_core::provider::{Group, GroupMember, Groups, LaunchSpec, LaunchSpecRef, Lifecycle, Result, WarmInstance};
 use repave_core::{ImageId, InstanceId, ProviderError, Timestamp};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -48,7 +48,7 @@ fn lifecycle(s: Option<&LifecycleState>) -> Lifecycle {
     let s = s.map(|s| s.as_str()).unwrap_or("Pending");
     if s == "InService" {
         Lifecycle::InService
-    } else if s.starts_with("Pending") || s.starts_with("Warmed") {
+    } else if s.starts_with("Pending") {
         Lifecycle::Pending
     } else if s == "Standby" || s == "EnteringStandby" {
         Lifecycle::Standby
@@ -341,6 +341,12 @@ impl Groups for AwsProvider {
             .iter()
             .filter_map(|i| {
                 let id = i.instance_id().unwrap_or_default().to_string();
+                if i.lifecycle_state().is_some_and(|s| s.as_str().starts_with("Warmed")) {
+                    // A warm pool instance is not a member (DescribeWarmPool
+                    // lists those): it serves nothing and counts toward
+                    // nothing until the group draws it in.
+                    return None;
+                }
                 let Some((image, launched_at)) = ec2.get(&InstanceId::new(&id)).cloned() else {
                     tracing::debug!(instance = %id, "group member not visible in EC2 yet");
                     return None;
@@ -363,6 +369,7 @@ impl Groups for AwsProvider {
                     protected: i.protected_from_scale_in().unwrap_or(false),
                     launched_at,
                     launch_spec: spec,
+                    hook_wait: i.lifecycle_state().is_some_and(|s| s.as_str().ends_with(":Wait")),
                 })
             })
             .collect();
@@ -387,6 +394,44 @@ impl Groups for AwsProvider {
 
     async fn health_timing(&self, name: &str) -> Result<repave_core::provider::HealthTiming> {
         self.read_health_timing(name).await
+    }
+
+    /// DescribeWarmPool (every page), each instance's image from EC2 (as
+    /// for members: one batched DescribeInstances for instances not seen
+    /// yet). An instance EC2 does not show yet is left out until it does.
+    async fn warm_pool(&self, group: &str) -> Result<Vec<WarmInstance>> {
+        let mut listed = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .asg
+                .describe_warm_pool()
+                .auto_scaling_group_name(group)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| map_sdk("DescribeWarmPool", e))?;
+            if out.warm_pool_configuration().is_none() && out.instances().is_empty() {
+                return Ok(vec![]);
+            }
+            for i in out.instances() {
+                let state = i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default();
+                listed.push((InstanceId::new(i.instance_id().unwrap_or_default()), state));
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let ids: Vec<InstanceId> = listed.iter().map(|(i, _)| i.clone()).collect();
+        let ec2 = self.member_facts(&ids).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|(id, state)| {
+                let (image, _) = ec2.get(&id).cloned()?;
+                Some(WarmInstance { id, image, state })
+            })
+            .collect())
     }
 
     async fn describe_launch_spec(&self, spec: &LaunchSpecRef) -> Result<LaunchSpec> {

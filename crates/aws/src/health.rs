@@ -5,8 +5,8 @@
 //! (DescribeTargetGroupAttributes), each Classic Load Balancer's health
 //! check (DescribeLoadBalancers) and connection-draining timeout
 //! (DescribeLoadBalancerAttributes; 0 when draining is off), and the launch
-//! lifecycle hooks' heartbeats (DescribeLifecycleHooks). Read once per run,
-//! not per tick.
+//! and termination lifecycle hooks' heartbeats (DescribeLifecycleHooks).
+//! Read once per run, not per tick.
 
 use crate::error::map_sdk;
 use crate::groups::secs;
@@ -15,6 +15,7 @@ use repave_core::provider::{BalancerCheck, HealthTiming, LaunchHook, Result};
 use std::time::Duration;
 
 const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
+const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 
 impl AwsProvider {
     pub(crate) async fn read_health_timing(&self, group: &str) -> Result<HealthTiming> {
@@ -115,21 +116,26 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| map_sdk("DescribeLifecycleHooks", e))?;
-        let launch_hooks = hooks
-            .lifecycle_hooks()
-            .iter()
-            .filter(|h| h.lifecycle_transition() == Some(LAUNCHING))
-            .map(|h| LaunchHook {
-                name: h.lifecycle_hook_name().unwrap_or_default().to_string(),
-                // AWS's default heartbeat is one hour.
-                heartbeat: secs(h.heartbeat_timeout()).unwrap_or(Duration::from_secs(3600)),
-            })
-            .collect();
+        let of = |transition: &str| -> Vec<LaunchHook> {
+            hooks
+                .lifecycle_hooks()
+                .iter()
+                .filter(|h| h.lifecycle_transition() == Some(transition))
+                .map(|h| LaunchHook {
+                    name: h.lifecycle_hook_name().unwrap_or_default().to_string(),
+                    // AWS's default heartbeat is one hour.
+                    heartbeat: secs(h.heartbeat_timeout()).unwrap_or(Duration::from_secs(3600)),
+                })
+                .collect()
+        };
+        let launch_hooks = of(LAUNCHING);
+        let termination_hooks = of(TERMINATING);
         Ok(HealthTiming {
             grace_period: secs(g.health_check_grace_period()),
             health_check_type: g.health_check_type().map(str::to_string),
             checks,
             launch_hooks,
+            termination_hooks,
             default_warmup: secs(g.default_instance_warmup()),
         })
     }

@@ -233,10 +233,11 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
                 "autoscaling:UpdateAutoScalingGroup", "autoscaling:SetDesiredCapacity",
                 "autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:SetInstanceProtection",
                 "autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh",
-                // AZRebalance, AlarmNotification, ScheduledActions are held during a roll.
-                "autoscaling:SuspendProcesses", "autoscaling:ResumeProcesses",
-                // The warm pool is drained and refilled onto the new image.
-                "autoscaling:PutWarmPool", "autoscaling:DeleteWarmPool"
+                // AZRebalance, AlarmNotification, ScheduledActions are held
+                // during a roll. (Warm pool instances on the old image are
+                // terminated with TerminateInstanceInAutoScalingGroup; the
+                // pool's configuration is never changed.)
+                "autoscaling:SuspendProcesses", "autoscaling:ResumeProcesses"
             ],
             "Resource": group
         }),

@@ -34,6 +34,10 @@ pub struct Preflight {
     /// The builder's settings and where each came from (config or group).
     #[serde(default)]
     pub builder: Vec<String>,
+    /// The group's warm pool instances, "i-1 on ami-0 (Warmed:Stopped)":
+    /// the roll replaces them too (see `notes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_pool: Vec<String>,
 }
 
 impl AwsProvider {
@@ -169,6 +173,29 @@ impl AwsProvider {
                 } else if !matches!(m.lifecycle, Lifecycle::Terminating | Lifecycle::Terminated) {
                     out.would_replace.push(m.id.clone());
                 }
+            }
+            let pool: Vec<_> = self
+                .warm_pool(&pipeline.group)
+                .await?
+                .into_iter()
+                .filter(|w| !w.leaving())
+                .collect();
+            if !pool.is_empty() {
+                out.warm_pool = pool
+                    .iter()
+                    .map(|w| format!("{} on {} ({})", w.id, w.image, w.state))
+                    .collect();
+                out.notes.push(if pipeline.rollout.strategy == "native" {
+                    format!(
+                        "warm pool of {} instance(s): Instance Refresh replaces them after the group's members",
+                        pool.len()
+                    )
+                } else {
+                    format!(
+                        "warm pool of {} instance(s): those on the old image are terminated before the roll, so the pool refills from the new launch spec and every surge draws new-image instances from it",
+                        pool.len()
+                    )
+                });
             }
             if !out.held.is_empty() {
                 let ids: Vec<String> = out.held.iter().map(|i| i.to_string()).collect();

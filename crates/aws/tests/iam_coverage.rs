@@ -449,8 +449,6 @@ fn the_provider_s_known_operations_are_granted() {
         ("autoscaling", "SuspendProcesses"),
         ("autoscaling", "ResumeProcesses"),
         ("autoscaling", "DescribeWarmPool"),
-        ("autoscaling", "PutWarmPool"),
-        ("autoscaling", "DeleteWarmPool"),
         ("autoscaling", "CreateLaunchConfiguration"),
         ("elasticloadbalancing", "DescribeTargetHealth"),
         ("elasticloadbalancing", "DescribeTargetGroups"),

@@ -331,6 +331,10 @@ pub struct GroupMember {
     pub protected: bool,
     pub launched_at: Timestamp,
     pub launch_spec: Option<LaunchSpecRef>,
+    /// Held by a lifecycle hook (AWS: Pending:Wait / Terminating:Wait)
+    /// until its handler completes the action or the heartbeat runs out.
+    #[serde(default)]
+    pub hook_wait: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,6 +384,10 @@ pub struct HealthTiming {
     /// Launch lifecycle hooks: a new instance may wait up to each heartbeat.
     #[serde(default)]
     pub launch_hooks: Vec<LaunchHook>,
+    /// Termination lifecycle hooks: a terminated instance may wait up to
+    /// each heartbeat (AWS: Terminating:Wait) before it is gone.
+    #[serde(default)]
+    pub termination_hooks: Vec<LaunchHook>,
     /// The group's default instance warmup (AWS: DefaultInstanceWarmup).
     #[serde(default)]
     pub default_warmup: Option<Duration>,
@@ -406,7 +414,27 @@ impl BalancerCheck {
     }
 }
 
-/// A lifecycle hook that holds new instances (AWS: Pending:Wait).
+/// An instance in a group's warm pool (AWS: DescribeWarmPool): launched
+/// ahead of need from the group's launch spec of the time, kept stopped or
+/// running, and drawn into the group when it scales out — with the image it
+/// was launched with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmInstance {
+    pub id: InstanceId,
+    pub image: ImageId,
+    /// The cloud's own word ("Warmed:Stopped", "Warmed:Pending", ...).
+    pub state: String,
+}
+
+impl WarmInstance {
+    /// On its way out of the pool (terminating): it will never serve.
+    pub fn leaving(&self) -> bool {
+        self.state.contains("Terminat")
+    }
+}
+
+/// A lifecycle hook that holds new instances (AWS: Pending:Wait) or
+/// terminated ones (Terminating:Wait): its name and heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchHook {
     pub name: String,
@@ -440,6 +468,14 @@ pub trait Groups: Send + Sync {
     /// Idempotent.
     async fn resume_processes(&self, _group: &str, _processes: &[String]) -> Result<()> {
         Ok(())
+    }
+    /// The instances of the group's warm pool (empty: no pool, or a
+    /// provider without warm pools). A pool instance is terminated with
+    /// [`Groups::terminate_group_instance`] (without `decrement`: the pool
+    /// is not part of desired capacity); the pool refills from the group's
+    /// launch spec.
+    async fn warm_pool(&self, _group: &str) -> Result<Vec<WarmInstance>> {
+        Ok(vec![])
     }
 }
 

@@ -184,6 +184,9 @@ pub struct Member {
     pub launched_at: Timestamp,
     /// Balancer state and when it was entered; `None`: not registered.
     pub target: Option<(TargetState, Timestamp)>,
+    /// Held by a lifecycle hook (Pending:Wait, Terminating:Wait).
+    #[serde(default)]
+    pub hook_wait: bool,
 }
 
 impl Member {
@@ -245,6 +248,15 @@ pub struct RollProgress {
     /// (`started_at` still tells which instances the roll launched).
     #[serde(default)]
     pub resumed_at: Option<Timestamp>,
+    /// New instances last seen held by a launch lifecycle hook.
+    #[serde(default)]
+    pub hook_waiting: BTreeSet<InstanceId>,
+    /// New instances that left the group from a launch hook's wait without
+    /// entering service: the hook abandoned them (its handler answered
+    /// ABANDON, or did not complete within the heartbeat and the default
+    /// result is ABANDON).
+    #[serde(default)]
+    pub abandoned_new: BTreeSet<InstanceId>,
 }
 
 impl RollProgress {
@@ -263,6 +275,8 @@ impl RollProgress {
             blocked_since: None,
             cutoff: None,
             resumed_at: None,
+            hook_waiting: BTreeSet::new(),
+            abandoned_new: BTreeSet::new(),
         }
     }
 
@@ -340,6 +354,9 @@ pub struct RollStatus {
     /// Healthy, registered, past warmup, not draining.
     pub in_service: u32,
     pub failed_new: u32,
+    /// New instances a launch lifecycle hook abandoned so far.
+    #[serde(default)]
+    pub abandoned_new: u32,
     pub held: Vec<InstanceId>,
     /// Current stage and how many replacements it allows in total.
     #[serde(default)]

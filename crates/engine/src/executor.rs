@@ -68,6 +68,9 @@ pub(crate) struct Ctx<'a> {
     /// The roll's readiness timing (config, or the group's own), read once
     /// when the driver starts.
     health: Mutex<HealthSettings>,
+    /// The group's own readiness settings (lifecycle hooks included), as
+    /// read when the driver started.
+    timing: Mutex<repave_core::provider::HealthTiming>,
     /// The journaled step running now, and the commands it sent so far in
     /// this attempt (their tokens).
     commands: Mutex<(String, u32)>,
@@ -99,6 +102,9 @@ impl Ctx<'_> {
     pub fn health(&self) -> HealthSettings {
         self.health.lock().expect("health lock").clone()
     }
+    pub fn timing(&self) -> repave_core::provider::HealthTiming {
+        self.timing.lock().expect("timing lock").clone()
+    }
     /// The rollout policy with the readiness timing in effect.
     pub fn policy(&self) -> RollPolicy {
         RollPolicy::new(&self.pipeline.rollout, &self.health())
@@ -122,6 +128,7 @@ impl Ctx<'_> {
             serde_json::json!({ "health": health, "timing": timing }),
         );
         *self.health.lock().expect("health lock") = health;
+        *self.timing.lock().expect("timing lock") = timing;
         Ok(())
     }
 
@@ -453,6 +460,7 @@ impl Engine {
         let ctx = Ctx {
             engine: self,
             health: Mutex::new(HealthSettings::new(&pipeline.rollout, &Default::default())),
+            timing: Mutex::new(Default::default()),
             run,
             pipeline,
             lease: Mutex::new(lease),
@@ -783,10 +791,14 @@ async fn roll_and_verify_now(
         return with_left_behind(ctx, verify_step, image, report).await;
     }
     let base = roll::base_capacity(ctx, roll_step, base_hint).await?;
+    // Before any surge: what the group draws from its warm pool must be on
+    // the new image.
+    let warm_pool_replaced = crate::warm_pool::refresh(ctx, roll_step, image).await?;
     let intent = serde_json::json!({ "target": image, "policy": policy, "base_desired": base });
-    let report: RollReport = ctx
+    let mut report: RollReport = ctx
         .step(roll_step, intent, || roll::roll(ctx, roll_step, image, policy, base))
         .await?;
+    report.warm_pool_replaced = warm_pool_replaced;
     ctx.step(verify_step, serde_json::json!({ "target": image }), || {
         roll::verify(ctx, image)
     })

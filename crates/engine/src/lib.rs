@@ -18,6 +18,7 @@ mod references;
 mod retain;
 mod roll;
 mod summary;
+mod warm_pool;
 
 pub use error::EngineError;
 pub use events::{EngineEvent, NullObserver, Observer};

@@ -29,6 +29,7 @@ pub async fn observe(p: &dyn Provider, group: &str) -> Result<Observation, Engin
             protected: m.protected,
             launched_at: m.launched_at,
             target: by_id.get(&m.id).map(|t| (t.state, t.since)),
+            hook_wait: m.hook_wait,
         })
         .collect();
     Ok(Observation {
@@ -253,6 +254,35 @@ async fn roll_loop(
             replaced: plan.progress.replaced,
             total: total_old,
         });
+        let abandoned: Vec<String> = plan
+            .progress
+            .abandoned_new
+            .difference(&progress.abandoned_new)
+            .map(|i| i.to_string())
+            .collect();
+        if !abandoned.is_empty() {
+            let hooks: Vec<String> = ctx
+                .timing()
+                .launch_hooks
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} (heartbeat {})",
+                        h.name,
+                        repave_core::duration::format_duration(h.heartbeat)
+                    )
+                })
+                .collect();
+            ctx.log(
+                step,
+                format!(
+                    "new instance(s) {} abandoned by a launch lifecycle hook{}: they left the group from Pending:Wait without entering service",
+                    abandoned.join(", "),
+                    if hooks.is_empty() { String::new() } else { format!(" ({})", hooks.join(", ")) }
+                ),
+                serde_json::json!({ "abandoned": abandoned, "hooks": hooks }),
+            );
+        }
         match &plan.outcome {
             Outcome::Complete => {
                 progress = plan.progress;
@@ -322,7 +352,86 @@ async fn roll_loop(
         tokio::time::sleep(tick).await;
     }
     meas.replaced_here = progress.replaced.saturating_sub(replaced_before);
+    wait_for_terminations(ctx, step, &group, policy).await?;
     Ok(progress.replaced)
+}
+
+/// After the last replacement: the instances the roll terminated are gone
+/// only once their termination lifecycle hooks are done (AWS:
+/// Terminating:Wait until the handler completes the action or the
+/// heartbeat runs out). Waited for up to the longest heartbeat (plus the
+/// drain bound and a minute), so the run does not report a finished roll
+/// (and go on to retire the old image) while old instances still run their
+/// hooks; one still there after that (its handler records heartbeats) is
+/// reported and left to Auto Scaling — the fleet is already on the new
+/// image.
+async fn wait_for_terminations(ctx: &Ctx<'_>, step: &str, group: &str, policy: &RollPolicy) -> Result<(), EngineError> {
+    let p = ctx.provider();
+    let hooks = ctx.timing().termination_hooks;
+    if hooks.is_empty() {
+        // Nothing holds a terminated instance: the roll terminated only
+        // drained ones, and what is left of their shutdown serves nothing.
+        return Ok(());
+    }
+    let leaving = |o: &Observation| -> Vec<String> {
+        o.members
+            .iter()
+            .filter(|m| m.lifecycle == Lifecycle::Terminating)
+            .map(|m| m.id.to_string())
+            .collect()
+    };
+    let first = leaving(&observe(p, group).await?);
+    if first.is_empty() {
+        return Ok(());
+    }
+    let heartbeat = hooks.iter().map(|h| h.heartbeat).max().unwrap_or_default();
+    let bound = heartbeat + policy.drain_timeout.min(Duration::from_secs(3600)) + Duration::from_secs(60);
+    let names: Vec<String> = hooks
+        .iter()
+        .map(|h| {
+            format!(
+                "{} (heartbeat {})",
+                h.name,
+                repave_core::duration::format_duration(h.heartbeat)
+            )
+        })
+        .collect();
+    ctx.log(
+        step,
+        format!(
+            "waiting for {} terminated instance(s) to be gone{}: {}",
+            first.len(),
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(", held by termination lifecycle hook(s) {}", names.join(", "))
+            },
+            first.join(", ")
+        ),
+        serde_json::json!({ "terminating": first, "hooks": names }),
+    );
+    let waited = crate::bake::wait_for(ctx, step, "terminated instances gone", bound, || async {
+        Ok(leaving(&observe(p, group).await?).is_empty().then_some(()))
+    })
+    .await;
+    match waited {
+        Ok(()) => Ok(()),
+        Err(EngineError::Timeout { .. }) => {
+            let left = leaving(&observe(p, group).await?);
+            ctx.log(
+                step,
+                format!(
+                    "{} instance(s) still terminating after {}: {} (a termination hook's handler keeps them; Auto Scaling finishes them)",
+                    left.len(),
+                    repave_core::duration::format_duration(bound),
+                    left.join(", ")
+                ),
+                serde_json::json!({ "terminating": left }),
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Write the roll's checkpoint when it changed.
@@ -405,6 +514,7 @@ fn report(
         drain_ms_median: drain,
         samples: downsample(meas.samples, 2000),
         left_on_old_image: vec![],
+        warm_pool_replaced: vec![],
     }
 }
 
@@ -515,6 +625,9 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
     // Protected instances the policy skips stay on the old image (reported
     // by `left_on_old_image`); under wait or replace they must be replaced.
     let skipped = ctx.pipeline.rollout.protected == repave_core::config::HeldInstances::Skip;
+    // Set once the members are right and only the warm pool is not: that
+    // is no verdict on the image (the pool refills on its own schedule).
+    let only_pool = std::sync::atomic::AtomicBool::new(false);
     let r = crate::bake::wait_for(
         ctx,
         "verify",
@@ -543,8 +656,20 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
                 .map(|m| m.id.to_string())
                 .collect();
             if off.is_empty() && sick.is_empty() && live.len() as u32 == obs.desired {
-                return Ok(Some(()));
+                // What the group would draw in next must be on the new
+                // image too.
+                let pool = retry("verify", || p.warm_pool(&group)).await?;
+                let stale: Vec<String> = crate::warm_pool::off_target(&pool, target)
+                    .map(|w| format!("{} on {}", w.id, w.image))
+                    .collect();
+                if stale.is_empty() {
+                    return Ok(Some(()));
+                }
+                only_pool.store(true, std::sync::atomic::Ordering::Relaxed);
+                *last.lock().expect("lock") = format!("warm pool instances not on target: [{}]", stale.join(", "));
+                return Ok(None);
             }
+            only_pool.store(false, std::sync::atomic::Ordering::Relaxed);
             *last.lock().expect("lock") = format!(
                 "{} live / {} desired; not on target: [{}]; not healthy: [{}]",
                 live.len(),
@@ -559,6 +684,13 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
     // Only running out of time says the new image's fleet is not right; a
     // cancel or a lost provider is no verdict on the image.
     r.map_err(|e| match e {
+        EngineError::Timeout { step, seconds, what } if only_pool.load(std::sync::atomic::Ordering::Relaxed) => {
+            EngineError::Timeout {
+                step,
+                seconds,
+                what: format!("{what}: {}", last.lock().expect("lock")),
+            }
+        }
         e @ EngineError::Timeout { .. } => EngineError::Verify(format!("{e}: {}", last.lock().expect("lock"))),
         e => e,
     })

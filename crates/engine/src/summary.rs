@@ -42,6 +42,12 @@ pub struct RollReport {
     /// new one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_on_old_image: Vec<String>,
+    /// Warm pool instances on the old image terminated before the roll so
+    /// the pool refills from the new launch spec, "i-1 on ami-0
+    /// (Warmed:Stopped)"; empty without a warm pool (and under `strategy =
+    /// "native"`, where Instance Refresh replaces the pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_pool_replaced: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]

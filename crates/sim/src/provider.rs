@@ -48,6 +48,7 @@ pub(crate) fn sim_health_timing(lat: &crate::Latencies) -> repave_core::provider
             port: None,
         }],
         launch_hooks: vec![],
+        termination_hooks: vec![],
         default_warmup: None,
     }
 }
@@ -761,6 +762,7 @@ impl Groups for SimProvider {
                     protected: i.protected,
                     launched_at: i.launched_at,
                     launch_spec: None,
+                    hook_wait: false,
                 }
             })
             .collect();

@@ -110,7 +110,12 @@ impl Moto {
 
     /// A fresh account, its clients in `region`.
     pub async fn in_region(region: &str) -> Moto {
-        let account = new_account();
+        Self::of_account(&new_account(), region).await
+    }
+
+    /// Clients of an existing account (a child process of a test).
+    pub async fn of_account(account: &str, region: &str) -> Moto {
+        let account = account.to_string();
         let sdk = sdk_config_in(&account, region).await;
         Moto {
             ec2: aws_sdk_ec2::Client::new(&sdk),
@@ -172,6 +177,9 @@ pub struct FleetSpec {
     /// The launch spec names an instance profile ([`INSTANCE_PROFILE`]),
     /// as a fleet reachable by SSM does.
     pub instance_profile: bool,
+    /// A warm pool of this many stopped instances (MinSize, and
+    /// MaxGroupPreparedCapacity = desired + this many).
+    pub warm_pool: Option<i32>,
 }
 
 impl FleetSpec {
@@ -191,6 +199,7 @@ impl FleetSpec {
             termination_hook: None,
             protect_new: false,
             instance_profile: true,
+            warm_pool: None,
         }
     }
 }
@@ -714,6 +723,17 @@ impl Moto {
                 .await
                 .expect("hook");
         }
+        if let Some(n) = spec.warm_pool {
+            self.asg
+                .put_warm_pool()
+                .auto_scaling_group_name(&group)
+                .min_size(n)
+                .max_group_prepared_capacity(spec.desired + n)
+                .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+                .send()
+                .await
+                .expect("warm pool");
+        }
         let target_groups = if classic_elb.is_some() { vec![] } else { target_groups };
         let fleet = Fleet {
             vpc,
@@ -729,7 +749,51 @@ impl Moto {
             launch_configuration,
         };
         self.wait_fleet_healthy(&fleet, spec.desired as usize).await;
+        if let Some(n) = spec.warm_pool {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while self
+                .warm_pool(&fleet.group)
+                .await
+                .iter()
+                .filter(|(_, s, _)| s == "Warmed:Stopped")
+                .count()
+                < n as usize
+            {
+                assert!(tokio::time::Instant::now() < deadline, "the warm pool never filled");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
         fleet
+    }
+
+    /// The group's warm pool: (instance, lifecycle state, image) each.
+    pub async fn warm_pool(&self, group: &str) -> Vec<(String, String, String)> {
+        let out = self
+            .asg
+            .describe_warm_pool()
+            .auto_scaling_group_name(group)
+            .send()
+            .await
+            .expect("describe warm pool");
+        let mut pool = Vec::new();
+        for i in out.instances() {
+            let id = i.instance_id().unwrap_or_default().to_string();
+            let image = self
+                .ec2
+                .describe_instances()
+                .instance_ids(&id)
+                .send()
+                .await
+                .expect("describe instances")
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find_map(|x| x.image_id().map(str::to_string))
+                .unwrap_or_default();
+            let state = i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default();
+            pool.push((id, state, image));
+        }
+        pool
     }
 
     /// Until `n` members are InService and healthy in every target group.
@@ -887,7 +951,14 @@ pub fn assert_succeeded(out: &repave_engine::RunOutcome) {
 /// goes, and `extra` TOML under `[pipelines.web]`; every other setting at
 /// its default.
 pub fn default_pipeline(fleet: &Fleet, platform: &str, extra: &str) -> repave_core::config::Pipeline {
-    let src = format!(
+    let src = default_pipeline_src(fleet, platform, extra);
+    let cfg = repave_core::config::parse(&src, "repave.toml").expect("pipeline parses");
+    cfg.pipelines.get("web").expect("web pipeline").clone()
+}
+
+/// The TOML of [`default_pipeline`] (for a child process to parse).
+pub fn default_pipeline_src(fleet: &Fleet, platform: &str, extra: &str) -> String {
+    format!(
         r#"
 [providers.aws]
 region = "us-east-1"
@@ -908,9 +979,7 @@ platform = "{platform}"
         parameter = fleet.parameter,
         subnet = fleet.subnets[0],
         sg = fleet.security_group,
-    );
-    let cfg = repave_core::config::parse(&src, "repave.toml").expect("pipeline parses");
-    cfg.pipelines.get("web").expect("web pipeline").clone()
+    )
 }
 
 /// A pipeline for the fixture's fleet, parsed from TOML like a user's.

@@ -209,6 +209,9 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        for w in aws["warm_pool"].as_array().into_iter().flatten() {
+            println!("  warm pool     {}", w.as_str().unwrap_or(""));
+        }
         for note in &notes {
             println!("  note          {note}");
         }

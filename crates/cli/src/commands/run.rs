@@ -118,6 +118,13 @@ pub fn print_outcome(o: &RunOutcome) {
                 r.left_on_old_image.join(", ")
             );
         }
+        if !r.warm_pool_replaced.is_empty() {
+            println!(
+                "  warm pool  {} on the old image terminated before the roll (the pool refilled from the new launch spec): {}",
+                r.warm_pool_replaced.len(),
+                r.warm_pool_replaced.join(", ")
+            );
+        }
     }
     if !s.api_calls.is_empty() {
         let total: u64 = s.api_calls.values().sum();

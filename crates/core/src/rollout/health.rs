@@ -165,6 +165,7 @@ mod tests {
                     heartbeat: Duration::from_secs(120),
                 },
             ],
+            termination_hooks: vec![],
             default_warmup: Some(Duration::from_secs(45)),
         };
         let h = HealthSettings::new(&Rollout::default(), &t);

@@ -89,6 +89,23 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
         p.draining.remove(&id);
         p.replaced += 1;
     }
+    // New instances that were held by a launch hook and are gone (or on
+    // their way out) without this roll draining them: abandoned by the
+    // hook. Not the image's doing as far as anyone can tell — the hook's
+    // handler decides — so they count against their own budget.
+    let abandoned: Vec<InstanceId> = p
+        .hook_waiting
+        .iter()
+        .filter(|id| !live_ids.contains(id) && !p.draining_new.contains(*id))
+        .cloned()
+        .collect();
+    p.abandoned_new.extend(abandoned);
+    p.hook_waiting = live
+        .iter()
+        .filter(|m| m.hook_wait && m.lifecycle == Lifecycle::Pending)
+        .filter(|m| is_target(m) && launched_in_roll(m))
+        .map(|m| m.id.clone())
+        .collect();
     p.draining_new.retain(|id| live_ids.contains(id));
     let draining = |p: &RollProgress, id: &InstanceId| p.draining.contains(id) || p.draining_new.contains(id);
 
@@ -144,6 +161,7 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     status.old = old.len() as u32;
     status.draining = live.iter().filter(|m| draining(&p, &m.id)).count() as u32;
     status.failed_new = p.failed_new.len() as u32;
+    status.abandoned_new = p.abandoned_new.len() as u32;
     let mut healthy = live
         .iter()
         .filter(|m| !draining(&p, &m.id) && in_service(m, &p, policy, now))
@@ -188,6 +206,15 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             ids(&failed_ids)
         );
         return abort(vec![], p, status, reason, Blame::Image);
+    }
+    if p.abandoned_new.len() as u32 >= threshold {
+        let abandoned: Vec<InstanceId> = p.abandoned_new.iter().cloned().collect();
+        let reason = format!(
+            "a launch lifecycle hook abandoned {} new instance(s): {} left the group from Pending:Wait without entering service (the hook's handler answered ABANDON, or did not complete the lifecycle action within the heartbeat); the image is not blamed: check the hook's handler, then resume",
+            abandoned.len(),
+            ids(&abandoned)
+        );
+        return abort(vec![], p, status, reason, Blame::Orchestration);
     }
 
     let old_draining = old.iter().filter(|m| p.draining.contains(&m.id)).count() as u32;

@@ -88,6 +88,7 @@ impl Model {
                 protected: false,
                 launched_at: Timestamp(at),
                 target: Some((TargetState::Initial, Timestamp(at))),
+                hook_wait: false,
             },
             healthy_at,
             None,
@@ -776,4 +777,74 @@ fn failed_new_instances_are_the_images_fault() {
         ),
         "{outcome:?}"
     );
+}
+
+/// A new instance seen held by a launch hook (Pending:Wait) that then
+/// leaves the group without entering service was abandoned by the hook:
+/// counted on its own, reported, and the abort blames the orchestration,
+/// never the image. One that the hook lets through is no abandon.
+#[test]
+fn a_launch_hook_abandoning_new_instances_is_the_orchestrations_fault() {
+    let pol = policy(100, 150);
+    let old = |i: u32| Member {
+        id: InstanceId::new(format!("i-old{i}")),
+        image: ImageId::new("old"),
+        lifecycle: Lifecycle::InService,
+        protected: false,
+        launched_at: Timestamp(0),
+        target: Some((TargetState::Healthy, Timestamp(0))),
+        hook_wait: false,
+    };
+    let waiting = Member {
+        id: InstanceId::new("i-new1"),
+        image: ImageId::new("new"),
+        lifecycle: Lifecycle::Pending,
+        protected: false,
+        launched_at: Timestamp(2_000),
+        target: None,
+        hook_wait: true,
+    };
+    let obs = |members: Vec<Member>, desired: u32| Observation {
+        desired,
+        min: 1,
+        max: 4,
+        members,
+    };
+    let start = RollProgress::new(ImageId::new("new"), 2, Timestamp(1_000));
+    let p1 = plan(
+        &obs(vec![old(1), old(2), waiting.clone()], 3),
+        &pol,
+        &start,
+        Timestamp(3_000),
+    );
+    assert_eq!(p1.progress.hook_waiting.len(), 1);
+    assert_eq!(p1.outcome, Outcome::Progressing);
+
+    // Let through: in service, not abandoned.
+    let through = Member {
+        lifecycle: Lifecycle::InService,
+        hook_wait: false,
+        ..waiting.clone()
+    };
+    let p2 = plan(
+        &obs(vec![old(1), old(2), through], 3),
+        &pol,
+        &p1.progress,
+        Timestamp(4_000),
+    );
+    assert!(p2.progress.abandoned_new.is_empty());
+
+    // Gone from the wait: abandoned; with max_unhealthy_new 1 the roll stops.
+    let p3 = plan(&obs(vec![old(1), old(2)], 3), &pol, &p1.progress, Timestamp(4_000));
+    assert_eq!(p3.status.abandoned_new, 1);
+    match p3.outcome {
+        Outcome::Abort { reason, blame } => {
+            assert_eq!(blame, Blame::Orchestration);
+            assert!(
+                reason.contains("launch lifecycle hook abandoned 1 new instance(s): i-new1"),
+                "{reason}"
+            );
+        }
+        o => panic!("{o:?}"),
+    }
 }

@@ -47,6 +47,7 @@ pub(crate) fn describe_group(cloud: &Cloud, name: &str) -> Result<Group, LocalEr
                 protected: m.protected,
                 launched_at: rec.instance.launched_at,
                 launch_spec: Some(m.launch_spec.clone()),
+                hook_wait: false,
             })
         })
         .collect();
@@ -70,6 +71,7 @@ pub(crate) fn describe_group(cloud: &Cloud, name: &str) -> Result<Group, LocalEr
                 port: Some(g.port),
             }],
             launch_hooks: vec![],
+            termination_hooks: vec![],
             default_warmup: None,
         },
         suspended: vec![],
