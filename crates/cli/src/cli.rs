@@ -63,7 +63,7 @@ pub enum Command {
     Rollback(PipelineArg),
     /// Read-only preflight: what a run would create and replace, and the problems in its way.
     Plan(PipelineArg),
-    /// Terminate leftover builders and test instances; deregister bad or surplus images nothing references; delete the patch baselines of finished AWS runs; resume scaling processes a run suspended and never resumed.
+    /// Terminate leftover builders and test instances; deregister bad or surplus images nothing references; delete the patch baselines of finished AWS runs; resume scaling processes a run suspended and never resumed. AWS: every account and region the pipelines name, each with its own pipelines.
     Gc {
         /// Only say what would be done.
         #[arg(long)]

@@ -118,21 +118,19 @@ impl Loaded {
         }
     }
 
-    /// The AWS provider of `[providers.aws]` (with `--profile` / `--region`).
-    pub async fn aws(&self) -> Result<Arc<repave_aws::AwsProvider>, Exit> {
-        self.aws_target(None).await
-    }
-
     /// The AWS provider of a pipeline: its own region and role when
     /// `[pipelines.X.aws]` names them (the role assumed through STS).
     pub async fn aws_for(&self, pipeline: &Pipeline) -> Result<Arc<repave_aws::AwsProvider>, Exit> {
         self.aws_target(pipeline.aws.as_ref()).await
     }
 
-    async fn aws_target(
-        &self,
-        pipeline: Option<&repave_core::config::PipelineAws>,
-    ) -> Result<Arc<repave_aws::AwsProvider>, Exit> {
+    /// Where a pipeline's AWS calls go: `[providers.aws]` with `--profile`
+    /// / `--region`, then the pipeline's own region and role.
+    pub fn aws_place(&self, pipeline: &Pipeline) -> repave_aws::AwsTarget {
+        self.aws_target_of(pipeline.aws.as_ref())
+    }
+
+    fn aws_target_of(&self, pipeline: Option<&repave_core::config::PipelineAws>) -> repave_aws::AwsTarget {
         let mut cfg = self.config.providers.aws.clone().unwrap_or_default();
         if let Some(p) = &self.aws_overrides.0 {
             cfg.profile = Some(p.clone());
@@ -140,7 +138,14 @@ impl Loaded {
         if let Some(r) = &self.aws_overrides.1 {
             cfg.region = Some(r.clone());
         }
-        let target = repave_aws::AwsTarget::new(&cfg, pipeline);
+        repave_aws::AwsTarget::new(&cfg, pipeline)
+    }
+
+    async fn aws_target(
+        &self,
+        pipeline: Option<&repave_core::config::PipelineAws>,
+    ) -> Result<Arc<repave_aws::AwsProvider>, Exit> {
+        let target = self.aws_target_of(pipeline);
         let what = match &target.role {
             Some(r) => format!("configuring the AWS provider (role {})", r.role_arn),
             None => "configuring the AWS provider".to_string(),

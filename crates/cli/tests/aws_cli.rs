@@ -216,3 +216,113 @@ fn a_malformed_role_is_a_config_error_with_its_position() {
         r.stderr
     );
 }
+
+/// The moto venv's python (boto3 comes with moto): the test's own hands on
+/// the account, for what repave must find there. Fails, never skips,
+/// without it.
+fn python() -> std::path::PathBuf {
+    let venv = std::env::var("MOTO_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/moto-venv"));
+    let venv = if venv.is_relative() {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(venv)
+    } else {
+        venv
+    };
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: scripts/moto.sh installs the venv",
+        py.display()
+    );
+    py
+}
+
+/// boto3 against moto in `region`: run `script` (python, with `ec2` bound
+/// to an EC2 client), return what it prints.
+fn boto3(region: &str, script: &str) -> String {
+    let prelude = "import boto3, sys, time\nec2 = boto3.client('ec2', endpoint_url=sys.argv[1], region_name=sys.argv[2], aws_access_key_id='testing', aws_secret_access_key='testing')\n";
+    let out = std::process::Command::new(python())
+        .args(["-c", &format!("{prelude}{script}"), &moto(), region])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "boto3 script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A builder a killed run left behind in `region` (tagged as repave tags
+/// it, for a run the store never heard of).
+fn leftover_builder(region: &str, pipeline: &str) -> String {
+    boto3(
+        region,
+        &format!(
+            "image = ec2.describe_images()['Images'][0]['ImageId']\n\
+             r = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{{'ResourceType': 'instance', 'Tags': [\
+             {{'Key': 'repave:role', 'Value': 'builder'}}, {{'Key': 'repave:run', 'Value': 'run-gone-{region}'}}, {{'Key': 'repave:pipeline', 'Value': '{pipeline}'}}]}}])\n\
+             time.sleep(1.5)\n\
+             print(r['Instances'][0]['InstanceId'])\n"
+        ),
+    )
+}
+
+fn instance_state(region: &str, id: &str) -> String {
+    boto3(
+        region,
+        &format!(
+            "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]['State']['Name'])"
+        ),
+    )
+}
+
+/// `gc` sweeps every account and region a pipeline names, each with its
+/// own pipelines — not only the default `[providers.aws]` place. (Before:
+/// all AWS pipelines were swept with the first one's region, and a builder
+/// left in another region stayed running.)
+#[test]
+fn gc_sweeps_every_region_the_pipelines_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repave.toml");
+    let pipeline = |name: &str, region: &str| {
+        format!(
+            "[pipelines.{name}]\nprovider = \"aws\"\ngroup = \"cli-gc-{name}\"\nparameter = \"/repave/cli-gc/{name}\"\n[pipelines.{name}.builder]\ninstance_type = \"t3.micro\"\n[pipelines.{name}.aws]\nregion = \"{region}\"\n\n"
+        )
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "[providers.aws]\nendpoint_url = {:?}\nemulator = true\n\n{}{}",
+            moto(),
+            pipeline("south", "ap-southeast-2"),
+            pipeline("north", "eu-north-1")
+        ),
+    )
+    .unwrap();
+    let c = path.display().to_string();
+    let south = leftover_builder("ap-southeast-2", "south");
+    let north = leftover_builder("eu-north-1", "north");
+    let v = aws(&["--json", "gc"], &c).expect_code(0).json();
+    let terminated: Vec<&str> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "terminate")
+        .filter_map(|a| a["instance"].as_str())
+        .collect();
+    assert!(
+        terminated.contains(&south.as_str()) && terminated.contains(&north.as_str()),
+        "{v}"
+    );
+    for (region, id) in [("ap-southeast-2", &south), ("eu-north-1", &north)] {
+        let state = instance_state(region, id);
+        assert!(
+            state == "shutting-down" || state == "terminated",
+            "{region} {id}: {state}"
+        );
+    }
+}

@@ -1,5 +1,7 @@
 //! `repave gc`: sweep what runs left behind (the rules are in
-//! `repave_engine::gc`), for every provider the config uses.
+//! `repave_engine::gc`), for every provider the config uses — for AWS, in
+//! every account and region a pipeline names (`[pipelines.X.aws]` region,
+//! role), each swept with its own pipelines and credentials.
 
 use crate::cli::Cli;
 use crate::exit::{self, Exit};
@@ -11,19 +13,37 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let store = loaded.store()?;
     let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock);
-    let mut by_provider: BTreeMap<String, Vec<(String, Pipeline)>> = BTreeMap::new();
+    // One sweep per place: the provider, and for AWS the account and
+    // region the pipeline's own settings name (one default place for the
+    // pipelines that name none).
+    let mut by_target: BTreeMap<String, Vec<(String, Pipeline)>> = BTreeMap::new();
     for (name, p) in &loaded.config.pipelines {
-        by_provider
-            .entry(p.provider.clone())
-            .or_default()
-            .push((name.clone(), p.clone()));
+        let place = if p.provider == "aws" {
+            // The account (a role's, else the credentials') and the region
+            // resolved as the run resolves them: pipelines that share a
+            // place share a sweep, so images one of them uses are never
+            // taken for unreferenced by a sweep that left it out.
+            let t = loaded.aws_place(p);
+            let account = t
+                .role
+                .as_ref()
+                .and_then(|r| r.role_arn.split(':').nth(4).map(str::to_string));
+            format!("aws region={:?} account={account:?}", t.region)
+        } else {
+            p.provider.clone()
+        };
+        by_target.entry(place).or_default().push((name.clone(), p.clone()));
     }
     let mut actions = Vec::new();
-    for pipelines in by_provider.values() {
-        let provider = loaded.provider(&pipelines[0].1).await?;
-        actions.extend(repave_engine::gc(provider.as_ref(), &store, pipelines, now, dry_run).await?);
-        if pipelines[0].1.provider == "aws" {
-            actions.extend(patch_baselines(&loaded, &store, dry_run).await?);
+    for pipelines in by_target.values() {
+        let first = &pipelines[0].1;
+        if first.provider == "aws" {
+            let aws = loaded.aws_for(first).await?;
+            actions.extend(repave_engine::gc(aws.as_ref(), &store, pipelines, now, dry_run).await?);
+            actions.extend(patch_baselines(&aws, &store, dry_run).await?);
+        } else {
+            let provider = loaded.provider(first).await?;
+            actions.extend(repave_engine::gc(provider.as_ref(), &store, pipelines, now, dry_run).await?);
         }
     }
     if cli.json {
@@ -53,11 +73,10 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
 /// The patch baselines (and patch groups) of AWS runs that are finished or
 /// unknown: a run killed while patching leaves its baseline behind.
 async fn patch_baselines(
-    loaded: &crate::context::Loaded,
+    aws: &repave_aws::AwsProvider,
     store: &repave_store::Store,
     dry_run: bool,
 ) -> Result<Vec<repave_engine::GcAction>, Exit> {
-    let aws = loaded.aws().await?;
     let mut actions = Vec::new();
     for b in aws.patch_baselines().await.map_err(Exit::failed)? {
         let run = b.run.clone().unwrap_or_default();
