@@ -99,7 +99,7 @@ impl AwsProvider {
                     if v.starts_with('$') {
                         out.notes.push(format!(
                             "the group names launch template version {v}: publish keeps it that way{}",
-                            if pipeline.rollout.strategy == "native" {
+                            if pipeline.rollout.strategy == repave_core::config::Strategy::Native {
                                 "; Instance Refresh cannot roll back automatically from it"
                             } else {
                                 ""
@@ -124,7 +124,7 @@ impl AwsProvider {
                     .filter_map(|p| p.process_name())
                     .map(str::to_string)
                     .collect();
-                let native = pipeline.rollout.strategy == "native";
+                let native = pipeline.rollout.strategy == repave_core::config::Strategy::Native;
                 if let Some(reason) = repave_core::processes::refusal(&pipeline.group, &suspended, native) {
                     out.problems.push(reason);
                 }
@@ -149,7 +149,7 @@ impl AwsProvider {
                 let desired = g.desired_capacity().unwrap_or(0).max(0) as u32;
                 let max = g.max_size().unwrap_or(0).max(0) as u32;
                 let policy = repave_core::rollout::RollPolicy::new(&pipeline.rollout, &health);
-                if pipeline.rollout.strategy != "native" {
+                if pipeline.rollout.strategy != repave_core::config::Strategy::Native {
                     if let Some(reason) = repave_core::rollout::no_room(desired, max, &policy) {
                         out.problems.push(format!("group {}: {reason}", pipeline.group));
                     }
@@ -185,7 +185,7 @@ impl AwsProvider {
                     .iter()
                     .map(|w| format!("{} on {} ({})", w.id, w.image, w.state))
                     .collect();
-                out.notes.push(if pipeline.rollout.strategy == "native" {
+                out.notes.push(if pipeline.rollout.strategy == repave_core::config::Strategy::Native {
                     format!(
                         "warm pool of {} instance(s): Instance Refresh replaces them after the group's members",
                         pool.len()

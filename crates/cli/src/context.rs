@@ -111,10 +111,12 @@ impl Loaded {
     /// The provider a pipeline runs on; for the local provider this starts
     /// the fleet process on demand and creates the config's groups.
     pub async fn provider(&self, pipeline: &Pipeline) -> Result<Arc<dyn Provider>, Exit> {
-        match pipeline.provider.as_str() {
-            "local" => Ok(Arc::new(self.local().await?)),
-            "aws" => Ok(self.aws_for(pipeline).await?),
-            other => Err(Exit::bad_input(anyhow!("unknown provider {other:?}"))),
+        match pipeline.provider {
+            repave_core::config::ProviderKind::Local => Ok(Arc::new(self.local().await?)),
+            repave_core::config::ProviderKind::Aws => Ok(self.aws_for(pipeline).await?),
+            repave_core::config::ProviderKind::Sim => Err(Exit::bad_input(anyhow!(
+                "provider \"sim\" is the simulator's: `repave simulate` runs it"
+            ))),
         }
     }
 
@@ -178,7 +180,7 @@ impl Loaded {
                 .config
                 .pipelines
                 .values()
-                .find(|p| p.provider == "local" && &p.group == name)
+                .find(|p| p.provider == repave_core::config::ProviderKind::Local && &p.group == name)
                 .map(|p| p.parameter.clone());
             client
                 .ensure_group(group_setup(name, g, parameter, &self.config_dir))

@@ -441,6 +441,17 @@ pub struct LaunchHook {
     pub heartbeat: Duration,
 }
 
+impl LaunchHook {
+    /// "bootstrap (heartbeat 5s)", for messages.
+    pub fn label(&self) -> String {
+        format!(
+            "{} (heartbeat {})",
+            self.name,
+            crate::duration::format_duration(self.heartbeat)
+        )
+    }
+}
+
 #[async_trait]
 pub trait Groups: Send + Sync {
     async fn describe_group(&self, name: &str) -> Result<Group>;

@@ -130,13 +130,13 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
     // A roll the group cannot hold, or held instances the policy refuses,
     // are refused before anything is created.
     let rolls = !matches!(ctx.run.kind, repave_store::RunKind::Bake);
-    if rolls && ctx.pipeline.rollout.strategy != "native" {
+    if rolls && ctx.pipeline.rollout.strategy != repave_core::config::Strategy::Native {
         if let Some(reason) = repave_core::rollout::no_room(g.desired, g.max, &ctx.policy()) {
             return Err(EngineError::Preflight(format!("group {group}: {reason}")));
         }
     }
     if rolls {
-        let native = ctx.pipeline.rollout.strategy == "native";
+        let native = ctx.pipeline.rollout.strategy == repave_core::config::Strategy::Native;
         if let Some(reason) = repave_core::processes::refusal(group, &g.suspended, native) {
             return Err(EngineError::Preflight(reason));
         }

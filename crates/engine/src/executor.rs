@@ -779,7 +779,7 @@ async fn roll_and_verify_now(
     policy: &RollPolicy,
     base_hint: Option<u32>,
 ) -> Result<RollReport, EngineError> {
-    if ctx.pipeline.rollout.strategy == "native" {
+    if ctx.pipeline.rollout.strategy == repave_core::config::Strategy::Native {
         let intent = serde_json::json!({ "target": image, "launch_spec": spec, "strategy": "native" });
         let report: RollReport = ctx
             .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image, spec))

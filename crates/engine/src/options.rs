@@ -13,7 +13,7 @@ impl EngineOptions {
     /// at most every 5 s and a group lease that outlives six observations.
     pub fn for_pipeline(config: &Config, pipeline: &Pipeline) -> EngineOptions {
         let mut opts = EngineOptions::default();
-        if pipeline.provider == "aws" {
+        if pipeline.provider == repave_core::config::ProviderKind::Aws {
             let poll = config.providers.aws.clone().unwrap_or_default().poll_interval.get();
             opts.tick = poll;
             opts.poll = poll.min(Duration::from_secs(5));
@@ -45,7 +45,7 @@ mod tests {
             )
         );
         let mut local = c.pipelines["a"].clone();
-        local.provider = "local".into();
+        local.provider = repave_core::config::ProviderKind::Local;
         let local = EngineOptions::for_pipeline(&c, &local);
         let default = EngineOptions::default();
         assert_eq!(

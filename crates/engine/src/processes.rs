@@ -65,7 +65,7 @@ where
     }
     let group = ctx.pipeline.group.clone();
     let g = retry(&step, || p.describe_group(&group)).await?;
-    let native = ctx.pipeline.rollout.strategy == "native";
+    let native = ctx.pipeline.rollout.strategy == repave_core::config::Strategy::Native;
     if let Some(reason) = refusal(&group, &g.suspended, native) {
         // Not the image's doing: the run pauses until someone resumes them.
         return Err(EngineError::Paused(reason));

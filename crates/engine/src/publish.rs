@@ -66,7 +66,7 @@ pub async fn publish(ctx: &Ctx<'_>, image: &ImageId, resolved: &ResolveOutput) -
 /// desired configuration), so its rollback has somewhere to go.
 pub async fn publish_launch_spec(ctx: &Ctx<'_>, image: &ImageId) -> Result<LaunchSpecRef, EngineError> {
     let (spec, current) = launch_spec_for(ctx, image).await?;
-    if ctx.pipeline.rollout.strategy != "native" && !current {
+    if ctx.pipeline.rollout.strategy != repave_core::config::Strategy::Native && !current {
         let p = ctx.provider();
         retry("publish", || p.set_group_launch_spec(&ctx.pipeline.group, &spec)).await?;
     }

@@ -261,18 +261,7 @@ async fn roll_loop(
             .map(|i| i.to_string())
             .collect();
         if !abandoned.is_empty() {
-            let hooks: Vec<String> = ctx
-                .timing()
-                .launch_hooks
-                .iter()
-                .map(|h| {
-                    format!(
-                        "{} (heartbeat {})",
-                        h.name,
-                        repave_core::duration::format_duration(h.heartbeat)
-                    )
-                })
-                .collect();
+            let hooks: Vec<String> = ctx.timing().launch_hooks.iter().map(|h| h.label()).collect();
             ctx.log(
                 step,
                 format!(
@@ -386,16 +375,7 @@ async fn wait_for_terminations(ctx: &Ctx<'_>, step: &str, group: &str, policy: &
     }
     let heartbeat = hooks.iter().map(|h| h.heartbeat).max().unwrap_or_default();
     let bound = heartbeat + policy.drain_timeout.min(Duration::from_secs(3600)) + Duration::from_secs(60);
-    let names: Vec<String> = hooks
-        .iter()
-        .map(|h| {
-            format!(
-                "{} (heartbeat {})",
-                h.name,
-                repave_core::duration::format_duration(h.heartbeat)
-            )
-        })
-        .collect();
+    let names: Vec<String> = hooks.iter().map(|h| h.label()).collect();
     ctx.log(
         step,
         format!(

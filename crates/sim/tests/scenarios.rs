@@ -374,7 +374,7 @@ async fn never_healthy_new_instances_abort_and_roll_back() {
 async fn native_strategy_replaces_the_fleet_in_lock_step_batches() {
     let s = sim(10, Faults::default());
     let mut p = policy();
-    p.rollout.strategy = "native".into();
+    p.rollout.strategy = repave_core::config::Strategy::Native;
     p.rollout.min_healthy_percent = 80;
     let out = run(&s, &p).await;
     assert_eq!(out.state, "succeeded", "{:?}", out.summary.error);

@@ -18,7 +18,7 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
     // pipelines that name none).
     let mut by_target: BTreeMap<String, Vec<(String, Pipeline)>> = BTreeMap::new();
     for (name, p) in &loaded.config.pipelines {
-        let place = if p.provider == "aws" {
+        let place = if p.provider == repave_core::config::ProviderKind::Aws {
             // The account (a role's, else the credentials') and the region
             // resolved as the run resolves them: pipelines that share a
             // place share a sweep, so images one of them uses are never
@@ -30,14 +30,14 @@ pub async fn run(cli: &Cli, dry_run: bool) -> Result<i32, Exit> {
                 .and_then(|r| r.role_arn.split(':').nth(4).map(str::to_string));
             format!("aws region={:?} account={account:?}", t.region)
         } else {
-            p.provider.clone()
+            p.provider.to_string()
         };
         by_target.entry(place).or_default().push((name.clone(), p.clone()));
     }
     let mut actions = Vec::new();
     for pipelines in by_target.values() {
         let first = &pipelines[0].1;
-        if first.provider == "aws" {
+        if first.provider == repave_core::config::ProviderKind::Aws {
             let aws = loaded.aws_for(first).await?;
             actions.extend(repave_engine::gc(aws.as_ref(), &store, pipelines, now, dry_run).await?);
             actions.extend(patch_baselines(&aws, &store, dry_run).await?);

@@ -11,7 +11,7 @@ use anyhow::anyhow;
 pub async fn run(cli: &Cli, name: Option<&str>, principal: Option<&str>) -> Result<i32, Exit> {
     let loaded = crate::context::load(cli)?;
     let (name, pipeline) = loaded.pipeline(name)?;
-    if pipeline.provider != "aws" {
+    if pipeline.provider != repave_core::config::ProviderKind::Aws {
         return Err(Exit::bad_input(anyhow!(
             "pipeline {name} runs on the {} provider; an IAM policy is for provider = \"aws\"",
             pipeline.provider

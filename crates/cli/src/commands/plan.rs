@@ -87,7 +87,7 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
             }
             let (floor, max_total) = capacity_bounds_within(g.desired, g.max, &policy);
             let (_, wanted) = capacity_bounds(g.desired, &policy);
-            if pipeline.rollout.strategy != "native" {
+            if pipeline.rollout.strategy != repave_core::config::Strategy::Native {
                 if let Some(reason) = no_room(g.desired, g.max, &policy) {
                     problems.push(format!("group {}: {reason}", g.name));
                 } else if wanted > max_total {
@@ -135,7 +135,7 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
         }
     }
     let mut aws = serde_json::Value::Null;
-    if pipeline.provider == "aws" {
+    if pipeline.provider == repave_core::config::ProviderKind::Aws {
         let pf = loaded
             .aws_for(&pipeline)
             .await?

@@ -64,7 +64,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, Exit> {
         providers.insert(name.clone(), loaded.provider(pipeline).await?);
         engine.insert(name.clone(), loaded.engine_options(pipeline));
     }
-    let local_fleet = config.pipelines.values().any(|p| p.provider == "local");
+    let local_fleet = config
+        .pipelines
+        .values()
+        .any(|p| p.provider == repave_core::config::ProviderKind::Local);
     if local_fleet {
         eprintln!("note: {}", fleet_keeps_running(&loaded.state_dir));
     }

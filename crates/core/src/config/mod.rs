@@ -202,11 +202,41 @@ fn default_aws_poll() -> HumanDuration {
     HumanDuration::from_secs(10)
 }
 
+/// Which cloud a pipeline's group lives in (`pipelines.X.provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// The local fleet (`[providers.local]`): real processes on this machine.
+    Local,
+    /// AWS (`[providers.aws]`): EC2 Auto Scaling, SSM, ELB.
+    Aws,
+    /// The simulator's own pipelines (`repave simulate`, benchmarks, the
+    /// scheduler's scenario tests); a config file cannot name it.
+    Sim,
+}
+
+impl ProviderKind {
+    /// The config's word for it ("local", "aws"), as the run record keeps it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Aws => "aws",
+            ProviderKind::Sim => "sim",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
-    /// "local" or "aws".
-    pub provider: String,
+    /// `local` or `aws`.
+    pub provider: ProviderKind,
     /// The scaling group to keep patched.
     pub group: String,
     /// The golden parameter (SSM parameter such as `latestAmi`).
@@ -602,12 +632,24 @@ impl HeldInstances {
     }
 }
 
+/// Who replaces the group's instances (`rollout.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// repave's own engine: continuous surge replacement behind the
+    /// balancer.
+    #[default]
+    Rolling,
+    /// The cloud's own rolling replacement (AWS Instance Refresh).
+    Native,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
-    /// "rolling" (repave's engine) or "native" (AWS Instance Refresh).
-    #[serde(default = "default_strategy")]
-    pub strategy: String,
+    /// `rolling` (repave's engine) or `native` (AWS Instance Refresh).
+    #[serde(default)]
+    pub strategy: Strategy,
     #[serde(default = "default_min_healthy")]
     pub min_healthy_percent: u32,
     #[serde(default = "default_max_healthy")]
@@ -673,7 +715,7 @@ pub struct Rollout {
 impl Default for Rollout {
     fn default() -> Self {
         Self {
-            strategy: default_strategy(),
+            strategy: Strategy::default(),
             min_healthy_percent: default_min_healthy(),
             max_healthy_percent: default_max_healthy(),
             warmup: None,
@@ -694,9 +736,6 @@ impl Default for Rollout {
             timeout: default_roll_timeout(),
         }
     }
-}
-fn default_strategy() -> String {
-    "rolling".into()
 }
 fn default_min_healthy() -> u32 {
     100

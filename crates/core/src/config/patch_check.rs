@@ -144,9 +144,10 @@ pub fn builder_os(pipeline: &Pipeline, image: &Image) -> Result<OsFamily, String
         .platform_choice()
         .resolve(detected)
         .map_err(|m| format!("source image {}: {m}", image.id))?;
-    let problems = pipeline
-        .patch
-        .problems(PlatformChoice::Family(os), pipeline.provider == "aws");
+    let problems = pipeline.patch.problems(
+        PlatformChoice::Family(os),
+        pipeline.provider == crate::config::ProviderKind::Aws,
+    );
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         return Err(format!(

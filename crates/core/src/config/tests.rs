@@ -180,9 +180,9 @@ fn cases() -> Vec<Case> {
         case(
             "unknown strategy",
             rollout("strategy = \"blue-green\""),
-            (13, 1),
+            (13, 12),
             Some("pipelines.web.rollout.strategy"),
-            "unknown strategy \"blue-green\"",
+            "unknown variant `blue-green`, expected `rolling` or `native`",
         ),
         case(
             "standby replace",
@@ -327,9 +327,16 @@ fn cases() -> Vec<Case> {
         case(
             "unknown provider",
             replace("provider = \"local\"", "provider = \"gcp\""),
+            (8, 12),
+            Some("pipelines.web.provider"),
+            "unknown variant `gcp`, expected one of `local`, `aws`, `sim`",
+        ),
+        case(
+            "the simulator's provider",
+            replace("provider = \"local\"", "provider = \"sim\""),
             (8, 1),
             Some("pipelines.web.provider"),
-            "unknown provider \"gcp\"",
+            "is the simulator's (repave simulate)",
         ),
         case(
             "missing provider table",

@@ -3,7 +3,7 @@
 //! caller turns the path into a position.
 
 use super::locate::Seg;
-use super::{Config, ConfigError, HealthCheck, LocalGroup, Pipeline, Rollout, SimConfig};
+use super::{Config, ConfigError, HealthCheck, LocalGroup, Pipeline, ProviderKind, Rollout, SimConfig};
 use crate::duration::HumanDuration;
 use std::path::Component;
 
@@ -206,29 +206,28 @@ impl Checker<'_> {
                 format!("invalid pipeline name {name:?}: {NAME_RULE}"),
             );
         }
-        match p.provider.as_str() {
-            "local" | "aws" => {
-                let exists = if p.provider == "local" {
-                    config.providers.local.is_some()
-                } else {
-                    config.providers.aws.is_some()
-                };
-                if !exists {
-                    let message = format!(
-                        "provider {:?} is not configured; add a [providers.{}] table",
-                        p.provider, p.provider
-                    );
-                    self.err(&at("provider"), message);
-                }
+        let exists = match p.provider {
+            ProviderKind::Local => config.providers.local.is_some(),
+            ProviderKind::Aws => config.providers.aws.is_some(),
+            ProviderKind::Sim => {
+                self.err(
+                    &at("provider"),
+                    "\"sim\" is the simulator's (repave simulate); a pipeline runs on \"local\" or \"aws\"",
+                );
+                true
             }
-            other => self.err(
-                &at("provider"),
-                format!("unknown provider {other:?}; expected \"local\" or \"aws\""),
-            ),
+        };
+        if !exists {
+            let message = format!(
+                "provider {:?} is not configured; add a [providers.{}] table",
+                p.provider.as_str(),
+                p.provider
+            );
+            self.err(&at("provider"), message);
         }
         if p.group.trim().is_empty() {
             self.err(&at("group"), "must name the scaling group to keep patched");
-        } else if let (Some(local), "local") = (&config.providers.local, p.provider.as_str()) {
+        } else if let (Some(local), ProviderKind::Local) = (&config.providers.local, p.provider) {
             if !local.groups.contains_key(&p.group) {
                 let known: Vec<&str> = local.groups.keys().map(String::as_str).collect();
                 let known = if known.is_empty() {
@@ -266,7 +265,7 @@ impl Checker<'_> {
             );
         }
         self.positive(&["pipelines", name, "test", "timeout"], p.test.timeout);
-        self.rollout(name, &p.provider, &p.rollout);
+        self.rollout(name, p.provider, &p.rollout);
         self.simulate(name, &p.simulate);
         if p.retention.keep == 0 {
             self.err(
@@ -282,7 +281,7 @@ impl Checker<'_> {
     fn pipeline_aws(&mut self, config: &Config, name: &str, p: &Pipeline) {
         let Some(aws) = &p.aws else { return };
         let at = |k: &'static str| ["pipelines", name, "aws", k];
-        if p.provider != "aws" {
+        if p.provider != ProviderKind::Aws {
             let message = format!("is for provider = \"aws\" pipelines; this one runs on {:?}", p.provider);
             self.err(&["pipelines", name, "aws"], message);
         }
@@ -374,7 +373,7 @@ impl Checker<'_> {
         // Against every family `builder.platform` allows; the detected one
         // is checked again before a run launches anything.
         let choice = p.builder.platform_choice();
-        for problem in p.patch.problems(choice, p.provider == "aws") {
+        for problem in p.patch.problems(choice, p.provider == ProviderKind::Aws) {
             match problem.index {
                 Some(i) => self.err_index(&at(problem.key), i, problem.message),
                 None => self.err(&at(problem.key), problem.message),
@@ -386,18 +385,14 @@ impl Checker<'_> {
         self.positive(&at("timeout"), p.patch.timeout);
     }
 
-    fn rollout(&mut self, pipeline: &str, provider: &str, r: &Rollout) {
+    fn rollout(&mut self, pipeline: &str, provider: ProviderKind, r: &Rollout) {
         let at = |k: &'static str| ["pipelines", pipeline, "rollout", k];
-        match r.strategy.as_str() {
-            "rolling" => {}
-            "native" if provider == "aws" => {}
-            "native" => self.err(
+        match r.strategy {
+            crate::config::Strategy::Rolling => {}
+            crate::config::Strategy::Native if provider == ProviderKind::Aws => {}
+            crate::config::Strategy::Native => self.err(
                 &at("strategy"),
                 "\"native\" (Instance Refresh) needs provider \"aws\"; use \"rolling\"",
-            ),
-            other => self.err(
-                &at("strategy"),
-                format!("unknown strategy {other:?}; expected \"rolling\" or \"native\""),
             ),
         }
         if r.standby == crate::config::HeldInstances::Replace {
