@@ -637,14 +637,14 @@ def _launch(group, count: int, draw: bool = True) -> None:
     """Scale out by `count`: the warm pool's ready instances first (they
     keep their image), new launches for the rest. An Instance Refresh's
     replacements (`draw=False`) launch from its desired configuration."""
+    before = set(id(s) for s in group.instance_states)
     drawn = warm_pools.draw(group, count) if draw else []
     group.instance_states.extend(drawn)
-    before = set(id(s) for s in group.instance_states)
     if count > len(drawn):
         group.replace_autoscaling_group_instances(count - len(drawn), group.get_propagated_tags())
     t = now()
     for s in group.instance_states:
-        if id(s) in before and not any(s is d for d in drawn):
+        if id(s) in before:
             continue
         s.lifecycle_state = "Pending"
         s._harness_until = t + SETTINGS["member_pending_seconds"]

@@ -415,8 +415,10 @@ impl Groups for AwsProvider {
                 return Ok(vec![]);
             }
             for i in out.instances() {
-                let state = i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default();
-                listed.push((InstanceId::new(i.instance_id().unwrap_or_default()), state));
+                let (Some(id), Some(state)) = (i.instance_id(), i.lifecycle_state()) else {
+                    continue;
+                };
+                listed.push((InstanceId::new(id), state.as_str().to_string()));
             }
             token = out.next_token().map(str::to_string);
             if token.is_none() {

@@ -181,10 +181,7 @@ impl AwsProvider {
                 .filter(|w| !w.leaving())
                 .collect();
             if !pool.is_empty() {
-                out.warm_pool = pool
-                    .iter()
-                    .map(|w| format!("{} on {} ({})", w.id, w.image, w.state))
-                    .collect();
+                out.warm_pool = pool.iter().map(|w| w.label()).collect();
                 out.notes.push(if pipeline.rollout.strategy == repave_core::config::Strategy::Native {
                     format!(
                         "warm pool of {} instance(s): Instance Refresh replaces them after the group's members",

@@ -431,6 +431,10 @@ impl WarmInstance {
     pub fn leaving(&self) -> bool {
         self.state.contains("Terminat")
     }
+    /// "i-1 on ami-0 (Warmed:Stopped)", for messages.
+    pub fn label(&self) -> String {
+        format!("{} on {} ({})", self.id, self.image, self.state)
+    }
 }
 
 /// A lifecycle hook that holds new instances (AWS: Pending:Wait) or

@@ -36,10 +36,7 @@ pub struct Suspension {
 }
 
 fn step_name(roll_step: &str) -> String {
-    format!(
-        "{}suspend_processes",
-        roll_step.strip_suffix("roll").unwrap_or(roll_step)
-    )
+    crate::roll::beside(roll_step, "suspend_processes")
 }
 
 fn journaled(store: &Store, ctx: &Ctx<'_>, step: &str) -> Result<Option<Suspension>, EngineError> {

@@ -14,6 +14,12 @@ use repave_core::{ImageId, InstanceId, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The name of a step that belongs to roll step `roll_step` ("roll",
+/// "rollback_roll"): "suspend_processes", "rollback_suspend_processes".
+pub(crate) fn beside(roll_step: &str, name: &str) -> String {
+    format!("{}{name}", roll_step.strip_suffix("roll").unwrap_or(roll_step))
+}
+
 /// One observation of a group: members joined with their balancer state.
 pub async fn observe(p: &dyn Provider, group: &str) -> Result<Observation, EngineError> {
     let g = retry("observe", || p.describe_group(group)).await?;
@@ -373,7 +379,7 @@ async fn wait_for_terminations(ctx: &Ctx<'_>, step: &str, group: &str, policy: &
     if first.is_empty() {
         return Ok(());
     }
-    let heartbeat = hooks.iter().map(|h| h.heartbeat).max().unwrap_or_default();
+    let heartbeat = hooks.iter().map(|h| h.heartbeat).max().expect("hooks is not empty");
     let bound = heartbeat + policy.drain_timeout.min(Duration::from_secs(3600)) + Duration::from_secs(60);
     let names: Vec<String> = hooks.iter().map(|h| h.label()).collect();
     ctx.log(

@@ -42,17 +42,13 @@ pub struct WarmPoolOutput {
 /// How long the pool may take to show the terminated instances leaving.
 const SETTLE: Duration = Duration::from_secs(300);
 
-pub(crate) fn step_name(roll_step: &str) -> String {
-    format!("{}warm_pool", roll_step.strip_suffix("roll").unwrap_or(roll_step))
+fn step_name(roll_step: &str) -> String {
+    crate::roll::beside(roll_step, "warm_pool")
 }
 
 /// Pool instances that could still serve on an image other than `target`.
 pub(crate) fn off_target<'a>(pool: &'a [WarmInstance], target: &'a ImageId) -> impl Iterator<Item = &'a WarmInstance> {
     pool.iter().filter(move |w| &w.image != target && !w.leaving())
-}
-
-fn label(w: &WarmInstance) -> String {
-    format!("{} on {} ({})", w.id, w.image, w.state)
 }
 
 /// Before the roll: terminate the pool's instances on another image than
@@ -62,6 +58,8 @@ pub(crate) async fn refresh(ctx: &Ctx<'_>, roll_step: &str, target: &ImageId) ->
     let step = step_name(roll_step);
     let p = ctx.provider();
     let group = ctx.pipeline.group.clone();
+    // `ctx.step` would skip a done step too, but its intent needs the pool
+    // read first: a resumed run does not read it again for nothing.
     if let Some(done) = ctx.engine.store.step(ctx.run_id(), &step)? {
         if done.state == repave_store::StepState::Done {
             if let Some(out) = done
@@ -81,7 +79,7 @@ pub(crate) async fn refresh(ctx: &Ctx<'_>, roll_step: &str, target: &ImageId) ->
     let intent = serde_json::json!({ "group": group, "target": target, "terminate": ids });
     let out: WarmPoolOutput = ctx
         .step(&step, intent, || async {
-            let replaced: Vec<String> = old.iter().map(label).collect();
+            let replaced: Vec<String> = old.iter().map(WarmInstance::label).collect();
             ctx.log(
                 &step,
                 format!(

@@ -789,8 +789,8 @@ impl Moto {
                 .iter()
                 .flat_map(|r| r.instances())
                 .find_map(|x| x.image_id().map(str::to_string))
-                .unwrap_or_default();
-            let state = i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default();
+                .unwrap_or_else(|| panic!("warm pool instance {id} not in EC2"));
+            let state = i.lifecycle_state().expect("lifecycle state").as_str().to_string();
             pool.push((id, state, image));
         }
         pool
