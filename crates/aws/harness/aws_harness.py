@@ -65,7 +65,10 @@ Patched behaviour:
     replaced by Instance Refresh after the group's members;
   - STS AssumeRole (sts_roles.py): the role must exist and trust the caller
     (external id condition included), DurationSeconds within 900 s and the
-    role's maximum, assumed credentials expire (ExpiredToken).
+    role's maximum, assumed credentials expire (ExpiredToken);
+  - IAM SimulatePrincipalPolicy (iam_simulate.py; moto has none): the
+    user's (and its groups') or role's policies evaluated per action and
+    resource with the given context keys, as AWS's evaluation logic does.
 
 Application model (not AWS behaviour; the stand-in for the software on the
 instances, documented in crates/aws/README.md): an image tagged
@@ -114,6 +117,7 @@ from moto.ssm import models as ssm_models
 import classic_elb
 import operation_record
 import iam_enforcement
+import iam_simulate
 import instance_profiles
 import ssm_patching
 import sts_roles
@@ -1328,6 +1332,7 @@ ssm_models.Command.__init__ = _patched_command_init
 ssm_patching.install()
 instance_profiles.install(ACCOUNTS, now)
 sts_roles.install()
+iam_simulate.install()
 
 
 # ---------------------------------------------------------------------------

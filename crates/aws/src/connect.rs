@@ -188,7 +188,14 @@ impl ProviderPool {
             budget = budget.is_some(),
             "AWS provider"
         );
-        let provider = Arc::new(AwsProvider::from_sdk_config_with(&sdk, self.options.clone(), budget));
+        // Group names are unique within an account and region: the role's
+        // account when there is one, else the region alone (every
+        // role-less pipeline shares the source's account).
+        let place = match role.and_then(|r| r.account()) {
+            Some(account) => format!("{account}/{region}"),
+            None => region.clone(),
+        };
+        let provider = Arc::new(AwsProvider::from_sdk_config_with(&sdk, self.options.clone(), budget).in_place(place));
         inner.providers.insert(key, provider.clone());
         Ok(provider)
     }

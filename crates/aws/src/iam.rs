@@ -143,6 +143,14 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
         );
     }
 
+    // Who the run is: the pipeline's role, or whoever runs repave.
+    let principals: Vec<String> = match pipeline.aws.as_ref().and_then(|a| a.role_arn.clone()) {
+        Some(role) => vec![role],
+        None => ["user", "role", "group"]
+            .iter()
+            .map(|k| format!("arn:{}:iam::{account}:{k}/*", arn.partition))
+            .collect(),
+    };
     let mut statements = vec![
         json!({
             "Sid": "Describe",
@@ -158,9 +166,27 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
                 "elasticloadbalancing:DescribeTargetGroupAttributes",
                 "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancers",
                 "elasticloadbalancing:DescribeLoadBalancerAttributes",
-                "ssm:GetCommandInvocation", "ssm:DescribePatchBaselines"
+                "ssm:GetCommandInvocation", "ssm:DescribePatchBaselines",
+                // Read by the run's permission check, as `repave iam-policy`
+                // reads them (the KMS keys of encrypted volumes).
+                "ec2:GetEbsEncryptionByDefault", "ec2:GetEbsDefaultKmsKeyId"
             ],
             "Resource": "*"
+        }),
+        // A run checks, before it changes anything, that its principal
+        // holds this policy (`iam:SimulatePrincipalPolicy` on itself), reading
+        // what the policy is scoped to as `repave iam-policy` does.
+        json!({
+            "Sid": "CheckOwnPermissions",
+            "Effect": "Allow",
+            "Action": "iam:SimulatePrincipalPolicy",
+            "Resource": principals
+        }),
+        json!({
+            "Sid": "ReadPolicyScope",
+            "Effect": "Allow",
+            "Action": "iam:GetInstanceProfile",
+            "Resource": format!("arn:{}:iam::{account}:instance-profile/*", arn.partition)
         }),
         json!({ "Sid": "LaunchFrom", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": launch_from }),
         // The image test instance launches from the group's own template:

@@ -35,7 +35,15 @@ impl AwsProvider {
     /// exist (its templates and roles are the policy's); a profile that
     /// does not exist is an error naming it.
     pub async fn policy_scope(&self, pipeline: &Pipeline) -> Result<PolicyScope> {
-        let app = AppName::new(POLICY_READS_APP).expect("valid app name");
+        self.policy_scope_as(pipeline, POLICY_READS_APP).await
+    }
+
+    /// [`Self::policy_scope`] read with the user agent app name `app`: a
+    /// run's own permission check reads as the provider
+    /// ([`crate::PROVIDER_APP`]), so the operation record holds it to the
+    /// printed policy too.
+    pub(crate) async fn policy_scope_as(&self, pipeline: &Pipeline, app: &str) -> Result<PolicyScope> {
+        let app = AppName::new(app.to_string()).expect("valid app name");
         let sdk = self.sdk.to_builder().app_name(app).build();
         let c = Clients {
             ec2: aws_sdk_ec2::Client::new(&sdk),

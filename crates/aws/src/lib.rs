@@ -30,6 +30,7 @@ mod launch_config;
 mod launch_template;
 mod parameters;
 pub mod patching;
+mod permissions;
 pub mod plan;
 mod probe;
 pub mod refresh;
@@ -78,7 +79,7 @@ pub struct AwsProvider {
     /// The configuration the clients were built from (`policy_scope`
     /// builds its own clients from it).
     pub(crate) sdk: SdkConfig,
-    counter: CallCounter,
+    pub(crate) counter: CallCounter,
     /// The balancers attached to each Auto Scaling group (target group
     /// ARNs, Classic Load Balancer names), refreshed by every
     /// `describe_group` so a roll tick costs no extra describe.
@@ -100,6 +101,8 @@ pub struct AwsProvider {
     /// The application port of each group, for the image test's probe.
     pub(crate) probe_ports: Mutex<HashMap<String, u16>>,
     budget: Option<std::sync::Arc<RequestBudget>>,
+    /// Where its groups live (`Provider::place`), set by the pool.
+    place: Option<String>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -212,7 +215,14 @@ impl AwsProvider {
             patch_contexts: Mutex::new(HashMap::new()),
             probe_ports: Mutex::new(HashMap::new()),
             budget,
+            place: None,
         }
+    }
+
+    /// This provider in `place` (see `Provider::place`).
+    pub fn in_place(mut self, place: String) -> AwsProvider {
+        self.place = Some(place);
+        self
     }
 
     /// The request budget this provider's calls wait for, if any.
@@ -233,6 +243,10 @@ impl AwsProvider {
 }
 
 impl Provider for AwsProvider {
+    fn place(&self) -> Option<String> {
+        self.place.clone()
+    }
+
     fn name(&self) -> &str {
         "aws"
     }
@@ -242,6 +256,10 @@ impl Provider for AwsProvider {
     fn throttled_calls(&self) -> BTreeMap<String, u64> {
         self.counter.throttled()
     }
+    fn permissions(&self) -> Option<&dyn repave_core::provider::Permissions> {
+        Some(self)
+    }
+
     fn native_roll(&self) -> Option<&dyn repave_core::provider::NativeRoll> {
         Some(self)
     }

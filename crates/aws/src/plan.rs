@@ -209,6 +209,14 @@ impl AwsProvider {
                 out.problems.push(p);
             }
         }
+        // What the run checks at its start: the caller holds the policy.
+        let perms = self.check_permissions_of(name, pipeline).await;
+        match perms.unchecked {
+            Some(why) => out.notes.push(format!("permissions not checked: {why}")),
+            None => out
+                .problems
+                .extend(perms.missing.iter().map(|m| format!("missing permission: {m}"))),
+        }
         Ok(out)
     }
 

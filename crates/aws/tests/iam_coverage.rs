@@ -479,6 +479,11 @@ fn the_provider_s_known_operations_are_granted() {
         ("ssm", "DescribeInstancePatchStates"),
         ("ssm", "ListTagsForResource"),
         ("iam", "PassRole"),
+        // The run's permission check at its start.
+        ("iam", "SimulatePrincipalPolicy"),
+        ("iam", "GetInstanceProfile"),
+        ("ec2", "GetEbsEncryptionByDefault"),
+        ("ec2", "GetEbsDefaultKmsKeyId"),
         ("kms", "CreateGrant"),
         ("kms", "Decrypt"),
         ("kms", "GenerateDataKeyWithoutPlaintext"),

@@ -16,7 +16,7 @@
 mod common;
 
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
-use common::{assert_succeeded, default_pipeline, engine, FleetSpec, Moto, SpecKind};
+use common::{assert_succeeded, default_pipeline, FleetSpec, Moto, SpecKind};
 use repave_aws::{iam_policy, widened, AwsOptions, AwsProvider};
 use repave_store::RunKind;
 use std::path::PathBuf;
@@ -334,7 +334,9 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
     let short = user(
         &missing.moto,
         "repave",
-        &widened(&without(&missing.policy, "GoldenParameter")),
+        // A statement only publish uses: without the check at the run's
+        // start, the run would bake an image before it failed.
+        &widened(&without(&missing.policy, "LaunchTemplateVersions")),
     )
     .await;
 
@@ -346,15 +348,18 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
             let provider = provider_as(&c.moto, creds);
             let pipeline = c.pipeline.clone();
             tokio::spawn(async move {
-                let out = engine(provider.clone())
+                let store = Arc::new(repave_store::Store::open_in_memory().expect("store"));
+                let out = common::engine_on(provider.clone(), store.clone())
                     .start("web", &pipeline, RunKind::Run)
                     .await
                     .expect("run");
-                (out, provider)
+                let events = common::events(&store, &out);
+                (out, provider, events)
             })
         })
         .collect();
-    let refused = engine(provider_as(&missing.moto, short))
+    let refused_store = Arc::new(repave_store::Store::open_in_memory().expect("store"));
+    let refused = common::engine_on(provider_as(&missing.moto, short), refused_store.clone())
         .start("web", &missing.pipeline, RunKind::Run)
         .await
         .expect("run");
@@ -364,7 +369,15 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
     }
     enforce(&harness.endpoint, false).await;
 
-    for (c, (out, provider)) in cases.iter().zip(&outs) {
+    for (c, (out, provider, events)) in cases.iter().zip(&outs) {
+        // The run's own check at its start was made, and passed.
+        assert!(
+            events
+                .iter()
+                .any(|e| e.contains("the caller holds every statement of `repave iam-policy`")),
+            "{}: permissions checked: {events:?}",
+            c.name
+        );
         let store_events = format!("{:?} {:?}", out.summary.error, out.steps);
         assert!(
             !DENIED.iter().any(|d| store_events.contains(d)),
@@ -382,13 +395,23 @@ async fn whole_pipelines_run_as_a_user_holding_the_printed_policy() {
         assert!(provider.api_call_total() > 0);
     }
 
-    // A copy missing one statement: the run stops at its first call, with
-    // the missing permission named, before anything was created.
-    assert_ne!(refused.state, "succeeded");
-    let error = refused.summary.error.clone().unwrap_or_default();
+    // A copy missing one statement (publish's): the run's permission
+    // check at its start names what is missing, before anything was
+    // created.
+    assert_eq!(refused.state, "failed");
+    let error = refused.summary.error.clone().expect("the refused run's error");
     assert!(
-        error.contains("AccessDeniedException") && error.contains("is not authorized to perform: ssm:GetParameter"),
-        "missing permission named: {error}"
+        error.contains("lacks 2 permission(s)")
+            && error.contains("ec2:CreateLaunchTemplateVersion on arn:aws:ec2:")
+            && error.contains("ec2:ModifyLaunchTemplate on arn:aws:ec2:")
+            && error.contains("(statement LaunchTemplateVersions; implicitDeny)"),
+        "missing permissions named: {error}\nevents: {:?}",
+        common::events(&refused_store, &refused)
+    );
+    assert!(
+        refused.steps.iter().all(|s| s.name == "resolve"),
+        "stopped in resolve: {:?}",
+        refused.steps
     );
     let instances = missing
         .moto

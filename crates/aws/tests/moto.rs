@@ -614,6 +614,7 @@ async fn gc_cleans_tagged_leftovers_and_keeps_referenced_images() {
             provider: "aws".into(),
             config: serde_json::Value::Null,
             now,
+            place: None,
         })
         .expect("run");
     store
@@ -621,7 +622,12 @@ async fn gc_cleans_tagged_leftovers_and_keeps_referenced_images() {
         .expect("state");
     // Driven by a live process (this one), as a real run is.
     store
-        .acquire_lease(&fleet.group, live_run.id.as_str(), Duration::from_secs(600), now)
+        .acquire_lease(
+            &live_run.lease_key(),
+            live_run.id.as_str(),
+            Duration::from_secs(600),
+            now,
+        )
         .expect("lease");
     let leftover = |run: &str| {
         let mut tags = Tags::new();

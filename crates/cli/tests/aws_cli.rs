@@ -326,3 +326,171 @@ fn gc_sweeps_every_region_the_pipelines_name() {
         );
     }
 }
+
+/// A fresh 12-digit account id for this test run (the moto server lives
+/// across tests).
+fn fresh_account(n: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    format!("{:012}", (t % 100_000_000_000) * 10 + n)
+}
+
+/// boto3 against moto as `account` in `region`: `script` runs with `ec2`,
+/// `asg` and `ssm` clients bound (`client(name)` for others) and `args`
+/// from `sys.argv[4]` on; what it prints.
+fn boto3_as(account: &str, region: &str, script: &str, args: &[&str]) -> String {
+    let prelude = "import boto3, sys, json\n\
+        def client(s):\n    c = boto3.client(s, endpoint_url=sys.argv[1], region_name=sys.argv[2], aws_access_key_id='testing', aws_secret_access_key='testing')\n    \
+        c.meta.events.register('before-sign.*.*', lambda request, **_: request.headers.__setitem__('x-moto-account-id', sys.argv[3]))\n    return c\n\
+        ec2, asg, ssm = client('ec2'), client('autoscaling'), client('ssm')\n";
+    let out = std::process::Command::new(python())
+        .args(["-c", &format!("{prelude}{script}"), &moto(), region, account])
+        .args(args)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "boto3 script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `repave serve` drives two pipelines at once, each in its own account
+/// and region through a role it assumes (created with the trust and
+/// permission policies `repave iam-policy` prints, which each run's
+/// permission check at its start finds complete): both groups end on
+/// their own new image and each parameter points at it, in its own
+/// account. (Before: the second run was refused, its group "leased" by
+/// the first — leases were keyed by group name alone.)
+#[test]
+fn serve_rolls_pipelines_in_two_accounts_and_regions_at_once() {
+    use common::serve::{get, post, wait_state, Serve, TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let places = [
+        ("east", fresh_account(1), "us-east-2"),
+        ("west", fresh_account(2), "us-west-2"),
+    ];
+    // Not `emulator`: the harness models Patch Manager, as AWS does.
+    let mut src = format!("[providers.aws]\nendpoint_url = {:?}\n\n", moto());
+    for (name, account, region) in &places {
+        src.push_str(&format!(
+            "[pipelines.{name}]\nprovider = \"aws\"\ngroup = \"web-asg\"\nparameter = \"/repave/web/latestAmi\"\nimage_timeout = \"60s\"\n\
+             [pipelines.{name}.aws]\nregion = \"{region}\"\nrole_arn = \"arn:aws:iam::{account}:role/repave\"\n\
+             [pipelines.{name}.builder]\nready_timeout = \"60s\"\n[pipelines.{name}.test]\ntimeout = \"30s\"\n\
+             [pipelines.{name}.rollout]\nmin_healthy_percent = 100\nmax_healthy_percent = 200\nwarmup = \"0s\"\ntimeout = \"120s\"\n\n"
+        ));
+    }
+    let path = dir.path().join("repave.toml");
+    std::fs::write(&path, &src).unwrap();
+    let c = path.display().to_string();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aws_fleet.py");
+    let mut golden = Vec::new();
+    for (name, account, region) in &places {
+        let v = aws(&["--json", "iam-policy", name], &c).expect_code(0).json();
+        let trust = v["trust_policy"].to_string();
+        let out = std::process::Command::new(python())
+            .arg(&fixture)
+            .args([moto().as_str(), region, account, trust.as_str()])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "fleet in {account}/{region}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fleet: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fixture prints JSON");
+        assert_eq!(fleet["role_arn"], format!("arn:aws:iam::{account}:role/repave"));
+        golden.push(fleet["golden"].as_str().unwrap().to_string());
+        // As an operator does: once the group and role exist, print the
+        // role's policy (now scoped to the group's templates and instance
+        // role) and attach it.
+        let v = aws(&["--json", "iam-policy", name], &c).expect_code(0).json();
+        let policy = v["policy"].to_string();
+        boto3_as(
+            account,
+            region,
+            "client('iam').put_role_policy(RoleName='repave', PolicyName='repave', PolicyDocument=sys.argv[4])",
+            &[&policy],
+        );
+    }
+
+    let mut cmd = common::serve::serve_command(&path);
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE");
+    let serve = Serve::spawn(cmd, &dir.path().join("serve.log"));
+    let runs: Vec<String> = places
+        .iter()
+        .map(|(name, ..)| {
+            let (status, v) = post(
+                &serve.addr,
+                "/api/runs",
+                Some(TOKEN),
+                &format!(r#"{{"pipeline":"{name}","kind":"run"}}"#),
+            );
+            assert_eq!(status, 202, "{name}: {v}");
+            v["run"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Both drive at once: seen running side by side before either ends.
+    let together = common::wait_for("both runs driving at once", std::time::Duration::from_secs(120), || {
+        let states: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                get(&serve.addr, &format!("/api/runs/{r}"))["run"]["state"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        if states.iter().all(|s| s == "running") {
+            return Some(true);
+        }
+        states.iter().any(|s| s != "running" && s != "pending").then_some(false)
+    });
+    assert!(together, "one run ended before the other was driven");
+    for r in &runs {
+        let state = wait_state(
+            &serve.addr,
+            r,
+            &["succeeded", "failed", "paused", "cancelled"],
+            std::time::Duration::from_secs(300),
+        );
+        if state != "succeeded" {
+            let v = get(&serve.addr, &format!("/api/runs/{r}"));
+            panic!("run {r} {state}: {}\nevents: {}", v["run"], v["events"]);
+        }
+        let v = get(&serve.addr, &format!("/api/runs/{r}"));
+        assert!(
+            v["events"].as_array().unwrap().iter().any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the caller holds every statement"))),
+            "run {r}: the role's permissions were checked at its start: {}",
+            v["events"]
+        );
+    }
+    for ((_, account, region), golden) in places.iter().zip(&golden) {
+        let out = boto3_as(
+            account,
+            region,
+            "ids = [m['InstanceId'] for m in asg.describe_auto_scaling_groups(AutoScalingGroupNames=['web-asg'])['AutoScalingGroups'][0]['Instances'] if m['LifecycleState'] == 'InService']\n\
+             images = sorted({i['ImageId'] for r in ec2.describe_instances(InstanceIds=ids)['Reservations'] for i in r['Instances']})\n\
+             print(json.dumps({'members': len(ids), 'images': images, 'parameter': ssm.get_parameter(Name='/repave/web/latestAmi')['Parameter']['Value']}))",
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let images = v["images"].as_array().unwrap();
+        assert_eq!(v["members"], 2, "{account}/{region}: {v}");
+        assert_eq!(images.len(), 1, "{account}/{region}: {v}");
+        assert_ne!(
+            images[0].as_str(),
+            Some(golden.as_str()),
+            "{account}/{region} still on the golden image: {v}"
+        );
+        assert_eq!(v["parameter"], images[0], "{account}/{region}: {v}");
+    }
+}

@@ -24,6 +24,7 @@ fn interrupted_run(store: &Store, events: usize) -> String {
             provider: "local".into(),
             config: serde_json::json!({}),
             now,
+            place: None,
         })
         .unwrap();
     store.set_run_state(&run.id, RunState::Running, None, now).unwrap();

@@ -413,8 +413,14 @@ fn the_server_runs_an_aws_pipeline_with_its_poll_interval() {
     let mut serve = Serve::spawn(cmd, &dir.path().join("serve.log"));
     let run = start_run(&serve.addr);
     let store = repave_store::Store::open(&dir.path().join(".repave/repave.db")).unwrap();
+    let record = store.get_run(&repave_core::RunId::new(run.clone())).unwrap().unwrap();
+    assert_eq!(
+        record.lease_key(),
+        "serve-poll-test@us-east-1",
+        "a group is leased in its place"
+    );
     let lease = store
-        .current_lease("serve-poll-test")
+        .current_lease(&record.lease_key())
         .unwrap()
         .expect("the run holds the group lease");
     assert_eq!(lease.holder, run);

@@ -542,6 +542,26 @@ pub struct NativeRollStatus {
     pub reason: Option<String>,
 }
 
+/// What a permission check found ([`Permissions::check_permissions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionReport {
+    /// Permissions the run needs that the caller lacks, each "ACTION on
+    /// RESOURCE (statement SID)"; empty when it holds them all.
+    pub missing: Vec<String>,
+    /// Why the check could not be made (the run goes on; a missing
+    /// permission then stops it at the call that needs it).
+    pub unchecked: Option<String>,
+}
+
+/// A cloud that can tell, before a run changes anything, whether the
+/// caller holds every permission the run needs.
+#[async_trait]
+pub trait Permissions: Send + Sync {
+    /// Check the permissions a run of pipeline `name` needs. Never an
+    /// error for the check's own failure: that is `unchecked`.
+    async fn check_permissions(&self, name: &str, pipeline: &crate::config::Pipeline) -> PermissionReport;
+}
+
 /// A cloud's own rolling replacement (AWS Instance Refresh), used by
 /// `strategy = "native"`: started, watched and reported in the same run
 /// record as repave's own engine.
@@ -567,6 +587,13 @@ pub trait NativeRoll: Send + Sync {
 pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffic {
     /// Short name for logs and the run record ("local", "aws", "sim").
     fn name(&self) -> &str;
+    /// Where this provider's groups live when one process drives several
+    /// places whose group names may repeat (AWS: `account/region`); `None`
+    /// where there is one place (local, sim). Leases and the
+    /// unfinished-run check are per group *in its place*.
+    fn place(&self) -> Option<String> {
+        None
+    }
     /// Cloud API calls made so far, by operation (empty where a provider
     /// does not count them). The run summary reports the difference.
     fn api_calls(&self) -> BTreeMap<String, u64> {
@@ -579,6 +606,11 @@ pub trait Provider: Images + Instances + Commands + Parameters + Groups + Traffi
     }
     /// The cloud's own rolling replacement, where it has one.
     fn native_roll(&self) -> Option<&dyn NativeRoll> {
+        None
+    }
+    /// Whether the caller may do everything a run of a pipeline does,
+    /// where the cloud can say before anything changes (AWS IAM).
+    fn permissions(&self) -> Option<&dyn Permissions> {
         None
     }
     /// Groups have scaling processes a roll suspends

@@ -74,6 +74,7 @@ pub(crate) fn run_tags(ctx: &Ctx<'_>, role: &str) -> Tags {
 /// before anything is created.
 pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
     let p = ctx.provider();
+    check_permissions(ctx).await?;
     let name = &ctx.pipeline.parameter;
     let param = retry("resolve", || p.get_parameter(name)).await.map_err(|e| match e {
         EngineError::Provider { source, .. } if source.is_not_found() => {
@@ -152,6 +153,59 @@ pub async fn resolve(ctx: &Ctx<'_>) -> Result<ResolveOutput, EngineError> {
         os: Some(os),
         builder: Some(builder.spec),
     })
+}
+
+/// Where the cloud can tell (AWS IAM's policy simulator), refuse a run
+/// whose caller lacks a permission it needs — any step's, publish and roll
+/// included — before it changes anything, naming each one. A check that
+/// cannot be made is logged and the run goes on.
+async fn check_permissions(ctx: &Ctx<'_>) -> Result<(), EngineError> {
+    let Some(check) = ctx.provider().permissions() else {
+        return Ok(());
+    };
+    let report = check.check_permissions(&ctx.run.pipeline, &ctx.pipeline).await;
+    if let Some(why) = &report.unchecked {
+        ctx.log(
+            "resolve",
+            format!("permissions not checked before the run: {why}"),
+            serde_json::json!({ "unchecked": why }),
+        );
+        return Ok(());
+    }
+    if report.missing.is_empty() {
+        ctx.log(
+            "resolve",
+            "permissions: the caller holds every statement of `repave iam-policy`",
+            serde_json::Value::Null,
+        );
+        return Ok(());
+    }
+    // Every one goes into the event; the error names the first few (a
+    // role with no policy at all lacks dozens).
+    const NAMED: usize = 8;
+    ctx.log(
+        "resolve",
+        format!("permissions: the caller lacks {} permission(s)", report.missing.len()),
+        serde_json::json!({ "missing": report.missing }),
+    );
+    let mut named = report
+        .missing
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if report.missing.len() > NAMED {
+        named.push_str(&format!(
+            "; and {} more (the run's events list them all)",
+            report.missing.len() - NAMED
+        ));
+    }
+    Err(EngineError::Preflight(format!(
+        "the caller lacks {} permission(s) this run needs (`repave iam-policy {}` prints them all): {named}",
+        report.missing.len(),
+        ctx.run.pipeline,
+    )))
 }
 
 /// The OS family a builder from `image` has, checked against

@@ -298,7 +298,9 @@ impl Engine {
     /// (paused, or interrupted with nobody driving it).
     pub async fn start(&self, name: &str, pipeline: &Pipeline, kind: RunKind) -> Result<RunOutcome, EngineError> {
         let now = self.clock.now();
-        if let Some(l) = self.store.current_lease(&pipeline.group)? {
+        let place = self.provider.place();
+        let key = repave_store::lease_key(&pipeline.group, place.as_deref());
+        if let Some(l) = self.store.current_lease(&key)? {
             // A holder whose process is gone holds nothing: the run it left
             // is reported as unfinished below.
             let live = l.driver.as_ref().is_none_or(|d| d.alive() != Some(false));
@@ -312,7 +314,7 @@ impl Engine {
             }
         }
         if kind != RunKind::Bake {
-            if let Some(r) = self.unfinished(&pipeline.group)? {
+            if let Some(r) = self.unfinished(&pipeline.group, place.as_deref())? {
                 return Err(EngineError::Unfinished {
                     group: pipeline.group.clone(),
                     run: r.id.to_string(),
@@ -328,8 +330,9 @@ impl Engine {
             provider: self.provider.name().to_string(),
             config,
             now,
+            place,
         })?;
-        let (lease, claim) = match self.lease(&pipeline.group, &run.id) {
+        let (lease, claim) = match self.lease(&run) {
             Ok(l) => l,
             Err(e @ EngineError::Leased { .. }) => {
                 self.store
@@ -341,9 +344,10 @@ impl Engine {
         self.drive(run, pipeline.clone(), lease, claim).await
     }
 
-    /// A run of `group` that changes it and has not ended: paused, or
-    /// running with no process driving it any more.
-    fn unfinished(&self, group: &str) -> Result<Option<RunRecord>, EngineError> {
+    /// A run of `group` in `place` that changes it and has not ended:
+    /// paused, or running with no process driving it any more. A run from
+    /// before places were recorded counts wherever it was.
+    fn unfinished(&self, group: &str, place: Option<&str>) -> Result<Option<RunRecord>, EngineError> {
         for state in [RunState::Running, RunState::Paused] {
             let runs = self.store.list_runs(&repave_store::RunFilter {
                 group: Some(group.to_string()),
@@ -351,20 +355,23 @@ impl Engine {
                 limit: Some(20),
                 ..Default::default()
             })?;
-            if let Some(r) = runs.into_iter().find(|r| r.kind != RunKind::Bake) {
+            let here = |r: &RunRecord| r.place.is_none() || r.place.as_deref() == place;
+            if let Some(r) = runs.into_iter().find(|r| r.kind != RunKind::Bake && here(r)) {
                 return Ok(Some(r));
             }
         }
         Ok(None)
     }
 
-    /// The group's lease for `run`, held by this process. Refused while
-    /// another run holds it, or another live process — or another task of
-    /// this one (a server) — drives this run.
-    fn lease(&self, group: &str, run: &RunId) -> Result<(Lease, Driving), EngineError> {
+    /// The lease on `run`'s group (in its place) for `run`, held by this
+    /// process. Refused while another run holds it, or another live
+    /// process — or another task of this one (a server) — drives this run.
+    fn lease(&self, run: &RunRecord) -> Result<(Lease, Driving), EngineError> {
         let driver = repave_store::Driver::current();
+        let (group, key) = (run.group.as_str(), run.lease_key());
+        let run = &run.id;
         let Some(claim) = Driving::claim(run) else {
-            let held = self.store.current_lease(group)?;
+            let held = self.store.current_lease(&key)?;
             return Err(EngineError::Leased {
                 group: group.to_string(),
                 holder: run.to_string(),
@@ -375,17 +382,17 @@ impl Engine {
         let lease =
             match self
                 .store
-                .acquire_lease_by(group, run.as_str(), &driver, self.opts.lease_ttl, self.clock.now())
+                .acquire_lease_by(&key, run.as_str(), &driver, self.opts.lease_ttl, self.clock.now())
             {
                 Ok(l) => l,
                 Err(StoreError::LeaseHeld {
-                    group,
                     holder,
                     expires_at,
                     driver,
+                    ..
                 }) => {
                     return Err(EngineError::Leased {
-                        group,
+                        group: group.to_string(),
                         holder,
                         expires_at: expires_at.millis(),
                         driver,
@@ -432,7 +439,7 @@ impl Engine {
         }
         let pipeline: Pipeline =
             serde_json::from_value(run.config.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
-        let (lease, claim) = self.lease(&run.group, &run.id)?;
+        let (lease, claim) = self.lease(&run)?;
         // Read again under the lease: a racing driver may have ended it.
         let run = self
             .store

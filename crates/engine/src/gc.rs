@@ -114,7 +114,7 @@ fn abandoned(store: &Store, run: &RunRecord, now: Timestamp) -> Result<Option<St
     if run.state != RunState::Running {
         return Ok(None);
     }
-    if store.run_driver(&run.group, run.id.as_str(), now)?.is_some() {
+    if store.run_driver(&run.lease_key(), run.id.as_str(), now)?.is_some() {
         return Ok(None);
     }
     // A publish that began (its intent journaled) may have moved things:
@@ -143,7 +143,7 @@ async fn restore_processes(
         ..Default::default()
     })?;
     for r in runs.iter().filter(|r| pipelines.iter().any(|(n, _)| n == &r.pipeline)) {
-        if !r.state.is_terminal() && store.run_driver(&r.group, r.id.as_str(), now)?.is_some() {
+        if !r.state.is_terminal() && store.run_driver(&r.lease_key(), r.id.as_str(), now)?.is_some() {
             continue;
         }
         for (step, s) in crate::processes::unrestored(store, r)? {
@@ -189,7 +189,10 @@ fn end_abandoned_runs(
         if !dry_run {
             let reason = format!("abandoned: the run {why}; repave gc ended it and swept what it left");
             store.set_run_state(&r.id, RunState::Failed, Some(&reason), now)?;
-            if let Some(lease) = store.current_lease(&r.group)?.filter(|l| l.holder == r.id.as_str()) {
+            if let Some(lease) = store
+                .current_lease(&r.lease_key())?
+                .filter(|l| l.holder == r.id.as_str())
+            {
                 store.release_lease(&lease)?;
             }
         }

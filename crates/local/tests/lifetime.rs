@@ -355,3 +355,38 @@ async fn a_launch_cut_short_by_kill_9_leaves_no_root_and_no_process() {
     let leaks = client.leak_report().await.unwrap();
     assert!(!leaks.live_processes.iter().any(|i| i.as_str() == ghost), "{leaks:?}");
 }
+
+/// A fleet process killed between recording a group's new instance and
+/// counting it as a member (two state writes before launches did both in
+/// one) left a running instance that names the group but that the group
+/// does not count: replaced, and never terminated. The next fleet process
+/// terminates such an instance, and the group keeps its size with members
+/// it counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_instance_the_group_does_not_count_is_terminated_after_a_restart() {
+    let fx = Fixture::start().await;
+    fx.client.ensure_group(group("web", 1)).await.unwrap();
+    let members = wait_healthy(&fx.client, "web", 1).await;
+    let orphan = members[0].clone();
+    let pid = fx.pid(&orphan);
+    let daemon = fx.client.daemon_pid().await.unwrap() as i32;
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    wait_all_dead("killed fleet process", &[daemon], Duration::from_secs(5)).await;
+
+    let path = fx.state_dir().join("local/state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(state["instances"][orphan.as_str()]["group"], "web");
+    state["groups"]["web"]["members"] = serde_json::json!([]);
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    let client = LocalClient::ensure_running(fx.state_dir(), Path::new(EXE), None)
+        .await
+        .unwrap();
+    wait_all_dead("the uncounted instance's process", &[pid], GONE_BOUND).await;
+    let root = fx.state_dir().join("local/instances").join(orphan.as_str());
+    assert!(!root.exists(), "the uncounted instance's root is still there");
+    let now = wait_healthy(&client, "web", 1).await;
+    assert!(!now.contains(&orphan), "{now:?}");
+    let leaks = client.leak_report().await.unwrap();
+    assert!(!leaks.live_processes.contains(&orphan), "{leaks:?}");
+}

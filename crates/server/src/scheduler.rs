@@ -287,6 +287,7 @@ mod tests {
                 provider: "sim".into(),
                 config: json!({}),
                 now: Timestamp(at),
+                place: None,
             })
             .unwrap();
         for (name, out) in steps {

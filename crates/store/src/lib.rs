@@ -23,7 +23,8 @@ pub use events::CANCEL_REQUESTED;
 pub use outbox::{Notice, NoticeState};
 pub use schedules::ScheduleRecord;
 pub use types::{
-    EventRecord, Lease, NewEvent, NewRun, RunFilter, RunKind, RunRecord, RunState, StepRecord, StepState, UnknownName,
+    lease_key, EventRecord, Lease, NewEvent, NewRun, RunFilter, RunKind, RunRecord, RunState, StepRecord, StepState,
+    UnknownName,
 };
 
 use rusqlite::types::Type;

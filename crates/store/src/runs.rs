@@ -4,7 +4,8 @@ use crate::{json_at, opt_json_at, NewRun, RunFilter, RunRecord, RunState, Store,
 use repave_core::{RunId, Timestamp};
 use rusqlite::{params, OptionalExtension, Row};
 
-const COLUMNS: &str = "id, pipeline, group_name, kind, provider, state, error, started_at, ended_at, config, summary";
+const COLUMNS: &str =
+    "id, pipeline, group_name, kind, provider, state, error, started_at, ended_at, config, summary, place";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -19,6 +20,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         ended_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
         config: json_at(row, 9)?,
         summary: opt_json_at(row, 10)?,
+        place: row.get(11)?,
     })
 }
 
@@ -60,8 +62,8 @@ impl Store {
                 .map_err(err)?;
             let id = run_id(run.now, &suffix);
             let inserted = conn.execute(
-                "INSERT INTO runs (id, pipeline, group_name, kind, provider, state, started_at, config)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO runs (id, pipeline, group_name, kind, provider, state, started_at, config, place)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     id.0,
                     run.pipeline,
@@ -70,7 +72,8 @@ impl Store {
                     run.provider,
                     RunState::Pending,
                     run.now.0,
-                    run.config.to_string()
+                    run.config.to_string(),
+                    run.place
                 ],
             );
             match inserted {
@@ -87,6 +90,7 @@ impl Store {
                         ended_at: None,
                         config: run.config.clone(),
                         summary: None,
+                        place: run.place.clone(),
                     })
                 }
                 // Same second and same random suffix: draw again.

@@ -101,6 +101,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE leases ADD COLUMN driver TEXT;
     "#,
+    // 5: where a run's group lives when group names repeat across places
+    // (AWS: account/region), so its lease and unfinished-run checks are
+    // that group's alone. NULL: the one place (local, sim) or a run from
+    // before schema 5.
+    r#"
+    ALTER TABLE runs ADD COLUMN place TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

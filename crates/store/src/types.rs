@@ -119,6 +119,19 @@ pub struct NewRun {
     /// The pipeline config the run executes (frozen at start).
     pub config: serde_json::Value,
     pub now: Timestamp,
+    /// Where the group lives when one store sees groups of the same name
+    /// in several places ([`lease_key`]); `None` for the one place.
+    pub place: Option<String>,
+}
+
+/// The key a group's lease is held under: the group's name, qualified by
+/// its place when it has one (`web-asg@123456789012/us-east-2`), so two
+/// accounts' or regions' groups of one name are two groups.
+pub fn lease_key(group: &str, place: Option<&str>) -> String {
+    match place {
+        Some(p) => format!("{group}@{p}"),
+        None => group.to_string(),
+    }
 }
 
 /// One execution of a pipeline.
@@ -136,6 +149,16 @@ pub struct RunRecord {
     pub ended_at: Option<Timestamp>,
     pub config: serde_json::Value,
     pub summary: Option<serde_json::Value>,
+    /// Where its group lives ([`NewRun::place`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
+}
+
+impl RunRecord {
+    /// The key of the lease this run holds while driven ([`lease_key`]).
+    pub fn lease_key(&self) -> String {
+        lease_key(&self.group, self.place.as_deref())
+    }
 }
 
 /// Which runs [`crate::Store::list_runs`] returns; `None` matches all.

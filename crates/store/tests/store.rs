@@ -21,6 +21,7 @@ fn new_run(pipeline: &str, now: Timestamp) -> NewRun {
         provider: "local".into(),
         config: json!({ "parameter": "latestAmi" }),
         now,
+        place: None,
     }
 }
 
@@ -287,6 +288,36 @@ fn leases_fence_out_stale_holders() {
 /// One driver per run: the same holder (a run id) from another process is
 /// refused while that process lives, and takes over at once when it is
 /// gone; the old process is then fenced out.
+/// One group name in two places is two groups: each run's lease is
+/// held under its place, and the place is read back with the run.
+#[test]
+fn groups_of_one_name_in_two_places_are_leased_apart() {
+    let (_d, store) = temp_store();
+    let mut runs = Vec::new();
+    for place in ["111111111111/us-east-2", "222222222222/us-west-2"] {
+        let run = store
+            .create_run(&NewRun {
+                place: Some(place.into()),
+                ..new_run("web", at(0))
+            })
+            .unwrap();
+        assert_eq!(store.get_run(&run.id).unwrap().unwrap().place.as_deref(), Some(place));
+        assert_eq!(run.lease_key(), format!("web@{place}"));
+        store
+            .acquire_lease(&run.lease_key(), run.id.as_str(), Duration::from_secs(60), at(0))
+            .expect("the other place's lease does not hold this group");
+        runs.push(run);
+    }
+    assert!(
+        store
+            .acquire_lease(&runs[0].lease_key(), "run-other", Duration::from_secs(60), at(1))
+            .is_err(),
+        "the same group in the same place stays leased"
+    );
+    let old = store.create_run(&new_run("web", at(2))).unwrap();
+    assert_eq!(old.lease_key(), "web", "no place: the group's name, as before schema 5");
+}
+
 #[test]
 fn a_second_driver_of_one_run_is_refused_while_the_first_lives() {
     let (_dir, store) = temp_store();

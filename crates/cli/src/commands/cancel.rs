@@ -47,7 +47,7 @@ pub fn run(cli: &Cli, run: &str) -> Result<i32, Exit> {
             )
             .map_err(Exit::failed)?;
         if let Some(lease) = store
-            .current_lease(&record.group)
+            .current_lease(&record.lease_key())
             .map_err(Exit::failed)?
             .filter(|l| l.holder == id.as_str())
         {

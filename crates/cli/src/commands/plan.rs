@@ -126,7 +126,10 @@ pub async fn run(cli: &Cli, name: Option<&str>) -> Result<i32, Exit> {
         Err(e) => return Err(Exit::failed(e)),
     }
     let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock);
-    if let Some(l) = store.current_lease(&pipeline.group).map_err(Exit::failed)? {
+    if let Some(l) = store
+        .current_lease(&repave_store::lease_key(&pipeline.group, p.place().as_deref()))
+        .map_err(Exit::failed)?
+    {
         if l.expires_at > now {
             problems.push(format!(
                 "group {} is leased by run {} (a second run would be refused)",

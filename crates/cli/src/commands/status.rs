@@ -52,7 +52,9 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
         // A run still "running" without a live lease was interrupted: say
         // what resume will do.
         let now = repave_core::ids::Clock::now(&repave_core::ids::SystemClock);
-        let lease = store.current_lease(&pipeline.group).map_err(Exit::failed)?;
+        let lease = store
+            .current_lease(&repave_store::lease_key(&pipeline.group, provider.place().as_deref()))
+            .map_err(Exit::failed)?;
         let mut interrupted = Vec::new();
         for r in runs
             .iter()
@@ -170,6 +172,6 @@ pub(crate) fn driver_alive(store: &repave_store::Store, run: &repave_store::RunR
     // A store that cannot be read: assume someone drives it (say less, do
     // nothing rash).
     store
-        .run_driver(&run.group, run.id.as_str(), now)
+        .run_driver(&run.lease_key(), run.id.as_str(), now)
         .map_or(true, |d| d.is_some())
 }

@@ -19,6 +19,10 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// Launch an instance; a token already used returns the same instance.
+/// A group's member (`group`) joins the group's member list in the same
+/// state write that first records it: a fleet process killed between two
+/// writes would otherwise leave a running instance that names the group
+/// but that no group counts, replaced and never terminated.
 pub(crate) fn launch_locked(
     shared: &Shared,
     cloud: &mut Cloud,
@@ -66,9 +70,18 @@ pub(crate) fn launch_locked(
         spec: req.spec.clone(),
         port,
         pid: None,
-        group,
+        group: group.clone(),
     };
     cloud.state.instances.insert(id.clone(), rec);
+    if let Some(g) = group.as_ref().and_then(|g| cloud.state.groups.get_mut(g)) {
+        g.members.push(crate::state::MemberRecord {
+            id: id.clone(),
+            launch_spec: g.launch_spec.clone(),
+            protected: false,
+            terminating: false,
+            registered: true,
+        });
+    }
     if !req.token.is_empty() {
         cloud.state.instance_tokens.insert(req.token.clone(), id.clone());
     }
@@ -77,6 +90,9 @@ pub(crate) fn launch_locked(
         crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
         if let Some(r) = cloud.state.instances.get_mut(&id) {
             r.instance.state = InstanceState::Terminated;
+        }
+        if let Some(g) = group.as_ref().and_then(|g| cloud.state.groups.get_mut(g)) {
+            g.members.retain(|m| m.id != id);
         }
         shared.save(cloud)?;
         return Err(e);

@@ -314,6 +314,28 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
                 r.instance.address = None;
                 r.pid = None;
             }
+            InstanceState::Pending | InstanceState::Running
+                if rec.group.as_ref().is_some_and(|g| {
+                    cloud
+                        .state
+                        .groups
+                        .get(g)
+                        .is_none_or(|g| !g.members.iter().any(|m| m.id == id))
+                }) =>
+            {
+                // Launched for a group that never counted it (a state file
+                // written before launches recorded membership in the same
+                // write): nothing will ever terminate it but this.
+                tracing::warn!(instance = %id, group = ?rec.group, "terminating a group instance that is not a member");
+                if let Some(pid) = rec.pid.filter(|_| alive) {
+                    crate::process::signal_group(pid, libc::SIGKILL);
+                }
+                crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
+                let r = cloud.state.instances.get_mut(&id).expect("listed");
+                r.instance.state = InstanceState::Terminated;
+                r.instance.address = None;
+                r.pid = None;
+            }
             InstanceState::Pending | InstanceState::Running => {
                 if alive {
                     let pid = rec.pid.expect("alive implies pid");

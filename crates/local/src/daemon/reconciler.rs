@@ -8,7 +8,6 @@
 use super::instances::{self, StopMode};
 use super::Shared;
 use crate::balancer::Balancer;
-use crate::state::MemberRecord;
 use repave_core::provider::{LaunchRequest, TargetState};
 use repave_core::InstanceId;
 use std::sync::Arc;
@@ -167,13 +166,10 @@ fn tick(shared: &Arc<Shared>) {
                 };
                 match instances::launch_locked(shared, &mut cloud, req, Some(name.clone())) {
                     Ok(inst) => {
-                        members.push(MemberRecord {
-                            id: inst.id,
-                            launch_spec: g.launch_spec.clone(),
-                            protected: false,
-                            terminating: false,
-                            registered: true,
-                        });
+                        // launch_locked wrote the member into the group's
+                        // record; the list written back below keeps it.
+                        let joined = cloud.state.groups[&name].members.iter().find(|m| m.id == inst.id);
+                        members.push(joined.cloned().expect("launch_locked records the member"));
                         changed = true;
                     }
                     Err(e) => {
