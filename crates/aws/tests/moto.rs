@@ -548,7 +548,7 @@ async fn windows_fleet_bakes_through_patch_manager() {
     let fleet = moto.fleet_on(SpecKind::Template, 2, true).await;
     let provider = Arc::new(moto.provider());
     let mut pipeline = pipeline(&fleet);
-    pipeline.builder.platform = "windows".into();
+    pipeline.builder.platform = repave_core::patch::PlatformChoice::Family(repave_core::patch::OsFamily::Windows);
     let out = engine(provider.clone())
         .start("web", &pipeline, RunKind::Run)
         .await

@@ -1,7 +1,7 @@
 //! The AWS provider through the real binary, against the moto server that
 //! `scripts/test` starts (`REPAVE_MOTO_ENDPOINT`; the test fails without it).
 
-mod common;
+use crate::common;
 
 use common::Repave;
 

@@ -1,6 +1,6 @@
 //! CLI behaviour that needs no fleet: init, validate, bad input, help.
 
-mod common;
+use crate::common;
 
 use common::Repave;
 

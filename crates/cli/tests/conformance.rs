@@ -1,7 +1,7 @@
 //! The provider conformance suite (`repave_sim::conformance`) against the
 //! local provider: the same contract the sim provider passes.
 
-mod common;
+use crate::common;
 
 use common::Fleet;
 use repave_core::ImageId;

@@ -2,7 +2,7 @@
 //! mid-roll, the fleet still serving, `status` naming the interrupted run,
 //! `resume` finishing it with nothing leaked.
 
-mod common;
+use crate::common;
 
 use common::{fleet_lock, http_load, Fleet, Repave};
 use std::sync::atomic::{AtomicBool, Ordering};

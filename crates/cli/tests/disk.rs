@@ -3,7 +3,7 @@
 //! builder is gone, and nothing is published. Needs root for `mount`
 //! (CI runs as root); without it the test fails, it never skips.
 
-mod common;
+use crate::common;
 
 use common::{fleet_lock, Fleet, Repave};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! stays good), a new run is refused naming it, and resume finishes it; a
 //! surge the group's max cannot hold is held within it.
 
-mod common;
+use crate::common;
 
 use common::{fleet_lock, wait_for, wait_status, Fleet};
 use std::time::Duration;

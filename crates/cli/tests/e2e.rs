@@ -1,7 +1,7 @@
 //! The whole pipeline on the local provider: real processes, real HTTP,
 //! real SQLite.
 
-mod common;
+use crate::common;
 
 use common::{fleet_lock, Fleet, FleetGuard, Repave};
 use serde_json::Value;

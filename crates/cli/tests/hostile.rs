@@ -2,7 +2,7 @@
 //! requests in flight while their instance drains, many connections during
 //! a roll.
 
-mod common;
+use crate::common;
 
 use common::{fleet_lock, Fleet, FleetGuard, Repave};
 use std::io::{BufRead, BufReader, Read, Write};

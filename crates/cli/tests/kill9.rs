@@ -5,7 +5,7 @@
 //! instance left, every instance on the run's image; and across all of it
 //! not one failed request.
 
-mod common;
+use crate::common;
 
 use common::{fleet_lock, http_load, Fleet, Repave};
 use repave_store::{RunFilter, StepState, Store};

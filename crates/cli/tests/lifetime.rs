@@ -3,7 +3,7 @@
 //! also stops what a killed fleet process left, and `repave serve` says that
 //! the fleet it started keeps running.
 
-mod common;
+use crate::common;
 
 use common::{exe, fleet_lock, wait_for, wait_status, Fleet, FleetGuard};
 use repave_core::provider::{Groups, Parameters};

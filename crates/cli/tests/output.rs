@@ -4,7 +4,7 @@
 //! not at a count of milliseconds. The real binary on a real local fleet,
 //! with runs written into its store.
 
-mod common;
+use crate::common;
 
 use common::{exe, fleet_lock, Fleet};
 use repave_core::ids::{Clock as _, SystemClock};

@@ -4,7 +4,7 @@
 //! during a roll, and SIGTERM mid-roll with a restart that finishes it
 //! under load without one failed request.
 
-mod common;
+use crate::common;
 
 use common::serve::{
     get, http, post, serve_command, start_run, wait_roll_under_way, wait_state, write_config, Serve, TOKEN,

@@ -7,7 +7,7 @@
 //! server drives poll as the pipeline says. Every client here is bounded in
 //! count and time and stops by itself.
 
-mod common;
+use crate::common;
 
 use common::serve::{
     get, http, post, raw, serve_command, start_run, wait_roll_under_way, wait_state, write_config, Answer, Serve, TOKEN,

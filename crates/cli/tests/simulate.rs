@@ -1,6 +1,6 @@
 //! `repave simulate`: the real binary, a config on disk, virtual time.
 
-mod common;
+use crate::common;
 
 use common::Repave;
 use std::path::Path;

@@ -73,11 +73,13 @@ pub struct RollPolicy {
     pub window_cutoff: Option<Duration>,
 }
 
+// A journal written before these fields existed reads `[rollout]`'s own
+// defaults: they are declared there once.
 fn default_hold_timeout() -> Duration {
-    Duration::from_secs(1800)
+    Rollout::default().hold_timeout.get()
 }
 fn default_drain_timeout() -> Duration {
-    Duration::from_secs(3600)
+    Rollout::default().drain_timeout.get()
 }
 
 impl RollPolicy {
@@ -101,6 +103,19 @@ impl RollPolicy {
             hold_timeout: r.hold_timeout.get(),
             drain_timeout: r.drain_timeout.get(),
             window_cutoff: r.window_cutoff.map(|d| d.get()),
+        }
+    }
+
+    /// The policy of a roll back to a known-good image: no canary, no
+    /// checkpoints, no cutoff — the fleet leaves the bad image as fast as
+    /// the floor allows.
+    pub fn for_rollback(self) -> Self {
+        Self {
+            canary: 0,
+            bake_time: Duration::ZERO,
+            checkpoints: vec![],
+            window_cutoff: None,
+            ..self
         }
     }
 }

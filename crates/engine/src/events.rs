@@ -38,7 +38,7 @@ pub enum EngineEvent {
     },
     RunFinished {
         run: RunId,
-        state: String,
+        state: repave_store::RunState,
     },
 }
 

@@ -570,7 +570,7 @@ impl Engine {
         }
         self.observer.on_event(&EngineEvent::RunFinished {
             run: ctx.run.id.clone(),
-            state: state.as_str().to_string(),
+            state,
         });
         ctx.log(
             "run",
@@ -801,7 +801,12 @@ async fn roll_and_verify_now(
     // Before any surge: what the group draws from its warm pool must be on
     // the new image.
     let warm_pool_replaced = crate::warm_pool::refresh(ctx, roll_step, image).await?;
-    let intent = serde_json::json!({ "target": image, "policy": policy, "base_desired": base });
+    let intent = roll::RollIntent {
+        target: image.clone(),
+        policy: policy.clone(),
+        base_desired: base,
+    }
+    .to_json();
     let mut report: RollReport = ctx
         .step(roll_step, intent, || roll::roll(ctx, roll_step, image, policy, base))
         .await?;

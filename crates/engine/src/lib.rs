@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod executor;
 mod gc;
+pub mod journal;
 mod native;
 mod options;
 mod patching;

@@ -7,7 +7,6 @@ use crate::error::EngineError;
 use crate::executor::{roll_and_verify, Ctx};
 use crate::summary::RollReport;
 use repave_core::provider::{tag, ImageState, LaunchSpecRef};
-use repave_core::rollout::RollPolicy;
 use repave_core::ImageId;
 use serde::{Deserialize, Serialize};
 
@@ -161,23 +160,9 @@ pub async fn rollback(
         },
     )
     .await?;
-    // Going back to a known-good image: no canary, no checkpoints, no
-    // cutoff — the fleet should leave the bad image as fast as the floor
-    // allows.
-    let policy = RollPolicy {
-        canary: 0,
-        bake_time: std::time::Duration::ZERO,
-        checkpoints: vec![],
-        window_cutoff: None,
-        ..ctx.policy()
-    };
+    let policy = ctx.policy().for_rollback();
     // The aborted roll left the group surged: roll back to its base size.
-    let base = ctx
-        .engine
-        .store
-        .step(ctx.run_id(), "roll")?
-        .and_then(|s| s.intent.get("base_desired").and_then(|v| v.as_u64()))
-        .map(|v| v as u32);
+    let base = crate::roll::RollIntent::journaled(ctx, "roll")?.map(|i| i.base_desired);
     roll_and_verify(
         ctx,
         "rollback_roll",

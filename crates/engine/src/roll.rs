@@ -63,6 +63,30 @@ struct Checkpoint {
     progress: Option<RollProgress>,
 }
 
+/// What a roll step is journaled to do before it starts: the image it rolls
+/// to, the policy, and the capacity it aims at without its own surge.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RollIntent {
+    pub target: ImageId,
+    pub policy: RollPolicy,
+    pub base_desired: u32,
+}
+
+impl RollIntent {
+    /// The intent journaled for `step` of this run, if it started.
+    pub(crate) fn journaled(ctx: &Ctx<'_>, step: &str) -> Result<Option<RollIntent>, EngineError> {
+        Ok(ctx
+            .engine
+            .store
+            .step(ctx.run_id(), step)?
+            .and_then(|s| serde_json::from_value(s.intent).ok()))
+    }
+
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a roll intent serializes")
+    }
+}
+
 /// The planner's progress a previous attempt of this roll step left.
 fn checkpointed_progress(ctx: &Ctx<'_>, step: &str) -> Result<Option<RollProgress>, EngineError> {
     Ok(ctx
@@ -84,9 +108,8 @@ pub(crate) async fn base_capacity(ctx: &Ctx<'_>, step: &str, hint: Option<u32>) 
     let rec = ctx.engine.store.step(ctx.run_id(), step)?;
     let journaled = rec
         .as_ref()
-        .and_then(|s| s.intent.get("base_desired"))
-        .and_then(|v| v.as_u64())
-        .map(|v| v as u32);
+        .and_then(|s| serde_json::from_value::<RollIntent>(s.intent.clone()).ok())
+        .map(|i| i.base_desired);
     let checkpoint = rec
         .and_then(|s| s.checkpoint)
         .and_then(|c| serde_json::from_value::<Checkpoint>(c).ok());

@@ -5,9 +5,10 @@
 
 use crate::state::Shared;
 use crate::webhooks::RunNotice;
+use repave_core::config::RunEvent;
 use repave_core::RunId;
 use repave_engine::{Engine, EngineError, EngineEvent, Observer, RunOutcome};
-use repave_store::RunKind;
+use repave_store::{RunKind, RunState};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -161,7 +162,9 @@ impl Observer for RunObserver {
                 if let Some(tx) = self.started.lock().expect("started").take() {
                     let _ = tx.send(run.clone());
                 }
-                shared.notifier.notify(RunNotice::new(run, pipeline, "started", None));
+                shared
+                    .notifier
+                    .notify(RunNotice::new(run, pipeline, RunEvent::Started, None));
             }
             EngineEvent::RollTick {
                 run,
@@ -197,13 +200,13 @@ impl Observer for RunObserver {
             }
             EngineEvent::RunFinished { run, state } => {
                 shared.runs.finish(run.as_str());
-                shared.metrics.run_finished(&self.pipeline, state);
+                shared.metrics.run_finished(&self.pipeline, state.as_str());
                 let error = shared.store.get_run(run).ok().flatten().and_then(|r| r.error);
-                let event = match state.as_str() {
-                    "succeeded" => Some("succeeded"),
-                    "failed" => Some("failed"),
-                    "rolled_back" => Some("rolled_back"),
-                    _ => None,
+                let event = match state {
+                    RunState::Succeeded => Some(RunEvent::Succeeded),
+                    RunState::Failed => Some(RunEvent::Failed),
+                    RunState::RolledBack => Some(RunEvent::RolledBack),
+                    RunState::Pending | RunState::Running | RunState::Paused | RunState::Cancelled => None,
                 };
                 if let Some(e) = event {
                     shared.notifier.notify(RunNotice::new(run, &self.pipeline, e, error));

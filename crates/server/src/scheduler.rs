@@ -8,7 +8,7 @@ use crate::schedule::Opening;
 use crate::state::Shared;
 use repave_core::{RunId, Timestamp};
 use repave_engine::EngineError;
-use repave_store::{NewEvent, RunFilter, RunKind, RunState, StepState, Store};
+use repave_store::{NewEvent, RunFilter, RunKind, RunState};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: R
         .pipelines
         .get(pipeline)
         .and_then(|p| p.window.as_ref())
-        .and_then(|w| w.only_if.clone());
+        .and_then(|w| w.only_if);
     // How often the run's own engine looks at its provider.
     let poll = shared.engine.get(pipeline).map(|o| o.poll).unwrap_or_default();
     let watch = async {
@@ -124,7 +124,7 @@ async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: R
                 return;
             }
             if !scan_checked {
-                if let Some(reason) = nothing_to_do(&shared.store, pipeline, &run) {
+                if let Some(reason) = repave_engine::journal::nothing_to_do(&shared.store, pipeline, &run) {
                     scan_checked = true;
                     if let Some(reason) = reason {
                         append(
@@ -175,52 +175,9 @@ async fn supervise(shared: &Arc<Shared>, pipeline: &str, run: RunId, mut task: R
     }
 }
 
-/// `None` until the run's scan is done; then `Some(Some(why))` when the
-/// source image is the last good bake's image and no update applies.
-fn nothing_to_do(store: &Store, pipeline: &str, run: &RunId) -> Option<Option<String>> {
-    let output = |r: &RunId, step: &str| {
-        store
-            .step(r, step)
-            .ok()
-            .flatten()
-            .filter(|s| s.state == StepState::Done)
-            .and_then(|s| s.output)
-    };
-    let scan = output(run, "scan")?;
-    let pending = scan.get("updates").and_then(|u| u.as_array()).map_or(0, |u| u.len());
-    let source = output(run, "resolve").and_then(|o| o.get("source_image").cloned());
-    let filter = RunFilter {
-        pipeline: Some(pipeline.into()),
-        state: Some(RunState::Succeeded),
-        limit: Some(20),
-        ..Default::default()
-    };
-    let runs = store.list_runs(&filter).unwrap_or_default();
-    let Some(last_good) = runs.into_iter().find(|r| r.kind == RunKind::Run && r.id != *run) else {
-        return Some(None);
-    };
-    let baked = output(&last_good.id, "create_image").and_then(|o| o.get("image").cloned());
-    if pending == 0 && source.is_some() && source == baked {
-        let image = source.and_then(|s| s.as_str().map(String::from)).unwrap_or_default();
-        return Some(Some(format!(
-            "source image {image} unchanged since run {} and no update applies",
-            last_good.id
-        )));
-    }
-    Some(None)
-}
-
 /// The run has published (or only rolls): cancelling it now pauses it.
 pub(crate) fn is_rolling(shared: &Shared, run: &RunId) -> bool {
-    let Ok(Some(record)) = shared.store.get_run(run) else {
-        return false;
-    };
-    let done = |step: &str| matches!(shared.store.step(run, step), Ok(Some(s)) if s.state == StepState::Done);
-    match record.kind {
-        RunKind::Roll => true,
-        RunKind::Run => done("publish"),
-        RunKind::Bake | RunKind::Rollback => false,
-    }
+    repave_engine::journal::is_rolling(&shared.store, run)
 }
 
 pub(crate) fn append(shared: &Shared, run: &RunId, message: String) {
@@ -269,73 +226,5 @@ fn count_result(shared: &Shared, pipeline: &str, run: Option<&RunId>, state: &st
         if let Some(run) = run {
             append(shared, run, format!("schedule of pipeline {pipeline} {reason}"));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use repave_store::NewRun;
-    use serde_json::json;
-
-    fn run(store: &Store, at: i64, steps: &[(&str, serde_json::Value)], state: RunState) -> RunId {
-        let r = store
-            .create_run(&NewRun {
-                pipeline: "web".into(),
-                group: "web".into(),
-                kind: RunKind::Run,
-                provider: "sim".into(),
-                config: json!({}),
-                now: Timestamp(at),
-                place: None,
-            })
-            .unwrap();
-        for (name, out) in steps {
-            store.begin_step(&r.id, name, &json!({}), Timestamp(at)).unwrap();
-            store.finish_step(&r.id, name, out, Timestamp(at + 1)).unwrap();
-        }
-        store.set_run_state(&r.id, state, None, Timestamp(at + 2)).unwrap();
-        r.id
-    }
-
-    #[test]
-    fn nothing_to_do_when_the_source_is_the_last_good_image_and_no_update_applies() {
-        let store = Store::open_in_memory().unwrap();
-        let good = run(
-            &store,
-            1,
-            &[
-                ("resolve", json!({ "source_image": "img-1" })),
-                ("create_image", json!({ "image": "img-2" })),
-            ],
-            RunState::Succeeded,
-        );
-        let scanned = |updates: serde_json::Value, source: &str| {
-            let id = run(
-                &store,
-                10,
-                &[
-                    ("resolve", json!({ "source_image": source })),
-                    ("scan", json!({ "updates": updates })),
-                ],
-                RunState::Running,
-            );
-            nothing_to_do(&store, "web", &id)
-        };
-        let why = scanned(json!([]), "img-2").expect("scan done").expect("skipped");
-        assert!(why.contains("img-2") && why.contains(good.as_str()), "{why}");
-        assert_eq!(
-            scanned(json!([{ "id": "KB1" }]), "img-2"),
-            Some(None),
-            "an update applies"
-        );
-        assert_eq!(scanned(json!([]), "img-9"), Some(None), "the golden image changed");
-        let unscanned = run(
-            &store,
-            20,
-            &[("resolve", json!({ "source_image": "img-2" }))],
-            RunState::Running,
-        );
-        assert_eq!(nothing_to_do(&store, "web", &unscanned), None, "scan not done yet");
     }
 }

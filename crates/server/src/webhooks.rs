@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use repave_core::config::Webhook;
+use repave_core::config::{RunEvent, Webhook, WebhookFormat};
 use repave_core::ids::Clock;
 use repave_core::RunId;
 use repave_store::Store;
@@ -28,17 +28,16 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a webhook is told.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunNotice {
-    /// started, succeeded, failed or rolled_back.
-    pub event: String,
+    pub event: RunEvent,
     pub run: String,
     pub pipeline: String,
     pub error: Option<String>,
 }
 
 impl RunNotice {
-    pub fn new(run: &RunId, pipeline: &str, event: &str, error: Option<String>) -> Self {
+    pub fn new(run: &RunId, pipeline: &str, event: RunEvent, error: Option<String>) -> Self {
         Self {
-            event: event.into(),
+            event,
             run: run.to_string(),
             pipeline: pipeline.into(),
             error,
@@ -46,12 +45,11 @@ impl RunNotice {
     }
 
     fn text(&self) -> String {
-        let what = match self.event.as_str() {
-            "started" => "started",
-            "succeeded" => "succeeded :white_check_mark:",
-            "failed" => "FAILED :x:",
-            "rolled_back" => "failed and was rolled back :rewind:",
-            other => other,
+        let what = match self.event {
+            RunEvent::Started => "started",
+            RunEvent::Succeeded => "succeeded :white_check_mark:",
+            RunEvent::Failed => "FAILED :x:",
+            RunEvent::RolledBack => "failed and was rolled back :rewind:",
         };
         let mut t = format!("repave: run {} of pipeline {} {what}", self.run, self.pipeline);
         if let Some(e) = &self.error {
@@ -61,13 +59,14 @@ impl RunNotice {
     }
 
     /// The request body for a hook's format.
-    pub fn body(&self, format: &str) -> serde_json::Value {
-        if format == "slack" {
-            serde_json::json!({ "text": self.text() })
-        } else {
-            let mut v = serde_json::to_value(self).expect("notice serializes");
-            v["text"] = self.text().into();
-            v
+    pub fn body(&self, format: WebhookFormat) -> serde_json::Value {
+        match format {
+            WebhookFormat::Slack => serde_json::json!({ "text": self.text() }),
+            WebhookFormat::Json => {
+                let mut v = serde_json::to_value(self).expect("notice serializes");
+                v["text"] = self.text().into();
+                v
+            }
         }
     }
 }
@@ -112,12 +111,15 @@ impl Notifier {
             .iter()
             .filter(|h| h.events.is_empty() || h.events.contains(&notice.event))
         {
-            let body = notice.body(&hook.format).to_string();
-            if let Err(e) = self
-                .store
-                .queue_notice(&hook_key(&hook.url), &notice.event, Some(&notice.run), &body, now)
-            {
-                tracing::error!(error = %e, run = notice.run, event = notice.event, "could not queue a webhook notice");
+            let body = notice.body(hook.format).to_string();
+            if let Err(e) = self.store.queue_notice(
+                &hook_key(&hook.url),
+                notice.event.as_str(),
+                Some(&notice.run),
+                &body,
+                now,
+            ) {
+                tracing::error!(error = %e, run = notice.run, event = notice.event.as_str(), "could not queue a webhook notice");
             }
         }
         self.wake.notify_one();
@@ -251,18 +253,18 @@ async fn post(client: &Clients, url: &str, body: String) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn notice(event: &str) -> RunNotice {
+    fn notice(event: RunEvent) -> RunNotice {
         RunNotice::new(&RunId::new("run-1"), "web", event, Some("roll aborted".into()))
     }
 
     #[test]
     fn json_and_slack_bodies() {
-        let json = notice("rolled_back").body("json");
+        let json = notice(RunEvent::RolledBack).body(WebhookFormat::Json);
         assert_eq!(
             (json["event"].as_str(), json["run"].as_str(), json["pipeline"].as_str()),
             (Some("rolled_back"), Some("run-1"), Some("web"))
         );
-        let slack = notice("failed").body("slack");
+        let slack = notice(RunEvent::Failed).body(WebhookFormat::Slack);
         assert_eq!(slack.as_object().unwrap().len(), 1, "Slack wants only text: {slack}");
         assert_eq!(
             slack["text"],

@@ -64,7 +64,7 @@ async fn a_notice_queued_before_a_restart_is_delivered_after_it() {
     let mut config = Config::default();
     config.server.webhooks = vec![Webhook {
         url: url.clone(),
-        format: "json".into(),
+        format: repave_core::config::WebhookFormat::Json,
         events: vec![],
     }];
     let server = Server::new(ServerOptions {

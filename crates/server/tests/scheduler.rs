@@ -29,7 +29,7 @@ struct World {
 
 fn policy(window: Window) -> Pipeline {
     let mut p = pipeline("web", "latestAmi");
-    p.builder.platform = "windows".into();
+    p.builder.platform = repave_core::patch::PlatformChoice::Family(repave_core::patch::OsFamily::Windows);
     p.rollout.min_healthy_percent = 90;
     p.rollout.max_healthy_percent = 110;
     p.rollout.warmup = Some(HumanDuration::from_secs(60));
@@ -236,7 +236,7 @@ async fn only_if_updates_available_still_runs_when_updates_apply() {
     // the condition holds and both windows bake. (The skip itself is unit
     // tested in `scheduler.rs` against a journal.)
     let mut win = window(3);
-    win.only_if = Some("updates_available".into());
+    win.only_if = Some(repave_core::config::OnlyIf::UpdatesAvailable);
     win.duration = HumanDuration::from_secs(8 * 3600);
     let w = world(4, Faults::default(), policy(win)).await;
     tokio::time::sleep(HOUR * 36).await;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 fn policy() -> repave_core::config::Pipeline {
     let mut p = pipeline("web", "latestAmi");
-    p.builder.platform = "windows".into();
+    p.builder.platform = repave_core::patch::PlatformChoice::Family(repave_core::patch::OsFamily::Windows);
     p.rollout.min_healthy_percent = 90;
     p.rollout.max_healthy_percent = 110;
     p.rollout.warmup = Some(HumanDuration::from_secs(120));

@@ -3,6 +3,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use repave_core::config::SimConfig;
+use repave_core::patch::{OsFamily, PlatformChoice};
 use std::time::Duration;
 
 /// Median latency per operation; each draw is `median × exp(σ·Z)` (log-normal,
@@ -34,15 +35,15 @@ pub struct Latencies {
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self::from_config(&SimConfig::default(), "windows")
+        Self::from_config(&SimConfig::default(), PlatformChoice::Family(OsFamily::Windows))
     }
 }
 
 impl Latencies {
     /// From `[pipelines.X.simulate]`; `boot` defaults by platform (Windows
     /// to SSM ~10 min, Linux ~90 s) when the config leaves it at its default.
-    pub fn from_config(c: &SimConfig, platform: &str) -> Self {
-        let boot = if c.boot == SimConfig::default().boot && platform != "windows" {
+    pub fn from_config(c: &SimConfig, platform: PlatformChoice) -> Self {
+        let boot = if c.boot == SimConfig::default().boot && !platform.is_windows() {
             Duration::from_secs(90)
         } else {
             c.boot.get()

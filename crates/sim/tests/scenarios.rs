@@ -69,7 +69,7 @@ fn sim(size: u32, faults: Faults) -> Sim {
 
 fn policy() -> Pipeline {
     let mut p = pipeline(GROUP, "latestAmi");
-    p.builder.platform = "windows".into();
+    p.builder.platform = repave_core::patch::PlatformChoice::Family(repave_core::patch::OsFamily::Windows);
     p.rollout.min_healthy_percent = 100;
     p.rollout.max_healthy_percent = 150;
     p.rollout.warmup = Some(HumanDuration::from_secs(60));

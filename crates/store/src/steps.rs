@@ -99,26 +99,6 @@ impl Store {
         self.end_step(run, step, StepState::Failed, None, Some(error), now)
     }
 
-    /// The step is not needed (e.g. image test disabled). It need not have
-    /// begun; `reason` is stored as the output `{"skipped": reason}`.
-    pub fn skip_step(&self, run: &RunId, step: &str, reason: &str, now: Timestamp) -> Result<(), StoreError> {
-        let output = serde_json::json!({ "skipped": reason }).to_string();
-        let sql = format!(
-            "INSERT INTO steps (run_id, name, seq, state, intent, output, attempts, started_at, ended_at)
-             VALUES (?1, ?2, {NEXT_SEQ}, ?3, 'null', ?4, 0, ?5, ?5)
-             ON CONFLICT (run_id, name) DO UPDATE SET
-                 state = excluded.state, output = excluded.output, error = NULL, ended_at = excluded.ended_at"
-        );
-        self.conn()
-            .execute(&sql, params![run.0, step, StepState::Skipped, output, now.0])
-            .map_err(|source| StoreError::EndStep {
-                run: run.clone(),
-                step: step.to_string(),
-                source,
-            })?;
-        Ok(())
-    }
-
     fn end_step(
         &self,
         run: &RunId,

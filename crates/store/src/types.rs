@@ -105,7 +105,6 @@ named_enum!(
         Running = "running",
         Done = "done",
         Failed = "failed",
-        Skipped = "skipped",
     }
 );
 

@@ -86,7 +86,7 @@ pub async fn run(cli: &Cli, args: &SimulateArgs) -> Result<i32, Exit> {
             "min_healthy_percent {min} / max_healthy_percent {max}: min must be 0..=100, max 100..=200, and not both 100"
         )));
     }
-    let mut latencies = Latencies::from_config(&pipeline.simulate, &pipeline.builder.platform);
+    let mut latencies = Latencies::from_config(&pipeline.simulate, pipeline.builder.platform);
     if args.no_variance {
         latencies = latencies.fixed();
     }

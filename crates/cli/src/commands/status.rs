@@ -157,7 +157,7 @@ pub async fn run(cli: &Cli, only: Option<&str>) -> Result<i32, Exit> {
 /// Where `resume` picks a run up: its first step not done (nor skipped),
 /// else after its last step (the journal has no step names ahead of it).
 fn resumes_where(steps: &[repave_store::StepRecord]) -> String {
-    let finished = |s: &&repave_store::StepRecord| matches!(s.state, StepState::Done | StepState::Skipped);
+    let finished = |s: &&repave_store::StepRecord| s.state == StepState::Done;
     match (steps.iter().find(|s| !finished(s)), steps.last()) {
         (Some(next), _) => format!("continues at step {}", next.name),
         (None, Some(last)) => format!("continues after step {}", last.name),

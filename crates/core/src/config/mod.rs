@@ -406,8 +406,8 @@ pub struct Builder {
     /// the image: AWS platform details and name, the local feed's OS). The
     /// detected family is checked against this and the selection before
     /// anything is launched.
-    #[serde(default = "default_platform")]
-    pub platform: String,
+    #[serde(default)]
+    pub platform: crate::patch::PlatformChoice,
     /// Prepare a Windows builder for imaging before its image is taken
     /// (EC2Launch v2 `sysprep`: generalized, so the new instances run their
     /// first-boot tasks). Ignored on Linux.
@@ -425,21 +425,10 @@ impl Default for Builder {
             subnet: None,
             security_groups: vec![],
             instance_profile: None,
-            platform: default_platform(),
+            platform: Default::default(),
             generalize: true,
             ready_timeout: default_ready_timeout(),
         }
-    }
-}
-fn default_platform() -> String {
-    "auto".into()
-}
-
-impl Builder {
-    /// `platform` parsed (validated at load, so unknown values are `Auto`
-    /// only in configs that were never validated).
-    pub fn platform_choice(&self) -> crate::patch::PlatformChoice {
-        crate::patch::PlatformChoice::parse(&self.platform).unwrap_or(crate::patch::PlatformChoice::Auto)
     }
 }
 fn default_ready_timeout() -> HumanDuration {
@@ -873,11 +862,30 @@ pub struct Window {
     /// `"updates_available"`: skip the window when nothing changed since the
     /// last good bake.
     #[serde(default)]
-    pub only_if: Option<String>,
+    pub only_if: Option<OnlyIf>,
     /// After this many failed scheduled runs in a row the schedule disables
     /// itself (stored; `repave schedule enable PIPELINE` turns it back on).
     #[serde(default = "default_max_consecutive_failures")]
     pub max_consecutive_failures: u32,
+}
+
+/// `window.only_if`: a condition a scheduled run must meet to go past its
+/// scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnlyIf {
+    /// The scan found updates to install (or the golden image changed)
+    /// since the last good bake.
+    UpdatesAvailable,
+}
+
+impl OnlyIf {
+    /// The config's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnlyIf::UpdatesAvailable => "updates_available",
+        }
+    }
 }
 
 fn default_timezone() -> String {
@@ -924,12 +932,43 @@ fn default_listen() -> String {
 pub struct Webhook {
     pub url: String,
     /// `"json"` (the event as JSON) or `"slack"` (`{"text": ...}`).
-    #[serde(default = "default_webhook_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: WebhookFormat,
     /// Which of started, succeeded, failed, rolled_back; empty = all.
     #[serde(default)]
-    pub events: Vec<String>,
+    pub events: Vec<RunEvent>,
 }
-fn default_webhook_format() -> String {
-    "json".into()
+
+/// How a webhook's request body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The notice as JSON, with a `text` line.
+    #[default]
+    Json,
+    /// `{"text": ...}`, what a Slack incoming webhook takes.
+    Slack,
+}
+
+/// What happened to a run, as webhooks are told (`server.webhooks.events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEvent {
+    Started,
+    Succeeded,
+    Failed,
+    /// Failed after publish and returned to the previous image.
+    RolledBack,
+}
+
+impl RunEvent {
+    /// The config's (and the notice's) word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEvent::Started => "started",
+            RunEvent::Succeeded => "succeeded",
+            RunEvent::Failed => "failed",
+            RunEvent::RolledBack => "rolled_back",
+        }
+    }
 }

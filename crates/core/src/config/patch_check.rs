@@ -141,7 +141,7 @@ pub fn builder_os(pipeline: &Pipeline, image: &Image) -> Result<OsFamily, String
     let detected = OsFamily::detect(image.platform.as_deref().unwrap_or_default(), &image.name, "");
     let os = pipeline
         .builder
-        .platform_choice()
+        .platform
         .resolve(detected)
         .map_err(|m| format!("source image {}: {m}", image.id))?;
     let problems = pipeline.patch.problems(

@@ -468,9 +468,9 @@ fn cases() -> Vec<Case> {
         case(
             "bad platform",
             with("builder.platform = \"macos\"\n"),
-            (11, 9),
+            (11, 20),
             Some("pipelines.web.builder.platform"),
-            "unknown platform \"macos\"",
+            "unknown platform \"macos\"; expected one of \"auto\", \"linux\"",
         ),
         case(
             "state_dir with ..",
@@ -662,9 +662,9 @@ fn serve_cases() -> Vec<Case> {
         case(
             "unknown only_if",
             window("cron = \"0 2 * * *\"\nduration = \"1h\"\nonly_if = \"always\""),
-            (15, 1),
+            (15, 11),
             Some("pipelines.web.window.only_if"),
-            "unknown condition \"always\"",
+            "unknown variant `always`, expected `updates_available`",
         ),
         case(
             "zero failures allowed",
@@ -711,9 +711,16 @@ fn serve_cases() -> Vec<Case> {
         case(
             "webhook format",
             server("[[server.webhooks]]\nurl = \"http://127.0.0.1:9/\"\nformat = \"teams\""),
-            (2, 10),
-            Some("server.webhooks[0]"),
-            "unknown format \"teams\"",
+            (4, 10),
+            Some("server.webhooks[0].format"),
+            "unknown variant `teams`, expected `json` or `slack`",
+        ),
+        case(
+            "webhook event",
+            server("[[server.webhooks]]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"started\", \"deployed\"]"),
+            (4, 22),
+            Some("server.webhooks[0].events[1]"),
+            "unknown variant `deployed`, expected one of `started`, `succeeded`, `failed`, `rolled_back`",
         ),
     ]
 }
@@ -746,7 +753,7 @@ fn window_and_server_parse_with_defaults() {
     let config = parse(&src, "repave.toml").unwrap();
     let w = config.pipelines["web"].window.as_ref().unwrap();
     assert_eq!(
-        (w.timezone.as_str(), w.max_consecutive_failures, w.only_if.as_deref()),
+        (w.timezone.as_str(), w.max_consecutive_failures, w.only_if),
         ("UTC", 3, None)
     );
     assert_eq!(config.server.listen, "127.0.0.1:8787");

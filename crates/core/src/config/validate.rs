@@ -240,14 +240,6 @@ impl Checker<'_> {
             }
         }
         self.parameter(name, &p.parameter);
-        if crate::patch::PlatformChoice::parse(&p.builder.platform).is_none() {
-            let message = format!(
-                "unknown platform {:?}; expected one of {}",
-                p.builder.platform,
-                crate::patch::os::PLATFORM_VALUES
-            );
-            self.err(&["pipelines", name, "builder", "platform"], message);
-        }
         self.positive(
             &["pipelines", name, "builder", "ready_timeout"],
             p.builder.ready_timeout,
@@ -372,7 +364,7 @@ impl Checker<'_> {
         let at = |k: &'static str| ["pipelines", pipeline, "patch", k];
         // Against every family `builder.platform` allows; the detected one
         // is checked again before a run launches anything.
-        let choice = p.builder.platform_choice();
+        let choice = p.builder.platform;
         for problem in p.patch.problems(choice, p.provider == ProviderKind::Aws) {
             match problem.index {
                 Some(i) => self.err_index(&at(problem.key), i, problem.message),
@@ -493,14 +485,6 @@ impl Checker<'_> {
                     self.err(&at("cutoff"), message);
                 }
             }
-            if let Some(cond) = &w.only_if {
-                if cond != "updates_available" {
-                    self.err(
-                        &at("only_if"),
-                        format!("unknown condition {cond:?}; expected \"updates_available\""),
-                    );
-                }
-            }
             if w.max_consecutive_failures == 0 {
                 self.err(&at("max_consecutive_failures"), "must be at least 1");
             }
@@ -524,19 +508,6 @@ impl Checker<'_> {
                     i,
                     format!("url {:?} must start with http:// or https://", hook.url),
                 );
-            }
-            if !matches!(hook.format.as_str(), "json" | "slack") {
-                self.err_index(
-                    &path,
-                    i,
-                    format!("unknown format {:?}; expected \"json\" or \"slack\"", hook.format),
-                );
-            }
-            for e in &hook.events {
-                if !matches!(e.as_str(), "started" | "succeeded" | "failed" | "rolled_back") {
-                    let message = format!("unknown event {e:?}; expected started, succeeded, failed or rolled_back");
-                    self.err_index(&path, i, message);
-                }
             }
         }
     }

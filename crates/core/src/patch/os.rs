@@ -275,9 +275,13 @@ impl std::fmt::Display for OsFamily {
 }
 
 /// `builder.platform`: which OS families a pipeline's builder may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// In the config it is one word ("auto", "linux" or a family's name); an
+/// unknown one is refused by serde at the value's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum PlatformChoice {
     /// Whatever the image is (detected before anything is launched).
+    #[default]
     Auto,
     /// Any Linux family (detected from the image).
     Linux,
@@ -289,7 +293,40 @@ pub enum PlatformChoice {
 pub const PLATFORM_VALUES: &str =
     "\"auto\", \"linux\", \"windows\", \"amazon-linux\", \"rhel\", \"suse\", \"ubuntu\", \"debian\"";
 
+impl TryFrom<String> for PlatformChoice {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        PlatformChoice::parse(&s).ok_or_else(|| format!("unknown platform {s:?}; expected one of {PLATFORM_VALUES}"))
+    }
+}
+
+impl From<PlatformChoice> for String {
+    fn from(c: PlatformChoice) -> String {
+        c.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for PlatformChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl PlatformChoice {
+    /// The config's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformChoice::Auto => "auto",
+            PlatformChoice::Linux => "linux",
+            PlatformChoice::Family(f) => f.as_str(),
+        }
+    }
+
+    /// Whether only Windows builders are allowed.
+    pub fn is_windows(self) -> bool {
+        matches!(self, PlatformChoice::Family(f) if f.is_windows())
+    }
+
     pub fn parse(s: &str) -> Option<PlatformChoice> {
         match s {
             "auto" => Some(PlatformChoice::Auto),
