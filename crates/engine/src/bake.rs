@@ -4,15 +4,17 @@
 //! second builder or a second image.
 
 use crate::call::retry;
+use crate::command::{command_error, run_command, tail};
+use crate::context::Ctx;
 use crate::error::EngineError;
-use crate::executor::Ctx;
-pub use crate::patching::{nothing_to_install, patch, scan};
+use crate::wait::{wait_for, wait_state};
+pub(crate) mod patching;
+pub use patching::{nothing_to_install, patch, scan};
 use repave_core::patch::{OsFamily, Update};
 use repave_core::provider::{
-    tag, CommandDocument, CommandRequest, CommandResult, CommandStatus, CreateImageRequest, ImageState, InstanceSpec,
-    InstanceState, LaunchRequest, Tags,
+    tag, CommandDocument, CommandStatus, CreateImageRequest, ImageState, InstanceSpec, InstanceState, LaunchRequest,
+    Tags,
 };
-use repave_core::CommandId;
 use repave_core::{ImageId, InstanceId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -269,213 +271,6 @@ pub async fn launch_builder(ctx: &Ctx<'_>, resolved: &ResolveOutput) -> Result<B
     };
     let inst = retry("launch_builder", || p.launch(req.clone())).await?;
     Ok(BuilderOutput { builder: inst.id })
-}
-
-/// Poll `f` until it yields a value or `timeout` passes.
-pub(crate) async fn wait_for<T, F, Fut>(
-    ctx: &Ctx<'_>,
-    step: &str,
-    what: &str,
-    timeout: Duration,
-    mut f: F,
-) -> Result<T, EngineError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, EngineError>>,
-{
-    let start = Instant::now();
-    loop {
-        ctx.check_cancel()?;
-        // Long waits (a 40-minute Windows patch) must keep the group lease.
-        ctx.keep_lease()?;
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if start.elapsed() >= timeout {
-            return Err(EngineError::Timeout {
-                step: step.into(),
-                seconds: timeout.as_secs(),
-                what: what.into(),
-            });
-        }
-        tokio::time::sleep(ctx.poll()).await;
-    }
-}
-
-async fn wait_state(
-    ctx: &Ctx<'_>,
-    step: &str,
-    id: &InstanceId,
-    want: InstanceState,
-    timeout: Duration,
-) -> Result<(), EngineError> {
-    let p = ctx.provider();
-    wait_for(ctx, step, &format!("{id} to be {want:?}"), timeout, || async {
-        let got = retry(step, || p.describe_instances(std::slice::from_ref(id))).await?;
-        match got.first() {
-            Some(i) if i.state == want => Ok(Some(())),
-            Some(i) if i.state.is_gone() && want != InstanceState::Terminated => Err(EngineError::InstanceGone {
-                step: step.to_string(),
-                instance: id.to_string(),
-                state: format!("{:?}", i.state),
-            }),
-            None if want == InstanceState::Terminated => Ok(Some(())),
-            _ => Ok(None),
-        }
-    })
-    .await
-}
-
-/// Running, and answering the command channel.
-pub async fn wait_ready(ctx: &Ctx<'_>, id: &InstanceId, step: &str) -> Result<(), EngineError> {
-    let timeout = ctx.pipeline.builder.ready_timeout.get();
-    wait_state(ctx, step, id, InstanceState::Running, timeout).await?;
-    let res = run_command(
-        ctx,
-        step,
-        id,
-        CommandDocument::Shell {
-            script: "true".into(),
-            env: BTreeMap::new(),
-        },
-        timeout,
-    )
-    .await?;
-    if res.status != CommandStatus::Success {
-        return Err(EngineError::Timeout {
-            step: step.into(),
-            seconds: timeout.as_secs(),
-            what: format!("command channel of {id}: {:?}", res.status),
-        });
-    }
-    Ok(())
-}
-
-/// Send a command and wait for its result (bounded by `timeout` plus a
-/// margin for the provider to report it).
-pub(crate) async fn run_command(
-    ctx: &Ctx<'_>,
-    step: &str,
-    instance: &InstanceId,
-    document: CommandDocument,
-    timeout: Duration,
-) -> Result<CommandResult, EngineError> {
-    // The n-th command of this step: the same token when the step runs
-    // again after a restart, so a provider that keeps tokens hands back the
-    // command already sent (and its result) instead of running it twice.
-    let token = ctx.command_token();
-    run_command_as(ctx, step, instance, document, timeout, token, None, |_| Ok(())).await
-}
-
-/// [`run_command`] with a given token, resuming `previous` (a command this
-/// step sent before) unless it ended without success, and telling
-/// `on_sent` a new command's id before waiting for it. A command still
-/// running when the wait ends (timeout, cancel) is cancelled.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run_command_as(
-    ctx: &Ctx<'_>,
-    step: &str,
-    instance: &InstanceId,
-    document: CommandDocument,
-    timeout: Duration,
-    token: String,
-    previous: Option<CommandId>,
-    mut on_sent: impl FnMut(&CommandId) -> Result<(), EngineError>,
-) -> Result<CommandResult, EngineError> {
-    let p = ctx.provider();
-    // Shell documents carry their own execution timeout, which the
-    // provider reports; patch documents have none, so their bound is ours.
-    let margin = match document {
-        CommandDocument::Shell { .. } => Duration::from_secs(30),
-        _ => Duration::ZERO,
-    };
-    let resumable = match &previous {
-        Some(id) => {
-            let r = retry(step, || p.command_result(id)).await?;
-            !r.status.is_terminal() || r.status == CommandStatus::Success
-        }
-        None => false,
-    };
-    let id = match previous.clone().filter(|_| resumable) {
-        Some(id) => {
-            ctx.log(
-                step,
-                format!("waiting for command {id}, sent before"),
-                serde_json::Value::Null,
-            );
-            id
-        }
-        None => {
-            // Same token, same command: one sent again after a previous
-            // one that ended without success needs a token of its own
-            // (derived from that one, so a crash while sending it still
-            // finds it).
-            let token = match &previous {
-                Some(before) => format!(
-                    "{token}-after-{}",
-                    before.as_str().split('/').next().unwrap_or_default()
-                ),
-                None => token,
-            };
-            let req = CommandRequest {
-                instance: instance.clone(),
-                document,
-                timeout,
-                token,
-            };
-            let id = retry(step, || p.send_command(req.clone())).await?;
-            on_sent(&id)?;
-            id
-        }
-    };
-    let waited = wait_for(
-        ctx,
-        step,
-        &format!("command {id} on {instance}"),
-        timeout + margin,
-        || async {
-            let r = retry(step, || p.command_result(&id)).await?;
-            Ok(r.status.is_terminal().then_some(r))
-        },
-    )
-    .await;
-    if waited.is_err() {
-        // Nothing may keep patching an instance the run has given up on.
-        match p.cancel_command(&id).await {
-            Ok(()) => ctx.log(step, format!("command {id} cancelled"), serde_json::Value::Null),
-            Err(e) => ctx.log(
-                step,
-                format!("could not cancel command {id}: {e}"),
-                serde_json::Value::Null,
-            ),
-        }
-    }
-    waited
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let start = s.len().saturating_sub(n);
-    let mut i = start;
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    s[i..].trim()
-}
-
-pub(crate) fn command_error(what: &str, r: &CommandResult) -> EngineError {
-    EngineError::Patch(format!(
-        "{what}: {:?} (exit code {}): {}",
-        r.status,
-        r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-        tail(
-            if r.stderr.trim().is_empty() {
-                &r.stdout
-            } else {
-                &r.stderr
-            },
-            400
-        )
-    ))
 }
 
 pub async fn validate(ctx: &Ctx<'_>, id: &InstanceId) -> Result<(), EngineError> {
@@ -748,7 +543,7 @@ pub async fn cleanup(ctx: &Ctx<'_>, failure: &EngineError) {
             Ok(list) => {
                 for i in list.into_iter().filter(|i| !i.state.is_gone()) {
                     if role == tag::ROLE_BUILDER {
-                        crate::patching::finish(ctx, "cleanup", &i.id).await;
+                        patching::finish(ctx, "cleanup", &i.id).await;
                     }
                     ctx.log(
                         "cleanup",

@@ -1,24 +1,22 @@
-//! The run executor: the step sequence, journaling, leases, failure paths.
+//! The run executor: starting and resuming runs (one driver per run, the
+//! group lease), driving one through its sequence ([`crate::sequence`]),
+//! and recording how it ended.
 
-use crate::bake::{self, BuilderOutput, ImageOutput, PatchOutput, ResolveOutput, ScanOutput};
+use crate::context::Ctx;
 use crate::error::EngineError;
 use crate::events::{EngineEvent, Observer};
-use crate::publish::{self, PublishOutput};
-use crate::summary::{RollReport, RunOutcome, RunSummary, StepTiming};
-use crate::{retain, roll};
+use crate::publish::PublishOutput;
+use crate::sequence;
+use crate::summary::{RunOutcome, RunSummary, StepTiming};
 use repave_core::config::Pipeline;
 use repave_core::ids::Clock;
 use repave_core::provider::Provider;
-use repave_core::rollout::{HealthSettings, RollPolicy};
-use repave_core::{ImageId, RunId, Timestamp};
-use repave_store::{Lease, NewEvent, NewRun, RunKind, RunRecord, RunState, StepState, Store, StoreError};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use std::future::Future;
+use repave_core::{RunId, Timestamp};
+use repave_store::{Lease, NewEvent, NewRun, RunKind, RunRecord, RunState, Store, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -51,223 +49,6 @@ pub struct Engine {
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) cancel: CancellationToken,
     pub(crate) opts: EngineOptions,
-}
-
-/// One run in progress.
-pub(crate) struct Ctx<'a> {
-    pub engine: &'a Engine,
-    pub run: RunRecord,
-    pub pipeline: Pipeline,
-    lease: Mutex<Lease>,
-    /// The last roll's report, also when it failed (its samples show what
-    /// the fleet went through before the abort).
-    pub last_roll: Mutex<Option<RollReport>>,
-    /// Id of the event that marked this driver's start: cancel requests
-    /// after it (from `repave cancel`, another process) stop this run.
-    driver_event: std::sync::atomic::AtomicI64,
-    /// The roll's readiness timing (config, or the group's own), read once
-    /// when the driver starts.
-    health: Mutex<HealthSettings>,
-    /// The group's own readiness settings (lifecycle hooks included), as
-    /// read when the driver started.
-    timing: Mutex<repave_core::provider::HealthTiming>,
-    /// The journaled step running now, and the commands it sent so far in
-    /// this attempt (their tokens).
-    commands: Mutex<(String, u32)>,
-}
-
-impl Ctx<'_> {
-    pub fn now(&self) -> Timestamp {
-        self.engine.clock.now()
-    }
-    pub fn provider(&self) -> &dyn Provider {
-        self.engine.provider.as_ref()
-    }
-    pub fn run_id(&self) -> &RunId {
-        &self.run.id
-    }
-    pub fn poll(&self) -> Duration {
-        self.engine.opts.poll
-    }
-    /// A token for the next command the running step sends:
-    /// `{run}-{step}-{n}`, n = 1, 2, ... in the order the step sends them,
-    /// so a step that runs again after a restart repeats its tokens and a
-    /// provider that keeps them hands back what was already sent.
-    pub fn command_token(&self) -> String {
-        let mut c = self.commands.lock().expect("commands lock");
-        c.1 += 1;
-        format!("{}-{}-{}", self.run.id, c.0, c.1)
-    }
-
-    pub fn health(&self) -> HealthSettings {
-        self.health.lock().expect("health lock").clone()
-    }
-    pub fn timing(&self) -> repave_core::provider::HealthTiming {
-        self.timing.lock().expect("timing lock").clone()
-    }
-    /// The rollout policy with the readiness timing in effect.
-    pub fn policy(&self) -> RollPolicy {
-        RollPolicy::new(&self.pipeline.rollout, &self.health())
-    }
-
-    /// Read the group's readiness settings and say which values the roll
-    /// uses and where they came from (the run's first event after the
-    /// driver's). A group that does not exist is left to `resolve` to
-    /// report; any other failure fails the run.
-    async fn load_health(&self) -> Result<(), EngineError> {
-        let group = &self.pipeline.group;
-        let timing = match crate::call::retry("run", || self.provider().health_timing(group)).await {
-            Ok(t) => t,
-            Err(EngineError::Provider { source, .. }) if source.is_not_found() => Default::default(),
-            Err(e) => return Err(e),
-        };
-        let health = HealthSettings::new(&self.pipeline.rollout, &timing);
-        self.log(
-            "run",
-            format!("readiness: {}", health.describe()),
-            serde_json::json!({ "health": health, "timing": timing }),
-        );
-        *self.health.lock().expect("health lock") = health;
-        *self.timing.lock().expect("timing lock") = timing;
-        Ok(())
-    }
-
-    /// Append an audit event and tell the observer.
-    pub fn log(&self, step: &str, message: impl Into<String>, data: serde_json::Value) {
-        let message = message.into();
-        tracing::info!(run = %self.run.id, step, "{message}");
-        let ev = NewEvent {
-            run: self.run.id.clone(),
-            at: self.now(),
-            level: "info".into(),
-            step: Some(step.to_string()),
-            message: message.clone(),
-            data,
-        };
-        if let Err(e) = self.engine.store.append_event(&ev) {
-            tracing::error!(error = %e, "could not append event");
-        }
-        self.engine.observer.on_event(&EngineEvent::Log {
-            run: self.run.id.clone(),
-            step: step.into(),
-            message,
-        });
-    }
-
-    /// Renew the group lease if it is past half its life; a lost lease (a
-    /// newer holder took over) stops this run from writing anything more.
-    pub fn keep_lease(&self) -> Result<(), EngineError> {
-        let mut lease = self.lease.lock().expect("lease lock");
-        let now = self.now();
-        let ttl = self.engine.opts.lease_ttl;
-        if lease.expires_at.millis() - now.millis() < (ttl.as_millis() / 2) as i64 {
-            *lease = self.engine.store.renew_lease(&lease, ttl, now)?;
-        } else {
-            self.engine.store.check_lease(&lease, now)?;
-        }
-        Ok(())
-    }
-
-    /// Cancelled by this process (Ctrl-C, server shutdown) or by a cancel
-    /// request in the store (`repave cancel RUN` from anywhere).
-    pub fn check_cancel(&self) -> Result<(), EngineError> {
-        let after = self.driver_event.load(std::sync::atomic::Ordering::Relaxed);
-        if self.engine.cancel.is_cancelled() || self.engine.store.cancel_requested(&self.run.id, after)? {
-            Err(EngineError::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Run one journaled step: skipped with its stored output when already
-    /// done, otherwise intent → side effect → output.
-    pub async fn step<T, F, Fut>(&self, name: &str, intent: serde_json::Value, f: F) -> Result<T, EngineError>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, EngineError>>,
-    {
-        let store = &self.engine.store;
-        if let Some(rec) = store.step(&self.run.id, name)? {
-            if rec.state == StepState::Done {
-                if let Some(out) = rec.output {
-                    match serde_json::from_value(out) {
-                        Ok(v) => return Ok(v),
-                        // Journaled by another version of repave: the step
-                        // is idempotent, so it runs again — said, not hidden.
-                        Err(e) => self.log(
-                            name,
-                            format!("{name}: journaled output unreadable ({e}); running the step again"),
-                            serde_json::Value::Null,
-                        ),
-                    }
-                }
-            }
-        }
-        self.check_cancel()?;
-        self.keep_lease()?;
-        *self.commands.lock().expect("commands lock") = (name.to_string(), 0);
-        let rec = store.begin_step(&self.run.id, name, &intent, self.now())?;
-        let resumed = rec.attempts > 1;
-        self.engine.observer.on_event(&EngineEvent::StepStarted {
-            run: self.run.id.clone(),
-            step: name.into(),
-        });
-        self.log(
-            name,
-            if resumed {
-                format!("{name} resumed")
-            } else {
-                format!("{name} started")
-            },
-            intent,
-        );
-        let started = Instant::now();
-        match f().await {
-            Ok(out) => {
-                let json = serde_json::to_value(&out).expect("step output serializes");
-                store.finish_step(&self.run.id, name, &json, self.now())?;
-                self.log(name, format!("{name} done"), json);
-                self.engine.observer.on_event(&EngineEvent::StepFinished {
-                    run: self.run.id.clone(),
-                    step: name.into(),
-                    elapsed: started.elapsed(),
-                    resumed,
-                });
-                Ok(out)
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                store.fail_step(&self.run.id, name, &msg, self.now())?;
-                let ev = NewEvent {
-                    run: self.run.id.clone(),
-                    at: self.now(),
-                    level: "error".into(),
-                    step: Some(name.into()),
-                    message: msg.clone(),
-                    data: serde_json::Value::Null,
-                };
-                store.append_event(&ev)?;
-                self.engine.observer.on_event(&EngineEvent::StepFailed {
-                    run: self.run.id.clone(),
-                    step: name.into(),
-                    error: msg,
-                });
-                Err(e)
-            }
-        }
-    }
-
-    /// Output of a step that already finished in this run.
-    pub fn output<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, EngineError> {
-        Ok(self
-            .engine
-            .store
-            .step(&self.run.id, name)?
-            .filter(|s| s.state == StepState::Done)
-            .and_then(|s| s.output)
-            .and_then(|o| serde_json::from_value(o).ok()))
-    }
 }
 
 impl Engine {
@@ -464,19 +245,14 @@ impl Engine {
         lease: Lease,
         _driving: Driving,
     ) -> Result<RunOutcome, EngineError> {
-        let ctx = Ctx {
-            engine: self,
-            health: Mutex::new(HealthSettings::new(&pipeline.rollout, &Default::default())),
-            timing: Mutex::new(Default::default()),
-            run,
-            pipeline,
-            lease: Mutex::new(lease),
-            last_roll: Mutex::new(None),
-            driver_event: std::sync::atomic::AtomicI64::new(0),
-            commands: Mutex::new((String::new(), 0)),
-        };
-        let span = tracing::info_span!("run", run = %ctx.run.id, pipeline = %ctx.run.pipeline, group = %ctx.run.group);
-        let _guard = span.enter();
+        // Every event the run logs, in any of its steps, carries these.
+        let span = tracing::info_span!("run", run = %run.id, pipeline = %run.pipeline, group = %run.group);
+        self.drive_in(Ctx::new(self, run, pipeline, lease))
+            .instrument(span)
+            .await
+    }
+
+    async fn drive_in(&self, ctx: Ctx<'_>) -> Result<RunOutcome, EngineError> {
         self.store
             .set_run_state(&ctx.run.id, RunState::Running, None, self.clock.now())?;
         self.observer.on_event(&EngineEvent::RunStarted {
@@ -499,19 +275,16 @@ impl Engine {
             data: serde_json::json!({ "pid": me.pid, "driver": me }),
         };
         let driver_event = self.store.append_event(&driver)?;
-        ctx.driver_event.store(
-            unseen_cancel.unwrap_or(driver_event),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        ctx.set_driver_event(unseen_cancel.unwrap_or(driver_event));
         let mut summary = RunSummary::default();
         let calls_before = self.provider.api_calls();
         let result = match ctx.load_health().await {
             Err(e) => Err(e),
             Ok(()) => match ctx.run.kind {
-                RunKind::Run => full_run(&ctx, &mut summary, true, true).await,
-                RunKind::Bake => full_run(&ctx, &mut summary, false, false).await,
-                RunKind::Roll => roll_only(&ctx, &mut summary).await,
-                RunKind::Rollback => rollback_only(&ctx, &mut summary).await,
+                RunKind::Run => sequence::full_run(&ctx, &mut summary, true, true).await,
+                RunKind::Bake => sequence::full_run(&ctx, &mut summary, false, false).await,
+                RunKind::Roll => sequence::roll_only(&ctx, &mut summary).await,
+                RunKind::Rollback => sequence::rollback_only(&ctx, &mut summary).await,
             },
         };
         // Another process took the run over (it presumed this one dead):
@@ -564,8 +337,7 @@ impl Engine {
         // keeps the group from new runs by being unfinished (`start`
         // refuses, naming it), not by holding the lease of a process that
         // stopped driving it.
-        let lease = ctx.lease.lock().expect("lease lock").clone();
-        if let Err(e) = self.store.release_lease(&lease) {
+        if let Err(e) = self.store.release_lease(&ctx.lease()) {
             tracing::warn!(error = %e, "could not release lease");
         }
         self.observer.on_event(&EngineEvent::RunFinished {
@@ -622,276 +394,4 @@ impl Drop for Driving {
     fn drop(&mut self) {
         driving().remove(&self.0);
     }
-}
-
-/// resolve → bake → test → (publish → roll → verify → retain).
-async fn full_run(ctx: &Ctx<'_>, summary: &mut RunSummary, publish: bool, roll_it: bool) -> Result<(), EngineError> {
-    let resolved: ResolveOutput = ctx
-        .step("resolve", serde_json::json!({}), || bake::resolve(ctx))
-        .await?;
-    summary.source_image = Some(resolved.source_image.clone());
-    let baked = bake_image(ctx, &resolved, summary).await;
-    let image = match baked {
-        Ok(Some(image)) => image,
-        // Nothing selected to install: an unchanged image is never
-        // published as patched.
-        Ok(None) => {
-            summary.nothing_to_install = true;
-            return Ok(());
-        }
-        Err(e) => {
-            // Nothing was published: clean up, and say whether what was made
-            // is bad or merely unpublished.
-            bake::cleanup(ctx, &e).await;
-            return Err(e);
-        }
-    };
-    summary.new_image = Some(image.clone());
-    if !publish {
-        return Ok(());
-    }
-    let published: PublishOutput = ctx
-        .step(
-            "publish",
-            serde_json::json!({ "image": image, "previous": resolved }),
-            || publish::publish(ctx, &image, &resolved),
-        )
-        .await?;
-    if !roll_it {
-        return Ok(());
-    }
-    let policy = ctx.policy();
-    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &published.launch_spec, &policy, None).await;
-    match rolled {
-        Ok(report) => summary.roll = Some(report),
-        Err(e) if !e.blames_image() => {
-            summary.roll = ctx.last_roll.lock().expect("last roll").take();
-            return Err(pause_unless_image(e));
-        }
-        Err(e) => {
-            summary.roll = ctx.last_roll.lock().expect("last roll").take();
-            if !ctx.pipeline.rollout.auto_rollback {
-                return Err(e);
-            }
-            let reason = e.to_string();
-            summary.error = Some(reason.clone());
-            let report = publish::rollback(ctx, &published, &image, &reason).await?;
-            summary.rollback_roll = Some(report);
-            summary.rolled_back = true;
-            return Ok(());
-        }
-    }
-    let deleted: Vec<ImageId> = ctx
-        .step(
-            "retain",
-            serde_json::json!({ "keep": ctx.pipeline.retention.keep }),
-            || retain::retain(ctx, &published),
-        )
-        .await?;
-    summary.retained_deleted = deleted;
-    Ok(())
-}
-
-/// `None`: the selection resolved to nothing and `patch.when_empty` says
-/// stop (the builder is gone, no image was made).
-async fn bake_image(
-    ctx: &Ctx<'_>,
-    resolved: &ResolveOutput,
-    summary: &mut RunSummary,
-) -> Result<Option<ImageId>, EngineError> {
-    let src = resolved.source_image.clone();
-    let builder: BuilderOutput = ctx
-        .step("launch_builder", serde_json::json!({ "image": src }), || {
-            bake::launch_builder(ctx, resolved)
-        })
-        .await?;
-    let id = builder.builder.clone();
-    ctx.step("wait_ready", serde_json::json!({ "builder": id }), || {
-        bake::wait_ready(ctx, &id, "wait_ready")
-    })
-    .await?;
-    let selection = ctx.pipeline.patch.selection();
-    let scan: ScanOutput = ctx
-        .step("scan", serde_json::json!({ "selection": selection }), || {
-            bake::scan(ctx, &id)
-        })
-        .await?;
-    if scan.updates.is_empty() && ctx.pipeline.patch.when_empty == repave_core::config::WhenEmpty::Stop {
-        ctx.step(
-            "terminate_builder",
-            serde_json::json!({ "builder": id, "why": "nothing to install" }),
-            || bake::nothing_to_install(ctx, &id),
-        )
-        .await?;
-        return Ok(None);
-    }
-    let ids: Vec<&str> = scan.updates.iter().map(|u| u.id.as_str()).collect();
-    let patched: PatchOutput = ctx
-        .step("patch", serde_json::json!({ "frozen": ids }), || {
-            bake::patch(ctx, &id, &scan)
-        })
-        .await?;
-    summary.installed_updates = patched.installed.clone();
-    if !ctx.pipeline.validate.is_empty() {
-        ctx.step(
-            "validate",
-            serde_json::json!({ "commands": ctx.pipeline.validate }),
-            || bake::validate(ctx, &id),
-        )
-        .await?;
-    }
-    ctx.step("stop_builder", serde_json::json!({ "builder": id }), || {
-        bake::stop_builder(ctx, &id)
-    })
-    .await?;
-    let image: ImageOutput = ctx
-        .step("create_image", serde_json::json!({ "builder": id }), || {
-            bake::create_image(ctx, &id, resolved, &patched)
-        })
-        .await?;
-    ctx.step("terminate_builder", serde_json::json!({ "builder": id }), || {
-        bake::terminate(ctx, &id, "terminate_builder")
-    })
-    .await?;
-    if ctx.pipeline.test.enabled {
-        ctx.step("test_image", serde_json::json!({ "image": image.image }), || {
-            bake::test_image(ctx, &image.image)
-        })
-        .await?;
-    }
-    Ok(Some(image.image))
-}
-
-pub(crate) async fn roll_and_verify(
-    ctx: &Ctx<'_>,
-    roll_step: &str,
-    verify_step: &str,
-    image: &ImageId,
-    spec: &repave_core::provider::LaunchSpecRef,
-    policy: &RollPolicy,
-    base_hint: Option<u32>,
-) -> Result<RollReport, EngineError> {
-    crate::processes::suspended_during(ctx, roll_step, || {
-        roll_and_verify_now(ctx, roll_step, verify_step, image, spec, policy, base_hint)
-    })
-    .await
-}
-
-async fn roll_and_verify_now(
-    ctx: &Ctx<'_>,
-    roll_step: &str,
-    verify_step: &str,
-    image: &ImageId,
-    spec: &repave_core::provider::LaunchSpecRef,
-    policy: &RollPolicy,
-    base_hint: Option<u32>,
-) -> Result<RollReport, EngineError> {
-    if ctx.pipeline.rollout.strategy == repave_core::config::Strategy::Native {
-        let intent = serde_json::json!({ "target": image, "launch_spec": spec, "strategy": "native" });
-        let report: RollReport = ctx
-            .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image, spec))
-            .await?;
-        ctx.step(verify_step, serde_json::json!({ "target": image }), || {
-            roll::verify(ctx, image)
-        })
-        .await?;
-        return with_left_behind(ctx, verify_step, image, report).await;
-    }
-    let base = roll::base_capacity(ctx, roll_step, base_hint).await?;
-    // Before any surge: what the group draws from its warm pool must be on
-    // the new image.
-    let warm_pool_replaced = crate::warm_pool::refresh(ctx, roll_step, image).await?;
-    let intent = roll::RollIntent {
-        target: image.clone(),
-        policy: policy.clone(),
-        base_desired: base,
-    }
-    .to_json();
-    let mut report: RollReport = ctx
-        .step(roll_step, intent, || roll::roll(ctx, roll_step, image, policy, base))
-        .await?;
-    report.warm_pool_replaced = warm_pool_replaced;
-    ctx.step(verify_step, serde_json::json!({ "target": image }), || {
-        roll::verify(ctx, image)
-    })
-    .await?;
-    with_left_behind(ctx, verify_step, image, report).await
-}
-
-/// The verified roll's report with the members the policy left on their
-/// old image, said in the run's events too.
-async fn with_left_behind(
-    ctx: &Ctx<'_>,
-    verify_step: &str,
-    image: &ImageId,
-    mut report: RollReport,
-) -> Result<RollReport, EngineError> {
-    report.left_on_old_image = roll::left_on_old_image(ctx, image).await?;
-    if !report.left_on_old_image.is_empty() {
-        ctx.log(
-            verify_step,
-            format!(
-                "{} instance(s) left on the old image by the policy: {} (protected = \"replace\" replaces protected ones too)",
-                report.left_on_old_image.len(),
-                report.left_on_old_image.join(", ")
-            ),
-            serde_json::json!({ "left_on_old_image": report.left_on_old_image }),
-        );
-    }
-    Ok(report)
-}
-
-/// A roll that stopped for a reason that is not the image's (a lost
-/// provider or fleet process, a timeout, a limit) pauses: the image stays
-/// good, the fleet stays as it is, `resume` continues once the cause is
-/// fixed. Cancel, pause and a lost lease pass through as they are.
-fn pause_unless_image(e: EngineError) -> EngineError {
-    match e {
-        e if e.blames_image() => e,
-        e @ (EngineError::Cancelled | EngineError::Paused(_)) => e,
-        e @ EngineError::Store(StoreError::LeaseLost { .. }) => e,
-        e => EngineError::Paused(format!("the roll stopped, not because of the image: {e}")),
-    }
-}
-
-/// `repave roll`: put the group on the golden parameter's image.
-async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), EngineError> {
-    let resolved: ResolveOutput = ctx
-        .step("resolve", serde_json::json!({}), || bake::resolve(ctx))
-        .await?;
-    let image = resolved.source_image.clone();
-    summary.new_image = Some(image.clone());
-    let spec: repave_core::provider::LaunchSpecRef = ctx
-        .step("set_launch_spec", serde_json::json!({ "image": image }), || {
-            publish::publish_launch_spec(ctx, &image)
-        })
-        .await?;
-    let policy = ctx.policy();
-    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &spec, &policy, None).await;
-    summary.roll = Some(rolled.map_err(pause_unless_image)?);
-    Ok(())
-}
-
-/// `repave rollback`: golden parameter and launch spec back to the previous
-/// image, and the fleet with them.
-async fn rollback_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result<(), EngineError> {
-    let target: ImageId = ctx
-        .step("resolve_previous", serde_json::json!({}), || {
-            publish::previous_image(ctx)
-        })
-        .await?;
-    summary.new_image = Some(target.clone());
-    ctx.step("restore_parameter", serde_json::json!({ "image": target }), || {
-        publish::restore_parameter(ctx, &target)
-    })
-    .await?;
-    let spec: repave_core::provider::LaunchSpecRef = ctx
-        .step("set_launch_spec", serde_json::json!({ "image": target }), || {
-            publish::publish_launch_spec(ctx, &target)
-        })
-        .await?;
-    let policy = ctx.policy();
-    let rolled = roll_and_verify(ctx, "roll", "verify", &target, &spec, &policy, None).await;
-    summary.roll = Some(rolled.map_err(pause_unless_image)?);
-    Ok(())
 }

@@ -8,6 +8,12 @@ use repave_core::RunId;
 use repave_store::{RunFilter, RunKind, RunState, StepState, Store};
 use serde::de::DeserializeOwned;
 
+/// The name of a step that belongs to roll step `roll_step` ("roll",
+/// "rollback_roll"): "suspend_processes", "rollback_suspend_processes".
+pub(crate) fn beside(roll_step: &str, name: &str) -> String {
+    format!("{}{name}", roll_step.strip_suffix("roll").unwrap_or(roll_step))
+}
+
 /// The output of `step` of `run`, once the step is done.
 fn done<T: DeserializeOwned>(store: &Store, run: &RunId, step: &str) -> Option<T> {
     store

@@ -5,6 +5,8 @@
 
 mod bake;
 mod call;
+mod command;
+mod context;
 mod error;
 mod events;
 mod executor;
@@ -12,13 +14,14 @@ mod gc;
 pub mod journal;
 mod native;
 mod options;
-mod patching;
 mod processes;
 mod publish;
 mod references;
 mod retain;
 mod roll;
+mod sequence;
 mod summary;
+mod wait;
 mod warm_pool;
 
 pub use error::EngineError;

@@ -8,8 +8,8 @@
 //! re-attaches to it.
 
 use crate::call::retry;
+use crate::context::Ctx;
 use crate::error::EngineError;
-use crate::executor::Ctx;
 use crate::summary::RollReport;
 use repave_core::ImageId;
 use tokio::time::Instant;

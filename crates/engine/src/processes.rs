@@ -18,8 +18,8 @@
 //! driven); a resumed roll suspends again what it needs.
 
 use crate::call::retry;
+use crate::context::Ctx;
 use crate::error::EngineError;
-use crate::executor::Ctx;
 use repave_core::provider::Provider;
 use repave_store::Store;
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ pub struct Suspension {
 }
 
 fn step_name(roll_step: &str) -> String {
-    crate::roll::beside(roll_step, "suspend_processes")
+    crate::journal::beside(roll_step, "suspend_processes")
 }
 
 fn journaled(store: &Store, ctx: &Ctx<'_>, step: &str) -> Result<Option<Suspension>, EngineError> {

@@ -3,8 +3,9 @@
 
 use crate::bake::{mark_bad, ResolveOutput};
 use crate::call::retry;
+use crate::context::Ctx;
 use crate::error::EngineError;
-use crate::executor::{roll_and_verify, Ctx};
+use crate::roll::roll_and_verify;
 use crate::summary::RollReport;
 use repave_core::provider::{tag, ImageState, LaunchSpecRef};
 use repave_core::ImageId;

@@ -5,8 +5,8 @@
 //! anything is deleted.
 
 use crate::call::retry;
+use crate::context::Ctx;
 use crate::error::EngineError;
-use crate::executor::Ctx;
 use crate::publish::PublishOutput;
 use crate::references::{disposable, image_references};
 use repave_core::provider::{tag, Tags};

@@ -3,9 +3,9 @@
 //! its place from what it observes plus the journaled capacity checkpoint.
 
 use crate::call::retry;
+use crate::context::Ctx;
 use crate::error::EngineError;
 use crate::events::EngineEvent;
-use crate::executor::Ctx;
 use crate::summary::RollReport;
 pub use crate::summary::RollSample;
 use repave_core::provider::{Lifecycle, Provider, TargetState};
@@ -13,12 +13,6 @@ use repave_core::rollout::{self, Action, Blame, Member, Observation, Outcome, Ro
 use repave_core::{ImageId, InstanceId, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// The name of a step that belongs to roll step `roll_step` ("roll",
-/// "rollback_roll"): "suspend_processes", "rollback_suspend_processes".
-pub(crate) fn beside(roll_step: &str, name: &str) -> String {
-    format!("{}{name}", roll_step.strip_suffix("roll").unwrap_or(roll_step))
-}
 
 /// One observation of a group: members joined with their balancer state.
 pub async fn observe(p: &dyn Provider, group: &str) -> Result<Observation, EngineError> {
@@ -419,7 +413,7 @@ async fn wait_for_terminations(ctx: &Ctx<'_>, step: &str, group: &str, policy: &
         ),
         serde_json::json!({ "terminating": first, "hooks": names }),
     );
-    let waited = crate::bake::wait_for(ctx, step, "terminated instances gone", bound, || async {
+    let waited = crate::wait::wait_for(ctx, step, "terminated instances gone", bound, || async {
         Ok(leaving(&observe(p, group).await?).is_empty().then_some(()))
     })
     .await;
@@ -637,7 +631,7 @@ pub async fn verify(ctx: &Ctx<'_>, target: &ImageId) -> Result<(), EngineError> 
     // Set once the members are right and only the warm pool is not: that
     // is no verdict on the image (the pool refills on its own schedule).
     let only_pool = std::sync::atomic::AtomicBool::new(false);
-    let r = crate::bake::wait_for(
+    let r = crate::wait::wait_for(
         ctx,
         "verify",
         "fleet on the new image",
@@ -726,4 +720,83 @@ pub async fn left_on_old_image(ctx: &Ctx<'_>, target: &ImageId) -> Result<Vec<St
             Some(format!("{} on {} ({why})", m.id, m.image))
         })
         .collect())
+}
+
+pub(crate) async fn roll_and_verify(
+    ctx: &Ctx<'_>,
+    roll_step: &str,
+    verify_step: &str,
+    image: &ImageId,
+    spec: &repave_core::provider::LaunchSpecRef,
+    policy: &RollPolicy,
+    base_hint: Option<u32>,
+) -> Result<RollReport, EngineError> {
+    crate::processes::suspended_during(ctx, roll_step, || {
+        roll_and_verify_now(ctx, roll_step, verify_step, image, spec, policy, base_hint)
+    })
+    .await
+}
+
+async fn roll_and_verify_now(
+    ctx: &Ctx<'_>,
+    roll_step: &str,
+    verify_step: &str,
+    image: &ImageId,
+    spec: &repave_core::provider::LaunchSpecRef,
+    policy: &RollPolicy,
+    base_hint: Option<u32>,
+) -> Result<RollReport, EngineError> {
+    if ctx.pipeline.rollout.strategy == repave_core::config::Strategy::Native {
+        let intent = serde_json::json!({ "target": image, "launch_spec": spec, "strategy": "native" });
+        let report: RollReport = ctx
+            .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image, spec))
+            .await?;
+        ctx.step(verify_step, serde_json::json!({ "target": image }), || {
+            verify(ctx, image)
+        })
+        .await?;
+        return with_left_behind(ctx, verify_step, image, report).await;
+    }
+    let base = base_capacity(ctx, roll_step, base_hint).await?;
+    // Before any surge: what the group draws from its warm pool must be on
+    // the new image.
+    let warm_pool_replaced = crate::warm_pool::refresh(ctx, roll_step, image).await?;
+    let intent = RollIntent {
+        target: image.clone(),
+        policy: policy.clone(),
+        base_desired: base,
+    }
+    .to_json();
+    let mut report: RollReport = ctx
+        .step(roll_step, intent, || roll(ctx, roll_step, image, policy, base))
+        .await?;
+    report.warm_pool_replaced = warm_pool_replaced;
+    ctx.step(verify_step, serde_json::json!({ "target": image }), || {
+        verify(ctx, image)
+    })
+    .await?;
+    with_left_behind(ctx, verify_step, image, report).await
+}
+
+/// The verified roll's report with the members the policy left on their
+/// old image, said in the run's events too.
+async fn with_left_behind(
+    ctx: &Ctx<'_>,
+    verify_step: &str,
+    image: &ImageId,
+    mut report: RollReport,
+) -> Result<RollReport, EngineError> {
+    report.left_on_old_image = left_on_old_image(ctx, image).await?;
+    if !report.left_on_old_image.is_empty() {
+        ctx.log(
+            verify_step,
+            format!(
+                "{} instance(s) left on the old image by the policy: {} (protected = \"replace\" replaces protected ones too)",
+                report.left_on_old_image.len(),
+                report.left_on_old_image.join(", ")
+            ),
+            serde_json::json!({ "left_on_old_image": report.left_on_old_image }),
+        );
+    }
+    Ok(report)
 }

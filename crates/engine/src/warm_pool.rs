@@ -24,8 +24,8 @@
 //! `verify` checks the pool holds nothing on another image either way.
 
 use crate::call::retry;
+use crate::context::Ctx;
 use crate::error::EngineError;
-use crate::executor::Ctx;
 use repave_core::provider::WarmInstance;
 use repave_core::{ImageId, InstanceId};
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ pub struct WarmPoolOutput {
 const SETTLE: Duration = Duration::from_secs(300);
 
 fn step_name(roll_step: &str) -> String {
-    crate::roll::beside(roll_step, "warm_pool")
+    crate::journal::beside(roll_step, "warm_pool")
 }
 
 /// Pool instances that could still serve on an image other than `target`.
@@ -95,7 +95,7 @@ pub(crate) async fn refresh(ctx: &Ctx<'_>, roll_step: &str, target: &ImageId) ->
                     r => r?,
                 }
             }
-            crate::bake::wait_for(ctx, &step, "old instances out of the warm pool", SETTLE, || async {
+            crate::wait::wait_for(ctx, &step, "old instances out of the warm pool", SETTLE, || async {
                 let pool = p.warm_pool(&group).await.map_err(|e| EngineError::provider(&step, e))?;
                 let settled = off_target(&pool, target).all(|w| !ids.contains(&&w.id));
                 Ok(settled.then_some(()))

@@ -62,11 +62,123 @@ fn abort(actions: Vec<Action>, p: RollProgress, status: RollStatus, reason: Stri
 }
 
 /// Decide the next actions. Pure: same inputs, same plan.
+///
+/// One tick, in its phases: follow the autoscaler, keep the books
+/// (drains finished, hooks abandoned, new instances failed), classify the
+/// members, the abort checks, the stages, then the actions — terminate
+/// what is drained, raise desired for surge, drain within the floor — and
+/// the outcome.
 pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now: Timestamp) -> Plan {
     let mut p = progress.clone();
+    follow_the_autoscaler(&mut p, obs);
+    let n = p.base_desired;
+    let (floor, max_total) = super::capacity_bounds_within(n, obs.max, policy);
+    let live: Vec<&Member> = obs.members.iter().filter(|m| m.live()).collect();
+    keep_the_books(&mut p, &live, policy, now);
+    let c = classify(&p, &live, policy, now);
+    let mut status = RollStatus {
+        base_desired: n,
+        floor,
+        max_total,
+        live: live.len() as u32,
+        new: c.new,
+        held: c.held.clone(),
+        old: c.old.len() as u32,
+        draining: live.iter().filter(|m| draining(&p, &m.id)).count() as u32,
+        failed_new: p.failed_new.len() as u32,
+        abandoned_new: p.abandoned_new.len() as u32,
+        in_service: c.in_service,
+        ..Default::default()
+    };
 
-    // Desired capacity is read every tick: a change we did not make is the
-    // autoscaler's, and moves the base capacity by the same amount.
+    // Stages: how many replacements may have started by now.
+    let total = p.replaced + c.old.len() as u32;
+    let stages = stage_caps(total, policy);
+    if let Some((reason, blame)) = abort_reason(&p, &c, obs, policy, n, total, &stages) {
+        return abort(vec![], p, status, reason, blame);
+    }
+    let in_flight = status.draining > 0
+        || live.len() < obs.desired as usize
+        || live.iter().any(|m| is_new(&p, m) && !in_service(m, &p, policy, now));
+    let gate = advance_stages(&mut p, &stages, total, in_flight, policy, now);
+    status.stage = p.stage;
+    status.stage_cap = gate.cap;
+    status.waiting = match gate.cutoff {
+        Some(c) => Some(format!(
+            "window cutoff at {} ms passed: no new replacement starts",
+            c.millis()
+        )),
+        None => gate.pausing.clone(),
+    };
+    let aim = Aim {
+        n,
+        surge: max_total - n,
+        cap: gate.cap,
+        // Starting a replacement means launching a surge instance or
+        // draining an old one beyond what pairs with instances already
+        // launched.
+        can_start: gate.cutoff.is_none() && gate.pausing.is_none(),
+    };
+
+    let mut acts = Acts {
+        actions: Vec::new(),
+        desired: obs.desired,
+    };
+    let (old_remaining, replaced_now) = terminate_drained(&p, &c.old, &live, policy, now, &aim, &mut acts);
+    // Raise desired for surge. Lowering it is done by draining and
+    // terminating chosen instances (below) so the group never picks a
+    // serving new instance while an old one remains.
+    let want = aim.at(old_remaining, replaced_now);
+    if want > acts.desired {
+        acts.desired = want;
+        acts.actions.push(Action::SetDesired { desired: want });
+    }
+    let room = Room {
+        floor,
+        want,
+        old_remaining,
+        replaced_now,
+        draining_before: status.draining,
+    };
+    drain(&mut p, &c, &live, policy, now, &aim, &room, &mut acts);
+    // What desired will be once these actions are done; a different value
+    // next tick is somebody else's change.
+    p.last_set_desired = Some(acts.desired);
+    let Acts { actions, desired } = acts;
+
+    let only_held_left = !c.blocked_on.is_empty() && old_remaining as usize == c.blocked_on.len();
+    if let Some(reason) = held_too_long(&mut p, &c.blocked_on, only_held_left && actions.is_empty(), policy, now) {
+        return abort(actions, p, status, reason, Blame::Orchestration);
+    }
+    let settled = actions.is_empty() && !in_flight && desired == n && live.len() as u32 == n;
+    let end = Ending {
+        settled,
+        old_remaining,
+        only_held_left,
+        cutoff: gate.cutoff,
+        blocked_on: &c.blocked_on,
+    };
+    let outcome = outcome(&p, &live, policy, now, &end);
+    Plan {
+        actions,
+        progress: p,
+        status,
+        outcome,
+    }
+}
+
+/// On the target image and launched during this roll.
+fn is_new(p: &RollProgress, m: &Member) -> bool {
+    m.image == p.target_image && m.launched_at >= p.started_at
+}
+
+fn draining(p: &RollProgress, id: &InstanceId) -> bool {
+    p.draining.contains(id) || p.draining_new.contains(id)
+}
+
+/// Desired capacity is read every tick: a change we did not make is the
+/// autoscaler's, and moves the base capacity by the same amount.
+fn follow_the_autoscaler(p: &mut RollProgress, obs: &Observation) {
     if let Some(last) = p.last_set_desired {
         if obs.desired != last {
             let delta = obs.desired as i64 - last as i64;
@@ -74,15 +186,11 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             p.last_set_desired = Some(obs.desired);
         }
     }
-    let n = p.base_desired;
-    let (floor, max_total) = super::capacity_bounds_within(n, obs.max, policy);
-    let surge = max_total - n;
+}
 
-    let live: Vec<&Member> = obs.members.iter().filter(|m| m.live()).collect();
-    let is_target = |m: &Member| m.image == p.target_image;
-    let launched_in_roll = |m: &Member| m.launched_at >= p.started_at;
-
-    // Drain bookkeeping: forget instances that are gone.
+/// Drains that finished (their instance is gone), new instances a launch
+/// hook abandoned, new instances that never turned healthy in time.
+fn keep_the_books(p: &mut RollProgress, live: &[&Member], policy: &RollPolicy, now: Timestamp) {
     let live_ids: BTreeSet<&InstanceId> = live.iter().map(|m| &m.id).collect();
     let gone: Vec<InstanceId> = p.draining.iter().filter(|id| !live_ids.contains(id)).cloned().collect();
     for id in gone {
@@ -102,91 +210,105 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
     p.abandoned_new.extend(abandoned);
     p.hook_waiting = live
         .iter()
-        .filter(|m| m.hook_wait && m.lifecycle == Lifecycle::Pending)
-        .filter(|m| is_target(m) && launched_in_roll(m))
+        .filter(|m| m.hook_wait && m.lifecycle == Lifecycle::Pending && is_new(p, m))
         .map(|m| m.id.clone())
         .collect();
     p.draining_new.retain(|id| live_ids.contains(id));
-    let draining = |p: &RollProgress, id: &InstanceId| p.draining.contains(id) || p.draining_new.contains(id);
-
     // New instances that never turned healthy within the grace time.
     // (Surplus instances this roll drained before they turned healthy are
     // not failures.)
-    for m in live
+    let failed: Vec<InstanceId> = live
         .iter()
-        .filter(|m| is_target(m) && launched_in_roll(m) && !p.draining_new.contains(&m.id))
-    {
-        let ok = matches!(m.target_state(), TargetState::Healthy);
-        if !ok && now.since(m.launched_at) > policy.health_grace {
-            p.failed_new.insert(m.id.clone());
-        }
-    }
+        .filter(|m| is_new(p, m) && !p.draining_new.contains(&m.id))
+        .filter(|m| !matches!(m.target_state(), TargetState::Healthy) && now.since(m.launched_at) > policy.health_grace)
+        .map(|m| m.id.clone())
+        .collect();
+    p.failed_new.extend(failed);
+}
 
-    let mut status = RollStatus {
-        base_desired: n,
-        floor,
-        max_total,
-        live: live.len() as u32,
-        ..Default::default()
+/// The live members sorted by what the roll does with them.
+struct Classified<'a> {
+    /// On the target image (counted as new).
+    new: u32,
+    /// New ones that failed: drained and replaced.
+    failed: Vec<&'a Member>,
+    /// To be replaced.
+    old: Vec<&'a Member>,
+    /// Held (protected or standby) under "skip" or "wait".
+    held: Vec<InstanceId>,
+    /// Held under "wait": the roll is blocked on them at its end.
+    blocked_on: Vec<InstanceId>,
+    /// Held under "fail": the roll refuses to go on.
+    refused: Vec<InstanceId>,
+    /// Serving and not draining.
+    in_service: u32,
+}
+
+fn classify<'a>(p: &RollProgress, live: &[&'a Member], policy: &RollPolicy, now: Timestamp) -> Classified<'a> {
+    let mut c = Classified {
+        new: 0,
+        failed: Vec::new(),
+        old: Vec::new(),
+        held: Vec::new(),
+        blocked_on: Vec::new(),
+        refused: Vec::new(),
+        in_service: live
+            .iter()
+            .filter(|m| !draining(p, &m.id) && in_service(m, p, policy, now))
+            .count() as u32,
     };
-    let mut blocked_on = Vec::new();
-    let mut refused = Vec::new();
-    let mut old: Vec<&Member> = Vec::new();
-    let mut failed: Vec<&Member> = Vec::new();
-    for m in &live {
+    for m in live {
         // With skip_matching off, instances already on the target image
         // from before the roll are replaced too.
-        if is_target(m) && (policy.skip_matching || launched_in_roll(m)) {
-            status.new += 1;
+        if m.image == p.target_image && (policy.skip_matching || m.launched_at >= p.started_at) {
+            c.new += 1;
             if p.failed_new.contains(&m.id) {
-                failed.push(m);
+                c.failed.push(m);
             }
             continue;
         }
         match held(m, policy) {
             Some(HeldInstances::Skip) => {
-                status.held.push(m.id.clone());
+                c.held.push(m.id.clone());
                 continue;
             }
             Some(HeldInstances::Wait) => {
-                status.held.push(m.id.clone());
-                blocked_on.push(m.id.clone());
+                c.held.push(m.id.clone());
+                c.blocked_on.push(m.id.clone());
             }
-            Some(HeldInstances::Fail) => refused.push(m.id.clone()),
+            Some(HeldInstances::Fail) => c.refused.push(m.id.clone()),
             // `held` says None for protected members under "replace".
             Some(HeldInstances::Replace) | None => {}
         }
-        old.push(m);
+        c.old.push(m);
     }
-    status.old = old.len() as u32;
-    status.draining = live.iter().filter(|m| draining(&p, &m.id)).count() as u32;
-    status.failed_new = p.failed_new.len() as u32;
-    status.abandoned_new = p.abandoned_new.len() as u32;
-    let mut healthy = live
-        .iter()
-        .filter(|m| !draining(&p, &m.id) && in_service(m, &p, policy, now))
-        .count() as u32;
-    status.in_service = healthy;
+    c
+}
 
-    if !refused.is_empty() {
+/// Why the roll must stop now, and whose doing that is.
+fn abort_reason(
+    p: &RollProgress,
+    c: &Classified<'_>,
+    obs: &Observation,
+    policy: &RollPolicy,
+    n: u32,
+    total: u32,
+    stages: &[super::stages::Stage],
+) -> Option<(String, Blame)> {
+    if !c.refused.is_empty() {
         let reason = format!(
             "protected or standby instance(s) {} cannot be replaced and the policy says \"fail\"; unprotect them or set protected/standby = \"skip\"",
-            ids(&refused)
+            ids(&c.refused)
         );
-        return abort(vec![], p, status, reason, Blame::Orchestration);
+        return Some((reason, Blame::Orchestration));
     }
-
     // Rounding (1 instance at 90/100) or the group's MaxSize can close the
     // room: stop at once rather than wait for room that never opens.
-    if !old.is_empty() {
+    if !c.old.is_empty() {
         if let Some(reason) = super::no_room(n, obs.max, policy) {
-            return abort(vec![], p, status, reason, Blame::Orchestration);
+            return Some((reason, Blame::Orchestration));
         }
     }
-
-    // Stages: how many replacements may have started by now.
-    let total = p.replaced + old.len() as u32;
-    let stages = stage_caps(total, policy);
     let in_canary = policy.canary > 0 && p.stage == 0 && stages.len() > 1;
     let threshold = if in_canary {
         1
@@ -205,7 +327,7 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             policy.health_grace.as_secs(),
             ids(&failed_ids)
         );
-        return abort(vec![], p, status, reason, Blame::Image);
+        return Some((reason, Blame::Image));
     }
     if p.abandoned_new.len() as u32 >= threshold {
         let abandoned: Vec<InstanceId> = p.abandoned_new.iter().cloned().collect();
@@ -214,18 +336,31 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             abandoned.len(),
             ids(&abandoned)
         );
-        return abort(vec![], p, status, reason, Blame::Orchestration);
+        return Some((reason, Blame::Orchestration));
     }
+    None
+}
 
-    let old_draining = old.iter().filter(|m| p.draining.contains(&m.id)).count() as u32;
-    let in_flight = status.draining > 0
-        || live.len() < obs.desired as usize
-        || live
-            .iter()
-            .any(|m| is_target(m) && launched_in_roll(m) && !in_service(m, &p, policy, now));
+/// How far the stages let the roll go this tick.
+struct Gate {
+    /// Replacements that may have started by the end of the current stage.
+    cap: u32,
+    /// The window cutoff, once passed.
+    cutoff: Option<Timestamp>,
+    /// Why the roll pauses between stages.
+    pausing: Option<String>,
+}
 
-    // Advance through stages whose replacements are all done and whose
-    // pause is over; stop at one still pausing.
+/// Advance through stages whose replacements are all done and whose pause
+/// is over; stop at one still pausing.
+fn advance_stages(
+    p: &mut RollProgress,
+    stages: &[super::stages::Stage],
+    total: u32,
+    in_flight: bool,
+    policy: &RollPolicy,
+    now: Timestamp,
+) -> Gate {
     let mut pausing = None;
     while let Some(s) = stages.get(p.stage as usize) {
         if p.replaced < s.cap || in_flight || s.cap >= total {
@@ -241,107 +376,138 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             break;
         }
     }
-    let cap = stages.get(p.stage as usize).map_or(total, |s| s.cap);
-    status.stage = p.stage;
-    status.stage_cap = cap;
-    let cutoff = p.effective_cutoff(policy).filter(|c| now >= *c);
-    if let Some(c) = cutoff {
-        status.waiting = Some(format!(
-            "window cutoff at {} ms passed: no new replacement starts",
-            c.millis()
-        ));
-    } else {
-        status.waiting = pausing.clone();
+    Gate {
+        cap: stages.get(p.stage as usize).map_or(total, |s| s.cap),
+        cutoff: p.effective_cutoff(policy).filter(|c| now >= *c),
+        pausing,
     }
-    // Starting a replacement means launching a surge instance or draining
-    // an old one beyond what pairs with instances already launched.
-    let can_start = cutoff.is_none() && pausing.is_none();
+}
 
-    // The desired capacity this roll aims at, given old instances left and
-    // replacements already counted against the stage cap.
-    let aim = |old_left: u32, replaced: u32| {
-        if can_start {
-            n + surge.min(old_left).min(cap.saturating_sub(replaced))
+/// The desired capacity the roll aims at.
+struct Aim {
+    n: u32,
+    surge: u32,
+    cap: u32,
+    can_start: bool,
+}
+
+impl Aim {
+    /// Given the old instances left and the replacements already counted
+    /// against the stage cap.
+    fn at(&self, old_left: u32, replaced: u32) -> u32 {
+        if self.can_start {
+            self.n + self.surge.min(old_left).min(self.cap.saturating_sub(replaced))
         } else {
-            n
+            self.n
         }
-    };
+    }
+}
 
-    let mut actions = Vec::new();
-    let mut desired = obs.desired;
+/// The actions decided so far and what desired capacity is after them.
+struct Acts {
+    actions: Vec<Action>,
+    desired: u32,
+}
+
+/// Terminate drained instances: old ones and surplus new ones (lowering
+/// desired when the surge is no longer needed), failed new ones (the group
+/// replaces them). Returns the old instances left and the replacements
+/// done, these terminations counted.
+fn terminate_drained(
+    p: &RollProgress,
+    old: &[&Member],
+    live: &[&Member],
+    policy: &RollPolicy,
+    now: Timestamp,
+    aim: &Aim,
+    acts: &mut Acts,
+) -> (u32, u32) {
     let mut old_remaining = old.len() as u32;
     let mut replaced_now = p.replaced;
-
-    // 1. Terminate drained instances: old ones and surplus new ones (lowering
-    //    desired when the surge is no longer needed), failed new ones (the
-    //    group replaces them).
-    for m in &old {
+    for m in old {
         if p.draining.contains(&m.id) && drained(m, policy, now) {
             old_remaining -= 1;
             replaced_now += 1;
-            let decrement = aim(old_remaining, replaced_now) < desired;
+            let decrement = aim.at(old_remaining, replaced_now) < acts.desired;
             if decrement {
-                desired -= 1;
+                acts.desired -= 1;
             }
-            actions.push(Action::Terminate {
+            acts.actions.push(Action::Terminate {
                 instance: m.id.clone(),
                 decrement,
             });
         }
     }
-    for m in &live {
+    for m in live {
         if p.draining_new.contains(&m.id) && drained(m, policy, now) {
-            let decrement = !p.failed_new.contains(&m.id) && aim(old_remaining, replaced_now) < desired;
+            let decrement = !p.failed_new.contains(&m.id) && aim.at(old_remaining, replaced_now) < acts.desired;
             if decrement {
-                desired -= 1;
+                acts.desired -= 1;
             }
-            actions.push(Action::Terminate {
+            acts.actions.push(Action::Terminate {
                 instance: m.id.clone(),
                 decrement,
             });
         }
     }
+    (old_remaining, replaced_now)
+}
 
-    // 2. Desired capacity: raise it for surge. Lowering it is done by
-    //    draining and terminating chosen instances (step 4) so the group
-    //    never picks a serving new instance while an old one remains.
-    let want = aim(old_remaining, replaced_now);
-    if want > desired {
-        desired = want;
-        actions.push(Action::SetDesired { desired });
-    }
+/// What the drain phase may use.
+struct Room {
+    floor: u32,
+    want: u32,
+    old_remaining: u32,
+    replaced_now: u32,
+    /// Instances draining when the tick began.
+    draining_before: u32,
+}
 
-    // 3. Failed new instances: drain them (they serve nothing) so they can
-    //    be terminated and replaced.
-    for m in &failed {
+/// Failed new instances are drained (they serve nothing) so they can be
+/// terminated and replaced. Then drain while the floor allows, for two
+/// reasons: pairing with a surplus (more live than aimed at: surge
+/// launched before a pause or cutoff, or the autoscaler scaled in) — old
+/// instances first, then new ones not yet serving — and starting a
+/// replacement within the stage cap. Unhealthy ones first: draining them
+/// costs no capacity. Desired is lowered directly when the excess was
+/// never launched, or when only held instances could absorb it.
+#[allow(clippy::too_many_arguments)]
+fn drain(
+    p: &mut RollProgress,
+    c: &Classified<'_>,
+    live: &[&Member],
+    policy: &RollPolicy,
+    now: Timestamp,
+    aim: &Aim,
+    room: &Room,
+    acts: &mut Acts,
+) {
+    let old_draining = c.old.iter().filter(|m| p.draining.contains(&m.id)).count() as u32;
+    for m in &c.failed {
         if !p.draining_new.contains(&m.id) {
             p.draining_new.insert(m.id.clone());
-            actions.push(Action::Drain { instance: m.id.clone() });
+            acts.actions.push(Action::Drain { instance: m.id.clone() });
         }
     }
-
-    // 4. Drain while the floor allows. Two reasons: pairing with a surplus
-    //    (more live than aimed at: surge launched before a pause or cutoff,
-    //    or the autoscaler scaled in) — old instances first, then new ones
-    //    not yet serving; and starting a replacement within the stage cap.
-    //    Unhealthy ones first: draining them costs no capacity.
-    let old_draining_left = old_draining - (old.len() as u32 - old_remaining);
-    let live_not_draining = live.iter().filter(|m| !draining(&p, &m.id)).count() as u32;
-    let mut surplus = live_not_draining.saturating_sub(want);
-    let mut started = replaced_now + old_draining_left;
-    let mut candidates: Vec<&&Member> = old
+    let mut healthy = c.in_service;
+    let old_draining_left = old_draining - (c.old.len() as u32 - room.old_remaining);
+    let live_not_draining = live.iter().filter(|m| !draining(p, &m.id)).count() as u32;
+    let mut surplus = live_not_draining.saturating_sub(room.want);
+    let mut started = room.replaced_now + old_draining_left;
+    let mut candidates: Vec<&&Member> = c
+        .old
         .iter()
         .filter(|m| !p.draining.contains(&m.id) && held(m, policy).is_none())
         .collect();
-    candidates.sort_by_key(|m| (in_service(m, &p, policy, now), m.launched_at, m.id.clone()));
+    candidates.sort_by_key(|m| (in_service(m, p, policy, now), m.launched_at, m.id.clone()));
     for m in candidates {
         let pairing = surplus > 0;
-        let may_start = can_start && started < cap;
+        let may_start = aim.can_start && started < aim.cap;
         if !(pairing || may_start) {
             break;
         }
-        if in_service(m, &p, policy, now) {
-            if healthy <= floor {
+        if in_service(m, p, policy, now) {
+            if healthy <= room.floor {
                 break;
             }
             healthy -= 1;
@@ -352,93 +518,105 @@ pub fn plan(obs: &Observation, policy: &RollPolicy, progress: &RollProgress, now
             started += 1;
         }
         p.draining.insert(m.id.clone());
-        actions.push(Action::Drain { instance: m.id.clone() });
+        acts.actions.push(Action::Drain { instance: m.id.clone() });
     }
     if surplus > 0 {
         let mut spare: Vec<&&Member> = live
             .iter()
             .filter(|m| {
-                is_target(m) && !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id)
+                m.image == p.target_image
+                    && !draining(p, &m.id)
+                    && held(m, policy).is_none()
+                    && !p.failed_new.contains(&m.id)
             })
             .collect();
         spare.sort_by_key(|m| {
             (
-                in_service(m, &p, policy, now),
+                in_service(m, p, policy, now),
                 std::cmp::Reverse(m.launched_at),
                 m.id.clone(),
             )
         });
         for m in spare.into_iter().take(surplus as usize) {
-            if in_service(m, &p, policy, now) {
-                if healthy <= floor {
+            if in_service(m, p, policy, now) {
+                if healthy <= room.floor {
                     break;
                 }
                 healthy -= 1;
             }
             p.draining_new.insert(m.id.clone());
-            actions.push(Action::Drain { instance: m.id.clone() });
+            acts.actions.push(Action::Drain { instance: m.id.clone() });
         }
     }
-    // Lower desired directly when the excess was never launched, or when
-    // only held instances could absorb it (the group never picks those).
     let nothing_to_pair = !live
         .iter()
-        .any(|m| !draining(&p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id));
-    if want < desired && ((nothing_to_pair && status.draining == 0) || live.len() as u32 <= want) {
-        desired = want;
-        actions.push(Action::SetDesired { desired });
+        .any(|m| !draining(p, &m.id) && held(m, policy).is_none() && !p.failed_new.contains(&m.id));
+    if room.want < acts.desired && ((nothing_to_pair && room.draining_before == 0) || live.len() as u32 <= room.want) {
+        acts.desired = room.want;
+        acts.actions.push(Action::SetDesired { desired: room.want });
     }
-    // What desired will be once these actions are done; a different value
-    // next tick is somebody else's change.
-    p.last_set_desired = Some(desired);
+}
 
-    // Held instances: `Blocked` has a deadline.
-    let only_held_left = !blocked_on.is_empty() && old_remaining as usize == blocked_on.len();
-    if only_held_left && actions.is_empty() {
-        let since = *p.blocked_since.get_or_insert(now);
-        let waited = now.since(since);
-        if waited >= policy.hold_timeout {
-            let reason = format!(
-                "timed out after {}s waiting for protected or standby instance(s) {} (policy \"wait\", hold_timeout {}s); unprotect them or set protected/standby = \"skip\"",
-                waited.as_secs(),
-                ids(&blocked_on),
-                policy.hold_timeout.as_secs()
-            );
-            return abort(actions, p, status, reason, Blame::Orchestration);
-        }
-    } else {
+/// Held instances: `Blocked` has a deadline. Why the roll gives up on
+/// them, once `waiting` (only held instances left, nothing else to do) has
+/// lasted `hold_timeout`.
+fn held_too_long(
+    p: &mut RollProgress,
+    blocked_on: &[InstanceId],
+    waiting: bool,
+    policy: &RollPolicy,
+    now: Timestamp,
+) -> Option<String> {
+    if !waiting {
         p.blocked_since = None;
+        return None;
     }
+    let since = *p.blocked_since.get_or_insert(now);
+    let waited = now.since(since);
+    (waited >= policy.hold_timeout).then(|| {
+        format!(
+            "timed out after {}s waiting for protected or standby instance(s) {} (policy \"wait\", hold_timeout {}s); unprotect them or set protected/standby = \"skip\"",
+            waited.as_secs(),
+            ids(blocked_on),
+            policy.hold_timeout.as_secs()
+        )
+    })
+}
 
+/// Where the tick left the roll.
+struct Ending<'a> {
+    /// Nothing to do, nothing in flight, the group at its base size.
+    settled: bool,
+    old_remaining: u32,
+    only_held_left: bool,
+    cutoff: Option<Timestamp>,
+    blocked_on: &'a [InstanceId],
+}
+
+fn outcome(p: &RollProgress, live: &[&Member], policy: &RollPolicy, now: Timestamp, e: &Ending<'_>) -> Outcome {
     let all_new_serving = live
         .iter()
-        .filter(|m| is_target(m))
-        .all(|m| in_service(m, &p, policy, now));
-    let settled = actions.is_empty() && !in_flight && desired == n && live.len() as u32 == n;
-    let outcome = if settled && old_remaining == 0 && all_new_serving {
+        .filter(|m| m.image == p.target_image)
+        .all(|m| in_service(m, p, policy, now));
+    if e.settled && e.old_remaining == 0 && all_new_serving {
         Outcome::Complete
-    } else if only_held_left {
+    } else if e.only_held_left {
         Outcome::Blocked {
             reason: format!(
                 "waiting for protected or standby instance(s): {} (gives up after {}s)",
-                ids(&blocked_on),
+                ids(e.blocked_on),
                 policy.hold_timeout.as_secs()
             ),
         }
-    } else if let (Some(c), true) = (cutoff, settled) {
+    } else if let (Some(c), true) = (e.cutoff, e.settled) {
         Outcome::Paused {
             reason: format!(
-                "window cutoff ({} ms) reached with {old_remaining} instance(s) still to replace; `repave resume` or the next window continues",
-                c.millis()
+                "window cutoff ({} ms) reached with {} instance(s) still to replace; `repave resume` or the next window continues",
+                c.millis(),
+                e.old_remaining
             ),
         }
     } else {
         Outcome::Progressing
-    };
-    Plan {
-        actions,
-        progress: p,
-        status,
-        outcome,
     }
 }

@@ -8,10 +8,11 @@
 //! resumed step polls the command it already sent instead of sending it
 //! again.
 
-use crate::bake::{command_error, run_command_as, wait_ready, PatchOutput, ResolveOutput, ScanOutput};
+use crate::bake::{PatchOutput, ResolveOutput, ScanOutput};
 use crate::call::retry;
+use crate::command::{command_error, run_command_as, wait_ready};
+use crate::context::Ctx;
 use crate::error::EngineError;
-use crate::executor::Ctx;
 use repave_core::patch::{PatchSelection, Update};
 use repave_core::provider::{CommandDocument, CommandResult, CommandStatus, InstallReport};
 use repave_core::InstanceId;
