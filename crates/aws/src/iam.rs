@@ -158,10 +158,10 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
             "Action": [
                 "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeInstanceStatus",
                 "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions",
-                "ec2:DescribeSnapshots", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSnapshots",
                 "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
                 "autoscaling:DescribeLifecycleHooks", "autoscaling:DescribeInstanceRefreshes",
-                "autoscaling:DescribeWarmPool", "autoscaling:DescribeScalingProcessTypes",
+                "autoscaling:DescribeWarmPool",
                 "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTargetGroups",
                 "elasticloadbalancing:DescribeTargetGroupAttributes",
                 "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancers",
@@ -232,7 +232,7 @@ pub fn iam_policy(name: &str, pipeline: &Pipeline, scope: &PolicyScope) -> Value
             "Sid": "OwnInstancesAndImages",
             "Effect": "Allow",
             "Action": [
-                "ec2:StopInstances", "ec2:StartInstances", "ec2:RebootInstances", "ec2:TerminateInstances",
+                "ec2:StopInstances", "ec2:RebootInstances", "ec2:TerminateInstances",
                 "ec2:CreateImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags"
             ],
             "Resource": [arn.ec2("instance", "*"), arn.ec2_unowned("image", "*"), arn.ec2_unowned("snapshot", "*")],

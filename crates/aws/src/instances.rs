@@ -199,16 +199,6 @@ impl Instances for AwsProvider {
         Ok(())
     }
 
-    async fn start_instance(&self, id: &InstanceId) -> Result<()> {
-        self.ec2
-            .start_instances()
-            .instance_ids(id.as_str())
-            .send()
-            .await
-            .map_err(|e| map_sdk("StartInstances", e))?;
-        Ok(())
-    }
-
     async fn reboot_instance(&self, id: &InstanceId) -> Result<()> {
         self.ec2
             .reboot_instances()

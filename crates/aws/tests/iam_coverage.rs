@@ -428,7 +428,6 @@ fn the_provider_s_known_operations_are_granted() {
         ("ec2", "RunInstances"),
         ("ec2", "CreateTags"),
         ("ec2", "StopInstances"),
-        ("ec2", "StartInstances"),
         ("ec2", "RebootInstances"),
         ("ec2", "TerminateInstances"),
         ("ec2", "CreateImage"),
@@ -537,4 +536,62 @@ fn every_recorded_operation_is_granted() {
         "operations the provider made that the printed policy does not grant:\n  {}",
         failures.join("\n  ")
     );
+    // The other way round: every action the policy grants was made by the
+    // provider somewhere in the suite, or is on NOT_RECORDED with the
+    // reason no harness run makes it. A grant nothing uses is a privilege
+    // too many.
+    let made: BTreeSet<String> = ops.iter().map(|(s, a)| format!("{s}:{a}")).collect();
+    let unused: Vec<String> = p["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .flat_map(|st| match &st["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(v) => v.iter().filter_map(|a| a.as_str().map(String::from)).collect(),
+            _ => vec![],
+        })
+        .filter(|a| !made.contains(a) && !NOT_RECORDED.iter().any(|(n, _)| n == a))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "the printed policy grants actions no run of the suite made (remove them, or say on NOT_RECORDED why no harness run makes them):\n  {}",
+        unused.join("\n  ")
+    );
 }
+
+/// Granted actions the harness suite does not make, and why they are
+/// granted all the same.
+const NOT_RECORDED: &[(&str, &str)] = &[
+    (
+        "autoscaling:CancelInstanceRefresh",
+        "a `strategy = \"native\"` run cancelled while its refresh is in progress; the native tests let refreshes finish",
+    ),
+    (
+        "ec2:DescribeSnapshots",
+        "the permission check reads the KMS keys of the launch template's EBS snapshots; the harness templates map none",
+    ),
+    (
+        "ec2:GetEbsDefaultKmsKeyId",
+        "read only when the account encrypts EBS by default; the harness accounts do not",
+    ),
+    (
+        "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+        "Traffic::register_target on a Classic Load Balancer group; only the conformance check calls it (on target groups), the engine never does",
+    ),
+    (
+        "iam:PassRole",
+        "evaluated by AWS inside RunInstances for the builder's instance profile, not a call of its own",
+    ),
+    ("kms:CreateGrant", "EBS on the caller's behalf (kms:ViaService) for volumes under a customer managed key; harness volumes are unencrypted"),
+    ("kms:Decrypt", "as kms:CreateGrant"),
+    ("kms:DescribeKey", "as kms:CreateGrant"),
+    ("kms:GenerateDataKeyWithoutPlaintext", "as kms:CreateGrant"),
+    ("kms:ReEncryptFrom", "as kms:CreateGrant"),
+    ("kms:ReEncryptTo", "as kms:CreateGrant"),
+    (
+        "ssm:ListTagsForResource",
+        "`repave gc` reading the run tag of each repave-* patch baseline; the harness's gc tests find none left",
+    ),
+];

@@ -244,8 +244,16 @@ fn python() -> std::path::PathBuf {
 /// to an EC2 client), return what it prints.
 fn boto3(region: &str, script: &str) -> String {
     let prelude = "import boto3, sys, time\nec2 = boto3.client('ec2', endpoint_url=sys.argv[1], region_name=sys.argv[2], aws_access_key_id='testing', aws_secret_access_key='testing')\n";
+    python_script(&format!("{prelude}{script}"), &[&moto(), region])
+}
+
+/// Run python `code` with `args` (`sys.argv[1..]`); what it prints. A
+/// failing script fails the test with its stderr.
+fn python_script(code: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(python())
-        .args(["-c", &format!("{prelude}{script}"), &moto(), region])
+        .arg("-c")
+        .arg(code)
+        .args(args)
         .output()
         .expect("python");
     assert!(
@@ -345,17 +353,12 @@ fn boto3_as(account: &str, region: &str, script: &str, args: &[&str]) -> String 
         def client(s):\n    c = boto3.client(s, endpoint_url=sys.argv[1], region_name=sys.argv[2], aws_access_key_id='testing', aws_secret_access_key='testing')\n    \
         c.meta.events.register('before-sign.*.*', lambda request, **_: request.headers.__setitem__('x-moto-account-id', sys.argv[3]))\n    return c\n\
         ec2, asg, ssm = client('ec2'), client('autoscaling'), client('ssm')\n";
-    let out = std::process::Command::new(python())
-        .args(["-c", &format!("{prelude}{script}"), &moto(), region, account])
-        .args(args)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "boto3 script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let endpoint = moto();
+    let argv: Vec<&str> = [endpoint.as_str(), region, account]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    python_script(&format!("{prelude}{script}"), &argv)
 }
 
 /// `repave serve` drives two pipelines at once, each in its own account

@@ -168,7 +168,6 @@ pub trait Instances: Send + Sync {
     /// Instances carrying every tag in `tags`, terminated ones included.
     async fn list_instances(&self, tags: &Tags) -> Result<Vec<Instance>>;
     async fn stop_instance(&self, id: &InstanceId) -> Result<()>;
-    async fn start_instance(&self, id: &InstanceId) -> Result<()>;
     async fn reboot_instance(&self, id: &InstanceId) -> Result<()>;
     async fn terminate_instance(&self, id: &InstanceId) -> Result<()>;
     /// Probe the instance the way a load balancer would (local: HTTP GET of

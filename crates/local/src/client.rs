@@ -174,6 +174,13 @@ impl LocalClient {
         expect!(self.call(&req).await?, Response::Unit => ())
     }
 
+    /// Start a stopped instance again. The fleet's own call: the engine
+    /// never restarts an instance (it is not a provider operation, and
+    /// `repave iam-policy` grants no `ec2:StartInstances`).
+    pub async fn start_instance(&self, id: &InstanceId) -> Result<(), LocalError> {
+        self.unit(Request::StartInstance { id: id.clone() }).await
+    }
+
     /// Pid of the daemon process (also a liveness check).
     pub async fn daemon_pid(&self) -> Result<u32, LocalError> {
         expect!(self.call(&Request::Ping).await?, Response::Pong { pid } => pid)
@@ -290,9 +297,6 @@ impl Instances for LocalClient {
     }
     async fn stop_instance(&self, id: &InstanceId) -> PResult<()> {
         Ok(self.unit(Request::StopInstance { id: id.clone() }).await?)
-    }
-    async fn start_instance(&self, id: &InstanceId) -> PResult<()> {
-        Ok(self.unit(Request::StartInstance { id: id.clone() }).await?)
     }
     async fn reboot_instance(&self, id: &InstanceId) -> PResult<()> {
         Ok(self.unit(Request::RebootInstance { id: id.clone() }).await?)

@@ -521,25 +521,6 @@ impl Instances for SimProvider {
         Ok(())
     }
 
-    async fn start_instance(&self, id: &InstanceId) -> Result<()> {
-        self.call("start_instance").await?;
-        let now = self.now();
-        let mut w = self.world();
-        let lat = w.lat.clone();
-        let (launch, boot) = (lat.draw(&mut w.rng, lat.launch), lat.draw(&mut w.rng, lat.boot));
-        let i = w.instances.get_mut(id).ok_or_else(|| not_found("start_instance", id))?;
-        if i.state(now) != InstanceState::Stopped {
-            return Err(ProviderError::permanent(
-                "start_instance",
-                format!("{id} is {:?}, not stopped", i.state(now)),
-            ));
-        }
-        i.stopping = None;
-        i.running_at = now.plus(launch);
-        i.ready_at = i.running_at.plus(boot);
-        Ok(())
-    }
-
     async fn reboot_instance(&self, id: &InstanceId) -> Result<()> {
         self.call("reboot_instance").await?;
         let now = self.now();

@@ -21,7 +21,6 @@ pub(crate) fn bucket_of(op: &str) -> ApiBucket {
         "tag_image" => (Service::Ec2, "CreateTags"),
         "launch" => (Service::Ec2, "RunInstances"),
         "stop_instance" => (Service::Ec2, "StopInstances"),
-        "start_instance" => (Service::Ec2, "StartInstances"),
         "reboot_instance" => (Service::Ec2, "RebootInstances"),
         "terminate_instance" => (Service::Ec2, "TerminateInstances"),
         "create_launch_spec_version" => (Service::Ec2, "CreateLaunchTemplateVersion"),

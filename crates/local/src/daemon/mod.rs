@@ -295,24 +295,10 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
         let alive = rec.pid.is_some_and(ours);
         match rec.instance.state {
             InstanceState::Terminated => {}
-            InstanceState::ShuttingDown => {
-                if let Some(pid) = rec.pid.filter(|_| alive) {
-                    crate::process::signal_group(pid, libc::SIGKILL);
-                }
-                crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
-                let r = cloud.state.instances.get_mut(&id).expect("listed");
-                r.instance.state = InstanceState::Terminated;
-                r.instance.address = None;
-                r.pid = None;
-            }
+            // A stop or a terminate the previous fleet process did not finish.
+            InstanceState::ShuttingDown => finish_stop(shared, &mut cloud, &id, rec.pid.filter(|_| alive), true),
             InstanceState::Stopping | InstanceState::Stopped => {
-                if let Some(pid) = rec.pid.filter(|_| alive) {
-                    crate::process::signal_group(pid, libc::SIGKILL);
-                }
-                let r = cloud.state.instances.get_mut(&id).expect("listed");
-                r.instance.state = InstanceState::Stopped;
-                r.instance.address = None;
-                r.pid = None;
+                finish_stop(shared, &mut cloud, &id, rec.pid.filter(|_| alive), false)
             }
             InstanceState::Pending | InstanceState::Running
                 if rec.group.as_ref().is_some_and(|g| {
@@ -327,14 +313,7 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
                 // written before launches recorded membership in the same
                 // write): nothing will ever terminate it but this.
                 tracing::warn!(instance = %id, group = ?rec.group, "terminating a group instance that is not a member");
-                if let Some(pid) = rec.pid.filter(|_| alive) {
-                    crate::process::signal_group(pid, libc::SIGKILL);
-                }
-                crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
-                let r = cloud.state.instances.get_mut(&id).expect("listed");
-                r.instance.state = InstanceState::Terminated;
-                r.instance.address = None;
-                r.pid = None;
+                finish_stop(shared, &mut cloud, &id, rec.pid.filter(|_| alive), true);
             }
             InstanceState::Pending | InstanceState::Running => {
                 if alive {
@@ -355,6 +334,25 @@ fn adopt(shared: &Shared) -> Result<(), LocalError> {
     }
     remove_unrecorded(shared, &cloud);
     shared.save(&cloud)
+}
+
+/// Stop (or, with `terminate`, terminate: its root goes too) an instance
+/// found at start, killing its process `pid` if it is still ours.
+fn finish_stop(shared: &Shared, cloud: &mut Cloud, id: &InstanceId, pid: Option<i32>, terminate: bool) {
+    if let Some(pid) = pid {
+        crate::process::signal_group(pid, libc::SIGKILL);
+    }
+    if terminate {
+        crate::util::remove_root(&shared.paths.instances.join(id.as_str()));
+    }
+    let r = cloud.state.instances.get_mut(id).expect("listed");
+    r.instance.state = if terminate {
+        InstanceState::Terminated
+    } else {
+        InstanceState::Stopped
+    };
+    r.instance.address = None;
+    r.pid = None;
 }
 
 /// A launch materializes the root and starts the process before the state
