@@ -51,7 +51,11 @@ fn context_of(conditions: &Value) -> Vec<ContextEntry> {
         let base = op.rsplit(':').next().unwrap_or(op).trim_end_matches("IfExists");
         let Some(keys) = keys.as_object() else { continue };
         for (key, wanted) in keys {
-            let value = strings(wanted).into_iter().next().unwrap_or_default();
+            // A condition with no value matches no request: nothing to
+            // put in the context for it.
+            let Some(value) = strings(wanted).into_iter().next() else {
+                continue;
+            };
             let (kind, value) = match base {
                 "Null" if value.eq_ignore_ascii_case("true") => continue,
                 "Null" => (ContextKeyTypeEnum::String, ANY_NAME.to_string()),
@@ -88,7 +92,10 @@ impl AwsProvider {
                 .build(),
         );
         let caller = match sts.get_caller_identity().send().await {
-            Ok(c) => c.arn().unwrap_or_default().to_string(),
+            Ok(c) => match c.arn() {
+                Some(arn) => arn.to_string(),
+                None => return unchecked("GetCallerIdentity answered without the caller's ARN".into()),
+            },
             Err(e) => {
                 return unchecked(format!(
                     "GetCallerIdentity: {}",

@@ -99,7 +99,7 @@ pub(crate) async fn run_command_as(
             let token = match &previous {
                 Some(before) => format!(
                     "{token}-after-{}",
-                    before.as_str().split('/').next().unwrap_or_default()
+                    before.as_str().split_once('/').map_or(before.as_str(), |(id, _)| id)
                 ),
                 None => token,
             };

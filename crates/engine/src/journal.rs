@@ -38,7 +38,14 @@ pub fn nothing_to_do(store: &Store, pipeline: &str, run: &RunId) -> Option<Optio
         limit: Some(20),
         ..Default::default()
     };
-    let runs = store.list_runs(&filter).unwrap_or_default();
+    // Without the history nothing shows the window may be skipped: it runs.
+    let runs = match store.list_runs(&filter) {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::warn!(error = %e, pipeline, "only_if: could not read the last good run; the window runs");
+            return Some(None);
+        }
+    };
     let Some(last_good) = runs.into_iter().find(|r| r.kind == RunKind::Run && r.id != *run) else {
         return Some(None);
     };

@@ -167,7 +167,6 @@ pub async fn rollback(
     roll_and_verify(
         ctx,
         "rollback_roll",
-        "rollback_verify",
         &published.previous_image,
         &published.previous_launch_spec,
         &policy,

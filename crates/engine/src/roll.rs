@@ -722,60 +722,51 @@ pub async fn left_on_old_image(ctx: &Ctx<'_>, target: &ImageId) -> Result<Vec<St
         .collect())
 }
 
+/// Roll step `roll_step` ("roll", "rollback_roll") onto `image` and verify
+/// it in the step beside it ("verify", "rollback_verify"), with the
+/// group's disturbing scaling processes suspended around both.
 pub(crate) async fn roll_and_verify(
     ctx: &Ctx<'_>,
     roll_step: &str,
-    verify_step: &str,
     image: &ImageId,
     spec: &repave_core::provider::LaunchSpecRef,
     policy: &RollPolicy,
     base_hint: Option<u32>,
 ) -> Result<RollReport, EngineError> {
-    crate::processes::suspended_during(ctx, roll_step, || {
-        roll_and_verify_now(ctx, roll_step, verify_step, image, spec, policy, base_hint)
-    })
-    .await
-}
-
-async fn roll_and_verify_now(
-    ctx: &Ctx<'_>,
-    roll_step: &str,
-    verify_step: &str,
-    image: &ImageId,
-    spec: &repave_core::provider::LaunchSpecRef,
-    policy: &RollPolicy,
-    base_hint: Option<u32>,
-) -> Result<RollReport, EngineError> {
-    if ctx.pipeline.rollout.strategy == repave_core::config::Strategy::Native {
-        let intent = serde_json::json!({ "target": image, "launch_spec": spec, "strategy": "native" });
-        let report: RollReport = ctx
-            .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image, spec))
+    let verify_step = &crate::journal::beside(roll_step, "verify");
+    crate::processes::suspended_during(ctx, roll_step, || async move {
+        if ctx.pipeline.rollout.strategy == repave_core::config::Strategy::Native {
+            let intent = serde_json::json!({ "target": image, "launch_spec": spec, "strategy": "native" });
+            let report: RollReport = ctx
+                .step(roll_step, intent, || crate::native::roll(ctx, roll_step, image, spec))
+                .await?;
+            ctx.step(verify_step, serde_json::json!({ "target": image }), || {
+                verify(ctx, image)
+            })
             .await?;
+            return with_left_behind(ctx, verify_step, image, report).await;
+        }
+        let base = base_capacity(ctx, roll_step, base_hint).await?;
+        // Before any surge: what the group draws from its warm pool must be on
+        // the new image.
+        let warm_pool_replaced = crate::warm_pool::refresh(ctx, roll_step, image).await?;
+        let intent = RollIntent {
+            target: image.clone(),
+            policy: policy.clone(),
+            base_desired: base,
+        }
+        .to_json();
+        let mut report: RollReport = ctx
+            .step(roll_step, intent, || roll(ctx, roll_step, image, policy, base))
+            .await?;
+        report.warm_pool_replaced = warm_pool_replaced;
         ctx.step(verify_step, serde_json::json!({ "target": image }), || {
             verify(ctx, image)
         })
         .await?;
-        return with_left_behind(ctx, verify_step, image, report).await;
-    }
-    let base = base_capacity(ctx, roll_step, base_hint).await?;
-    // Before any surge: what the group draws from its warm pool must be on
-    // the new image.
-    let warm_pool_replaced = crate::warm_pool::refresh(ctx, roll_step, image).await?;
-    let intent = RollIntent {
-        target: image.clone(),
-        policy: policy.clone(),
-        base_desired: base,
-    }
-    .to_json();
-    let mut report: RollReport = ctx
-        .step(roll_step, intent, || roll(ctx, roll_step, image, policy, base))
-        .await?;
-    report.warm_pool_replaced = warm_pool_replaced;
-    ctx.step(verify_step, serde_json::json!({ "target": image }), || {
-        verify(ctx, image)
+        with_left_behind(ctx, verify_step, image, report).await
     })
-    .await?;
-    with_left_behind(ctx, verify_step, image, report).await
+    .await
 }
 
 /// The verified roll's report with the members the policy left on their

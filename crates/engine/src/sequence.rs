@@ -55,7 +55,7 @@ pub(crate) async fn full_run(
         return Ok(());
     }
     let policy = ctx.policy();
-    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &published.launch_spec, &policy, None).await;
+    let rolled = roll_and_verify(ctx, "roll", &image, &published.launch_spec, &policy, None).await;
     match rolled {
         Ok(report) => summary.roll = Some(report),
         Err(e) if !e.blames_image() => {
@@ -174,17 +174,7 @@ pub(crate) async fn roll_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Result
     let resolved: ResolveOutput = ctx
         .step("resolve", serde_json::json!({}), || bake::resolve(ctx))
         .await?;
-    let image = resolved.source_image.clone();
-    summary.new_image = Some(image.clone());
-    let spec: repave_core::provider::LaunchSpecRef = ctx
-        .step("set_launch_spec", serde_json::json!({ "image": image }), || {
-            publish::publish_launch_spec(ctx, &image)
-        })
-        .await?;
-    let policy = ctx.policy();
-    let rolled = roll_and_verify(ctx, "roll", "verify", &image, &spec, &policy, None).await;
-    summary.roll = Some(rolled.map_err(pause_unless_image)?);
-    Ok(())
+    roll_onto(ctx, summary, resolved.source_image).await
 }
 
 /// `repave rollback`: golden parameter and launch spec back to the previous
@@ -200,13 +190,19 @@ pub(crate) async fn rollback_only(ctx: &Ctx<'_>, summary: &mut RunSummary) -> Re
         publish::restore_parameter(ctx, &target)
     })
     .await?;
+    roll_onto(ctx, summary, target).await
+}
+
+/// The group's launch spec onto `image`, then the fleet with it.
+async fn roll_onto(ctx: &Ctx<'_>, summary: &mut RunSummary, image: ImageId) -> Result<(), EngineError> {
+    summary.new_image = Some(image.clone());
     let spec: repave_core::provider::LaunchSpecRef = ctx
-        .step("set_launch_spec", serde_json::json!({ "image": target }), || {
-            publish::publish_launch_spec(ctx, &target)
+        .step("set_launch_spec", serde_json::json!({ "image": image }), || {
+            publish::publish_launch_spec(ctx, &image)
         })
         .await?;
     let policy = ctx.policy();
-    let rolled = roll_and_verify(ctx, "roll", "verify", &target, &spec, &policy, None).await;
+    let rolled = roll_and_verify(ctx, "roll", &image, &spec, &policy, None).await;
     summary.roll = Some(rolled.map_err(pause_unless_image)?);
     Ok(())
 }
